@@ -1,0 +1,212 @@
+"""Offline preference optimisation on a contextual bandit, in the PureJaxRL shape.
+
+The world: every (prompt, response) pair has a feature vector; a hidden reward
+function scores it; a reference ("SFT") policy puts a softmax over each prompt's
+responses. A preference data set holds pairs of responses sampled from the
+reference policy and labelled by a Bradley-Terry model of the hidden reward.
+
+The policy is the reference plus a learned MLP correction on the features,
+initialised to zero so that training starts exactly at the reference. It is
+trained on the preference pairs with a user-supplied per-example loss of the
+four log-probability arrays (the DiscoPOP signature). Because the correction is
+a function of features, the trained policy generalises to prompts it never saw;
+the sealed evaluator scores it exactly (expected true reward and KL to the
+reference) on held-out prompts.
+
+`make_train(config, loss_fn)` returns a pure `train(rng, data, beta)` that is
+jitted and vmapped over seeds and betas in one compiled call.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+LossFn = Callable[..., jax.Array]
+
+
+@dataclass(frozen=True)
+class WorldConfig:
+    """Shape of the bandit world. The hidden reward is fixed by `world_seed`."""
+
+    feature_dim: int = 16
+    responses: int = 32
+    reward_hidden: int = 32
+    ref_temperature: float = 1.0
+    ref_reward_weight: float = 0.5
+    label_temperature: float = 0.5
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Policy and optimiser settings of the (fixed) training harness."""
+
+    hidden: int = 64
+    steps: int = 400
+    learning_rate: float = 3e-3
+    batch_size: int = 512
+
+
+class Prompts(NamedTuple):
+    """A set of prompts with their responses' features and reference log-probs."""
+
+    features: jax.Array  # [P, K, D]
+    ref_logps: jax.Array  # [P, K]
+
+
+class Preferences(NamedTuple):
+    """Pairs (prompt, chosen, rejected) over a `Prompts` set."""
+
+    prompt: jax.Array  # [N] int32
+    chosen: jax.Array  # [N] int32
+    rejected: jax.Array  # [N] int32
+
+
+# --- the world (trusted side: only the data preparer and the evaluator call these) ---
+
+
+def _reward_params(world: WorldConfig, world_seed: int) -> dict[str, jax.Array]:
+    k1, k2, k3 = jax.random.split(jax.random.PRNGKey(world_seed), 3)
+    d, h = world.feature_dim, world.reward_hidden
+    return {
+        "w1": jax.random.normal(k1, (d, h)) / jnp.sqrt(d),
+        "w2": jax.random.normal(k2, (h,)) / jnp.sqrt(h),
+        "ref": jax.random.normal(k3, (d,)) / jnp.sqrt(d),
+    }
+
+
+def true_reward(world: WorldConfig, world_seed: int, features: jax.Array) -> jax.Array:
+    """Hidden reward of each response, roughly unit scale. Never shown to training."""
+    p = _reward_params(world, world_seed)
+    return jnp.tanh(features @ p["w1"]) @ p["w2"] * 2.0
+
+
+def make_prompts(world: WorldConfig, world_seed: int, rng: jax.Array, n: int) -> Prompts:
+    """Sample `n` prompts: features and a reference policy correlated with the reward."""
+    k_feat, k_noise = jax.random.split(rng)
+    feats = jax.random.normal(k_feat, (n, world.responses, world.feature_dim))
+    p = _reward_params(world, world_seed)
+    noise = jax.random.normal(k_noise, (n, world.responses))
+    logits = world.ref_reward_weight * true_reward(world, world_seed, feats) + feats @ p["ref"] + noise
+    ref_logps = jax.nn.log_softmax(logits / world.ref_temperature, axis=-1)
+    return Prompts(feats, ref_logps)
+
+
+def sample_preferences(
+    world: WorldConfig, world_seed: int, prompts: Prompts, rng: jax.Array, n_pairs: int
+) -> Preferences:
+    """Pairs of distinct responses drawn from the reference, labelled Bradley-Terry."""
+    kp, ka, kb, kl = jax.random.split(rng, 4)
+    n_prompts = prompts.ref_logps.shape[0]
+    prompt = jax.random.randint(kp, (n_pairs,), 0, n_prompts)
+    logits = prompts.ref_logps[prompt]
+    a = jax.random.categorical(ka, logits)
+    # Draw the second response from the reference restricted to b != a.
+    b = jax.random.categorical(kb, jnp.where(jax.nn.one_hot(a, logits.shape[-1]) > 0, -jnp.inf, logits))
+    r = true_reward(world, world_seed, prompts.features)
+    margin = (r[prompt, a] - r[prompt, b]) / world.label_temperature
+    a_wins = jax.random.bernoulli(kl, jax.nn.sigmoid(margin))
+    chosen = jnp.where(a_wins, a, b).astype(jnp.int32)
+    rejected = jnp.where(a_wins, b, a).astype(jnp.int32)
+    return Preferences(prompt.astype(jnp.int32), chosen, rejected)
+
+
+# --- the policy (shared by training and evaluation) ---
+
+
+def init_policy(rng: jax.Array, feature_dim: int, hidden: int) -> dict[str, jax.Array]:
+    """MLP correction to the reference logits; zero last layer so pi == pi_ref at start."""
+    return {
+        "w1": jax.random.normal(rng, (feature_dim, hidden)) / jnp.sqrt(feature_dim),
+        "b1": jnp.zeros((hidden,)),
+        "w2": jnp.zeros((hidden,)),
+        "b2": jnp.zeros(()),
+    }
+
+
+def policy_logps(params: dict[str, jax.Array], prompts: Prompts) -> jax.Array:
+    """Log-probabilities [P, K] of the policy over each prompt's responses."""
+    h = jnp.tanh(prompts.features @ params["w1"] + params["b1"])
+    return jax.nn.log_softmax(prompts.ref_logps + h @ params["w2"] + params["b2"], axis=-1)
+
+
+# --- training (runs inside the sandbox with the candidate's loss) ---
+
+
+def make_train(config: TrainConfig, loss_fn: LossFn) -> Callable:
+    """Return `train(rng, prompts, prefs, beta) -> (params, loss_curve)`, pure and jittable."""
+    tx = optax.adam(config.learning_rate)
+
+    def train(rng: jax.Array, prompts: Prompts, prefs: Preferences, beta: jax.Array):
+        k_init, k_batches = jax.random.split(rng)
+        params = init_policy(k_init, prompts.features.shape[-1], config.hidden)
+        n = prefs.prompt.shape[0]
+        batch = min(config.batch_size, n)
+
+        def objective(params, idx):
+            logps = policy_logps(params, prompts)
+            p, c, r = prefs.prompt[idx], prefs.chosen[idx], prefs.rejected[idx]
+            per_example = loss_fn(
+                logps[p, c], logps[p, r], prompts.ref_logps[p, c], prompts.ref_logps[p, r], beta
+            )
+            return jnp.mean(per_example)
+
+        def step(carry, key):
+            params, opt_state = carry
+            idx = jax.random.choice(key, n, (batch,), replace=False)
+            value, grads = jax.value_and_grad(objective)(params, idx)
+            updates, opt_state = tx.update(grads, opt_state, params)
+            return (optax.apply_updates(params, updates), opt_state), value
+
+        keys = jax.random.split(k_batches, config.steps)
+        (params, _), curve = jax.lax.scan(step, (params, tx.init(params)), keys)
+        return params, curve
+
+    return train
+
+
+def make_sweep(config: TrainConfig, loss_fn: LossFn) -> Callable:
+    """Train over seeds (leading axis of rngs and prefs) x betas in one compiled call."""
+    train = make_train(config, loss_fn)
+    over_betas = jax.vmap(train, in_axes=(None, None, None, 0))
+    over_seeds = jax.vmap(over_betas, in_axes=(0, None, 0, None))
+    return jax.jit(over_seeds)
+
+
+# --- exact evaluation (trusted side) ---
+
+
+def reward_and_kl(
+    params: dict[str, jax.Array], prompts: Prompts, reward: jax.Array
+) -> tuple[jax.Array, jax.Array]:
+    """Exact expected true reward and KL(pi || pi_ref), averaged over prompts."""
+    logps = policy_logps(params, prompts)
+    probs = jnp.exp(logps)
+    expected = jnp.sum(probs * reward, axis=-1).mean()
+    kl = jnp.sum(probs * (logps - prompts.ref_logps), axis=-1).mean()
+    return expected, kl
+
+
+def frontier_value(kl: np.ndarray, gain: np.ndarray, budget: float) -> float:
+    """Reward gain reachable within a KL budget on the empirical Pareto frontier.
+
+    The points (KL, gain) of a beta sweep, plus the reference itself at (0, 0),
+    form an upper envelope that never decreases with KL; the value is that
+    envelope linearly interpolated at `budget` (flat beyond the largest KL seen).
+    """
+    order = np.argsort(kl)
+    xs = np.concatenate([[0.0], np.asarray(kl, float)[order]])
+    ys = np.maximum.accumulate(np.concatenate([[0.0], np.asarray(gain, float)[order]]))
+    return float(np.interp(budget, xs, ys))
+
+
+def frontier_auc(kl: np.ndarray, gain: np.ndarray, budget: float) -> float:
+    """Mean of the frontier envelope over KL in [0, budget] (area divided by budget)."""
+    grid = np.linspace(0.0, budget, 65)
+    return float(np.mean([frontier_value(kl, gain, g) for g in grid]))

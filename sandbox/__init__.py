@@ -1,0 +1,1 @@
+"""Running untrusted experiment code: backends and resource limits."""

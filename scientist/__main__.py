@@ -1,0 +1,3 @@
+from scientist.cli import main
+
+main()

@@ -1,0 +1,254 @@
+"""The `scientist` command line.
+
+Flags and template.toml are turned into one `EvalRequest` per candidate and
+passed down; every expected failure prints one line and exits non-zero:
+1 when a run failed, 2 when the command could not start (bad template, flag or file).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from sandbox.backends import SandboxUnavailable, resolve
+from scientist import runner
+from scientist.stats import compare
+from scientist.store import Store, run_key, source_hash
+from scientist.template import DEFAULT_TEMPLATES_DIR, Template, TemplateError, list_template_names, load_template
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Research automation for small JAX experiment templates.")
+console = Console(highlight=False)
+err = Console(stderr=True, highlight=False)
+
+HomeOpt = typer.Option(Path(".scientist"), "--home", envvar="SCIENTIST_HOME",
+                       help="Folder for the store, caches and run folders.")
+TemplatesDirOpt = typer.Option(DEFAULT_TEMPLATES_DIR, "--templates-dir", help="Where templates live.")
+SandboxOpt = typer.Option("auto", "--sandbox", help="auto, bwrap or process (process: no isolation).")
+
+
+class UsageError(Exception):
+    """A bad flag, file or template: reported as one line, exit code 2."""
+
+
+def _fail(message: str, code: int = 2) -> None:
+    err.print(f"[red]error:[/red] {message}")
+    raise typer.Exit(code)
+
+
+def _open_store(home: Path) -> Store:
+    return Store(home / "store.sqlite")
+
+
+def _baseline_run(store: Store, template: Template, seeds: int):
+    key = run_key(template.content_hash(), source_hash(template.editable_sources()), seeds)
+    return store.find_ok(key)
+
+
+def _read_candidate(template: Template, path: Path) -> dict[str, str]:
+    editable = template.spec.editable
+    if not path.exists():
+        raise UsageError(f"candidate {path} does not exist")
+    if path.is_dir():
+        missing = [f for f in editable if not (path / f).is_file()]
+        if missing:
+            raise UsageError(f"candidate folder {path} lacks the editable file(s) {', '.join(missing)}")
+        return {f: (path / f).read_text() for f in editable}
+    if len(editable) != 1:
+        raise UsageError(f"template {template.name} has several editable files ({', '.join(editable)}); "
+                         "pass a folder holding them as --candidate")
+    try:
+        return {editable[0]: path.read_text()}
+    except UnicodeDecodeError:
+        raise UsageError(f"candidate {path} is not a text file") from None
+
+
+def _fmt(x: float, digits: int = 4) -> str:
+    return f"{x:.{digits}f}"
+
+
+def _results_table(template: Template, results: list[tuple[str, runner.EvalResult]], baseline) -> Table:
+    metric = template.spec.metric
+    arrow = "higher" if metric.direction == "max" else "lower"
+    table = Table(title=f"{template.name}: {metric.name} ({arrow} is better)")
+    for col in ("candidate", "status", "mean ± s.e.", "95% CI", "n", "vs baseline", "time"):
+        table.add_column(col, justify="left" if col in ("candidate", "status", "vs baseline") else "right")
+    for label, res in results:
+        run = res.run
+        time_s = "cached" if res.cached else f"{res.timings.get('total', 0):.1f}s"
+        if not res.ok:
+            table.add_row(label, "[red]failed[/red]", "", "", "", "", time_s)
+            continue
+        m = run.final_info["metrics"][metric.name]
+        versus = ""
+        if baseline is not None and baseline.id == run.id:
+            versus = "(baseline)"
+        elif baseline is not None:
+            base = baseline.final_info["metrics"][metric.name]["values"]
+            c = compare(m["values"], base, metric.direction)
+            color = {"better": "green", "worse": "red"}.get(c["verdict"], "yellow")
+            versus = f"[{color}]{c['difference']:+.4f}, p={c['p_value']:.3g}, {c['verdict']}[/{color}]"
+        table.add_row(label, "[green]ok[/green]", f"{_fmt(m['mean'])} ± {_fmt(m['stderr'])}",
+                      f"[{_fmt(m['ci95'][0])}, {_fmt(m['ci95'][1])}]", str(m["n"]), versus, time_s)
+    return table
+
+
+def _evaluate_all(template: Template, candidates: list[tuple[str, dict[str, str]]], *, seeds: int,
+                  sandbox: str, home: Path, out: Path | None, force: bool, kind: str) -> int:
+    try:
+        backend = resolve(sandbox)
+    except SandboxUnavailable as e:
+        _fail(str(e))
+    if backend == "process":
+        err.print("[yellow]warning:[/yellow] --sandbox process runs candidates without isolation")
+    store = _open_store(home)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    results: list[tuple[str, runner.EvalResult]] = []
+    for label, sources in candidates:
+        if out is None:
+            out_dir = home / "runs" / template.name / f"{stamp}-{label}"
+        else:
+            out_dir = out if len(candidates) == 1 else out / label
+        req = runner.EvalRequest(template=template, sources=sources, seeds=seeds, sandbox=backend, home=home,
+                                 out_dir=out_dir.resolve(), kind=kind, force=force, label=label)
+        with console.status(f"[bold]{label}[/bold]: training in the {backend} sandbox, then sealed evaluation"):
+            try:
+                res = runner.evaluate(req, store)
+            except KeyboardInterrupt:
+                _fail("interrupted; the run is recorded as failed", 130)
+            except RuntimeError as e:
+                _fail(str(e))
+        results.append((label, res))
+        _report_one(label, res, template)
+    baseline = _baseline_run(store, template, seeds)
+    console.print(_results_table(template, results, baseline))
+    if baseline is None and kind != "baseline":
+        console.print(f"no baseline cached for {seeds} seeds: run `scientist baseline --template {template.name}`"
+                      " to compare against it")
+    return 0 if all(r.ok for _, r in results) else 1
+
+
+def _report_one(label: str, res: runner.EvalResult, template: Template) -> None:
+    run = res.run
+    if res.ok:
+        m = run.final_info["metrics"][template.spec.metric.name]
+        how = f"cached from run {run.id}" if res.cached else f"run {run.id}"
+        console.print(f"[green]✓[/green] {label}: {template.spec.metric.name} = {m['mean']:.4f} "
+                      f"(95% CI {m['ci95'][0]:.4f} to {m['ci95'][1]:.4f}, n={m['n']}) [{how}] "
+                      f"{run.out_dir}/final_info.json")
+    else:
+        err.print(f"[red]✗[/red] {label}: failed: {run.reason} [run {run.id}, log {run.out_dir}/train.log]")
+
+
+def _load(name: str, templates_dir: Path) -> Template:
+    try:
+        return load_template(name, templates_dir)
+    except TemplateError as e:
+        _fail(str(e))
+
+
+def _seeds(template: Template, seeds: int | None) -> int:
+    if seeds is None:
+        return template.spec.seeds
+    if seeds < 2:
+        _fail("--seeds must be at least 2 (an interval needs two seeds)")
+    return seeds
+
+
+@app.command()
+def templates(home: Path = HomeOpt, templates_dir: Path = TemplatesDirOpt) -> None:
+    """List the templates with their metric, direction and whether a baseline is cached."""
+    names = list_template_names(templates_dir)
+    if not names:
+        _fail(f"no templates found under {templates_dir}")
+    store = _open_store(home)
+    table = Table(title="templates")
+    for col in ("name", "metric", "direction", "seeds", "baseline", "description"):
+        table.add_column(col)
+    bad = 0
+    for name in names:
+        try:
+            t = load_template(name, templates_dir)
+        except TemplateError as e:
+            err.print(f"[red]error:[/red] {e}")
+            bad += 1
+            continue
+        base = _baseline_run(store, t, t.spec.seeds)
+        cached = f"cached ({base.metric_mean:.4f})" if base else "not computed"
+        table.add_row(t.name, t.spec.metric.name, t.spec.metric.direction, str(t.spec.seeds), cached,
+                      t.spec.description)
+    console.print(table)
+    if bad:
+        raise typer.Exit(2)
+
+
+@app.command("eval")
+def eval_(
+    template: str = typer.Option(..., "--template", "-t", help="Template name or folder."),
+    candidate: list[Path] = typer.Option(None, "--candidate", "-c",
+                                         help="File replacing the editable file (repeatable)."),
+    seeds: int = typer.Option(None, "--seeds", help="Seeds (default: the template's)."),
+    out: Path = typer.Option(None, "--out", help="Run folder (a folder per candidate if several)."),
+    sandbox: str = SandboxOpt,
+    force: bool = typer.Option(False, "--force", help="Recompute even if the same run is in the store."),
+    home: Path = HomeOpt,
+    templates_dir: Path = TemplatesDirOpt,
+) -> None:
+    """Evaluate candidates through the sandbox and the sealed evaluator; print metric and interval."""
+    t = _load(template, templates_dir)
+    n = _seeds(t, seeds)
+    try:
+        if candidate:
+            cands = [(p.stem, _read_candidate(t, p)) for p in candidate]
+        else:
+            cands = [("shipped", t.editable_sources())]
+    except UsageError as e:
+        _fail(str(e))
+    raise typer.Exit(_evaluate_all(t, cands, seeds=n, sandbox=sandbox, home=home, out=out, force=force,
+                                   kind="candidate"))
+
+
+@app.command()
+def baseline(
+    template: str = typer.Option(..., "--template", "-t", help="Template name or folder."),
+    seeds: int = typer.Option(None, "--seeds", help="Seeds (default: the template's)."),
+    sandbox: str = SandboxOpt,
+    force: bool = typer.Option(False, "--force", help="Recompute even if cached."),
+    home: Path = HomeOpt,
+    templates_dir: Path = TemplatesDirOpt,
+) -> None:
+    """Compute the template's baseline (its shipped editable files) once per content hash."""
+    t = _load(template, templates_dir)
+    n = _seeds(t, seeds)
+    raise typer.Exit(_evaluate_all(t, [("baseline", t.editable_sources())], seeds=n, sandbox=sandbox,
+                                   home=home, out=None, force=force, kind="baseline"))
+
+
+@app.command()
+def runs(
+    template: str = typer.Option(None, "--template", "-t", help="Only this template's runs."),
+    home: Path = HomeOpt,
+) -> None:
+    """List the runs recorded in the store."""
+    store = _open_store(home)
+    table = Table(title=f"runs in {home / 'store.sqlite'}")
+    for col in ("id", "template", "kind", "candidate", "seeds", "status", "metric", "reason"):
+        table.add_column(col)
+    for r in store.runs(template):
+        metric = f"{r.metric_mean:.4f} ± {r.metric_stderr:.4f}" if r.metric_mean is not None else ""
+        table.add_row(str(r.id), r.template, r.kind, r.candidate_hash[:8], str(r.seeds), r.status, metric,
+                      (r.reason or "")[:80])
+    console.print(table)
+
+
+def main() -> None:
+    """Entry point with a last-resort guard: an unexpected error is one line, not a traceback."""
+    try:
+        app()
+    except Exception as e:  # noqa: BLE001
+        err.print(f"[red]internal error:[/red] {type(e).__name__}: {e} (please report this)")
+        raise SystemExit(70) from None

@@ -1,0 +1,194 @@
+"""Evaluate one candidate: sandboxed training, then the sealed evaluator, all recorded in the store.
+
+    prepare data (trusted, cached by content hash)
+      -> copy harness + candidate + data into run_dir/work  (the sandbox's only writable folder)
+      -> run the harness in the sandbox under time and memory limits
+      -> run the evaluator in a separate trusted process on work/artifacts
+      -> run_dir/final_info.json (outside the sandbox's reach), store row updated
+
+A run whose key (template content, candidate source, seeds) already finished
+successfully is reused unless `force` is set.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from jax_workloads.sealed import FAIL_MARKER
+from sandbox import backends
+from sandbox.limits import Limits, Outcome, supervise
+from scientist.store import Run, Store, run_key, source_hash
+from scientist.template import PROJECT_ROOT, Template
+
+
+@dataclass(frozen=True)
+class EvalRequest:
+    """Everything one evaluation needs, from CLI flags and template.toml."""
+
+    template: Template
+    sources: dict[str, str]          # editable path -> candidate source
+    seeds: int
+    sandbox: str                     # a resolved backend: 'bwrap' or 'process'
+    home: Path                       # the tool's folder: store, caches, default run folders
+    out_dir: Path
+    kind: str = "candidate"
+    force: bool = False
+    label: str = ""
+
+
+@dataclass
+class EvalResult:
+    """How one evaluation ended; `run` is the store's row."""
+
+    run: Run
+    cached: bool = False
+    timings: dict = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.run.status == "ok"
+
+
+def evaluate(req: EvalRequest, store: Store) -> EvalResult:
+    """Evaluate the request's candidate, or return the stored result of the same computation."""
+    template_hash = req.template.content_hash()
+    key = run_key(template_hash, source_hash(req.sources), req.seeds)
+    if not req.force and (previous := store.find_ok(key)) is not None:
+        return EvalResult(previous, cached=True, timings=previous.timings or {})
+
+    run_dir = req.out_dir
+    if run_dir.exists():
+        shutil.rmtree(run_dir)
+    run_dir.mkdir(parents=True)
+    run_id = store.start_run(kind=req.kind, template=req.template.name, template_hash=template_hash,
+                             sources=req.sources, seeds=req.seeds, sandbox=req.sandbox, out_dir=run_dir)
+    t0 = time.time()
+    timings: dict[str, float] = {}
+    try:
+        work = _populate(req, run_dir, template_hash, timings)
+        outcome = backends.run(
+            req.sandbox,
+            backends.Job(script=req.template.spec.entrypoint, work=work, libs_parent=PROJECT_ROOT,
+                         jax_cache=req.home / "cache" / "jax-sandbox"),
+            Limits(time_s=req.template.spec.limits.time_s, memory_mb=req.template.spec.limits.memory_mb),
+            run_dir / "train.log",
+        )
+        timings.update(_harness_timings(work, outcome))
+        if not outcome.ok:
+            return _failed(store, run_id, _reason(outcome, req.template), outcome.log_tail, timings, t0)
+        t_eval = time.time()
+        ev = _run_evaluator(req, work, run_dir)
+        timings["evaluate"] = time.time() - t_eval
+        if not ev.ok:
+            return _failed(store, run_id, _reason(ev, req.template, evaluator=True), ev.log_tail, timings, t0)
+        info = json.loads((run_dir / "final_info.json").read_text())
+    except KeyboardInterrupt:
+        _failed(store, run_id, "interrupted by the user", None, timings, t0)
+        raise
+    timings["total"] = time.time() - t0
+    store.finish_run(run_id, status="ok", final_info=info, metric=req.template.spec.metric.name,
+                     timings=timings)
+    return EvalResult(store.get(run_id), timings=timings)
+
+
+def _failed(store: Store, run_id: int, reason: str, tail: str | None, timings: dict, t0: float) -> EvalResult:
+    timings["total"] = time.time() - t0
+    store.finish_run(run_id, status="failed", reason=reason, error_tail=tail, timings=timings)
+    return EvalResult(store.get(run_id), timings=timings)
+
+
+def _populate(req: EvalRequest, run_dir: Path, template_hash: str, timings: dict) -> Path:
+    """Lay out run_dir/work: harness, candidate, public config, prepared data."""
+    spec = req.template.spec
+    work = run_dir / "work"
+    (work / "artifacts").mkdir(parents=True)
+    for f in spec.harness:
+        (work / f).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(req.template.root / f, work / f)
+    for f, src in req.sources.items():
+        for base in (work, run_dir / "candidate"):
+            (base / f).parent.mkdir(parents=True, exist_ok=True)
+            (base / f).write_text(src)
+    (work / "config.json").write_text(json.dumps({"config": spec.config, "seeds": req.seeds}, indent=1))
+    t = time.time()
+    data = _prepared_data(req, template_hash)
+    timings["prepare"] = time.time() - t
+    if data.is_dir():
+        # A copy, not a link: the sandbox may write to its data, never to the cache.
+        shutil.copytree(data, work / "data")
+    return work
+
+
+def _prepared_data(req: EvalRequest, template_hash: str) -> Path:
+    """The template's training data for this many seeds, made once per content hash."""
+    cache = req.home / "cache" / "data" / f"{req.template.name}-{template_hash}-s{req.seeds}"
+    if cache.is_dir():
+        return cache
+    tmp = cache.with_name(cache.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    outcome = _evaluator_process(req, ["prepare", "--dir", str(tmp)], tmp.parent / f"{cache.name}.log")
+    if not outcome.ok:
+        raise RuntimeError(f"preparing the {req.template.name} data failed: {outcome.log_tail.strip()[-300:]}")
+    tmp.rename(cache)
+    return cache
+
+
+def _run_evaluator(req: EvalRequest, work: Path, run_dir: Path) -> Outcome:
+    out = run_dir / "final_info.json"
+    out.unlink(missing_ok=True)
+    return _evaluator_process(req, ["evaluate", "--dir", str(work), "--out", str(out)], run_dir / "eval.log")
+
+
+def _evaluator_process(req: EvalRequest, args: list[str], log: Path) -> Outcome:
+    spec = req.template.spec
+    argv = [sys.executable, "-I", "-m", "scientist.evaluator", *args, "--template", str(req.template.root),
+            "--seeds", str(req.seeds), "--jax-cache", str(req.home / "cache" / "jax-eval")]
+    env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": str(req.home), "JAX_PLATFORMS": "cpu",
+           "PYTHONHASHSEED": "0", "LANG": "C.UTF-8"}
+    limits = Limits(time_s=spec.limits.eval_time_s, memory_mb=spec.limits.memory_mb)
+    return supervise(argv, env=env, cwd=req.home, limits=limits, log_path=log)
+
+
+def _harness_timings(work: Path, outcome: Outcome) -> dict[str, float]:
+    """Phase times the harness reported, checked to be numbers; sandbox_start from our own clock."""
+    timings = {"sandbox": outcome.wall_s}
+    try:
+        marks = json.loads((work / "timings.json").read_text())
+        started = float(marks.pop("started"))
+        timings["sandbox_start"] = started - outcome.started_at
+        timings.update({k: float(v) for k, v in marks.items() if isinstance(v, int | float)})
+    except (OSError, ValueError, KeyError, TypeError):
+        pass  # a failed or hostile run may leave no or bad timings; they are informational only
+    return timings
+
+
+def _reason(outcome: Outcome, template: Template, evaluator: bool = False) -> str:
+    """One line saying why a run failed."""
+    limits = template.spec.limits
+    where = "the evaluator" if evaluator else "the run"
+    if outcome.timed_out:
+        limit = limits.eval_time_s if evaluator else limits.time_s
+        return f"timed out: {where} exceeded its time limit of {limit:g} s"
+    if outcome.out_of_memory:
+        return f"out of memory: {where} exceeded the memory limit of {limits.memory_mb} MB"
+    lines = [ln.strip() for ln in outcome.log_tail.splitlines() if ln.strip()]
+    marked = [ln[len(FAIL_MARKER):] for ln in lines if ln.startswith(FAIL_MARKER)]
+    if marked:
+        return marked[-1]
+    last = lines[-1] if lines else "no output"
+    if "MemoryError" in last or "RESOURCE_EXHAUSTED" in last:
+        return f"out of memory: {where} failed to allocate under the memory limit of {limits.memory_mb} MB"
+    if outcome.returncode is not None and outcome.returncode < 0:
+        try:
+            name = signal.Signals(-outcome.returncode).name
+        except ValueError:
+            name = f"signal {-outcome.returncode}"
+        return f"{where} was killed by {name}: {last[:300]}"
+    return f"{where} crashed (exit code {outcome.returncode}): {last[:300]}"

@@ -1,0 +1,82 @@
+"""DiscoPOP harness (fixed; runs inside the sandbox): train with the candidate loss, export the policy.
+
+Reads config.json and data/train.npz from the work folder, gates the candidate
+on tiny inputs, trains the policy for every seed x beta in one compiled call,
+and exports only plain arrays (artifacts/policy.npz). It never scores anything.
+"""
+
+import time
+
+STARTED = time.time()
+
+import json  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+
+from jax_workloads import preference as pf  # noqa: E402
+from jax_workloads import sealed  # noqa: E402
+
+N_ARGS = 5  # policy_chosen_logps, policy_rejected_logps, reference_chosen_logps, reference_rejected_logps, beta
+
+
+def gate(loss) -> None:
+    """Cheap check before minutes are spent: right shape, finite values and gradients."""
+    n = 8
+    k = jax.random.split(jax.random.PRNGKey(0), 4)
+    logps = [-1.0 - jax.random.uniform(ki, (n,)) * 3.0 for ki in k]
+    try:
+        out = jnp.asarray(jax.jit(loss)(*logps, jnp.float32(0.1)))
+        grad = jax.grad(lambda pc: jnp.mean(loss(pc, *logps[1:], jnp.float32(0.1))))(logps[0])
+    except Exception as e:  # noqa: BLE001 - any error here is the candidate's
+        sealed.fail(f"loss raised on a tiny batch: {sealed.describe(e)}")
+    if out.shape != (n,):
+        sealed.fail(f"loss must return one value per example, shape ({n},); it returned shape {out.shape}")
+    if not jnp.issubdtype(out.dtype, jnp.floating):
+        sealed.fail(f"loss must return floating-point values, got dtype {out.dtype}")
+    if not bool(jnp.all(jnp.isfinite(out))):
+        sealed.fail("loss returned NaN or infinite values on a tiny batch")
+    if not bool(jnp.all(jnp.isfinite(grad))):
+        sealed.fail("loss has NaN or infinite gradients on a tiny batch")
+
+
+def main() -> None:
+    clock = sealed.Stopwatch(STARTED)
+    cfg = json.loads(Path("config.json").read_text())
+    config, seeds = cfg["config"], cfg["seeds"]
+    loss = sealed.load_candidate("loss.py", "loss", N_ARGS)
+    gate(loss)
+    with np.load("data/train.npz") as d:
+        prompts = pf.Prompts(jnp.asarray(d["features"]), jnp.asarray(d["ref_logps"]))
+        prefs = pf.Preferences(jnp.asarray(d["prompt"]), jnp.asarray(d["chosen"]), jnp.asarray(d["rejected"]))
+    betas = jnp.asarray(config["betas"], jnp.float32)
+    rngs = jax.random.split(jax.random.PRNGKey(config["train_seed"]), seeds)
+    sweep = pf.make_sweep(pf.TrainConfig(**config["train"]), loss)
+    clock.lap("setup")
+    try:
+        compiled = sweep.lower(rngs, prompts, prefs, betas).compile()
+        clock.lap("compile")
+        params, curves = jax.block_until_ready(compiled(rngs, prompts, prefs, betas))
+        clock.lap("train")
+    except Exception as e:  # noqa: BLE001
+        sealed.fail(f"training failed: {sealed.describe(e)}")
+    params = {k: np.asarray(v, np.float32) for k, v in params.items()}
+    finite = np.all([np.isfinite(v).reshape(seeds, len(betas), -1).all(-1) for v in params.values()], axis=0)
+    if not finite.all():
+        bad = sorted({float(b) for b in np.asarray(betas)[np.where(~finite)[1]]})
+        sealed.fail(f"training diverged: non-finite policy parameters at beta {bad}")
+    sealed.export_arrays("artifacts/policy.npz", params)
+    # The loss curve is for figures only; the evaluator ignores it.
+    step = max(1, curves.shape[-1] // 50)
+    Path("artifacts/train_log.json").write_text(json.dumps({
+        "betas": config["betas"], "step": step,
+        "loss_mean_over_seeds": np.asarray(curves[..., ::step]).mean(0).tolist(),
+    }))
+    clock.lap("export")
+    clock.save("timings.json")
+
+
+if __name__ == "__main__":
+    main()
