@@ -12,13 +12,20 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from sandbox.backends import SandboxUnavailable, resolve
 from scientist import runner
 from scientist.stats import compare
 from scientist.store import Store, run_key, source_hash
-from scientist.template import DEFAULT_TEMPLATES_DIR, Template, TemplateError, list_template_names, load_template
+from scientist.template import (
+    DEFAULT_TEMPLATES_DIR,
+    Template,
+    TemplateError,
+    list_template_names,
+    load_template,
+)
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Research automation for small JAX experiment templates.")
@@ -138,10 +145,11 @@ def _report_one(label: str, res: runner.EvalResult, template: Template) -> None:
         m = run.final_info["metrics"][template.spec.metric.name]
         how = f"cached from run {run.id}" if res.cached else f"run {run.id}"
         console.print(f"[green]✓[/green] {label}: {template.spec.metric.name} = {m['mean']:.4f} "
-                      f"(95% CI {m['ci95'][0]:.4f} to {m['ci95'][1]:.4f}, n={m['n']}) [{how}] "
+                      f"(95% CI {m['ci95'][0]:.4f} to {m['ci95'][1]:.4f}, n={m['n']}; {how}) "
                       f"{run.out_dir}/final_info.json")
     else:
-        err.print(f"[red]✗[/red] {label}: failed: {run.reason} [run {run.id}, log {run.out_dir}/train.log]")
+        err.print(f"[red]✗[/red] {label}: failed: {escape(run.reason or '')} "
+                  f"(run {run.id}, log {run.out_dir}/train.log)")
 
 
 def _load(name: str, templates_dir: Path) -> Template:

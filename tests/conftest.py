@@ -1,0 +1,89 @@
+"""Shared fixtures: a tiny copy of the DiscoPOP template, and running the real CLI."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+DISCOPOP = ROOT / "templates" / "discopop"
+
+# Small enough that a sandboxed run takes seconds on 2 cores, big enough to learn something.
+TINY = {
+    "seeds": "2",
+    "time_s": "40",
+    "memory_mb": "1500",
+    "betas": "[0.1, 1.0]",
+    "train_prompts": "16",
+    "pairs": "256",
+    "steps": "40",
+    "batch_size": "128",
+    "eval_prompts": "64",
+}
+
+
+def write_tiny_template(dest: Path, **overrides: str) -> Path:
+    """Copy the DiscoPOP template to dest/discopop with TINY settings (and overrides) in its toml."""
+    root = dest / "discopop"
+    shutil.copytree(DISCOPOP, root, ignore=shutil.ignore_patterns("__pycache__"))
+    toml = (root / "template.toml").read_text()
+    for key, value in {**TINY, **overrides}.items():
+        toml, n = re.subn(rf"(?m)^{key} = .*$", f"{key} = {value}", toml)
+        assert n == 1, key
+    (root / "template.toml").write_text(toml)
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_templates(tmp_path_factory) -> Path:
+    """A templates folder holding a tiny DiscoPOP, shared by the whole session."""
+    dest = tmp_path_factory.mktemp("templates")
+    write_tiny_template(dest)
+    return dest
+
+
+@pytest.fixture(scope="session")
+def home(tmp_path_factory) -> Path:
+    """A scientist home shared by the session, so data and compilation caches are reused."""
+    return tmp_path_factory.mktemp("home")
+
+
+@dataclass
+class Result:
+    code: int
+    out: str
+    err: str
+
+    @property
+    def text(self) -> str:
+        return self.out + self.err
+
+
+def scientist(*args: str, timeout: float = 300) -> Result:
+    """Run the real `scientist` command line in a subprocess, as a user would."""
+    env = {**os.environ, "COLUMNS": "200", "TERM": "dumb"}
+    p = subprocess.run([sys.executable, "-m", "scientist", *args], capture_output=True, text=True,
+                       timeout=timeout, env=env, cwd=ROOT)
+    return Result(p.returncode, p.stdout, p.stderr)
+
+
+@pytest.fixture
+def candidate(tmp_path):
+    """Write a candidate loss file: candidate(name, source) -> path."""
+
+    def make(name: str, source: str) -> Path:
+        path = tmp_path / f"{name}.py"
+        path.write_text(source)
+        return path
+
+    return make
+
+
+DPO_SOURCE = (DISCOPOP / "loss.py").read_text()

@@ -1,0 +1,159 @@
+"""`scientist eval` and `scientist baseline` end to end, through the real sandboxes and evaluator."""
+
+import json
+import sqlite3
+
+import psutil
+import pytest
+from conftest import DPO_SOURCE, scientist
+
+from scientist.store import Store
+
+
+def run_eval(templates, home, *args):
+    return scientist("eval", "--template", "discopop", "--templates-dir", str(templates), "--home", str(home),
+                     *args)
+
+
+def rows(home, **where):
+    db = sqlite3.connect(home / "store.sqlite")
+    db.row_factory = sqlite3.Row
+    sql = "SELECT * FROM runs" + (" WHERE " + " AND ".join(f"{k}=?" for k in where) if where else "")
+    return [dict(r) for r in db.execute(sql + " ORDER BY id", tuple(where.values()))]
+
+
+@pytest.fixture(scope="module")
+def baseline(tiny_templates, home):
+    r = scientist("baseline", "--template", "discopop", "--templates-dir", str(tiny_templates),
+                  "--home", str(home))
+    assert r.code == 0, r.text
+    return Store(home / "store.sqlite").runs("discopop")[-1]
+
+
+def test_baseline_is_computed_recorded_and_cached(baseline, tiny_templates, home):
+    assert baseline.status == "ok" and baseline.kind == "baseline"
+    info = baseline.final_info
+    m = info["metrics"]["reward_gain_at_kl"]
+    assert info["n"] == 2 and len(m["values"]) == 2 and m["ci95"][0] <= m["mean"] <= m["ci95"][1]
+    assert m["mean"] > 0.0  # DPO improves on the reference even in the tiny setting
+    assert {"sandbox_start", "compile", "train", "evaluate", "total"} <= set(baseline.timings)
+    assert "HARNESS-FAIL" not in (baseline.error_tail or "")
+    again = scientist("baseline", "--template", "discopop", "--templates-dir", str(tiny_templates),
+                      "--home", str(home))
+    assert again.code == 0 and "cached from run" in again.out
+    assert len(rows(home, kind="baseline")) == 1
+    listed = scientist("templates", "--templates-dir", str(tiny_templates), "--home", str(home))
+    assert f"cached ({m['mean']:.4f})" in listed.out
+
+
+def test_forged_final_info_changes_nothing(baseline, tiny_templates, home, candidate, tmp_path):
+    forger = candidate("forger", DPO_SOURCE + '''
+import json, os
+FORGED = {"metrics": {"reward_gain_at_kl": {"mean": 999.0, "values": [999.0, 999.0]}}}
+for path in ("final_info.json", "../final_info.json", "artifacts/final_info.json"):
+    try:
+        with open(path, "w") as f:
+            json.dump(FORGED, f)
+    except OSError:
+        pass
+''')
+    out = tmp_path / "run"
+    r = run_eval(tiny_templates, home, "--candidate", str(forger), "--out", str(out))
+    assert r.code == 0, r.text
+    info = json.loads((out / "final_info.json").read_text())
+    got = info["metrics"]["reward_gain_at_kl"]["values"]
+    want = baseline.final_info["metrics"]["reward_gain_at_kl"]["values"]
+    assert got == pytest.approx(want, rel=1e-5)  # same training as DPO, scored by the evaluator alone
+    assert "no significant difference" in r.out
+
+
+BAD = {
+    "syntax": ("def loss(a, b, c, d, beta)\n    return a\n", "syntax error at line 1"),
+    "signature": ("def loss(a, b, beta):\n    return a\n", "must accept 5 positional arguments"),
+    "no_function": ("LOSS = 1\n", "does not define a function 'loss'"),
+    "nan": ("import jax.numpy as jnp\ndef loss(a, b, c, d, beta):\n    return a * jnp.nan\n",
+            "NaN or infinite values"),
+    "shape": ("import jax.numpy as jnp\ndef loss(a, b, c, d, beta):\n    return jnp.sum(a)\n",
+              "one value per example"),
+    "raises": ("def loss(a, b, c, d, beta):\n    raise ValueError('boom')\n",
+               "loss raised on a tiny batch: ValueError: boom"),
+    "import_error": ("import not_a_module\n", "failed to import: ModuleNotFoundError"),
+    # Finite on the gate's tiny batch (log-probs in [-4, -1]), NaN once training meets log-probs below -6.
+    "diverges": ("import jax.numpy as jnp\ndef loss(a, b, c, d, beta):\n    return -(a - b) + 0 * jnp.sqrt(b + 6)\n",
+                 "training diverged"),
+}
+
+
+@pytest.mark.parametrize("sandbox", ["bwrap", "process"])
+@pytest.mark.parametrize("name", sorted(BAD))
+def test_bad_candidate_is_a_failed_run_with_one_line_reason(name, sandbox, tiny_templates, home, candidate):
+    source, reason = BAD[name]
+    r = run_eval(tiny_templates, home, "--candidate", str(candidate(name, source)), "--sandbox", sandbox)
+    assert r.code == 1, r.text
+    assert reason in r.err and "Traceback" not in r.text
+    failed = [line for line in r.err.splitlines() if "failed:" in line]
+    assert len(failed) == 1
+    row = rows(home)[-1]
+    assert row["status"] == "failed" and reason in row["reason"] and "\n" not in row["reason"]
+    assert row["candidate_source"] and json.loads(row["candidate_source"])["loss.py"] == source
+
+
+def _leftovers(marker: str) -> list:
+    found = []
+    for p in psutil.process_iter(["cmdline"]):
+        if marker in " ".join(p.info["cmdline"] or []):
+            found.append(p)
+    return found
+
+
+@pytest.mark.parametrize("sandbox", ["bwrap", "process"])
+def test_sleeper_is_killed_at_the_time_limit_with_its_children(sandbox, tmp_path, candidate):
+    from conftest import write_tiny_template
+
+    templates = tmp_path / "t"
+    write_tiny_template(templates, time_s="6")
+    marker = f"98765{len(sandbox)}"
+    sleeper = candidate("sleeper", f'''
+import subprocess, time
+subprocess.Popen(["sleep", "{marker}"])
+subprocess.Popen(["sleep", "{marker}"], start_new_session=True)  # tries to escape the process group
+time.sleep(10**6)
+''')
+    r = run_eval(templates, tmp_path / "h", "--candidate", str(sleeper), "--sandbox", sandbox)
+    assert r.code == 1 and "timed out: the run exceeded its time limit of 6 s" in r.err
+    assert _leftovers(marker) == []
+
+
+@pytest.mark.parametrize("sandbox", ["bwrap", "process"])
+def test_memory_bomb_is_stopped(sandbox, tiny_templates, home, candidate):
+    bomb = candidate("bomb", "chunks = []\nwhile True:\n    chunks.append(b'x' * (64 * 2**20))\n")
+    r = run_eval(tiny_templates, home, "--candidate", str(bomb), "--sandbox", sandbox)
+    assert r.code == 1 and "out of memory" in r.err and "1500 MB" in r.err
+    assert rows(home)[-1]["status"] == "failed"
+
+
+def test_next_run_works_after_failures(baseline, tiny_templates, home, candidate, tmp_path):
+    ipo = candidate("ipo", "def loss(pc, pr, rc, rr, beta):\n"
+                           "    return ((pc - pr) - (rc - rr) - 1 / (2 * beta)) ** 2\n")
+    r = run_eval(tiny_templates, home, "--candidate", str(ipo), "--out", str(tmp_path / "ipo"))
+    assert r.code == 0, r.text
+    assert (tmp_path / "ipo" / "final_info.json").is_file()
+    assert (tmp_path / "ipo" / "candidate" / "loss.py").read_text().startswith("def loss")
+    assert "p=" in r.out  # compared with the cached baseline by Welch's test
+
+
+def test_same_candidate_is_not_recomputed(baseline, tiny_templates, home, candidate):
+    dpo = candidate("dpo_copy", DPO_SOURCE)
+    r = run_eval(tiny_templates, home, "--candidate", str(dpo))
+    assert r.code == 0 and f"cached from run {baseline.id}" in r.out
+    forced = run_eval(tiny_templates, home, "--candidate", str(dpo), "--force", "--seeds", "2")
+    assert forced.code == 0 and "cached" not in forced.out
+
+
+def test_missing_candidate_file_and_bad_seeds(tiny_templates, home, tmp_path):
+    r = run_eval(tiny_templates, home, "--candidate", str(tmp_path / "nope.py"))
+    assert r.code == 2 and "does not exist" in r.err and "Traceback" not in r.text
+    r = run_eval(tiny_templates, home, "--seeds", "1")
+    assert r.code == 2 and "--seeds must be at least 2" in r.err
+    r = run_eval(tiny_templates, home, "--sandbox", "docker-ish")
+    assert r.code == 2 and "unknown sandbox" in r.err

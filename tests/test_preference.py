@@ -1,0 +1,62 @@
+"""The preference bench: exact metrics, the frontier summary, and a training run that learns."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jax_workloads import preference as pf
+
+WORLD = pf.WorldConfig()
+
+
+def test_frontier_value_interpolates_the_upper_envelope():
+    kl = np.array([0.5, 2.0, 1.0])
+    gain = np.array([1.0, 1.5, 0.8])  # the KL=1.0 point is dominated by the KL=0.5 one
+    assert pf.frontier_value(kl, gain, 0.25) == pytest.approx(0.5)   # between (0, 0) and (0.5, 1.0)
+    assert pf.frontier_value(kl, gain, 1.0) == pytest.approx(1.0)    # envelope stays at 1.0
+    assert pf.frontier_value(kl, gain, 1.5) == pytest.approx(1.25)
+    assert pf.frontier_value(kl, gain, 10.0) == pytest.approx(1.5)   # flat past the last point
+    assert pf.frontier_value(np.array([0.3]), np.array([-1.0]), 1.0) == 0.0  # never below the reference
+
+
+def test_frontier_auc_of_a_linear_frontier():
+    assert pf.frontier_auc(np.array([2.0]), np.array([2.0]), 2.0) == pytest.approx(1.0)
+
+
+def test_reference_policy_has_zero_kl_and_reference_reward():
+    prompts = pf.make_prompts(WORLD, 3, jax.random.PRNGKey(0), 8)
+    params = pf.init_policy(jax.random.PRNGKey(1), WORLD.feature_dim, 16)
+    reward = pf.true_reward(WORLD, 3, prompts.features)
+    expected, kl = pf.reward_and_kl(params, prompts, reward)
+    assert float(kl) == pytest.approx(0.0, abs=1e-6)
+    ref = jnp.mean(jnp.sum(jnp.exp(prompts.ref_logps) * reward, -1))
+    assert float(expected) == pytest.approx(float(ref), rel=1e-5)
+
+
+def test_preferences_follow_the_hidden_reward():
+    prompts = pf.make_prompts(WORLD, 3, jax.random.PRNGKey(0), 32)
+    prefs = pf.sample_preferences(WORLD, 3, prompts, jax.random.PRNGKey(2), 4000)
+    assert bool(jnp.all(prefs.chosen != prefs.rejected))
+    r = pf.true_reward(WORLD, 3, prompts.features)
+    agree = jnp.mean(r[prefs.prompt, prefs.chosen] > r[prefs.prompt, prefs.rejected])
+    assert 0.6 < float(agree) < 0.99  # informative but noisy, as Bradley-Terry labels are
+
+
+def test_dpo_training_improves_held_out_reward():
+    def dpo(pc, pr, rc, rr, beta):
+        return -jax.nn.log_sigmoid(beta * ((pc - pr) - (rc - rr)))
+
+    train_p = pf.make_prompts(WORLD, 5, jax.random.PRNGKey(0), 32)
+    test_p = pf.make_prompts(WORLD, 5, jax.random.PRNGKey(9), 64)
+    prefs = jax.vmap(lambda k: pf.sample_preferences(WORLD, 5, train_p, k, 1024))(
+        jax.random.split(jax.random.PRNGKey(1), 2))
+    sweep = pf.make_sweep(pf.TrainConfig(steps=100, batch_size=256), dpo)
+    params, curve = sweep(jax.random.split(jax.random.PRNGKey(2), 2), train_p, prefs, jnp.array([0.1, 1.0]))
+    assert params["w1"].shape == (2, 2, WORLD.feature_dim, 64) and curve.shape == (2, 2, 100)
+    assert bool(jnp.all(curve[..., -10:].mean(-1) < curve[..., 0]))  # the loss went down
+    reward = pf.true_reward(WORLD, 5, test_p.features)
+    ref = float(jnp.mean(jnp.sum(jnp.exp(test_p.ref_logps) * reward, -1)))
+    first = jax.tree.map(lambda a: a[0, 1], params)
+    expected, kl = pf.reward_and_kl(first, test_p, reward)
+    assert float(expected) > ref + 0.2 and float(kl) > 0.0
