@@ -87,7 +87,9 @@ def _python() -> str:
 
 
 def _bwrap_argv(job: Job) -> tuple[list[str], dict[str, str]]:
-    args = ["bwrap", "--unshare-all", "--die-with-parent", "--new-session",
+    # The private /tmp comes first: a later mount of it would hide binds below /tmp
+    # (a checkout or virtual environment under /tmp, as CI's clones are).
+    args = ["bwrap", "--unshare-all", "--die-with-parent", "--new-session", "--tmpfs", "/tmp",
             "--ro-bind", "/usr", "/usr"]
     for link in ("bin", "lib", "lib64", "sbin"):
         target = Path("/") / link
@@ -100,7 +102,7 @@ def _bwrap_argv(job: Job) -> tuple[list[str], dict[str, str]]:
         args += ["--ro-bind", str(prefix), str(prefix)]
     for pkg in job.packages:
         args += ["--ro-bind", str(job.libs_parent / pkg), f"{LIBS}/{pkg}"]
-    args += ["--bind", str(job.work), WORK, "--tmpfs", "/tmp", "--proc", "/proc", "--dev", "/dev"]
+    args += ["--bind", str(job.work), WORK, "--proc", "/proc", "--dev", "/dev"]
     cache = None
     if job.jax_cache is not None:
         args += ["--bind", str(job.jax_cache), CACHE]

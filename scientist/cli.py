@@ -83,7 +83,8 @@ def _results_table(template: Template, results: list[tuple[str, runner.EvalResul
     arrow = "higher" if metric.direction == "max" else "lower"
     table = Table(title=f"{template.name}: {metric.name} ({arrow} is better)")
     for col in ("candidate", "status", "mean ± s.e.", "95% CI", "n", "vs baseline", "time"):
-        table.add_column(col, justify="left" if col in ("candidate", "status", "vs baseline") else "right")
+        numeric = col not in ("candidate", "status", "vs baseline")
+        table.add_column(col, justify="right" if numeric else "left", no_wrap=numeric)
     for label, res in results:
         run = res.run
         time_s = "cached" if res.cached else f"{res.timings.get('total', 0):.1f}s"

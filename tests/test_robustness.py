@@ -1,0 +1,47 @@
+"""The evaluator process on bad artifacts, and an interrupted run: recorded, nothing left behind."""
+
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+
+import numpy as np
+import psutil
+from conftest import ROOT
+
+
+def test_evaluator_process_rejects_a_bad_artifact(tiny_templates, tmp_path):
+    work = tmp_path / "work"
+    (work / "artifacts").mkdir(parents=True)
+    # Right names, wrong shapes: what a tampered export would look like.
+    np.savez(work / "artifacts" / "policy.npz", w1=np.zeros((1, 1), np.float32), b1=np.zeros(1, np.float32),
+             w2=np.zeros(1, np.float32), b2=np.zeros(1, np.float32))
+    out = tmp_path / "final_info.json"
+    p = subprocess.run([sys.executable, "-I", "-m", "scientist.evaluator", "evaluate", "--template",
+                        str(tiny_templates / "discopop"), "--dir", str(work), "--seeds", "2", "--out", str(out)],
+                       capture_output=True, text=True, cwd=tmp_path)
+    assert p.returncode == 3
+    assert "HARNESS-FAIL: artifact rejected: policy.npz: array 'w1' has shape (1, 1)" in p.stderr
+    assert not out.exists()
+
+
+def test_interrupted_run_is_recorded_and_leaves_no_process(tiny_templates, tmp_path):
+    slow = tmp_path / "slow.py"
+    slow.write_text("import time\ntime.sleep(120)\n")
+    home = tmp_path / "home"
+    cli = subprocess.Popen([sys.executable, "-m", "scientist", "eval", "--template", "discopop", "--templates-dir",
+                            str(tiny_templates), "--home", str(home), "--candidate", str(slow)],
+                           cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 60
+    while time.time() < deadline and not list(home.glob("runs/discopop/*/train.log")):
+        time.sleep(0.2)
+    time.sleep(2.0)  # the sandboxed harness is now sleeping inside the candidate's import
+    run_dir = next(home.glob("runs/discopop/*"))
+    cli.send_signal(signal.SIGINT)
+    out, err = cli.communicate(timeout=30)
+    assert cli.returncode == 130 and "interrupted" in err and "Traceback" not in out + err
+    row = sqlite3.connect(home / "store.sqlite").execute("SELECT status, reason FROM runs").fetchone()
+    assert row == ("failed", "interrupted by the user")
+    left = [p for p in psutil.process_iter(["cmdline"]) if str(run_dir) in " ".join(p.info["cmdline"] or [])]
+    assert left == []
