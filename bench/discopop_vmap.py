@@ -6,9 +6,10 @@ template's data for S seeds x the template's betas:
   (a) vmapped: `preference.make_sweep`, i.e. jit(vmap(vmap(train))), one compiled call;
   (b) loop:    jit(train) compiled once, called S*B times from a Python loop in one process.
 
-For each it reports the compile time, the steady-state run time (median over
+For each it reports the compile time, the steady-state run time (best and median of
 --repeats runs after compilation, every output blocked on) and the throughput in
-preference pairs per second (S * B * steps * batch_size / time). Both paths must
+preference pairs per second (S * B * steps * batch_size / time). The repeats
+alternate between the two paths, so a noisy neighbour slows both alike. Both paths must
 give the same trained policies (np.allclose on the weights and on the policy
 log-probabilities), so they do equal work.
 
@@ -54,14 +55,16 @@ def template_data(root: Path, config: dict, private: dict, seeds: int) -> tuple[
     return prompts, prefs
 
 
-def timed(fn: Callable[[], object], repeats: int) -> tuple[float, object]:
-    """Median wall time of `fn()` (blocked until ready) over `repeats` calls, and the last result."""
-    times, out = [], None
+def interleaved(fns: dict[str, Callable[[], object]], repeats: int) -> tuple[dict[str, list[float]], dict]:
+    """Wall times of each fn over `repeats` rounds (A, B, A, B, ...: noise hits both alike), last results."""
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    outs: dict[str, object] = {}
     for _ in range(repeats):
-        t = time.perf_counter()
-        out = jax.block_until_ready(fn())
-        times.append(time.perf_counter() - t)
-    return statistics.median(times), out
+        for name, fn in fns.items():
+            t = time.perf_counter()
+            outs[name] = jax.block_until_ready(fn())
+            times[name].append(time.perf_counter() - t)
+    return times, outs
 
 
 def assert_same_policies(vmapped: dict, looped: dict, prompts: pf.Prompts) -> None:
@@ -93,43 +96,48 @@ def main() -> None:
     betas = jnp.asarray(config["betas"], jnp.float32)
     rngs = jax.random.split(jax.random.PRNGKey(config["train_seed"]), args.seeds)
     s, b = args.seeds, len(config["betas"])
-    pairs_per_run = s * b * train_cfg.steps * min(train_cfg.batch_size, config["pairs"])
+    pairs = s * b * train_cfg.steps * min(train_cfg.batch_size, config["pairs"])
 
     # (a) one compiled call over seeds x betas, as the harness does.
     t = time.perf_counter()
     sweep = pf.make_sweep(train_cfg, loss).lower(rngs, prompts, prefs, betas).compile()
-    compile_vmap = time.perf_counter() - t
-    run_vmap, (params_vmap, _) = timed(lambda: sweep(rngs, prompts, prefs, betas), args.repeats)
-
+    compile_s = {"vmapped": time.perf_counter() - t}
     # (b) one compiled single training, called S*B times; per-seed data sliced beforehand.
     per_seed = [jax.tree.map(lambda x, i=i: x[i], prefs) for i in range(s)]
     t = time.perf_counter()
     train = jax.jit(pf.make_train(train_cfg, loss)).lower(rngs[0], prompts, per_seed[0], betas[0]).compile()
-    compile_loop = time.perf_counter() - t
+    compile_s["loop"] = time.perf_counter() - t
 
-    def loop() -> list:
-        return [train(rngs[i], prompts, per_seed[i], betas[j]) for i in range(s) for j in range(b)]
-
-    run_loop, outs = timed(loop, args.repeats)
-    params_loop = {k: np.stack([o[0][k] for o in outs]).reshape(params_vmap[k].shape) for k in params_vmap}
+    times, outs = interleaved({
+        "vmapped": lambda: sweep(rngs, prompts, prefs, betas),
+        "loop": lambda: [train(rngs[i], prompts, per_seed[i], betas[j]) for i in range(s) for j in range(b)],
+    }, args.repeats)
+    params_vmap, looped = outs["vmapped"][0], [params for params, _ in outs["loop"]]
+    params_loop = {k: np.stack([p[k] for p in looped]).reshape(v.shape) for k, v in params_vmap.items()}
     assert_same_policies(params_vmap, params_loop, prompts)
 
-    rows = [("vmapped (1 call)", compile_vmap, run_vmap), (f"loop ({s * b} calls)", compile_loop, run_loop)]
+    best = {k: min(v) for k, v in times.items()}
+    median = {k: statistics.median(v) for k, v in times.items()}
     print(f"DiscoPOP DPO, {s} seeds x {b} betas, {train_cfg.steps} steps, batch {train_cfg.batch_size}, "
-          f"jax {jax.__version__} on {jax.devices()[0].platform}, median of {args.repeats}")
-    print(f"{'path':<18} {'compile s':>10} {'run s':>8} {'pairs/s':>12}")
-    for name, c, r in rows:
-        print(f"{name:<18} {c:>10.2f} {r:>8.3f} {pairs_per_run / r:>12,.0f}")
-    print(f"ratio loop/vmapped: run {run_loop / run_vmap:.2f}x, compile {compile_loop / compile_vmap:.2f}x")
+          f"jax {jax.__version__} on {jax.devices()[0].platform}, {args.repeats} interleaved repeats")
+    print(f"{'path':<18} {'compile s':>10} {'best s':>8} {'median s':>9} {'pairs/s (best)':>15}")
+    for k, name in (("vmapped", "vmapped (1 call)"), ("loop", f"loop ({s * b} calls)")):
+        rate = pairs / best[k]
+        print(f"{name:<18} {compile_s[k]:>10.2f} {best[k]:>8.2f} {median[k]:>9.2f} {rate:>15,.0f}")
+    print(f"ratio loop/vmapped: run {best['loop'] / best['vmapped']:.2f}x (best), "
+          f"{median['loop'] / median['vmapped']:.2f}x (median); "
+          f"compile {compile_s['loop'] / compile_s['vmapped']:.2f}x")
     print(json.dumps({
         "bench": "discopop_vmap", "seeds": s, "betas": b, "steps": train_cfg.steps,
         "batch_size": train_cfg.batch_size, "repeats": args.repeats, "jax": jax.__version__,
-        "compile_vmap_s": round(compile_vmap, 3), "run_vmap_s": round(run_vmap, 4),
-        "compile_loop_s": round(compile_loop, 3), "run_loop_s": round(run_loop, 4),
-        "ratio_run_loop_over_vmap": round(run_loop / run_vmap, 3),
-        "pairs_per_s_vmap": round(pairs_per_run / run_vmap),
-        "pairs_per_s_loop": round(pairs_per_run / run_loop),
-        "params_allclose": True,
+        "compile_s": {k: round(v, 3) for k, v in compile_s.items()},
+        "run_best_s": {k: round(v, 3) for k, v in best.items()},
+        "run_median_s": {k: round(v, 3) for k, v in median.items()},
+        "run_all_s": {k: [round(t, 3) for t in v] for k, v in times.items()},
+        "ratio_loop_over_vmapped_best": round(best["loop"] / best["vmapped"], 3),
+        "ratio_loop_over_vmapped_median": round(median["loop"] / median["vmapped"], 3),
+        "pairs_per_s_best": {k: round(pairs / v) for k, v in best.items()},
+        "policies_allclose": True,
     }))
 
 

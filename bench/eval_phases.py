@@ -1,17 +1,20 @@
 """Benchmark: where the wall time of `scientist eval --template discopop` goes.
 
-Runs the real CLI three times on one fresh home folder:
+Runs the real CLI four times, in this order, on one fresh home folder (--force, so each recomputes):
 
-  1. cold    --sandbox bwrap    (empty data cache and JAX compilation caches)
-  2. warm    --sandbox bwrap    (same home, --force: recomputed, caches warm)
-  3. warm    --sandbox process  (same home, --force: no bubblewrap, for the start-up difference)
+  1. cold bwrap       --sandbox bwrap    empty data cache and JAX compilation caches
+  2. warm bwrap       --sandbox bwrap    data and compilation caches warm
+  3. 1st process      --sandbox process  data warm; the harness's compilation cache misses, because
+                                         its key differs between the bwrap and the process layouts
+  4. warm process     --sandbox process  all caches warm: compare with 2 for the bwrap start-up cost
 
 then reads each run's phase timings (the JSON column `timings` of table `runs`
 in <home>/store.sqlite, written by scientist/runner.py) and prints the split:
 prepare, sandbox_start, setup, compile, train, export, evaluate, total, and
-other = total minus the named phases (framework overhead: copying files,
-process exit, the evaluator's start). `cli` is the wall time of the whole
-command, so cli - total is the CLI's own start-up (imports, template hash, store).
+other = total minus the named phases (framework overhead: copying harness, candidate
+and data into the work folder, the harness process exiting, store writes). `cli` is the
+wall time of the whole command, so cli - total is the CLI's own start-up (imports,
+template hash, store).
 
 Run:  .venv/bin/python bench/eval_phases.py [--template discopop] [--keep HOME]
 """
@@ -28,7 +31,8 @@ import time
 from pathlib import Path
 
 PHASES = ("prepare", "sandbox_start", "setup", "compile", "train", "export", "evaluate")
-RUNS = (("cold bwrap", "bwrap"), ("warm bwrap", "bwrap"), ("warm process", "process"))
+RUNS = (("cold bwrap", "bwrap"), ("warm bwrap", "bwrap"), ("1st process", "process"),
+        ("warm process", "process"))
 
 
 def scientist_eval(template: str, sandbox: str, home: Path) -> float:

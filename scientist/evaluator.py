@@ -61,7 +61,8 @@ def main(argv: list[str] | None = None) -> int:
         import jax
 
         jax.config.update("jax_compilation_cache_dir", str(args.jax_cache))
-        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+        # Trusted cache: every compile is worth keeping, the small ones too (about 2 s per run).
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     template = load_template(args.template)
     spec = template.spec
     module = _module(template.root, spec.evaluator)
