@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 SCIENTIST := $(VENV)/bin/scientist
 CANDIDATES := $(wildcard templates/discopop/candidates/*.py)
 
-.PHONY: setup system demo test test-all lint bench clean
+.PHONY: setup system demo references test test-all lint bench clean
 
 setup: system $(VENV)/.installed
 
@@ -17,12 +17,14 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q -e ".[dev]"
 	@touch $@
 
-# Evaluates the shipped DiscoPOP reference losses through the sandbox and the sealed evaluator.
+# The main job, offline on CPU: the LLM-free proposer evolves DiscoPOP losses, each run sandboxed and
+# scored by the sealed evaluator. Run it again to resume (finished runs are reused).
 demo: setup
-	$(SCIENTIST) baseline --template discopop
+	$(SCIENTIST) run --template discopop --proposer evolve --ideas 3 --runs 3 --out .scientist/demo
+
+# The shipped reference losses (DPO, IPO, SLiC, paired KTO, LRML) against the baseline.
+references: setup
 	$(SCIENTIST) eval --template discopop $(addprefix --candidate ,$(CANDIDATES))
-	@echo "Results: each run's final_info.json is under .scientist/runs/discopop/; list them with"
-	@echo "  $(SCIENTIST) runs --template discopop"
 
 test: setup
 	$(PY) -m pytest -q

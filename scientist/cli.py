@@ -7,6 +7,7 @@ passed down; every expected failure prints one line and exits non-zero:
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -252,6 +253,105 @@ def runs(
         table.add_row(str(r.id), r.template, r.kind, r.candidate_hash[:8], str(r.seeds), r.status, metric,
                       (r.reason or "")[:80])
     console.print(table)
+
+
+@app.command()
+def run(
+    template: str = typer.Option(..., "--template", "-t", help="Template name or folder."),
+    proposer: str = typer.Option(None, "--proposer", help="llm or evolve (default: llm with --model, else evolve)."),
+    model: str = typer.Option(None, "--model", "-m", help="Any litellm model string, e.g. openai/gpt-4o."),
+    api_base: str = typer.Option(None, "--api-base", help="OpenAI-compatible server URL (vLLM, Ollama, ...)."),
+    ideas: int = typer.Option(3, "--ideas", help="Number of ideas."),
+    runs: int = typer.Option(5, "--runs", help="Runs per idea."),
+    attempts: int = typer.Option(4, "--attempts", help="Attempts per run before the idea fails."),
+    reflections: int = typer.Option(3, "--reflections", help="Reflection rounds per idea (LLM proposer)."),
+    seeds: int = typer.Option(None, "--seeds", help="Seeds per run (default: the template's)."),
+    out: Path = typer.Option(None, "--out", help="Output folder; running the same command again resumes it."),
+    sandbox: str = SandboxOpt,
+    budget_usd: float = typer.Option(None, "--budget-usd", help="Stop cleanly after spending this much."),
+    budget_minutes: float = typer.Option(None, "--budget-minutes", help="Stop cleanly after this long."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the evolve proposer."),
+    retries: int = typer.Option(5, "--retries", help="Retries of a model call on rate limits, timeouts and 5xx."),
+    no_writeup: bool = typer.Option(False, "--no-writeup", help="Skip the paper stage."),
+    no_review: bool = typer.Option(False, "--no-review", help="Skip the review stage."),
+    log_json: bool = typer.Option(False, "--log-json", help="Progress as JSON lines on stdout."),
+    home: Path = HomeOpt,
+    templates_dir: Path = TemplatesDirOpt,
+) -> None:
+    """Propose ideas, run their experiments in the sandbox, score them sealed; resumable, within budget."""
+    from scientist import session
+    from scientist.llm import LLMError
+    from scientist.progress import JsonReporter, RichReporter
+
+    t = _load(template, templates_dir)
+    proposer = proposer or ("llm" if model else "evolve")
+    if proposer not in ("llm", "evolve"):
+        _fail(f"unknown proposer {proposer!r}; choose llm or evolve")
+    if proposer == "llm" and not model:
+        _fail("--proposer llm needs --model (any litellm model string, e.g. openai/gpt-4o)")
+    for flag, value in (("--ideas", ideas), ("--runs", runs), ("--attempts", attempts)):
+        if value < 1:
+            _fail(f"{flag} must be at least 1")
+    if reflections < 0 or retries < 0:
+        _fail("--reflections and --retries must be 0 or more")
+    for flag, value in (("--budget-usd", budget_usd), ("--budget-minutes", budget_minutes)):
+        if value is not None and value <= 0:
+            _fail(f"{flag} must be greater than 0 (nothing can be done with a budget of {value:g})")
+    if proposer == "evolve" and not (t.root / "search_space.py").is_file():
+        _fail(f"template {t.name} has no search_space.py, which --proposer evolve needs")
+    n = _seeds(t, seeds)
+    try:
+        backend = resolve(sandbox)
+    except SandboxUnavailable as e:
+        _fail(str(e))
+    slug = proposer if proposer == "evolve" else model.replace("/", "_")
+    out_dir = (out or home / "runs" / t.name / slug).resolve()
+    cfg = session.RunConfig(template=t, proposer=proposer, model=model, api_base=api_base, ideas=ideas, runs=runs,
+                            attempts=attempts, reflections=reflections, seeds=n, sandbox=backend, home=home.resolve(),
+                            out_dir=out_dir, budget_usd=budget_usd, budget_minutes=budget_minutes, seed=seed,
+                            retries=retries, writeup=not no_writeup, review=not no_review)
+    try:
+        session.check_model(cfg)
+    except LLMError as e:
+        _fail(str(e))
+    if backend == "process":
+        err.print("[yellow]warning:[/yellow] --sandbox process runs candidates without isolation")
+    report = JsonReporter() if log_json else RichReporter(console)
+    code = session.run_session(cfg, _open_store(home), report)
+    report.close()
+    if not log_json:
+        _print_summary(out_dir)
+    raise typer.Exit(code)
+
+
+def _print_summary(out_dir: Path) -> None:
+    summary = json.loads((out_dir / "summary.json").read_text())
+    metric = summary["metric"]["name"]
+    table = Table(title=f"{summary['template']}: {metric} per idea ({summary['status']})")
+    for col in ("idea", "status", "best mean ± s.e.", "95% CI", "vs baseline", "runs"):
+        table.add_column(col, no_wrap=col in ("best mean ± s.e.", "95% CI"))
+    base = summary["baseline"]
+    if base:
+        table.add_row("baseline", "", f"{base['mean']:.4f} ± {base['stderr']:.4f}",
+                      f"[{base['ci95'][0]:.4f}, {base['ci95'][1]:.4f}]", "", "")
+    for i in summary["ideas"]:
+        b = i["best"]
+        if b is None:
+            table.add_row(escape(i["name"]), "[red]failed[/red]", "", "", escape(i["reason"] or ""),
+                          str(len(i["runs"])))
+            continue
+        m = b["metric"]
+        c = m["comparison"]
+        table.add_row(escape(i["name"]), i["status"], f"{m['mean']:.4f} ± {m['stderr']:.4f}",
+                      f"[{m['ci95'][0]:.4f}, {m['ci95'][1]:.4f}]", f"{c['verdict']} (p={c['p_value']:.3g})",
+                      str(len(i["runs"])))
+    console.print(table)
+    console.print(f"cost ${summary['cost_usd']:.4f} in {summary['llm_calls']} model calls; "
+                  f"wall time {summary['wall_s']:.0f} s")
+    console.print(f"results: {out_dir}/summary.json (per idea: {out_dir}/<idea>/run_*/final_info.json)")
+    if summary["status"] != "complete":
+        console.print(f"[yellow]{summary['status']}:[/yellow] {escape(summary['reason'] or '')}; "
+                      "run the same command again to resume")
 
 
 def main() -> None:

@@ -23,7 +23,7 @@ from pathlib import Path
 from jax_workloads.sealed import FAIL_MARKER
 from sandbox import backends
 from sandbox.limits import Limits, Outcome, supervise
-from scientist.store import Run, Store, run_key, source_hash
+from scientist.store import INTERRUPTED, Run, Store, run_key, source_hash
 from scientist.template import PROJECT_ROOT, Template
 
 
@@ -39,6 +39,7 @@ class EvalRequest:
     out_dir: Path
     kind: str = "candidate"
     force: bool = False
+    reuse_failed: bool = False       # the agent loop also reuses runs that failed by themselves
     label: str = ""
 
 
@@ -59,7 +60,8 @@ def evaluate(req: EvalRequest, store: Store) -> EvalResult:
     """Evaluate the request's candidate, or return the stored result of the same computation."""
     template_hash = req.template.content_hash()
     key = run_key(template_hash, source_hash(req.sources), req.seeds)
-    if not req.force and (previous := store.find_ok(key)) is not None:
+    find = store.find_finished if req.reuse_failed else store.find_ok
+    if not req.force and (previous := find(key)) is not None:
         return EvalResult(previous, cached=True, timings=previous.timings or {})
 
     run_dir = req.out_dir
@@ -89,7 +91,7 @@ def evaluate(req: EvalRequest, store: Store) -> EvalResult:
             return _failed(store, run_id, _reason(ev, req.template, evaluator=True), ev.log_tail, timings, t0)
         info = json.loads((run_dir / "final_info.json").read_text())
     except KeyboardInterrupt:
-        _failed(store, run_id, "interrupted by the user", None, timings, t0)
+        _failed(store, run_id, INTERRUPTED, None, timings, t0)
         raise
     timings["total"] = time.time() - t0
     store.finish_run(run_id, status="ok", final_info=info, metric=req.template.spec.metric.name,

@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import sqlite3
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import psutil
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -35,10 +38,62 @@ CREATE TABLE IF NOT EXISTS runs (
     timings TEXT,                    -- JSON: sandbox_start, compile, train, evaluate, total (seconds)
     error_tail TEXT,
     out_dir TEXT,
+    pid INTEGER,                     -- the process running it, to recognise runs whose process died
     created REAL NOT NULL,
     finished REAL
 );
 CREATE INDEX IF NOT EXISTS runs_key ON runs(run_key, status);
+
+-- One `scientist run`, identified by its output folder: re-running the same command resumes it.
+CREATE TABLE IF NOT EXISTS sessions (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    out_dir TEXT NOT NULL UNIQUE,
+    template TEXT NOT NULL,
+    proposer TEXT NOT NULL,
+    model TEXT,
+    args TEXT NOT NULL,              -- JSON of the run's configuration
+    status TEXT NOT NULL,            -- 'running', 'complete', 'stopped'
+    reason TEXT,
+    created REAL NOT NULL,
+    finished REAL
+);
+CREATE TABLE IF NOT EXISTS ideas (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    session_id INTEGER NOT NULL REFERENCES sessions(id),
+    idx INTEGER NOT NULL,
+    name TEXT NOT NULL,
+    idea TEXT NOT NULL,              -- JSON in the idea format
+    status TEXT NOT NULL,            -- 'running', 'done', 'failed', 'duplicate'
+    reason TEXT,
+    notes TEXT,                      -- Markdown: what was tried, what came out
+    best_run_id INTEGER,
+    UNIQUE (session_id, idx)
+);
+-- Each attempt of each run of an idea, linked to the sandboxed run it made (if it got that far).
+CREATE TABLE IF NOT EXISTS steps (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    idea_id INTEGER NOT NULL REFERENCES ideas(id),
+    run_idx INTEGER NOT NULL,
+    attempt INTEGER NOT NULL,
+    run_id INTEGER REFERENCES runs(id),
+    status TEXT NOT NULL,            -- 'ok', 'failed', 'no_edit'
+    reason TEXT,
+    UNIQUE (idea_id, run_idx, attempt)
+);
+-- Every model call, keyed by a hash of the request: a replayed request is never paid twice.
+CREATE TABLE IF NOT EXISTS llm_calls (
+    key TEXT PRIMARY KEY,
+    session_id INTEGER,
+    stage TEXT NOT NULL,
+    model TEXT NOT NULL,
+    messages TEXT NOT NULL,
+    response TEXT NOT NULL,
+    prompt_tokens INTEGER,
+    completion_tokens INTEGER,
+    cost_usd REAL,
+    latency_s REAL,
+    created REAL NOT NULL
+);
 """
 
 
@@ -77,11 +132,13 @@ class Run:
     timings: dict | None
     error_tail: str | None
     out_dir: str | None
+    pid: int | None
     created: float
     finished: float | None
 
 
 _JSON_COLUMNS = ("candidate_source", "final_info", "timings")
+INTERRUPTED = "interrupted by the user"
 
 
 class Store:
@@ -94,6 +151,10 @@ class Store:
         self.db.row_factory = sqlite3.Row
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.executescript(SCHEMA)
+        columns = {r["name"] for r in self.db.execute("PRAGMA table_info(runs)")}
+        if "pid" not in columns:  # stores made before runs recorded their process
+            self.db.execute("ALTER TABLE runs ADD COLUMN pid INTEGER")
+        self.reap_abandoned()
 
     def close(self) -> None:
         self.db.close()
@@ -104,9 +165,9 @@ class Store:
         cand = source_hash(sources)
         cur = self.db.execute(
             "INSERT INTO runs (run_key, kind, template, template_hash, candidate_hash, candidate_source,"
-            " seeds, sandbox, status, out_dir, created) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+            " seeds, sandbox, status, out_dir, pid, created) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
             (run_key(template_hash, cand, seeds), kind, template, template_hash, cand,
-             json.dumps(sources), seeds, sandbox, "running", str(out_dir), time.time()),
+             json.dumps(sources), seeds, sandbox, "running", str(out_dir), os.getpid(), time.time()),
         )
         return int(cur.lastrowid)
 
@@ -125,6 +186,14 @@ class Store:
              time.time(), run_id),
         )
 
+    def reap_abandoned(self) -> int:
+        """Mark runs left 'running' by a process that no longer exists as interrupted; returns how many."""
+        rows = self.db.execute("SELECT id, pid FROM runs WHERE status='running'").fetchall()
+        dead = [r["id"] for r in rows if r["pid"] is None or not psutil.pid_exists(r["pid"])]
+        for run_id in dead:
+            self.finish_run(run_id, status="failed", reason=INTERRUPTED)
+        return len(dead)
+
     def get(self, run_id: int) -> Run:
         row = self.db.execute("SELECT * FROM runs WHERE id=?", (run_id,)).fetchone()
         return _to_run(row)
@@ -136,6 +205,79 @@ class Store:
         ).fetchone()
         return _to_run(row) if row else None
 
+    def find_finished(self, key: str) -> Run | None:
+        """The latest run with this key that ended by itself, successful or not (not interrupted)."""
+        row = self.db.execute(
+            "SELECT * FROM runs WHERE run_key=? AND status IN ('ok', 'failed') AND reason IS NOT ?"
+            " ORDER BY id DESC LIMIT 1", (key, INTERRUPTED)
+        ).fetchone()
+        return _to_run(row) if row else None
+
+    # --- sessions, ideas and steps of `scientist run` ---
+
+    def open_session(self, *, out_dir: Path, template: str, proposer: str, model: str | None,
+                     args: dict) -> tuple[int, bool, dict]:
+        """The session for this output folder, created if new; returns (id, resumed, its stored args)."""
+        row = self.db.execute("SELECT id, args FROM sessions WHERE out_dir=?", (str(out_dir),)).fetchone()
+        if row is not None:
+            self.db.execute("UPDATE sessions SET status='running', reason=NULL WHERE id=?", (row["id"],))
+            return int(row["id"]), True, json.loads(row["args"])
+        cur = self.db.execute(
+            "INSERT INTO sessions (out_dir, template, proposer, model, args, status, created)"
+            " VALUES (?,?,?,?,?,?,?)",
+            (str(out_dir), template, proposer, model, json.dumps(args), "running", time.time()))
+        return int(cur.lastrowid), False, args
+
+    def set_session_args(self, session_id: int, args: dict) -> None:
+        self.db.execute("UPDATE sessions SET args=? WHERE id=?", (json.dumps(args), session_id))
+
+    def close_session(self, session_id: int, status: str, reason: str | None = None) -> None:
+        self.db.execute("UPDATE sessions SET status=?, reason=?, finished=? WHERE id=?",
+                        (status, reason, time.time(), session_id))
+
+    def save_idea(self, session_id: int, idx: int, idea: dict, *, status: str, reason: str | None = None,
+                  notes: str | None = None, best_run_id: int | None = None) -> int:
+        """Insert or update idea `idx` of a session; returns its id."""
+        self.db.execute(
+            "INSERT INTO ideas (session_id, idx, name, idea, status, reason, notes, best_run_id)"
+            " VALUES (?,?,?,?,?,?,?,?) ON CONFLICT(session_id, idx) DO UPDATE SET name=excluded.name,"
+            " idea=excluded.idea, status=excluded.status, reason=excluded.reason, notes=excluded.notes,"
+            " best_run_id=excluded.best_run_id",
+            (session_id, idx, idea["name"], json.dumps(idea), status, reason, notes, best_run_id))
+        row = self.db.execute("SELECT id FROM ideas WHERE session_id=? AND idx=?", (session_id, idx)).fetchone()
+        return int(row["id"])
+
+    def ideas(self, session_id: int | None = None, template: str | None = None) -> list[dict]:
+        """Ideas of one session, or of every session of a template (the archive), oldest first."""
+        sql = ("SELECT ideas.*, sessions.template FROM ideas JOIN sessions ON sessions.id = ideas.session_id"
+               " WHERE (? IS NULL OR session_id=?) AND (? IS NULL OR sessions.template=?) ORDER BY ideas.id")
+        rows = self.db.execute(sql, (session_id, session_id, template, template)).fetchall()
+        return [{**dict(r), "idea": json.loads(r["idea"])} for r in rows]
+
+    def save_step(self, idea_id: int, run_idx: int, attempt: int, *, status: str, run_id: int | None = None,
+                  reason: str | None = None) -> None:
+        self.db.execute(
+            "INSERT INTO steps (idea_id, run_idx, attempt, run_id, status, reason) VALUES (?,?,?,?,?,?)"
+            " ON CONFLICT(idea_id, run_idx, attempt) DO UPDATE SET run_id=excluded.run_id,"
+            " status=excluded.status, reason=excluded.reason",
+            (idea_id, run_idx, attempt, run_id, status, reason))
+
+    def steps(self, idea_id: int) -> list[dict]:
+        rows = self.db.execute("SELECT * FROM steps WHERE idea_id=? ORDER BY run_idx, attempt", (idea_id,))
+        return [dict(r) for r in rows.fetchall()]
+
+    # --- the LLM call log (implements scientist.llm.Recorder for one session) ---
+
+    def recorder(self, session_id: int | None) -> CallLog:
+        return CallLog(self, session_id)
+
+    def session_cost(self, session_id: int) -> tuple[float, int, int, int]:
+        """(dollars, calls, prompt tokens, completion tokens) recorded for a session."""
+        row = self.db.execute(
+            "SELECT COALESCE(SUM(cost_usd), 0), COUNT(*), COALESCE(SUM(prompt_tokens), 0),"
+            " COALESCE(SUM(completion_tokens), 0) FROM llm_calls WHERE session_id=?", (session_id,)).fetchone()
+        return float(row[0]), int(row[1]), int(row[2]), int(row[3])
+
     def runs(self, template: str | None = None) -> list[Run]:
         """All runs, oldest first, optionally of one template."""
         if template is None:
@@ -143,6 +285,28 @@ class Store:
         else:
             rows = self.db.execute("SELECT * FROM runs WHERE template=? ORDER BY id", (template,)).fetchall()
         return [_to_run(r) for r in rows]
+
+
+@dataclass
+class CallLog:
+    """The store seen as an LLM call recorder: look up and record calls by request key."""
+
+    store: Store
+    session_id: int | None
+
+    def lookup(self, key: str) -> dict | None:
+        row = self.store.db.execute("SELECT * FROM llm_calls WHERE key=?", (key,)).fetchone()
+        if row is None:
+            return None
+        return {**dict(row), "messages": json.loads(row["messages"])}
+
+    def record(self, key: str, call: dict) -> None:
+        self.store.db.execute(
+            "INSERT OR REPLACE INTO llm_calls (key, session_id, stage, model, messages, response, prompt_tokens,"
+            " completion_tokens, cost_usd, latency_s, created) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+            (key, self.session_id, call["stage"], call["model"], json.dumps(call["messages"]), call["response"],
+             call.get("prompt_tokens"), call.get("completion_tokens"), call.get("cost_usd"),
+             call.get("latency_s"), call.get("created", time.time())))
 
 
 def _dumps(value: Any) -> str | None:

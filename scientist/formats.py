@@ -1,0 +1,333 @@
+"""Parsing the answer formats models are asked for: JSON ideas, LaTeX blocks and SEARCH/REPLACE edits.
+
+Local models often get a format slightly wrong, so parsing tolerates harmless variations (a missing
+fence language, "7" for 7, a path in backticks). Anything it cannot safely read raises FormatError,
+whose one-line message is written to be sent back to the model verbatim so it can fix its answer.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+
+import pydantic
+
+NEWLINE_MARK = " ⏎ "  # stands for a line break inside a one-line message
+
+
+def one_line(message: str) -> str:
+    """The message with line breaks replaced by a visible mark, so it stays one line."""
+    return NEWLINE_MARK.join(part for part in message.strip().splitlines())
+
+
+class FormatError(ValueError):
+    """An answer that does not follow the requested format; the message is one line, meant for the model."""
+
+    def __init__(self, message: str):
+        super().__init__(one_line(message))
+
+
+# --- fenced blocks ------------------------------------------------------------------------------------------------
+
+_FENCE = re.compile(r"^\s*```\s*([\w+.-]*)\s*$")
+
+
+@dataclass(frozen=True)
+class _Block:
+    lang: str  # lowercased; "" when the fence names no language
+    body: str
+    closed: bool
+
+
+def _fenced_blocks(text: str) -> list[_Block]:
+    """Markdown fenced blocks in order; a fence left open runs to the end of the text."""
+    blocks: list[_Block] = []
+    lang: str | None = None
+    body: list[str] = []
+    for line in text.splitlines():
+        fence = _FENCE.match(line)
+        if lang is None:
+            if fence:
+                lang, body = fence.group(1).lower(), []
+        elif fence and not fence.group(1):
+            blocks.append(_Block(lang, "\n".join(body), True))
+            lang = None
+        else:
+            body.append(line)
+    if lang is not None:
+        blocks.append(_Block(lang, "\n".join(body), False))
+    return blocks
+
+
+# --- JSON ----------------------------------------------------------------------------------------------------------
+
+_JSON_HINT = "reply with one JSON object in a ```json fenced block (double quotes, no trailing commas, no comments)"
+
+
+def _json_error(err: json.JSONDecodeError, where: str) -> FormatError:
+    """A FormatError saying where strict JSON parsing failed, quoting the offending line."""
+    lines = err.doc.splitlines()
+    line = lines[err.lineno - 1].strip() if 0 < err.lineno <= len(lines) else ""
+    near = f" near `{line[:80]}`" if line else ""
+    return FormatError(f"invalid JSON in {where} at line {err.lineno} column {err.colno}: {err.msg}{near}; "
+                       f"{_JSON_HINT}")
+
+
+def _load_object(source: str, where: str) -> dict:
+    """Strict json.loads that insists on an object, raising FormatError otherwise."""
+    try:
+        value = json.loads(source)
+    except json.JSONDecodeError as err:
+        raise _json_error(err, where) from None
+    if not isinstance(value, dict):
+        raise FormatError(f"{where} holds a JSON {type(value).__name__}, not an object; {_JSON_HINT}")
+    return value
+
+
+def _balanced_end(text: str, start: int) -> int:
+    """Index just past the brace that closes the one at `start` (braces in JSON strings ignored), or len(text)."""
+    depth, in_string, escaped = 0, False, False
+    for i in range(start, len(text)):
+        c = text[i]
+        if in_string:
+            if escaped:
+                escaped = False
+            elif c == "\\":
+                escaped = True
+            elif c == '"':
+                in_string = False
+        elif c == '"':
+            in_string = True
+        elif c == "{":
+            depth += 1
+        elif c == "}":
+            depth -= 1
+            if depth == 0:
+                return i + 1
+    return len(text)
+
+
+def _bare_objects(text: str) -> list[str]:
+    """The outermost {...} spans of the text, in order."""
+    spans, i = [], text.find("{")
+    while i != -1:
+        end = _balanced_end(text, i)
+        spans.append(text[i:end])
+        i = text.find("{", end)
+    return spans
+
+
+def parse_json_block(text: str) -> dict:
+    """The JSON object in a model's answer.
+
+    Looks, in order, at the first ```json fenced block, then fenced blocks without a language that
+    parse as an object, then bare {...} objects in the text. JSON is parsed strictly; a failure
+    says where it happened.
+    """
+    blocks = _fenced_blocks(text)
+    for block in blocks:
+        if block.lang.startswith("json"):
+            return _load_object(block.body, "the ```json block")
+    for block in blocks:
+        if not block.lang:
+            try:
+                value = json.loads(block.body)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(value, dict):
+                return value
+    candidates = _bare_objects(text)
+    if not candidates:
+        raise FormatError(f"no JSON object found; {_JSON_HINT}")
+    for candidate in candidates:
+        try:
+            value = json.loads(candidate)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(value, dict):
+            return value
+    # Nothing parsed: the longest candidate is most likely the intended object, so report its error.
+    return _load_object(max(candidates, key=len), "the JSON object")
+
+
+# --- ideas ---------------------------------------------------------------------------------------------------------
+
+_SCORE_TEXT = re.compile(r"^\s*(\d+)(?:\.0*)?\s*(?:/\s*10)?\s*$")  # "7", "7.0", "7/10"
+
+
+class Idea(pydantic.BaseModel):
+    """A research idea in The AI Scientist's format; scores are integers from 1 to 10."""
+
+    model_config = pydantic.ConfigDict(extra="ignore", frozen=True)
+
+    name: str
+    title: str
+    hypothesis: str
+    experiment: str
+    interestingness: int
+    feasibility: int
+    novelty: int
+
+    @pydantic.field_validator("name", mode="before")
+    @classmethod
+    def _normalise_name(cls, value: object) -> object:
+        if not isinstance(value, str):
+            return value  # let pydantic report the type
+        name = re.sub(r"[^a-z0-9_]", "_", value.strip().lower())
+        name = re.sub(r"_+", "_", name).strip("_")[:40].rstrip("_")
+        if not name:
+            raise ValueError("must be a short snake_case identifier such as `margin_dpo`")
+        return name
+
+    @pydantic.field_validator("title", "hypothesis", "experiment", mode="before")
+    @classmethod
+    def _text(cls, value: object) -> object:
+        if isinstance(value, list) and all(isinstance(v, str) for v in value):
+            value = "\n".join(value)  # some models give the experiment as a list of steps
+        if isinstance(value, str):
+            value = value.strip()
+            if not value:
+                raise ValueError("must not be empty")
+        return value
+
+    @pydantic.field_validator("interestingness", "feasibility", "novelty", mode="before")
+    @classmethod
+    def _score(cls, value: object) -> int:
+        score: int | None = None
+        if isinstance(value, bool):
+            score = None  # True is an int to Python, but never a score
+        elif isinstance(value, int):
+            score = value
+        elif isinstance(value, float) and value.is_integer():
+            score = int(value)
+        elif isinstance(value, str) and (m := _SCORE_TEXT.match(value)):
+            score = int(m.group(1))
+        if score is None or not 1 <= score <= 10:
+            raise ValueError(f"must be an integer from 1 to 10, got {value!r}")
+        return score
+
+
+_IDEA_FIELDS = tuple(Idea.model_fields)
+_KEY_ALIASES = {"short_hypothesis": "hypothesis"}
+
+
+def _validation_message(err: pydantic.ValidationError) -> str:
+    """One readable sentence per problem in an idea, joined on one line."""
+    missing = [str(e["loc"][0]) for e in err.errors() if e["type"] == "missing"]
+    parts = [f"the idea is missing {', '.join(repr(m) for m in missing)}"] if missing else []
+    for e in err.errors():
+        if e["type"] != "missing":
+            msg = e["msg"].removeprefix("Value error, ")
+            parts.append(f"idea field '{e['loc'][0]}' {msg[:1].lower()}{msg[1:]}")
+    fields = ", ".join(_IDEA_FIELDS)
+    return "; ".join(parts) + f"; give one JSON object with the fields {fields}"
+
+
+def parse_idea(text: str) -> Idea:
+    """The idea in a model's answer: a JSON object that is the idea itself or {"idea": {...}}."""
+    data = parse_json_block(text)
+    if isinstance(data.get("idea"), dict):
+        data = data["idea"]
+    # Keys like "Name" or "Short Hypothesis" (The AI Scientist's own spelling) mean the same fields.
+    keys = {re.sub(r"[\s-]+", "_", str(k).strip().lower()): v for k, v in data.items()}
+    keys = {_KEY_ALIASES.get(k, k): v for k, v in keys.items()}
+    try:
+        return Idea.model_validate(keys)
+    except pydantic.ValidationError as err:
+        raise FormatError(_validation_message(err)) from None
+
+
+def is_done(text: str) -> bool:
+    """Whether the model says "I am done" (any case or spacing), ending reflection early."""
+    return re.search(r"\bI\s+am\s+done\b", text, re.IGNORECASE) is not None
+
+
+# --- LaTeX ---------------------------------------------------------------------------------------------------------
+
+
+def parse_latex_block(text: str) -> str:
+    """The content of the first ```latex (or ```tex) fenced block."""
+    for block in _fenced_blocks(text):
+        if block.lang in ("latex", "tex"):
+            # An unclosed block may be a truncated answer, so it is refused rather than guessed at.
+            if not block.closed:
+                raise FormatError("the ```latex block is not closed; end it with a line holding only ```")
+            if not block.body.strip():
+                raise FormatError("the ```latex block is empty; put the LaTeX inside it")
+            return block.body.strip("\n")
+    raise FormatError("no ```latex fenced block found; put the LaTeX in a block that starts with ```latex "
+                      "and ends with ```")
+
+
+# --- SEARCH/REPLACE edits ------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Edit:
+    """Replace `search` by `replace` in the file at `path`; an empty search rewrites the whole file."""
+
+    path: str
+    search: str
+    replace: str
+
+
+_SEARCH = re.compile(r"^\s*<{5,9}\s*SEARCH\s*$")
+_DIVIDER = re.compile(r"^\s*={5,9}\s*$")
+_REPLACE = re.compile(r"^\s*>{5,9}\s*REPLACE\s*$")
+_PATH = re.compile(r"^[\w./-]*[\w-]+[./][\w./-]*\w$")  # a word with an extension or a folder, so prose is no path
+_EDIT_HINT = ("write the file path alone on a line, then <<<<<<< SEARCH, the exact lines to find, =======, "
+              "the new lines, >>>>>>> REPLACE")
+
+
+def _clean_path(line: str) -> str:
+    """The path in a path line such as `loss.py`, **loss.py**, File: loss.py or # loss.py:."""
+    path = line.strip().lstrip("#").strip()
+    path = re.sub(r"^(file|path|filename)\s*:\s*", "", path, flags=re.IGNORECASE)
+    return path.strip("`*'\" ").rstrip(":").strip("`*'\" ")
+
+
+def _path_before(lines: list[str], index: int, previous: str | None) -> str:
+    """The path for the SEARCH marker at lines[index], from the nearest non-blank, non-fence line above it.
+
+    A block right after another block's REPLACE marker edits the same file, as Aider allows.
+    """
+    for line in reversed(lines[:index]):
+        if not line.strip() or _FENCE.match(line):
+            continue
+        if _REPLACE.match(line) and previous is not None:
+            return previous
+        path = _clean_path(line)
+        if _PATH.match(path):
+            return path
+        raise FormatError(f"the line before <<<<<<< SEARCH must be the file path alone (e.g. loss.py), "
+                          f"got `{line.strip()[:80]}`; {_EDIT_HINT}")
+    raise FormatError(f"a SEARCH/REPLACE block has no file path line before it; {_EDIT_HINT}")
+
+
+def parse_edits(text: str) -> list[Edit]:
+    """The SEARCH/REPLACE blocks in a model's answer, in order."""
+    lines = text.splitlines()
+    edits: list[Edit] = []
+    path: str | None = None
+    i = 0
+    while i < len(lines):
+        if _REPLACE.match(lines[i]):
+            raise FormatError(f">>>>>>> REPLACE found without <<<<<<< SEARCH before it; {_EDIT_HINT}")
+        if not _SEARCH.match(lines[i]):
+            i += 1
+            continue
+        path = _path_before(lines, i, path)
+        divider = next((j for j in range(i + 1, len(lines)) if _DIVIDER.match(lines[j]) or _SEARCH.match(lines[j])),
+                       None)
+        if divider is None or _SEARCH.match(lines[divider]):
+            raise FormatError(f"the SEARCH block for {path} is missing its ======= line; {_EDIT_HINT}")
+        end = next((j for j in range(divider + 1, len(lines)) if _REPLACE.match(lines[j]) or _SEARCH.match(lines[j])),
+                   None)
+        if end is None or not _REPLACE.match(lines[end]):
+            raise FormatError(f"the SEARCH block for {path} is missing its >>>>>>> REPLACE line; {_EDIT_HINT}")
+        edits.append(Edit(path, "\n".join(lines[i + 1:divider]), "\n".join(lines[divider + 1:end])))
+        i = end + 1
+    if not edits:
+        raise FormatError(f"no SEARCH/REPLACE blocks found; {_EDIT_HINT}")
+    return edits

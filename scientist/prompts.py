@@ -1,0 +1,154 @@
+"""The prompts of the LLM proposer, in one place so they can be read and changed together.
+
+They follow The AI Scientist's, and ask explicitly for the response formats that
+scientist.formats parses: a fenced json block for ideas, SEARCH/REPLACE blocks
+for code edits, "I am done" to stop early.
+"""
+
+from __future__ import annotations
+
+import json
+
+IDEA_SYSTEM = (
+    "You are an ambitious AI researcher who is looking to publish a paper that will contribute "
+    "significantly to the field. You design small, decisive experiments."
+)
+
+IDEA_FORMAT = """Respond in the following format:
+
+THOUGHT:
+<THOUGHT>
+
+NEW IDEA JSON:
+```json
+<JSON>
+```
+
+In <THOUGHT>, first briefly discuss your intuitions and motivations for the idea. Detail your high-level plan, \
+necessary design choices and ideal outcomes of the experiments. Justify how the idea is different from the \
+existing ones.
+
+In <JSON>, provide the new idea as one JSON object with the following fields:
+- "name": a shortened descriptor of the idea, lowercase, no spaces, underscores allowed.
+- "title": a title for the idea, used for the report writing.
+- "hypothesis": what you expect to happen and why.
+- "experiment": an outline of the implementation, in terms of the editable file(s).
+- "interestingness": a rating from 1 to 10 (lowest to highest).
+- "feasibility": a rating from 1 to 10 (lowest to highest).
+- "novelty": a rating from 1 to 10 (lowest to highest).
+
+Be cautious and realistic on your ratings. This JSON will be automatically parsed, so ensure the format is precise."""
+
+
+def idea_prompt(task: str, code: dict[str, str], previous: list[dict], reflections: int) -> str:
+    """Ask for the next idea, showing the task, the editable code and every earlier idea."""
+    files = "\n\n".join(f"{path}:\n```python\n{src}\n```" for path, src in code.items())
+    return f"""{task}
+
+The code you will be able to change:
+
+{files}
+
+Here are the ideas that have already been generated (do not repeat them):
+
+'''
+{json.dumps(previous, indent=1) if previous else "(none yet)"}
+'''
+
+Come up with the next impactful and creative idea for research experiments and directions you can feasibly \
+investigate with the code provided. Note that you will not have access to any additional resources or datasets, \
+and that only the editable file(s) can change.
+
+{IDEA_FORMAT}
+
+You will have {reflections} rounds to iterate on the idea, but do not need to use them all."""
+
+
+def reflection_prompt(round_: int, total: int) -> str:
+    """Ask the model to criticise and refine its idea, or say it is done."""
+    return f"""Round {round_}/{total}.
+In your thoughts, first carefully consider the quality, novelty, and feasibility of the idea you just created.
+Include any other factors that you think are important in evaluating the idea.
+Ensure the idea is clear and concise, and the JSON is the correct format.
+Do not make things overly complicated.
+In the next attempt, try and refine and improve your idea.
+Stick to the spirit of the original idea unless there are glaring issues.
+
+Respond in the same format as before:
+THOUGHT:
+<THOUGHT>
+
+NEW IDEA JSON:
+```json
+<JSON>
+```
+
+If there is nothing to improve, simply repeat the previous JSON EXACTLY after the thought and include \
+"I am done" at the end of the thoughts but before the JSON.
+ONLY INCLUDE "I am done" IF YOU ARE MAKING NO MORE CHANGES."""
+
+
+CODER_SYSTEM = (
+    "You are an expert machine learning engineer. You change research code with small, correct edits "
+    "and you read experimental results critically."
+)
+
+EDIT_FORMAT = """Reply with your reasoning, then one or more SEARCH/REPLACE blocks. Put the file's path alone on \
+the line before each block:
+
+loss.py
+<<<<<<< SEARCH
+exact lines from the current file
+=======
+the lines that replace them
+>>>>>>> REPLACE
+
+The SEARCH part must match the current file exactly (copy it), or be empty to replace the whole file. Keep \
+the function signature(s) unchanged. Use jax.numpy; the code must be differentiable and return finite values."""
+
+
+def coder_prompt(idea: dict, task: str, editable: list[str], runs: int, baseline: str) -> str:
+    """The first message of an idea's experiment conversation."""
+    return f"""{task}
+
+Your goal is to implement the following idea: {idea["title"]}.
+Hypothesis: {idea["hypothesis"]}
+The proposed experiment is as follows: {idea["experiment"]}
+
+You are given up to {runs} runs to complete the necessary experiments; each run is a full training and a \
+sealed evaluation over several seeds of the code as you leave it. You may only edit: {", ".join(editable)}. \
+Everything else (the training harness and the evaluator) is fixed and out of your reach.
+
+The baseline (the files as shipped) scores: {baseline}
+
+{EDIT_FORMAT}"""
+
+
+def files_block(files: dict[str, str]) -> str:
+    """The current editable files, shown to the model each turn."""
+    return "\n\n".join(f"Current {path}:\n```python\n{src}\n```" for path, src in files.items())
+
+
+def run_request(run_idx: int, runs: int, files: dict[str, str]) -> str:
+    """Ask for the edit of the next run."""
+    return f"""{files_block(files)}
+
+Plan and implement run {run_idx} of {runs}. {EDIT_FORMAT}
+If the experiments for this idea are complete, reply with just "I am done"."""
+
+
+def run_result(run_idx: int, summary: str) -> str:
+    """Report a finished run to the model."""
+    return f"Run {run_idx} finished. Result: {summary}\nDecide what to try next."
+
+
+def run_failure(run_idx: int, attempt: int, attempts: int, reason: str, tail: str) -> str:
+    """Report a failed attempt with its error tail, and ask for a fix."""
+    tail_block = f"\nThe end of the log:\n```\n{tail.strip()[-1500:]}\n```" if tail.strip() else ""
+    return (f"Run {run_idx}, attempt {attempt} of {attempts} failed: {reason}{tail_block}\n"
+            "Fix the code and reply with SEARCH/REPLACE blocks.")
+
+
+def bad_answer(error: str) -> str:
+    """Send a parse or edit error back, to get a corrected answer."""
+    return f"Your answer could not be used: {error}\nReply again, in exactly the requested format."

@@ -1,0 +1,72 @@
+"""Proposers: where ideas and candidate code come from.
+
+Both proposers answer the same two questions, so the experiment loop does not
+care which one runs:
+
+- `next_idea(idx, previous)`: the idea number idx, given every earlier idea of
+  the template (this session's and the archive's) with its best metric;
+- `propose(ctx)`: the editable files for the next attempt of a run of an idea,
+  given what the earlier attempts produced, or `done` to stop the idea.
+
+Both must be deterministic given the same inputs and the same recorded model
+answers: that is what makes a killed run resume exactly where it stopped.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+
+class NoValidAnswer(Exception):
+    """The model never produced a usable answer within the bounded re-asks; one-line message."""
+
+
+@dataclass
+class Attempt:
+    """One attempt of one run of an idea, as the proposer sees it afterwards."""
+
+    run_idx: int
+    attempt: int
+    status: str                  # 'ok', 'failed' or 'no_edit'
+    sources: dict[str, str] | None
+    reason: str | None = None    # why it failed
+    summary: str = ""            # the result in words, for the model
+    metric: float | None = None  # the main metric's mean, when ok
+    log_tail: str = ""
+    meta: dict = field(default_factory=dict)
+
+
+@dataclass
+class IdeaContext:
+    """What a proposer needs to propose the next attempt of an idea."""
+
+    idx: int
+    idea: dict
+    run_idx: int
+    runs: int
+    attempt: int
+    attempts: int
+    files: dict[str, str]        # the current editable files (the last successful version)
+    history: list[Attempt]
+    baseline: str                # the baseline's result in words
+    direction: str
+
+
+@dataclass
+class Proposal:
+    """Files to run, or done=True (the proposer ends the idea), or a failure to produce an edit."""
+
+    sources: dict[str, str] | None = None
+    note: str = ""
+    done: bool = False
+    failure: str | None = None
+    meta: dict = field(default_factory=dict)
+
+
+class Proposer(Protocol):
+    name: str
+
+    def next_idea(self, idx: int, previous: list[dict]) -> dict: ...
+
+    def propose(self, ctx: IdeaContext) -> Proposal: ...

@@ -1,0 +1,105 @@
+"""The LLM-free proposer: evolution over the template's search space.
+
+Ideas are genomes: a tournament over the archive (every earlier idea of the
+template with its best sealed metric, and the baseline) picks parents, which are
+crossed over and mutated; a random sample now and then keeps diversity. Within
+an idea, each later run hill-climbs from the idea's best genome so far. Every
+random choice is seeded from (seed, idea, run, attempt), so a resumed session
+proposes exactly what the killed one did.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import random
+from types import ModuleType
+
+from scientist.proposers import IdeaContext, Proposal
+from scientist.stats import better
+from scientist.template import Template
+
+EXPLORE = 0.2
+CROSSOVER = 0.3
+TOURNAMENT = 3
+
+
+def load_search_space(template: Template) -> ModuleType:
+    """The template's search_space.py, loaded by path (templates are not packages)."""
+    path = template.root / "search_space.py"
+    if not path.is_file():
+        raise FileNotFoundError(f"template {template.name} has no search_space.py; --proposer evolve needs one")
+    spec = importlib.util.spec_from_file_location(f"search_space_{template.name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+class EvolveProposer:
+    """Samples and mutates candidates from a search space; no model involved."""
+
+    name = "evolve"
+
+    def __init__(self, space: ModuleType, direction: str, seed: int = 0, baseline_metric: float | None = None):
+        self.space = space
+        self.direction = direction
+        self.seed = seed
+        # The search space names which known member is the template's shipped baseline, if any.
+        name = getattr(space, "BASELINE", None)
+        self.baseline = (space.known()[name], baseline_metric) if name is not None else None
+
+    def _rng(self, *parts: object) -> random.Random:
+        return random.Random(":".join(str(p) for p in (self.seed, *parts)))
+
+    def _tournament(self, pool: list[tuple[object, float]], rng: random.Random):
+        picks = rng.sample(pool, min(TOURNAMENT, len(pool)))
+        best = picks[0]
+        for p in picks[1:]:
+            if better(p[1], best[1], self.direction):
+                best = p
+        return best[0]
+
+    def next_idea(self, idx: int, previous: list[dict]) -> dict:
+        """A new genome from the archive's best, or a fresh sample; never one already tried."""
+        rng = self._rng("idea", idx)
+        pool = [(p["idea"]["genome"], p["metric"]) for p in previous
+                if p.get("metric") is not None and "genome" in p["idea"]]
+        if self.baseline is not None and self.baseline[1] is not None:
+            pool.append(self.baseline)
+        tried = {json.dumps(p["idea"].get("genome"), sort_keys=True) for p in previous}
+        for _ in range(50):
+            if not pool or rng.random() < EXPLORE:
+                genome, origin = self.space.sample(rng), "random sample"
+            else:
+                genome, origin = self._tournament(pool, rng), "mutation of a tournament winner"
+                if len(pool) > 1 and rng.random() < CROSSOVER:
+                    genome = self.space.crossover(genome, self._tournament(pool, rng), rng)
+                    origin = "crossover and mutation of tournament winners"
+                genome = self.space.mutate(genome, rng)
+            if json.dumps(genome, sort_keys=True) not in tried:
+                break
+        formula = self.space.describe(genome)
+        return {
+            "name": f"evolve_{idx:03d}",
+            "title": f"Evolved loss: {formula}",
+            "hypothesis": f"The loss {formula} ({origin}) trades reward against KL better than its parents.",
+            "experiment": "Evaluate the loss, then hill-climb from the best version with small mutations.",
+            "genome": genome,
+        }
+
+    def propose(self, ctx: IdeaContext) -> Proposal:
+        """Run 1 evaluates the idea's genome; later runs and retries mutate the best genome so far."""
+        ok = [a for a in ctx.history if a.status == "ok" and "genome" in a.meta]
+        if ctx.run_idx == 1 and ctx.attempt == 1:
+            genome = ctx.idea["genome"]
+        else:
+            parent = ctx.idea["genome"]
+            best = None
+            for a in ok:
+                if best is None or better(a.metric, best.metric, self.direction):
+                    best = a
+            if best is not None:
+                parent = best.meta["genome"]
+            genome = self.space.mutate(parent, self._rng("run", ctx.idx, ctx.run_idx, ctx.attempt))
+        return Proposal(sources=self.space.render(genome), note=f"evaluate {self.space.describe(genome)}",
+                        meta={"genome": genome})

@@ -1,0 +1,125 @@
+"""The LLM proposer: ideas with reflection rounds, then experiments through SEARCH/REPLACE edits.
+
+Every answer is parsed; a malformed one is sent back with the parse error, a
+bounded number of times, before the attempt counts as failed. One conversation
+per idea holds the whole experiment: requests, edits, results and errors.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TypeVar
+
+from scientist import prompts
+from scientist.edits import EditError, apply_edits, static_check
+from scientist.formats import FormatError, is_done, parse_edits, parse_idea
+from scientist.llm import LLM
+from scientist.proposers import Attempt, IdeaContext, NoValidAnswer, Proposal
+from scientist.template import Template
+
+T = TypeVar("T")
+_DONE = object()
+
+
+class LLMProposer:
+    """Ideas and code edits from a model through litellm."""
+
+    name = "llm"
+
+    def __init__(self, llm: LLM, template: Template, *, reflections: int = 3, max_reasks: int = 3,
+                 temperature: float = 0.7):
+        self.llm = llm
+        self.template = template
+        self.task = (template.root / "prompt.md").read_text() if (template.root / "prompt.md").is_file() else ""
+        self.reflections = reflections
+        self.max_reasks = max_reasks
+        self.temperature = temperature
+        self.conversations: dict[int, list[dict]] = {}
+
+    def _ask(self, stage: str, messages: list[dict], parse: Callable[[str], T], what: str) -> tuple[T, str]:
+        """Ask, parse, and on a bad answer re-ask with the error; the exchange stays in `messages`."""
+        error = ""
+        for _ in range(self.max_reasks + 1):
+            text = self.llm.chat(stage, messages, temperature=self.temperature)
+            messages.append({"role": "assistant", "content": text})
+            try:
+                return parse(text), text
+            except (FormatError, EditError) as e:
+                error = str(e)
+                messages.append({"role": "user", "content": prompts.bad_answer(error)})
+        raise NoValidAnswer(f"model {self.llm.model} gave no valid {what} in {self.max_reasks + 1} tries: {error}")
+
+    def next_idea(self, idx: int, previous: list[dict]) -> dict:
+        """Generate an idea, then refine it for up to `reflections` rounds (early stop on 'I am done')."""
+        shown = [{k: v for k, v in p["idea"].items() if k != "genome"} for p in previous]
+        messages = [
+            {"role": "system", "content": prompts.IDEA_SYSTEM},
+            {"role": "user", "content": prompts.idea_prompt(self.task, self.template.editable_sources(), shown,
+                                                           self.reflections + 1)},
+        ]
+        idea, _ = self._ask("idea", messages, parse_idea, "idea")
+        for r in range(self.reflections):
+            messages.append({"role": "user", "content": prompts.reflection_prompt(r + 2, self.reflections + 1)})
+            refined, text = self._ask("reflection", messages, self._parse_reflection, "idea")
+            if refined is not _DONE:
+                idea = refined
+            if is_done(text):
+                break
+        return idea.model_dump()
+
+    @staticmethod
+    def _parse_reflection(text: str):
+        # "I am done" may come with the repeated JSON or without it; without it, the idea stands.
+        try:
+            return parse_idea(text)
+        except FormatError:
+            if is_done(text):
+                return _DONE
+            raise
+
+    def propose(self, ctx: IdeaContext) -> Proposal:
+        """Ask for the edit of the next attempt, telling the model how the previous one went."""
+        messages = self.conversations.get(ctx.idx)
+        request = prompts.run_request(ctx.run_idx, ctx.runs, ctx.files)
+        if messages is None:
+            first = prompts.coder_prompt(ctx.idea, self.task, self.template.spec.editable, ctx.runs, ctx.baseline)
+            messages = [{"role": "system", "content": prompts.CODER_SYSTEM},
+                        {"role": "user", "content": f"{first}\n\n{request}"}]
+            self.conversations[ctx.idx] = messages
+        else:
+            messages.append({"role": "user", "content": f"{_feedback(ctx.history[-1], ctx.attempts)}\n\n{request}"})
+
+        def parse(text: str):
+            try:
+                edits = parse_edits(text)
+            except FormatError:
+                if is_done(text):
+                    return _DONE
+                raise
+            edited = apply_edits(ctx.files, edits, self.template.spec.editable)
+            static_check(ctx.files, edited)
+            return edited
+
+        try:
+            edited, text = self._ask("experiment", messages, parse, "edit")
+        except NoValidAnswer as e:
+            return Proposal(failure=str(e))
+        if edited is _DONE:
+            return Proposal(done=True, note="the model judged the experiments complete")
+        return Proposal(sources=edited, note=_reasoning(text))
+
+
+def _feedback(last: Attempt, attempts: int) -> str:
+    if last.status == "ok":
+        return prompts.run_result(last.run_idx, last.summary)
+    return prompts.run_failure(last.run_idx, last.attempt, attempts, last.reason or "unknown", last.log_tail)
+
+
+def _reasoning(text: str, limit: int = 600) -> str:
+    """The model's words before its first edit block: what it says it is trying."""
+    head = text.split("<<<<<<< SEARCH")[0].strip()
+    lines = head.splitlines()
+    if lines and not lines[-1].strip().startswith(("#", "-")) and len(lines[-1].split()) == 1:
+        lines = lines[:-1]  # the file-path line that precedes the block
+    words = " ".join(" ".join(lines).split())
+    return words[:limit] + ("..." if len(words) > limit else "")

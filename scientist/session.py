@@ -1,0 +1,233 @@
+"""`scientist run`: baseline, ideas, experiments per idea, summary; resumable and within budget.
+
+A session is identified by its output folder. Resuming is replay: the model's
+answers are recorded by request hash and the sandboxed runs by content hash, so
+running the same command again walks the same path for free and continues at
+the first step that had not finished.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import asdict, dataclass
+from difflib import SequenceMatcher
+from pathlib import Path
+
+from scientist import runner
+from scientist.experiment import LoopConfig, copy_run, run_idea
+from scientist.llm import LLM, Budget, BudgetExceeded, LLMError
+from scientist.proposers import NoValidAnswer, Proposer
+from scientist.proposers.evolve import EvolveProposer, load_search_space
+from scientist.proposers.llm import LLMProposer
+from scientist.stats import better
+from scientist.store import Run, Store
+from scientist.template import Template
+
+DUPLICATE_SIMILARITY = 0.8
+EXIT_OK, EXIT_ERROR, EXIT_BUDGET, EXIT_INTERRUPTED = 0, 1, 3, 130
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything `scientist run` was asked to do: CLI flags and the template, in one place."""
+
+    template: Template
+    proposer: str                   # 'llm' or 'evolve'
+    model: str | None
+    api_base: str | None
+    ideas: int
+    runs: int
+    attempts: int
+    reflections: int
+    seeds: int
+    sandbox: str
+    home: Path
+    out_dir: Path
+    budget_usd: float | None = None
+    budget_minutes: float | None = None
+    seed: int = 0
+    retries: int = 5
+    writeup: bool = True
+    review: bool = True
+
+    def to_json(self) -> dict:
+        d = asdict(self)
+        d["template"] = self.template.name
+        d["home"], d["out_dir"] = str(self.home), str(self.out_dir)
+        return d
+
+
+def similarity(a: dict, b: dict) -> float:
+    """How alike two ideas read: word-sequence similarity of title, hypothesis and experiment."""
+    def words(i: dict) -> list[str]:
+        return " ".join(str(i.get(k, "")) for k in ("title", "hypothesis", "experiment")).lower().split()
+
+    if a.get("name") == b.get("name"):
+        return 1.0
+    return SequenceMatcher(None, words(a), words(b), autojunk=False).ratio()
+
+
+def find_duplicate(idea: dict, previous: list[dict]) -> str | None:
+    """The name of an earlier idea this one nearly repeats, if any."""
+    for p in previous:
+        if similarity(idea, p["idea"]) >= DUPLICATE_SIMILARITY:
+            return p["idea"]["name"]
+    return None
+
+
+def ensure_baseline(cfg: RunConfig, store: Store) -> Run:
+    """The template's baseline for these seeds: computed once per content hash, copied into the run folder."""
+    dest = cfg.out_dir / "baseline"
+    req = runner.EvalRequest(template=cfg.template, sources=cfg.template.editable_sources(), seeds=cfg.seeds,
+                             sandbox=cfg.sandbox, home=cfg.home, out_dir=dest.resolve(), kind="baseline")
+    res = runner.evaluate(req, store)
+    if not res.ok:
+        raise BaselineFailed(f"the baseline of {cfg.template.name} failed: {res.run.reason}")
+    if res.cached:
+        copy_run(res.run, dest)
+    return res.run
+
+
+class BaselineFailed(Exception):
+    """The shipped template does not run here: nothing can be compared with it."""
+
+
+def _archive(store: Store, template: str, session_id: int, ids: list[int] | None) -> list[dict]:
+    """Earlier ideas of the template from other sessions, with their best metric (frozen at session start)."""
+    out = []
+    for row in store.ideas(template=template):
+        if row["session_id"] == session_id or (ids is not None and row["id"] not in ids):
+            continue
+        metric = store.get(row["best_run_id"]).metric_mean if row["best_run_id"] else None
+        out.append({"id": row["id"], "idea": row["idea"], "metric": metric})
+    return out
+
+
+def make_proposer(cfg: RunConfig, store: Store, session_id: int, budget: Budget, baseline: Run) -> Proposer:
+    if cfg.proposer == "evolve":
+        return EvolveProposer(load_search_space(cfg.template), cfg.template.spec.metric.direction, seed=cfg.seed,
+                              baseline_metric=baseline.metric_mean)
+    llm = LLM(cfg.model, recorder=store.recorder(session_id), budget=budget, api_base=cfg.api_base,
+              max_retries=cfg.retries)
+    return LLMProposer(llm, cfg.template, reflections=cfg.reflections)
+
+
+def check_model(cfg: RunConfig) -> None:
+    """Fail before any work when the model needs an API key that is not in the environment."""
+    if cfg.proposer == "llm":
+        LLM(cfg.model, recorder=None, budget=Budget(), api_base=cfg.api_base).check()
+
+
+def run_session(cfg: RunConfig, store: Store, report) -> int:
+    """Run (or resume) the whole session; always writes summary.json; returns the exit code."""
+    started = time.time()
+    cfg.out_dir.mkdir(parents=True, exist_ok=True)
+    session_id, resumed, stored = store.open_session(
+        out_dir=cfg.out_dir, template=cfg.template.name, proposer=cfg.proposer, model=cfg.model,
+        args=cfg.to_json())
+    budget = Budget(usd=cfg.budget_usd, minutes=cfg.budget_minutes, spent_usd=store.session_cost(session_id)[0])
+    report.event("session", template=cfg.template.name, proposer=cfg.proposer, out_dir=str(cfg.out_dir),
+                 resumed=resumed)
+    ideas: list[dict] = []
+    baseline: Run | None = None
+    status, reason, code = "complete", None, EXIT_OK
+    try:
+        budget.check()
+        report.event("stage", stage="baseline")
+        baseline = ensure_baseline(cfg, store)
+        m = baseline.final_info["metrics"][cfg.template.spec.metric.name]
+        report.event("baseline", metric=cfg.template.spec.metric.name, mean=m["mean"], ci95=m["ci95"])
+        archive_ids = stored.get("archive_ids")
+        archive = _archive(store, cfg.template.name, session_id, archive_ids)
+        if archive_ids is None:  # freeze the archive, so a resumed session asks the same questions
+            store.set_session_args(session_id, {**stored, "archive_ids": [a["id"] for a in archive]})
+        proposer = make_proposer(cfg, store, session_id, budget, baseline)
+        loop = LoopConfig(template=cfg.template, runs=cfg.runs, attempts=cfg.attempts, seeds=cfg.seeds,
+                          sandbox=cfg.sandbox, home=cfg.home, out_dir=cfg.out_dir)
+        seen: list[dict] = []
+        idx = 0
+        while len(ideas) < cfg.ideas and idx < 2 * cfg.ideas:
+            budget.check()
+            report.event("stage", stage="ideas", spend_usd=budget.spent_usd)
+            idea = proposer.next_idea(idx, archive + seen)
+            folder = f"{idx:02d}_{idea['name']}"
+            duplicate = None if "genome" in idea else find_duplicate(idea, archive + seen)
+            seen.append({"idea": idea, "metric": None})
+            if duplicate is not None:
+                why = f"near-duplicate of {duplicate}"
+                store.save_idea(session_id, idx, idea, status="duplicate", reason=why)
+                report.event("idea_dropped", name=idea["name"], reason=why)
+                idx += 1
+                continue
+            report.event("idea", idx=len(ideas), total=cfg.ideas, name=idea["name"], title=idea["title"])
+            report.event("stage", stage="experiments", spend_usd=budget.spent_usd)
+            outcome = run_idea(loop, store, session_id=session_id, idx=idx, idea=idea, folder=folder,
+                               proposer=proposer, baseline=baseline, budget=budget, report=report)
+            seen[-1]["metric"] = outcome["best"]["metric"]["mean"] if outcome["best"] else None
+            ideas.append(outcome)
+            idx += 1
+        if len(ideas) < cfg.ideas:
+            status, reason = "stopped", f"only {len(ideas)} of {cfg.ideas} ideas were not near-duplicates"
+    except BudgetExceeded as e:
+        status, reason, code = "stopped", str(e), EXIT_BUDGET
+    except (LLMError, NoValidAnswer, BaselineFailed) as e:
+        status, reason, code = "stopped", str(e), EXIT_ERROR
+    except KeyboardInterrupt:
+        status, reason, code = "stopped", "interrupted by the user", EXIT_INTERRUPTED
+    finally:
+        if status != "complete":
+            report.event("stopped", reason=reason)
+        store.close_session(session_id, status, reason)
+        _write_outputs(cfg, store, session_id, baseline, ideas, status, reason, time.time() - started)
+        report.event("stage", stage=status, spend_usd=store.session_cost(session_id)[0])
+    return code
+
+
+def _write_outputs(cfg: RunConfig, store: Store, session_id: int, baseline: Run | None, ideas: list[dict],
+                   status: str, reason: str | None, wall_s: float) -> None:
+    cost, calls, prompt_tokens, completion_tokens = store.session_cost(session_id)
+    metric = cfg.template.spec.metric
+    base = None
+    if baseline is not None:
+        m = baseline.final_info["metrics"][metric.name]
+        base = {"run_id": baseline.id, "mean": m["mean"], "stderr": m["stderr"], "ci95": m["ci95"], "n": m["n"],
+                "run_dir": str(cfg.out_dir / "baseline")}
+    best = None
+    for i in ideas:
+        if i["best"] is None:
+            continue
+        if best is None or better(i["best"]["metric"]["mean"], best["metric"]["mean"], metric.direction):
+            best = {"idea": i["name"], **i["best"]}
+    stage_note = "not part of this version yet"
+    summary = {
+        "template": cfg.template.name,
+        "template_hash": cfg.template.content_hash(),
+        "metric": {"name": metric.name, "direction": metric.direction},
+        "proposer": cfg.proposer,
+        "model": cfg.model,
+        "status": status,
+        "reason": reason,
+        "baseline": base,
+        "best": best,
+        "ideas": ideas,
+        "significance_test": "Welch's t-test (two-sided), alpha 0.05, over seeds",
+        "cost_usd": cost,
+        "llm_calls": calls,
+        "tokens": {"prompt": prompt_tokens, "completion": completion_tokens},
+        "wall_s": wall_s,
+        "writeup": "skipped (--no-writeup)" if not cfg.writeup else stage_note,
+        "review": "skipped (--no-review)" if not cfg.review else stage_note,
+        "config": cfg.to_json(),
+    }
+    _write_json(cfg.out_dir / "summary.json", summary)
+    all_ideas = [{**r["idea"], "idx": r["idx"], "status": r["status"], "reason": r["reason"]}
+                 for r in store.ideas(session_id=session_id)]
+    _write_json(cfg.out_dir / "ideas.json", all_ideas)
+
+
+def _write_json(path: Path, data) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=1))
+    os.replace(tmp, path)
