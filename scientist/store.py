@@ -139,6 +139,7 @@ class Run:
 
 _JSON_COLUMNS = ("candidate_source", "final_info", "timings")
 INTERRUPTED = "interrupted by the user"
+ABANDONED = "interrupted: the process running it ended"
 
 
 class Store:
@@ -191,7 +192,7 @@ class Store:
         rows = self.db.execute("SELECT id, pid FROM runs WHERE status='running'").fetchall()
         dead = [r["id"] for r in rows if r["pid"] is None or not psutil.pid_exists(r["pid"])]
         for run_id in dead:
-            self.finish_run(run_id, status="failed", reason=INTERRUPTED)
+            self.finish_run(run_id, status="failed", reason=ABANDONED)
         return len(dead)
 
     def get(self, run_id: int) -> Run:
@@ -208,8 +209,8 @@ class Store:
     def find_finished(self, key: str) -> Run | None:
         """The latest run with this key that ended by itself, successful or not (not interrupted)."""
         row = self.db.execute(
-            "SELECT * FROM runs WHERE run_key=? AND status IN ('ok', 'failed') AND reason IS NOT ?"
-            " ORDER BY id DESC LIMIT 1", (key, INTERRUPTED)
+            "SELECT * FROM runs WHERE run_key=? AND status IN ('ok', 'failed')"
+            " AND COALESCE(reason, '') NOT IN (?, ?) ORDER BY id DESC LIMIT 1", (key, INTERRUPTED, ABANDONED)
         ).fetchone()
         return _to_run(row) if row else None
 

@@ -1,0 +1,58 @@
+"""The store's rules for reuse and resume: what is reused, what is redone, what a dead process leaves."""
+
+import subprocess
+import sys
+
+from scientist.store import ABANDONED, INTERRUPTED, Store, run_key, source_hash
+
+SOURCES = {"loss.py": "def loss(a, b, c, d, beta):\n    return a\n"}
+
+
+def start(store: Store, tmp_path, sources=SOURCES) -> int:
+    return store.start_run(kind="candidate", template="t", template_hash="h", sources=sources, seeds=2,
+                           sandbox="bwrap", out_dir=tmp_path)
+
+
+def key(sources=SOURCES) -> str:
+    return run_key("h", source_hash(sources), 2)
+
+
+def test_failed_runs_are_reused_only_when_they_failed_by_themselves(tmp_path):
+    store = Store(tmp_path / "s.sqlite")
+    crashed = start(store, tmp_path)
+    store.finish_run(crashed, status="failed", reason="loss raised on a tiny batch: ValueError")
+    assert store.find_ok(key()) is None
+    assert store.find_finished(key()).id == crashed
+    interrupted = start(store, tmp_path, {"loss.py": "x = 1\n"})
+    store.finish_run(interrupted, status="failed", reason=INTERRUPTED)
+    assert store.find_finished(key({"loss.py": "x = 1\n"})) is None
+
+
+def test_run_left_running_by_a_dead_process_is_marked_abandoned(tmp_path):
+    store = Store(tmp_path / "s.sqlite")
+    mine = start(store, tmp_path)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    other = start(store, tmp_path, {"loss.py": "y = 2\n"})
+    store.db.execute("UPDATE runs SET pid=? WHERE id=?", (int(dead.stdout), other))
+    reopened = Store(tmp_path / "s.sqlite")  # opening the store reaps what dead processes left
+    assert reopened.get(other).status == "failed" and reopened.get(other).reason == ABANDONED
+    assert reopened.get(mine).status == "running"  # this process is alive: its run is left alone
+    assert reopened.find_finished(key({"loss.py": "y = 2\n"})) is None
+
+
+def test_call_log_round_trip_and_session_cost(tmp_path):
+    store = Store(tmp_path / "s.sqlite")
+    sid, resumed, args = store.open_session(out_dir=tmp_path / "o", template="t", proposer="llm", model="m",
+                                            args={"ideas": 1})
+    assert not resumed and args == {"ideas": 1}
+    log = store.recorder(sid)
+    call = {"stage": "idea", "model": "m", "messages": [{"role": "user", "content": "hi"}], "response": "yo",
+            "prompt_tokens": 3, "completion_tokens": 1, "cost_usd": 0.25, "latency_s": 0.1}
+    log.record("k1", call)
+    log.record("k2", {**call, "cost_usd": 0.5})
+    got = log.lookup("k1")
+    assert got["response"] == "yo" and got["messages"] == call["messages"] and log.lookup("nope") is None
+    assert store.session_cost(sid) == (0.75, 2, 6, 2)
+    again, resumed, _ = store.open_session(out_dir=tmp_path / "o", template="t", proposer="llm", model="m",
+                                           args={"ideas": 5})
+    assert again == sid and resumed
