@@ -8,6 +8,7 @@ passed down; every expected failure prints one line and exits non-zero:
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from rich.table import Table
 
 from sandbox.backends import SandboxUnavailable, resolve
 from scientist import runner
+from scientist.literature import SOURCES
 from scientist.stats import compare
 from scientist.store import Store, run_key, source_hash
 from scientist.template import (
@@ -272,6 +274,9 @@ def run(
     budget_minutes: float = typer.Option(None, "--budget-minutes", help="Stop cleanly after this long."),
     seed: int = typer.Option(0, "--seed", help="Seed of the evolve proposer."),
     retries: int = typer.Option(5, "--retries", help="Retries of a model call on rate limits, timeouts and 5xx."),
+    literature: str = typer.Option(None, "--literature",
+                                   help="Check each idea's novelty: semantic-scholar or openalex."),
+    literature_url: str = typer.Option(None, "--literature-url", help="Base URL of the literature API."),
     no_writeup: bool = typer.Option(False, "--no-writeup", help="Skip the paper stage."),
     no_review: bool = typer.Option(False, "--no-review", help="Skip the review stage."),
     log_json: bool = typer.Option(False, "--log-json", help="Progress as JSON lines on stdout."),
@@ -297,6 +302,10 @@ def run(
     for flag, value in (("--budget-usd", budget_usd), ("--budget-minutes", budget_minutes)):
         if value is not None and value <= 0:
             _fail(f"{flag} must be greater than 0 (nothing can be done with a budget of {value:g})")
+    if literature is not None and literature not in SOURCES:
+        _fail(f"unknown --literature {literature!r}; choose {' or '.join(SOURCES)}")
+    if literature is not None and proposer != "llm":
+        _fail("--literature needs a model to judge novelty (--model)")
     if proposer == "evolve" and not (t.root / "search_space.py").is_file():
         _fail(f"template {t.name} has no search_space.py, which --proposer evolve needs")
     n = _seeds(t, seeds)
@@ -309,7 +318,9 @@ def run(
     cfg = session.RunConfig(template=t, proposer=proposer, model=model, api_base=api_base, ideas=ideas, runs=runs,
                             attempts=attempts, reflections=reflections, seeds=n, sandbox=backend, home=home.resolve(),
                             out_dir=out_dir, budget_usd=budget_usd, budget_minutes=budget_minutes, seed=seed,
-                            retries=retries, writeup=not no_writeup, review=not no_review)
+                            retries=retries, literature=literature, literature_url=literature_url,
+                            literature_key=_literature_key(literature), writeup=not no_writeup,
+                            review=not no_review)
     try:
         session.check_model(cfg)
     except LLMError as e:
@@ -322,6 +333,12 @@ def run(
     if not log_json:
         _print_summary(out_dir)
     raise typer.Exit(code)
+
+
+def _literature_key(source: str | None) -> str | None:
+    """The literature API's key (or OpenAlex's polite-pool e-mail), read from the environment only."""
+    name = {"semantic-scholar": "S2_API_KEY", "openalex": "OPENALEX_MAILTO"}.get(source or "")
+    return os.environ.get(name) if name else None
 
 
 def _print_summary(out_dir: Path) -> None:

@@ -152,3 +152,28 @@ def run_failure(run_idx: int, attempt: int, attempts: int, reason: str, tail: st
 def bad_answer(error: str) -> str:
     """Send a parse or edit error back, to get a corrected answer."""
     return f"Your answer could not be used: {error}\nReply again, in exactly the requested format."
+
+
+def novelty_prompt(idea: dict, papers: list[dict]) -> str:
+    """Ask whether the idea is novel given the closest papers the literature search found."""
+    listed = "\n".join(
+        f"{i + 1}. {p['title']} ({p.get('year') or 'n.d.'}, {p.get('venue') or 'unknown venue'}, "
+        f"{p.get('citations') if p.get('citations') is not None else '?'} citations)"
+        + (f"\n   {p['abstract']}" if p.get("abstract") else "")
+        for i, p in enumerate(papers)) or "(the search found nothing)"
+    return f"""You have this idea:
+
+```json
+{json.dumps({k: idea[k] for k in ("name", "title", "hypothesis", "experiment") if k in idea}, indent=1)}
+```
+
+A literature search for its title found these papers:
+
+{listed}
+
+Decide whether the idea is novel: it is not novel if one of these papers (or a well-known result you know)
+already does substantially the same thing. Answer with one JSON object in a fenced json block:
+
+```json
+{{"novel": true, "reason": "one sentence"}}
+```"""

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from scientist import runner
 from scientist.experiment import LoopConfig, copy_run, run_idea
+from scientist.literature import LiteratureError, cached_search
 from scientist.llm import LLM, Budget, BudgetExceeded, LLMError
 from scientist.proposers import NoValidAnswer, Proposer
 from scientist.proposers.evolve import EvolveProposer, load_search_space
@@ -49,11 +50,15 @@ class RunConfig:
     budget_minutes: float | None = None
     seed: int = 0
     retries: int = 5
+    literature: str | None = None   # 'semantic-scholar' or 'openalex'
+    literature_url: str | None = None
+    literature_key: str | None = None  # from the environment; never written to disk
     writeup: bool = True
     review: bool = True
 
     def to_json(self) -> dict:
         d = asdict(self)
+        d.pop("literature_key")
         d["template"] = self.template.name
         d["home"], d["out_dir"] = str(self.home), str(self.out_dir)
         return d
@@ -114,6 +119,15 @@ def make_proposer(cfg: RunConfig, store: Store, session_id: int, budget: Budget,
     return LLMProposer(llm, cfg.template, reflections=cfg.reflections)
 
 
+def check_novelty(cfg: RunConfig, store: Store, proposer: LLMProposer, idea: dict) -> tuple[bool, str]:
+    """Search the literature for the idea's title and let the model judge; the papers go into the idea."""
+    papers = cached_search(store, cfg.literature, idea["title"], base_url=cfg.literature_url,
+                           api_key=cfg.literature_key, retries=cfg.retries)
+    found = [asdict(p) for p in papers]
+    idea["literature"] = [{k: p[k] for k in ("title", "year", "venue", "url")} for p in found]
+    return proposer.judge_novelty(idea, found)
+
+
 def check_model(cfg: RunConfig) -> None:
     """Fail before any work when the model needs an API key that is not in the environment."""
     if cfg.proposer == "llm":
@@ -161,6 +175,14 @@ def run_session(cfg: RunConfig, store: Store, report) -> int:
                 report.event("idea_dropped", name=idea["name"], reason=why)
                 idx += 1
                 continue
+            if cfg.literature is not None and isinstance(proposer, LLMProposer):
+                report.event("stage", stage="literature", spend_usd=budget.spent_usd)
+                novel, why = check_novelty(cfg, store, proposer, idea)
+                if not novel:
+                    store.save_idea(session_id, idx, idea, status="not_novel", reason=why)
+                    report.event("idea_dropped", name=idea["name"], reason=f"not novel: {why}")
+                    idx += 1
+                    continue
             report.event("idea", idx=len(ideas), total=cfg.ideas, name=idea["name"], title=idea["title"])
             report.event("stage", stage="experiments", spend_usd=budget.spent_usd)
             outcome = run_idea(loop, store, session_id=session_id, idx=idx, idea=idea, folder=folder,
@@ -172,7 +194,7 @@ def run_session(cfg: RunConfig, store: Store, report) -> int:
             status, reason = "stopped", f"only {len(ideas)} of {cfg.ideas} ideas were not near-duplicates"
     except BudgetExceeded as e:
         status, reason, code = "stopped", str(e), EXIT_BUDGET
-    except (LLMError, NoValidAnswer, BaselineFailed) as e:
+    except (LLMError, NoValidAnswer, BaselineFailed, LiteratureError) as e:
         status, reason, code = "stopped", str(e), EXIT_ERROR
     except KeyboardInterrupt:
         status, reason, code = "stopped", "interrupted by the user", EXIT_INTERRUPTED

@@ -80,6 +80,12 @@ CREATE TABLE IF NOT EXISTS steps (
     reason TEXT,
     UNIQUE (idea_id, run_idx, attempt)
 );
+-- Literature searches by (source, query), so a resumed session sees the same papers.
+CREATE TABLE IF NOT EXISTS literature (
+    key TEXT PRIMARY KEY,
+    response TEXT NOT NULL,
+    created REAL NOT NULL
+);
 -- Every model call, keyed by a hash of the request: a replayed request is never paid twice.
 CREATE TABLE IF NOT EXISTS llm_calls (
     key TEXT PRIMARY KEY,

@@ -12,7 +12,7 @@ from typing import TypeVar
 
 from scientist import prompts
 from scientist.edits import EditError, apply_edits, static_check
-from scientist.formats import FormatError, is_done, parse_edits, parse_idea
+from scientist.formats import FormatError, is_done, parse_edits, parse_idea, parse_json_block
 from scientist.llm import LLM
 from scientist.proposers import Attempt, IdeaContext, NoValidAnswer, Proposal
 from scientist.template import Template
@@ -51,7 +51,7 @@ class LLMProposer:
 
     def next_idea(self, idx: int, previous: list[dict]) -> dict:
         """Generate an idea, then refine it for up to `reflections` rounds (early stop on 'I am done')."""
-        shown = [{k: v for k, v in p["idea"].items() if k != "genome"} for p in previous]
+        shown = [{k: v for k, v in p["idea"].items() if k not in ("genome", "literature")} for p in previous]
         messages = [
             {"role": "system", "content": prompts.IDEA_SYSTEM},
             {"role": "user", "content": prompts.idea_prompt(self.task, self.template.editable_sources(), shown,
@@ -66,6 +66,13 @@ class LLMProposer:
             if is_done(text):
                 break
         return idea.model_dump()
+
+    def judge_novelty(self, idea: dict, papers: list[dict]) -> tuple[bool, str]:
+        """The model's verdict on the idea against the closest papers: (novel, reason)."""
+        messages = [{"role": "system", "content": prompts.IDEA_SYSTEM},
+                    {"role": "user", "content": prompts.novelty_prompt(idea, papers)}]
+        verdict, _ = self._ask("novelty", messages, _parse_verdict, "novelty verdict")
+        return verdict
 
     @staticmethod
     def _parse_reflection(text: str):
@@ -107,6 +114,13 @@ class LLMProposer:
         if edited is _DONE:
             return Proposal(done=True, note="the model judged the experiments complete")
         return Proposal(sources=edited, note=_reasoning(text))
+
+
+def _parse_verdict(text: str) -> tuple[bool, str]:
+    obj = parse_json_block(text)
+    if not isinstance(obj.get("novel"), bool):
+        raise FormatError('the JSON must have "novel": true or false')
+    return obj["novel"], " ".join(str(obj.get("reason", "")).split())
 
 
 def _feedback(last: Attempt, attempts: int) -> str:
