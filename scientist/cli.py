@@ -39,6 +39,8 @@ HomeOpt = typer.Option(Path(".scientist"), "--home", envvar="SCIENTIST_HOME",
                        help="Folder for the store, caches and run folders.")
 TemplatesDirOpt = typer.Option(DEFAULT_TEMPLATES_DIR, "--templates-dir", help="Where templates live.")
 SandboxOpt = typer.Option("auto", "--sandbox", help="auto, bwrap or process (process: no isolation).")
+TemplateOpt = typer.Option(..., "--template", "-t", help="Template name or folder.")
+SeedsOpt = typer.Option(None, "--seeds", help="Seeds (default: the template's).")
 
 
 class UsageError(Exception):
@@ -200,10 +202,10 @@ def templates(home: Path = HomeOpt, templates_dir: Path = TemplatesDirOpt) -> No
 
 @app.command("eval")
 def eval_(
-    template: str = typer.Option(..., "--template", "-t", help="Template name or folder."),
+    template: str = TemplateOpt,
     candidate: list[Path] = typer.Option(None, "--candidate", "-c",
                                          help="File replacing the editable file (repeatable)."),
-    seeds: int = typer.Option(None, "--seeds", help="Seeds (default: the template's)."),
+    seeds: int = SeedsOpt,
     out: Path = typer.Option(None, "--out", help="Run folder (a folder per candidate if several)."),
     sandbox: str = SandboxOpt,
     force: bool = typer.Option(False, "--force", help="Recompute even if the same run is in the store."),
@@ -226,8 +228,8 @@ def eval_(
 
 @app.command()
 def baseline(
-    template: str = typer.Option(..., "--template", "-t", help="Template name or folder."),
-    seeds: int = typer.Option(None, "--seeds", help="Seeds (default: the template's)."),
+    template: str = TemplateOpt,
+    seeds: int = SeedsOpt,
     sandbox: str = SandboxOpt,
     force: bool = typer.Option(False, "--force", help="Recompute even if cached."),
     home: Path = HomeOpt,
@@ -259,7 +261,7 @@ def runs(
 
 @app.command()
 def run(
-    template: str = typer.Option(..., "--template", "-t", help="Template name or folder."),
+    template: str = TemplateOpt,
     proposer: str = typer.Option(None, "--proposer", help="llm or evolve (default: llm with --model, else evolve)."),
     model: str = typer.Option(None, "--model", "-m", help="Any litellm model string, e.g. openai/gpt-4o."),
     api_base: str = typer.Option(None, "--api-base", help="OpenAI-compatible server URL (vLLM, Ollama, ...)."),
@@ -267,7 +269,7 @@ def run(
     runs: int = typer.Option(5, "--runs", help="Runs per idea."),
     attempts: int = typer.Option(4, "--attempts", help="Attempts per run before the idea fails."),
     reflections: int = typer.Option(3, "--reflections", help="Reflection rounds per idea (LLM proposer)."),
-    seeds: int = typer.Option(None, "--seeds", help="Seeds per run (default: the template's)."),
+    seeds: int = SeedsOpt,
     out: Path = typer.Option(None, "--out", help="Output folder; running the same command again resumes it."),
     sandbox: str = SandboxOpt,
     budget_usd: float = typer.Option(None, "--budget-usd", help="Stop cleanly after spending this much."),

@@ -17,6 +17,7 @@ from pathlib import Path
 from scientist import runner
 from scientist.llm import Budget
 from scientist.proposers import Attempt, IdeaContext, Proposer
+from scientist.runner import RUN_ENTRIES
 from scientist.stats import better, compare, normalized
 from scientist.store import Run, Store
 from scientist.template import Template
@@ -60,7 +61,9 @@ def copy_run(run: Run, dest: Path) -> None:
         return
     shutil.rmtree(dest, ignore_errors=True)
     dest.mkdir(parents=True)
-    for name in ("candidate", "final_info.json", "train.log", "eval.log"):
+    for name in RUN_ENTRIES:
+        if name == "work":
+            continue  # the sandbox's scratch folder stays with the run that made it
         if (src / name).is_dir():
             shutil.copytree(src / name, dest / name)
         elif (src / name).is_file():

@@ -14,15 +14,17 @@ IDEA_SYSTEM = (
     "significantly to the field. You design small, decisive experiments."
 )
 
-IDEA_FORMAT = """Respond in the following format:
-
-THOUGHT:
+ANSWER_SHAPE = """THOUGHT:
 <THOUGHT>
 
 NEW IDEA JSON:
 ```json
 <JSON>
-```
+```"""
+
+IDEA_FORMAT = f"""Respond in the following format:
+
+{ANSWER_SHAPE}
 
 In <THOUGHT>, first briefly discuss your intuitions and motivations for the idea. Detail your high-level plan, \
 necessary design choices and ideal outcomes of the experiments. Justify how the idea is different from the \
@@ -75,13 +77,7 @@ In the next attempt, try and refine and improve your idea.
 Stick to the spirit of the original idea unless there are glaring issues.
 
 Respond in the same format as before:
-THOUGHT:
-<THOUGHT>
-
-NEW IDEA JSON:
-```json
-<JSON>
-```
+{ANSWER_SHAPE}
 
 If there is nothing to improve, simply repeat the previous JSON EXACTLY after the thought and include \
 "I am done" at the end of the thoughts but before the JSON.

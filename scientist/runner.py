@@ -65,9 +65,7 @@ def evaluate(req: EvalRequest, store: Store) -> EvalResult:
         return EvalResult(previous, cached=True, timings=previous.timings or {})
 
     run_dir = req.out_dir
-    if run_dir.exists():
-        shutil.rmtree(run_dir)
-    run_dir.mkdir(parents=True)
+    _clear_run_dir(run_dir)
     run_id = store.start_run(kind=req.kind, template=req.template.name, template_hash=template_hash,
                              sources=req.sources, seeds=req.seeds, sandbox=req.sandbox, out_dir=run_dir)
     t0 = time.time()
@@ -97,6 +95,20 @@ def evaluate(req: EvalRequest, store: Store) -> EvalResult:
     store.finish_run(run_id, status="ok", final_info=info, metric=req.template.spec.metric.name,
                      timings=timings)
     return EvalResult(store.get(run_id), timings=timings)
+
+
+RUN_ENTRIES = ("work", "candidate", "train.log", "eval.log", "final_info.json")
+
+
+def _clear_run_dir(run_dir: Path) -> None:
+    """Remove what an earlier run left in run_dir, and nothing else: --out may name a user's folder."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    for name in RUN_ENTRIES:
+        path = run_dir / name
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        elif path.exists() or path.is_symlink():
+            path.unlink()
 
 
 def _failed(store: Store, run_id: int, reason: str, tail: str | None, timings: dict, t0: float) -> EvalResult:

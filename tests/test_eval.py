@@ -157,3 +157,12 @@ def test_missing_candidate_file_and_bad_seeds(tiny_templates, home, tmp_path):
     assert r.code == 2 and "--seeds must be at least 2" in r.err
     r = run_eval(tiny_templates, home, "--sandbox", "docker-ish")
     assert r.code == 2 and "unknown sandbox" in r.err
+
+
+def test_out_folder_keeps_what_the_user_had_there(tiny_templates, home, tmp_path):
+    out = tmp_path / "results"
+    out.mkdir()
+    (out / "my_notes.txt").write_text("precious")
+    r = run_eval(tiny_templates, home, "--out", str(out), "--force")
+    assert r.code == 0, r.text
+    assert (out / "my_notes.txt").read_text() == "precious" and (out / "final_info.json").is_file()
