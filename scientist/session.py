@@ -22,7 +22,7 @@ from scientist.llm import LLM, Budget, BudgetExceeded, LLMError
 from scientist.proposers import NoValidAnswer, Proposer
 from scientist.proposers.evolve import EvolveProposer, load_search_space
 from scientist.proposers.llm import LLMProposer
-from scientist.stats import better
+from scientist.stats import better, holm
 from scientist.store import Run, Store
 from scientist.template import Template
 
@@ -216,6 +216,7 @@ def _write_outputs(cfg: RunConfig, store: Store, session_id: int, baseline: Run 
         m = baseline.final_info["metrics"][metric.name]
         base = {"run_id": baseline.id, "mean": m["mean"], "stderr": m["stderr"], "ci95": m["ci95"], "n": m["n"],
                 "run_dir": str(cfg.out_dir / "baseline")}
+    _adjust_for_multiple_comparisons(ideas, metric.direction)
     best = None
     for i in ideas:
         if i["best"] is None:
@@ -234,7 +235,8 @@ def _write_outputs(cfg: RunConfig, store: Store, session_id: int, baseline: Run 
         "baseline": base,
         "best": best,
         "ideas": ideas,
-        "significance_test": "Welch's t-test (two-sided), alpha 0.05, over seeds",
+        "significance_test": "Welch's t-test (two-sided) over seeds, alpha 0.05; verdict_holm adjusts for "
+                             "every run of the session compared with the baseline (Holm-Bonferroni)",
         "cost_usd": cost,
         "llm_calls": calls,
         "tokens": {"prompt": prompt_tokens, "completion": completion_tokens},
@@ -247,6 +249,22 @@ def _write_outputs(cfg: RunConfig, store: Store, session_id: int, baseline: Run 
     all_ideas = [{**r["idea"], "idx": r["idx"], "status": r["status"], "reason": r["reason"]}
                  for r in store.ideas(session_id=session_id)]
     _write_json(cfg.out_dir / "ideas.json", all_ideas)
+
+
+def _adjust_for_multiple_comparisons(ideas: list[dict], direction: str) -> None:
+    """Add Holm-adjusted p-values and verdicts to every successful run's comparison, in place."""
+    comparisons = [e["metric"]["comparison"] for i in ideas for e in i["runs"]
+                   if e.get("metric") and e["metric"].get("comparison")]
+    for c, p in zip(comparisons, holm([c["p_value"] for c in comparisons]), strict=True):
+        c["p_value_holm"] = p
+        if not p < c["alpha"]:
+            c["verdict_holm"] = "no significant difference"
+        else:
+            c["verdict_holm"] = "better" if (c["difference"] > 0) == (direction == "max") else "worse"
+    for i in ideas:  # the idea's best entry shares its comparison dict with its run entry
+        if i["best"] is not None:
+            run = next(e for e in i["runs"] if e.get("run_id") == i["best"]["run_id"] and e.get("metric"))
+            i["best"]["metric"] = run["metric"]
 
 
 def _write_json(path: Path, data) -> None:

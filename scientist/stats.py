@@ -58,6 +58,23 @@ def compare(candidate: Sequence[float], baseline: Sequence[float], direction: st
             "verdict": verdict}
 
 
+def holm(p_values: Sequence[float]) -> list[float]:
+    """Holm-Bonferroni adjusted p-values: control the family-wise error over several comparisons.
+
+    A session compares many runs with the same baseline; at alpha 0.05 one in twenty
+    unadjusted comparisons of equal candidates comes out "significant" by chance.
+    NaN p-values (too few seeds) stay NaN and do not count towards the family.
+    """
+    valid = [(p, i) for i, p in enumerate(p_values) if not math.isnan(p)]
+    m = len(valid)
+    adjusted = [float("nan")] * len(p_values)
+    running = 0.0
+    for rank, (p, i) in enumerate(sorted(valid)):
+        running = max(running, min(1.0, (m - rank) * p))
+        adjusted[i] = running
+    return adjusted
+
+
 def normalized(value: float, baseline: float, direction: str) -> float:
     """Score relative to a baseline: 1 is the baseline, above 1 is better.
 

@@ -74,6 +74,7 @@ def test_llm_run_recovers_from_bad_answers_and_resumes_without_paying(tiny_templ
     assert "loss raised on a tiny batch: RuntimeError: oops" in idea["runs"][1]["reason"]
     best = idea["best"]["metric"]
     assert best["comparison"]["test"].startswith("Welch") and best["n"] == 2 and "normalized" in best
+    assert best["comparison"]["p_value_holm"] >= best["comparison"]["p_value"]
     assert summary["baseline"]["n"] == 2 and summary["llm_calls"] == 8
     assert (out / "00_smooth_dpo" / "run_1" / "final_info.json").is_file()
     assert SMOOTHED in (out / "00_smooth_dpo" / "run_1" / "candidate" / "loss.py").read_text()

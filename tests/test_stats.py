@@ -60,3 +60,13 @@ def test_normalized_keeps_meaning(value, baseline, direction, expected):
 def test_normalized_rejects_zero_baseline():
     with pytest.raises(ValueError):
         normalized(1.0, 0.0, "max")
+
+
+def test_holm_adjustment_matches_the_definition():
+    from scientist.stats import holm
+
+    got = holm([0.01, 0.04, 0.03, float("nan"), 0.5])
+    # sorted: 0.01 (x4) = 0.04, 0.03 (x3) = 0.09, 0.04 (x2) = 0.08 -> monotone 0.09, 0.5 (x1) = 0.5
+    assert got[0] == pytest.approx(0.04) and got[2] == pytest.approx(0.09) and got[1] == pytest.approx(0.09)
+    assert math.isnan(got[3]) and got[4] == pytest.approx(0.5)
+    assert holm([]) == []
