@@ -280,6 +280,7 @@ def run(
                                    help="Check each idea's novelty: semantic-scholar or openalex."),
     literature_url: str = typer.Option(None, "--literature-url", help="Base URL of the literature API."),
     no_writeup: bool = typer.Option(False, "--no-writeup", help="Skip the paper stage."),
+    writer: str = typer.Option(None, "--writer", help="template (no model) or llm (default: llm with --model)."),
     no_review: bool = typer.Option(False, "--no-review", help="Skip the review stage."),
     log_json: bool = typer.Option(False, "--log-json", help="Progress as JSON lines on stdout."),
     home: Path = HomeOpt,
@@ -310,6 +311,11 @@ def run(
         _fail("--literature needs a model to judge novelty (--model)")
     if proposer == "evolve" and not (t.root / "search_space.py").is_file():
         _fail(f"template {t.name} has no search_space.py, which --proposer evolve needs")
+    writer = writer or ("llm" if proposer == "llm" else "template")
+    if writer not in ("template", "llm") or (writer == "llm" and not model):
+        _fail("--writer must be template, or llm together with --model")
+    if not no_writeup:
+        _check_latex()
     n = _seeds(t, seeds)
     try:
         backend = resolve(sandbox)
@@ -322,7 +328,7 @@ def run(
                             out_dir=out_dir, budget_usd=budget_usd, budget_minutes=budget_minutes, seed=seed,
                             retries=retries, literature=literature, literature_url=literature_url,
                             literature_key=_literature_key(literature), writeup=not no_writeup,
-                            review=not no_review)
+                            writer=writer, review=not no_review)
     try:
         session.check_model(cfg)
     except LLMError as e:
@@ -335,6 +341,74 @@ def run(
     if not log_json:
         _print_summary(out_dir)
     raise typer.Exit(code)
+
+
+def _check_latex() -> None:
+    """Refuse before any model call is paid for when LaTeX cannot compile a paper here."""
+    from papers.latex import LatexMissing, check_installation
+
+    try:
+        check_installation()
+    except LatexMissing as e:
+        _fail(f"{e} (or pass --no-writeup)")
+
+
+@app.command()
+def writeup(
+    run_dir: Path = typer.Option(..., "--run-dir", help="A folder written by scientist run."),
+    idea: str = typer.Option(None, "--idea", help="Only this idea's paper."),
+    writer: str = typer.Option(None, "--writer", help="template or llm (default: llm with --model)."),
+    model: str = typer.Option(None, "--model", "-m", help="Any litellm model string."),
+    api_base: str = typer.Option(None, "--api-base", help="OpenAI-compatible server URL."),
+    retries: int = typer.Option(5, "--retries", help="Retries of a model call on rate limits, timeouts and 5xx."),
+    home: Path = HomeOpt,
+    templates_dir: Path = TemplatesDirOpt,
+) -> None:
+    """(Re)write the papers of a finished run from its logged results, without re-running experiments."""
+    from scientist.llm import LLM, Budget, BudgetExceeded, LLMError
+    from scientist.writeup import write_papers
+
+    summary_path = run_dir / "summary.json"
+    if not summary_path.is_file():
+        _fail(f"{run_dir} holds no summary.json; is it a folder written by scientist run?")
+    try:
+        summary = json.loads(summary_path.read_text())
+        names = [i["name"] for i in summary["ideas"]]
+        t = _load(summary["template"], templates_dir)
+    except (ValueError, KeyError, TypeError) as e:
+        _fail(f"{summary_path} is not a valid summary.json ({type(e).__name__}: {e})")
+    if idea is not None and idea not in names:
+        _fail(f"no idea {idea!r} in {run_dir} (ideas: {', '.join(names) or 'none'})")
+    if not names:
+        _fail(f"{run_dir} has no ideas to write about")
+    writer = writer or ("llm" if model else "template")
+    if writer not in ("template", "llm") or (writer == "llm" and not model):
+        _fail("--writer must be template, or llm together with --model")
+    _check_latex()
+    store = _open_store(home)
+    llm = None
+    if writer == "llm":
+        session_id = store.open_session(out_dir=run_dir.resolve(), template=t.name, proposer="llm", model=model,
+                                        args={"writeup": True})[0]
+        llm = LLM(model, recorder=store.recorder(session_id), budget=Budget(), api_base=api_base,
+                  max_retries=retries)
+        try:
+            llm.check()
+        except LLMError as e:
+            _fail(str(e))
+    try:
+        with console.status("writing papers"):
+            results = write_papers(run_dir, t, llm=llm, idea=idea)
+    except (LLMError, BudgetExceeded) as e:
+        _fail(str(e), 1)
+    table = Table(title=f"papers in {run_dir}")
+    for col in ("idea", "status", "pdf or first error", "unverified numbers"):
+        table.add_column(col)
+    for r in results:
+        table.add_row(escape(r["idea"]), r["status"], escape(r.get("pdf") or r.get("reason") or ""),
+                      str(r["unverified_numbers"]))
+    console.print(table)
+    raise typer.Exit(0 if all(r["status"] == "ok" for r in results) else 1)
 
 
 def _literature_key(source: str | None) -> str | None:
@@ -369,6 +443,13 @@ def _print_summary(out_dir: Path) -> None:
     console.print(f"cost ${summary['cost_usd']:.4f} in {summary['llm_calls']} model calls; "
                   f"wall time {summary['wall_s']:.0f} s")
     console.print(f"results: {out_dir}/summary.json (per idea: {out_dir}/<idea>/run_*/final_info.json)")
+    for i in summary["ideas"]:
+        paper = i.get("paper")
+        if paper and paper["status"] == "ok":
+            console.print(f"paper: {paper['pdf']}")
+        elif paper:
+            console.print(f"paper of {escape(i['name'])}: [red]{paper['status']}[/red]: "
+                          f"{escape(paper.get('reason') or '')} (see {paper.get('tex')})")
     if summary["status"] != "complete":
         console.print(f"[yellow]{summary['status']}:[/yellow] {escape(summary['reason'] or '')}; "
                       "run the same command again to resume")

@@ -88,6 +88,11 @@ class RichReporter:
             color = "green" if f["status"] == "done" else "red"
             reason = f": {escape(f['reason'])}" if f.get("reason") else ""
             say(f"  idea {escape(f['name'])} [{color}]{f['status']}[/{color}]{reason}")
+        elif kind == "paper":
+            if f["status"] == "ok":
+                say(f"  paper {escape(f['name'])}: {f['pdf']}")
+            else:
+                say(f"  paper {escape(f['name'])}: [red]{f['status']}[/red]: {escape(f.get('reason') or '')}")
         elif kind == "stopped":
             say(f"[yellow]stopped:[/yellow] {escape(f['reason'])}")
         self._refresh()

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from scientist import runner
 from scientist.experiment import LoopConfig, copy_run, run_idea
+from scientist.formats import FormatError
 from scientist.literature import LiteratureError, cached_search
 from scientist.llm import LLM, Budget, BudgetExceeded, LLMError
 from scientist.proposers import NoValidAnswer, Proposer
@@ -25,6 +26,7 @@ from scientist.proposers.llm import LLMProposer
 from scientist.stats import better, holm
 from scientist.store import Run, Store
 from scientist.template import Template
+from scientist.writeup import write_papers
 
 DUPLICATE_SIMILARITY = 0.8
 EXIT_OK, EXIT_ERROR, EXIT_BUDGET, EXIT_INTERRUPTED = 0, 1, 3, 130
@@ -54,6 +56,7 @@ class RunConfig:
     literature_url: str | None = None
     literature_key: str | None = None  # from the environment; never written to disk
     writeup: bool = True
+    writer: str = "template"          # 'template' (no model) or 'llm'
     review: bool = True
 
     def to_json(self) -> dict:
@@ -203,8 +206,30 @@ def run_session(cfg: RunConfig, store: Store, report) -> int:
             report.event("stopped", reason=reason)
         store.close_session(session_id, status, reason)
         _write_outputs(cfg, store, session_id, baseline, ideas, status, reason, time.time() - started)
-        report.event("stage", stage=status, spend_usd=store.session_cost(session_id)[0])
+    if cfg.writeup and baseline is not None and ideas and code != EXIT_INTERRUPTED:
+        code = max(code, _writeup(cfg, store, session_id, budget, report))
+    report.event("stage", stage=status, spend_usd=store.session_cost(session_id)[0])
     return code
+
+
+def _writeup(cfg: RunConfig, store: Store, session_id: int, budget: Budget, report) -> int:
+    """Write every idea's paper; a budget or model failure here stops cleanly like anywhere else."""
+    llm = None
+    if cfg.writer == "llm":
+        llm = LLM(cfg.model, recorder=store.recorder(session_id), budget=budget, api_base=cfg.api_base,
+                  max_retries=cfg.retries)
+    try:
+        write_papers(cfg.out_dir, cfg.template, llm=llm, report=report)
+    except BudgetExceeded as e:
+        report.event("stopped", reason=f"writeup: {e}")
+        return EXIT_BUDGET
+    except (LLMError, FormatError) as e:
+        report.event("stopped", reason=f"writeup: {e}")
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        report.event("stopped", reason="interrupted by the user")
+        return EXIT_INTERRUPTED
+    return EXIT_OK
 
 
 def _write_outputs(cfg: RunConfig, store: Store, session_id: int, baseline: Run | None, ideas: list[dict],
@@ -241,7 +266,8 @@ def _write_outputs(cfg: RunConfig, store: Store, session_id: int, baseline: Run 
         "llm_calls": calls,
         "tokens": {"prompt": prompt_tokens, "completion": completion_tokens},
         "wall_s": wall_s,
-        "writeup": "skipped (--no-writeup)" if not cfg.writeup else stage_note,
+        "writeup": ("skipped (--no-writeup)" if not cfg.writeup else
+                    f"{cfg.writer} writer; each idea's paper is under its folder (ideas[].paper)"),
         "review": "skipped (--no-review)" if not cfg.review else stage_note,
         "config": cfg.to_json(),
     }

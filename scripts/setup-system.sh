@@ -4,6 +4,16 @@ set -euo pipefail
 
 need=()
 command -v bwrap >/dev/null 2>&1 || need+=(bubblewrap)
+# LaTeX for the papers: the tools, and the packages the paper template uses.
+tex_ok=1
+for tool in latexmk pdflatex bibtex chktex kpsewhich; do command -v "$tool" >/dev/null 2>&1 || tex_ok=0; done
+if ((tex_ok)); then
+    for sty in natbib.sty listings.sty booktabs.sty lmodern.sty hyperref.sty xcolor.sty; do
+        [[ -n $(kpsewhich "$sty" 2>/dev/null) ]] || tex_ok=0
+    done
+fi
+((tex_ok)) || need+=(texlive-latex-base texlive-latex-recommended texlive-fonts-recommended texlive-latex-extra
+                     latexmk chktex lmodern)
 
 py_ok=$(python3 -c 'import sys; print(int(sys.version_info >= (3, 11)))' 2>/dev/null || echo 0)
 if [[ "$py_ok" != 1 ]]; then
@@ -16,7 +26,7 @@ if ((${#need[@]})); then
     if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null 2>&1; then
         echo "installing system packages: ${need[*]}"
         apt-get update -qq
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
     else
         echo "error: missing system packages; install them with: sudo apt-get install -y ${need[*]}" >&2
         exit 1

@@ -1,0 +1,1 @@
+"""LaTeX paper machinery: rendering, figures, claim check, compilation."""

@@ -1,0 +1,562 @@
+"""The claim check: every number in the paper's prose must match a logged value within its rounding.
+
+    numbers(latex)          every number of the body text, with how it was written (rounding) and where
+    check(sections, facts)  each number matched against the logged facts -> Report (saved next to the paper)
+    Report.feedback(name)   one message for the model: the unverified numbers of a section, to fix or remove
+    strip_unverified(...)   last resort: strike the sentences that still carry an unverified number
+
+Tables are generated from the logs by the framework and are trusted, so they are not checked. Citation keys,
+references, labels, lengths and identifiers such as GPT-4 are not claims and are skipped. The check errs on the
+side of flagging: a number it cannot place is reported, never silently passed.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import asdict, dataclass
+from decimal import ROUND_HALF_EVEN, ROUND_HALF_UP, Decimal, InvalidOperation
+
+SENTENCE_CHARS = 200  # how much of a claim's sentence the report and the feedback show
+
+
+@dataclass(frozen=True)
+class Fact:
+    """A logged value the paper may state, with where it comes from (e.g. "run_2.reward.mean")."""
+
+    name: str
+    value: float
+
+
+@dataclass
+class Claim:
+    """One number found in a section, and what backs it."""
+
+    section: str          # the section the number is in
+    written: str          # the number exactly as in the LaTeX source, e.g. "1.36", "3.2\\%", "1{,}000", "-0.012"
+    value: float          # as parsed; a percent keeps the number written (3.2\% -> 3.2)
+    decimals: int         # digits after the decimal point as written (2.5e-3 -> 4: the rounding position)
+    sentence: str         # the sentence it occurs in, on one line, trimmed to about SENTENCE_CHARS
+    fact: str | None      # name of the matching fact; None when unverified
+    exempt: str | None = None  # why it needs no fact: "small integer", "year in a citation", "cross-reference"
+
+
+@dataclass
+class Report:
+    """The result of check(): every number of every section."""
+
+    claims: list[Claim]
+
+    @property
+    def unverified(self) -> list[Claim]:
+        """Numbers that match no fact and are not exempt."""
+        return [c for c in self.claims if c.fact is None and c.exempt is None]
+
+    @property
+    def ok(self) -> bool:
+        """True when every number is verified or exempt."""
+        return not self.unverified
+
+    def to_json(self) -> dict:
+        """A JSON-serialisable summary with every claim, for claim_check.json next to the paper."""
+        return {
+            "checked": len(self.claims),
+            "verified": sum(c.fact is not None for c in self.claims),
+            "exempt": sum(c.exempt is not None for c in self.claims),
+            "unverified": [asdict(c) for c in self.unverified],
+            "claims": [asdict(c) for c in self.claims],
+        }
+
+    @classmethod
+    def from_json(cls, data: dict) -> Report:
+        """The inverse of to_json()."""
+        return cls([Claim(**c) for c in data["claims"]])
+
+    def feedback(self, section: str) -> str:
+        """One message for the model: the unverified numbers of this section with their sentences ("" if none)."""
+        bad = [c for c in self.unverified if c.section == section]
+        if not bad:
+            return ""
+        lines = [f'In the section "{section}", these numbers match none of the logged values you were given '
+                 f"(not even after rounding):"]
+        lines += [f'- {c.written} in: "{c.sentence}"' for c in bad]
+        lines.append("Every number in the text must be one of the logged values, possibly rounded (1.3604 may be "
+                     "written 1.36 or 1.4; a fraction 0.3604 may be written 36.0\\%). Replace each number above "
+                     "with the logged value it should be, or remove the claim. Do not compute, estimate or "
+                     "invent numbers, and keep the rest of the section unchanged.")
+        return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------------------------------
+# Finding numbers
+
+
+@dataclass
+class _Number:
+    written: str
+    value: float
+    decimals: int
+    start: int
+    end: int
+    percent: bool
+    plain_int: bool  # written as digits only (optionally signed): the kind that may be a count or a year
+
+
+# Commands whose arguments are not prose: name -> number of mandatory arguments to skip (optional [..] too).
+_SKIP_ARGS = {
+    "ref": 1, "eqref": 1, "autoref": 1, "cref": 1, "Cref": 1, "pageref": 1, "nameref": 1, "vref": 1,
+    "label": 1, "includegraphics": 1, "input": 1, "include": 1, "begin": 1, "end": 1, "url": 1, "href": 1,
+    "hspace": 1, "vspace": 1, "setlength": 2, "addtolength": 2, "setcounter": 2, "addtocounter": 2,
+    "usepackage": 1, "documentclass": 1, "bibliography": 1, "bibliographystyle": 1, "newcommand": 2,
+    "renewcommand": 2, "providecommand": 2, "resizebox": 2, "scalebox": 1, "fontsize": 2, "linespread": 1,
+    "definecolor": 3, "graphicspath": 1, "nocite": 1,
+}
+_CITE = re.compile(r"[cC]ite[a-zA-Z]*\*?")  # \cite, \citep, \citet, \citealp, \citeauthor, \Citet, ...
+_TABLE_ENVS = r"(?:table|tabular|tabularx|tabulary|longtable)\*?"
+_LENGTH_AFTER = re.compile(r"\s*\\(?:linewidth|textwidth|columnwidth|textheight|hsize|vsize|paperwidth|"
+                           r"paperheight|baselineskip|parindent|parskip)\b")
+_LENGTH_BEFORE = re.compile(r"(?:width|height|totalheight|scale|angle)\s*=\s*$")
+
+_SEP = r"(?:,|\{,\}|\\,)"  # thousands separators: 1,000 and 1{,}000 and 1\,000
+_EXP = r"(?:\{\s*[-+−]?\d+\s*\}|[0-9])"  # the exponent of 10^{-3} or 10^3
+_NUMBER = re.compile(
+    r"(?<![0-9.])"
+    r"(?:(?P<pow>10\^(?P<powexp>" + _EXP + r"))"
+    r"|(?P<mant>\d{1,3}(?:" + _SEP + r"\d{3}(?!\d))+(?:\.\d+)?|\d+(?:\.\d+)?|\.\d+)"
+    r"(?:[eE](?P<eexp>[-+]?\d+)"
+    r"|(?:\s*(?P<tmath>\$))?(?:\s|\\[,;!])*\\(?:times|cdot)(?:\s|\\[,;!])*10\^(?P<texp>" + _EXP + r")\s*(?(tmath)\$)"
+    r")?)"
+    r"(?P<pct>(?:\s*\\,|~)?\s*\\%|\s+percent\b)?"
+)
+_SIGN_BEFORE = re.compile(r"(?:\$-\$|\\textminus\s*(?:\{\})?\s*)$")
+
+
+def _find_close(text: str, i: int, open_ch: str, close_ch: str) -> int:
+    """Index just after the group opened at text[i] (balanced, escaped characters ignored); len(text) if open."""
+    depth = 0
+    j = i
+    while j < len(text):
+        ch = text[j]
+        if ch == "\\":
+            j += 2
+            continue
+        if ch == open_ch:
+            depth += 1
+        elif ch == close_ch:
+            depth -= 1
+            if depth == 0:
+                return j + 1
+        j += 1
+    return len(text)
+
+
+def _blank(chars: list[str], a: int, b: int) -> None:
+    # Blank with spaces, keeping newlines, so offsets and line structure survive.
+    for k in range(a, min(b, len(chars))):
+        if chars[k] != "\n":
+            chars[k] = " "
+
+
+def _mask_comments(latex: str) -> str:
+    """The text with comments (% to end of line, not \\%) blanked, offsets unchanged."""
+    chars = list(latex)
+    i = 0
+    while i < len(latex):
+        ch = latex[i]
+        if ch == "\\":
+            i += 2  # \% and \\ are both two-character tokens
+            continue
+        if ch == "%":
+            j = latex.find("\n", i)
+            j = len(latex) if j < 0 else j
+            _blank(chars, i, j)
+            i = j
+            continue
+        i += 1
+    return "".join(chars)
+
+
+def _mask_nonprose(text: str) -> str:
+    """Blank tables and the arguments of commands that are not prose (citations, refs, labels, lengths...)."""
+    chars = list(text)
+    # Tables (and tabulars anywhere) come from the logs via the framework: trusted, so not checked.
+    stack: list[tuple[str, int]] = []
+    for m in re.finditer(r"\\(begin|end)\s*\{(" + _TABLE_ENVS + r")\}", text):
+        kind, env = m.group(1), m.group(2)
+        if kind == "begin":
+            stack.append((env, m.start()))
+        elif stack and stack[-1][0] == env:
+            _, a = stack.pop()
+            if not stack:
+                _blank(chars, a, m.end())
+    # An unclosed table is left unmasked: its numbers are checked rather than trusted.
+    masked = "".join(chars)
+    for m in re.finditer(r"\\([A-Za-z]+\*?)", masked):
+        name = m.group(1)
+        n_args = 1 if _CITE.fullmatch(name) else _SKIP_ARGS.get(name.rstrip("*"), 0)
+        if not n_args:
+            continue
+        i = m.end()
+        while n_args > 0 or (i < len(masked) and masked[i] == "["):
+            while i < len(masked) and masked[i] in " \t\n":
+                i += 1
+            if i < len(masked) and masked[i] == "[":
+                i = _find_close(masked, i, "[", "]")
+            elif i < len(masked) and masked[i] == "{" and n_args > 0:
+                i = _find_close(masked, i, "{", "}")
+                n_args -= 1
+            else:
+                break
+            if name == "begin" and n_args == 0 and not (i < len(masked) and masked[i] == "["):
+                break
+        _blank(chars, m.start(), i)
+    return "".join(chars)
+
+
+def _glued_before(text: str, start: int) -> bool:
+    """Whether the number starting here is part of a word or identifier (GPT-4, L2, x_1, x^{2}, t-1)."""
+    if start == 0:
+        return False
+    prev = text[start - 1]
+    if prev in "_^":
+        return True
+    if prev == "{" and start >= 2 and text[start - 2] in "_^":
+        return True
+    if prev in "-+" and start >= 2 and (text[start - 2].isalpha() or text[start - 2] in "_"):
+        return _letters_are_word(text, start - 2)
+    if prev.isalpha():
+        return _letters_are_word(text, start - 1)
+    return False
+
+
+def _letters_are_word(text: str, last: int) -> bool:
+    # A letter run ending at `last` glues the number to it, unless the run is a command name: \pm0.003.
+    k = last
+    while k >= 0 and text[k].isalpha():
+        k -= 1
+    return not (k >= 0 and text[k] == "\\")
+
+
+def _scan(latex: str) -> list[_Number]:
+    text = _mask_nonprose(_mask_comments(latex))
+    out: list[_Number] = []
+    for m in _NUMBER.finditer(text):
+        start, end = m.start(), m.end()
+        nxt = text[end:end + 2]
+        # Glued to letters after (2pt, 3rd, 7B), or a dotted identifier (1.2.3): not a claim.
+        if nxt[:1].isalpha() or nxt[:1] == "_" or (nxt[:1] == "." and nxt[1:2].isdigit()):
+            continue
+        if _LENGTH_AFTER.match(text, end) or _LENGTH_BEFORE.search(text[max(0, start - 20):start]):
+            continue
+        negative = False
+        sign = _SIGN_BEFORE.search(text[max(0, start - 20):start])
+        if sign:
+            negative, start = True, start - len(sign.group(0))
+        elif start > 0 and text[start - 1] in "-−":
+            before = text[start - 2] if start >= 2 else ""
+            # A hyphen after a digit or closing bracket is a range or a subtraction (10-20, 0.1--0.5).
+            if not (before.isalnum() or before in ")]}-−_"):
+                negative, start = True, start - 1
+        if _glued_before(text, start):
+            continue
+        if m.group("pow"):
+            exp = int(m.group("powexp").strip("{} ").replace("−", "-"))
+            mant, mant_decimals = Decimal(1), 0
+        else:
+            digits = re.sub(_SEP, "", m.group("mant"))
+            mant = Decimal(digits)
+            mant_decimals = len(digits.split(".")[1]) if "." in digits else 0
+            raw = m.group("eexp") or m.group("texp")
+            exp = int(raw.strip("{} ").replace("−", "-")) if raw else 0
+        value = float(mant.scaleb(exp))
+        value = -value if negative else value  # -0.0 stays signed, so "-0.0" never matches a positive fact
+        plain = bool(m.group("mant")) and not (m.group("eexp") or m.group("texp") or m.group("pct")) \
+            and mant_decimals == 0 and re.fullmatch(r"\d+", m.group("mant")) is not None
+        out.append(_Number(written=latex[start:end], value=value, decimals=mant_decimals - exp, start=start,
+                           end=end, percent=bool(m.group("pct")), plain_int=plain))
+    return out
+
+
+def numbers(latex: str) -> list[tuple[str, float, int, int, int]]:
+    """(written, value, decimals, start, end) of every number in LaTeX body text.
+
+    Skipped: comments, the arguments of \\cite-like commands, \\ref, \\eqref, \\label, \\includegraphics,
+    \\input, \\begin/\\end, \\url, \\href (first argument), lengths (\\hspace, width=0.8\\linewidth), numbers
+    glued to letters, "_" or "^" (GPT-4, L2, x_1), and everything inside table/tabular environments.
+    Recognised: 12, 1.36, -0.012, .5, 1,000, 1{,}000, 3.2\\%, 2.5e-3, 2.5\\times10^{-3}, 10^{-3}, numbers in
+    inline math ($1.36 \\pm 0.003$ gives two). `decimals` is the position of the last written digit, so for
+    scientific notation it is the mantissa's digits minus the exponent (2.5e-3 -> 4, 1.2e5 -> -4).
+    """
+    return [(n.written, n.value, n.decimals, n.start, n.end) for n in _scan(latex)]
+
+
+# --------------------------------------------------------------------------------------------------
+# Matching
+
+
+def _round(x: float, decimals: int, mode: str) -> Decimal | None:
+    try:
+        return Decimal(repr(x)).quantize(Decimal(1).scaleb(-decimals), rounding=mode)
+    except InvalidOperation:  # more digits than the decimal context holds: fall back to the tolerance alone
+        return None
+
+
+def matches(written_value: float, decimals: int, fact_value: float, percent: bool = False) -> bool:
+    """Whether a number written with `decimals` digits states `fact_value` within its rounding.
+
+    |fact - written| <= half a unit of the last written digit (1.36 matches 1.3604, not 1.3654; 1.4 matches
+    1.3604), or the fact rounded half-up or half-even equals what is written. A percent is compared with
+    fact * 100 and with the fact itself (some facts are percentages already). The sign must match.
+    """
+    if not (math.isfinite(written_value) and math.isfinite(fact_value)):
+        return False
+    candidates = [fact_value * 100.0, fact_value] if percent else [fact_value]
+    tol = 0.5 * 10.0 ** -decimals * (1 + 1e-9)
+    for fact in candidates:
+        # Strict sign: "-0.0" does not state a positive value even though it is within rounding of it.
+        if math.copysign(1.0, written_value) < 0 and fact >= 0:
+            continue
+        if abs(fact - written_value) <= tol:
+            return True
+        target = _round(written_value, decimals, ROUND_HALF_EVEN)
+        if target is not None and target in (_round(fact, decimals, ROUND_HALF_UP),
+                                             _round(fact, decimals, ROUND_HALF_EVEN)):
+            return True
+    return False
+
+
+# --------------------------------------------------------------------------------------------------
+# Sentences
+
+
+_ABBREV = {"al", "e.g", "i.e", "eg", "ie", "vs", "cf", "fig", "figs", "eq", "eqs", "sec", "secs", "tab", "app",
+           "alg", "approx", "resp", "no", "nos", "ref", "refs", "thm", "def", "ch", "dr", "mr", "ms", "st", "w.r.t"}
+_WALLS = re.compile(
+    r"\n[ \t]*\n\s*"                                      # a paragraph break
+    r"|\\(?:begin|end)\s*\{[^{}]*\}(?:\[[^\]]*\])?"       # an environment boundary
+    r"|\\(?:part|chapter|section|subsection|subsubsection|paragraph|subparagraph)\*?(?:\[[^\]]*\])?\s*(?=\{)"
+    r"|\\label\s*\{[^{}]*\}|\\item\b(?:\[[^\]]*\])?|\\\\\*?(?:\[[^\]]*\])?|\\par\b"
+    r"|\\(?:centering|noindent|maketitle|newpage|clearpage|bigskip|medskip|smallskip)\b"
+    r"|\\includegraphics\*?(?:\[[^\]]*\])?\s*\{[^{}]*\}"
+)
+# Groups whose content is a sentence container of its own: a sentence inside never runs out of them.
+_CONTAINERS = {"caption", "footnote", "part", "chapter", "section", "subsection", "subsubsection", "paragraph",
+               "subparagraph", "title", "thanks", "parbox", "marginpar", "fbox", "item"}
+
+
+@dataclass
+class _Layout:
+    """Where sentences may start and end in one section's text."""
+
+    text: str                     # comments blanked
+    depth: list[int]              # brace depth before each index
+    groups: list[tuple[int, int]]  # (index of "{", index of its "}") for every brace group
+    math: list[tuple[int, int]]   # inline and display math spans, treated as atoms
+    walls: list[tuple[int, int]]  # spans a sentence never crosses
+    cuts: list[int]               # candidate sentence ends (just after the punctuation)
+
+
+def _layout(latex: str) -> _Layout:
+    text = _mask_comments(latex)
+    n = len(text)
+    depth = [0] * (n + 1)
+    groups: list[tuple[int, int]] = []
+    stack: list[int] = []
+    math: list[tuple[int, int]] = []
+    math_open: tuple[str, int] | None = None
+    i = 0
+    while i < n:
+        ch = text[i]
+        step = 1
+        if ch == "\\" and i + 1 < n:
+            pair = text[i:i + 2]
+            if pair in (r"\(", r"\[") and math_open is None:
+                math_open = (pair, i)
+            elif math_open is not None and pair == {r"\(": r"\)", r"\[": r"\]"}.get(math_open[0]):
+                math.append((math_open[1], i + 2))
+                math_open = None
+            step = 2
+        elif ch == "$":
+            token = "$$" if text[i:i + 2] == "$$" else "$"
+            step = len(token)
+            if math_open is None:
+                math_open = (token, i)
+            elif math_open[0] == token:
+                math.append((math_open[1], i + step))
+                math_open = None
+        elif ch == "{":
+            stack.append(i)
+        elif ch == "}" and stack:
+            groups.append((stack.pop(), i))
+        # depth[k] is the depth *before* character k: a "{" is outside its group, a "}" still inside.
+        depth[i + 1: i + step + 1] = [len(stack)] * step
+        i += step
+    groups += [(o, n) for o in stack]  # unclosed groups run to the end
+    walls = []
+    for m in _WALLS.finditer(text):
+        b = m.end()
+        if b < n and text[b] == "{":  # a heading's title belongs to the wall
+            b = _find_close(text, b, "{", "}")
+        walls.append((m.start(), b))
+    cuts = []
+    for m in re.finditer(r"[.?!]", text):
+        j = m.end()
+        if m.group(0) == ".":
+            word = re.search(r"([A-Za-z.]+)$", text[max(0, m.start() - 8):m.start()])
+            if word and word.group(1).lower().strip(".") in _ABBREV:
+                continue
+        closers = j
+        while closers < n and text[closers] in "}'\")]":
+            closers += 1
+        if closers < n and not text[closers].isspace():
+            continue  # 1.36 or e.g.,: not the end of a sentence
+        # End after closing quotes and brackets, but also just before each "}", for a sentence inside a group.
+        cuts += [k for k in range(j, closers + 1) if k == closers or text[k] == "}"]
+    in_math = [False] * (n + 1)
+    for a, b in math:
+        for k in range(a + 1, b):
+            in_math[k] = True
+    cuts = [c for c in cuts if not in_math[c]]
+    walls = [w for w in walls if not in_math[w[0]]]
+    return _Layout(text, depth, groups, math, walls, cuts)
+
+
+def _command_before(text: str, open_brace: int) -> str:
+    # The name of the command whose argument starts here (skipping an optional [..]): \caption[x]{ -> caption.
+    k = open_brace
+    if k > 0 and text[k - 1] == "]":
+        k = text.rfind("[", 0, k - 1)
+    m = re.search(r"\\([A-Za-z]+)\*?\s*$", text[max(0, k - 30):max(k, 0)])
+    return m.group(1) if m else ""
+
+
+def _sentence_span(layout: _Layout, start: int, end: int) -> tuple[int, int]:
+    """The sentence around text[start:end]: never crossing a wall, an unbalanced brace or inline math."""
+    text, depth = layout.text, layout.depth
+    a, b = start, end
+    for ma, mb in layout.math:
+        if ma <= a < mb:
+            a, b = ma, max(b, mb)
+            break
+    while True:
+        enclosing = [g for g in layout.groups if g[0] < a and g[1] >= b]
+        group = max(enclosing) if enclosing else None
+        lo, hi = (group[0] + 1, group[1]) if group else (0, len(text))
+        d = depth[a]
+        s = max([lo] + [wb for wa, wb in layout.walls if lo <= wa and wb <= a and depth[wa] == d])
+        e = min([hi] + [wa for wa, wb in layout.walls if b <= wa and wb <= hi and depth[wa] == d])
+        s_cut = max([s] + [c for c in layout.cuts if s <= c <= a and depth[c] == d])
+        e_cut = min([e] + [c for c in layout.cuts if b <= c <= e and depth[c] == d])
+        # Inline formatting (\textbf{1.52}, {\bf ...}) holds part of a sentence: look outside it.
+        if group and s_cut == lo and e_cut == hi and _command_before(text, group[0]) not in _CONTAINERS:
+            a, b = group[0], min(group[1] + 1, len(text))
+            continue
+        break
+    while s_cut < e_cut and text[s_cut].isspace():
+        s_cut += 1
+    while e_cut > s_cut and text[e_cut - 1].isspace():
+        e_cut -= 1
+    return s_cut, e_cut
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def _sentence_text(latex: str, span: tuple[int, int], number: _Number) -> str:
+    s, e = span
+    head = re.sub(r"\s+", " ", latex[s:number.start]).lstrip()
+    tail = re.sub(r"\s+", " ", latex[number.end:e]).rstrip()
+    written = _one_line(number.written)
+    if len(head) + len(written) + len(tail) > SENTENCE_CHARS:
+        room = (SENTENCE_CHARS - len(written)) // 2
+        head = head if len(head) <= room else "…" + head[-room:]
+        tail = tail if len(tail) <= room else tail[:room] + "…"
+    return head + written + tail
+
+
+# --------------------------------------------------------------------------------------------------
+# The check
+
+
+_CITATION_BEFORE = [
+    re.compile(r"et[\s~]*al\.?(?:\\\s)?[\s~,]*\(?\s*$"),          # Smith et al. 2020, Smith et al. (2020)
+    re.compile(r"[A-Z][A-Za-z'’\-]+[\s~]*\(\s*$"),               # Smith (2020)
+]
+_IN_PARENS_AUTHOR = re.compile(r"\([^()]*[A-Z][A-Za-z'’\-]+[^()]*[\s~,]\s*$")  # (Smith, 2020) (Lee and Kim 2021
+_CROSS_REF = re.compile(r"(?:Sections?|Sec\.|Figures?|Fig\.|Tables?|Tab\.|Appendix|App\.|Equations?|Eqs?\.|"
+                        r"Algorithms?|Alg\.|Lemmas?|Theorems?|Chapters?|Definitions?|Propositions?|Corollary)"
+                        r"(?:\\\s)?[\s~]*\(?$", re.IGNORECASE)
+
+
+def _exemption(text: str, n: _Number, small_int_limit: int) -> str | None:
+    before = " ".join(text[max(0, n.start - 80):n.start].split("\n"))
+    if re.fullmatch(r"\d+(?:\.\d+)*", n.written) and _CROSS_REF.search(before):
+        return "cross-reference"  # "Section 3.2", "Figure 12": hand-written references, not results
+    if not n.plain_int:
+        return None
+    if abs(n.value) <= small_int_limit:
+        return "small integer"
+    if 1900 <= n.value <= 2100:
+        after = text[n.end:n.end + 4]
+        if any(p.search(before) for p in _CITATION_BEFORE) or (
+                _IN_PARENS_AUTHOR.search(before) and re.match(r"\s*[);,]", after)):
+            return "year in a citation"
+    return None
+
+
+def check(sections: dict[str, str], facts: list[Fact], small_int_limit: int = 10) -> Report:
+    """Match every number of every section against the logged facts.
+
+    Exempt: plain integers with |v| <= small_int_limit (counts, low risk), years 1900-2100 in a prose citation
+    (after "et al.", or in parentheses with an author name), and numbers of hand-written cross-references
+    ("Section 3"). Every other number must match a fact within its rounding (see matches()); the first
+    matching fact in list order is recorded, so put the preferred names first.
+    """
+    claims: list[Claim] = []
+    for section, latex in sections.items():
+        layout = _layout(latex)
+        for n in _scan(latex):
+            span = _sentence_span(layout, n.start, n.end)
+            exempt = _exemption(layout.text, n, small_int_limit)
+            fact = None
+            if exempt is None:
+                fact = next((f.name for f in facts if matches(n.value, n.decimals, f.value, n.percent)), None)
+            claims.append(Claim(section=section, written=n.written, value=n.value, decimals=n.decimals,
+                                sentence=_sentence_text(latex, span, n), fact=fact, exempt=exempt))
+    return Report(claims)
+
+
+def strip_unverified(latex: str, claims: list[Claim]) -> tuple[str, list[str]]:
+    """Remove every sentence of this section's text that contains one of the given unverified numbers.
+
+    A sentence ends at ". ", "? " or "! " (not after abbreviations such as "et al."), at a paragraph break,
+    or where a LaTeX environment, a section heading, a label or an item begins or ends; it never leaves a
+    brace group or inline math unbalanced. Claims are located by their written number and sentence, so pass
+    the claims check() found for this very text. Returns the new text and the removed sentences (one line each).
+    """
+    wanted = {(c.written, c.sentence) for c in claims if c.fact is None and c.exempt is None}
+    if not wanted:
+        return latex, []
+    layout = _layout(latex)
+    spans = []
+    for n in _scan(latex):
+        span = _sentence_span(layout, n.start, n.end)
+        if (n.written, _sentence_text(latex, span, n)) in wanted:
+            spans.append(span)
+    merged: list[list[int]] = []
+    for s, e in sorted(spans):
+        if merged and s <= merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], e)
+        else:
+            merged.append([s, e])
+    removed = [_one_line(latex[s:e]) for s, e in merged]
+    out = latex
+    for s, e in reversed(merged):
+        while e < len(out) and out[e] in " \t":
+            e += 1
+        line_start = out.rfind("\n", 0, s) + 1
+        if not out[line_start:s].strip() and out[e:e + 1] == "\n":
+            e += 1  # the sentence was the whole line: take the line, so no paragraph break appears
+        out = out[:s] + out[e:]
+    return out, removed

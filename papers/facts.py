@@ -1,0 +1,177 @@
+"""What a paper may state: the logged facts of an idea's runs, and the results tables made from them.
+
+Everything here is read from final_info.json files written by the sealed
+evaluator and from summary.json; nothing is computed that was not logged, apart
+from rounding for display. The claim check compares every number in the prose
+with these facts.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from papers.claims import Fact
+from papers.tex import tex_escape  # noqa: F401 - re-exported for the writers
+from scientist.template import Template
+
+
+@dataclass
+class PaperInput:
+    """One idea's results, as the paper writer needs them."""
+
+    template: Template
+    idea: dict                    # the idea in the idea format
+    entry: dict                   # the idea's entry in summary.json (status, reason, best, runs)
+    baseline: dict                # the baseline's final_info.json
+    infos: dict[str, dict]        # final_info.json of each successful run, by "run_<j>[_attempt_<k>]"
+    notes: str = ""
+    significance: str = ""
+    sources: dict[str, str] = field(default_factory=dict)  # the best run's candidate files
+
+    @property
+    def metric(self) -> str:
+        return self.template.spec.metric.name
+
+    @property
+    def direction(self) -> str:
+        return self.template.spec.metric.direction
+
+    @property
+    def ok_runs(self) -> list[dict]:
+        return [r for r in self.entry["runs"] if r.get("status") == "ok" and r.get("metric")]
+
+    @property
+    def best_info(self) -> dict | None:
+        best = self.entry.get("best")
+        return self.infos.get(run_name(best)) if best else None
+
+
+def run_name(entry: dict) -> str:
+    """The folder name of a run entry: run_<j> or run_<j>_attempt_<k>."""
+    return f"run_{entry['run']}" if entry["attempt"] == 1 else f"run_{entry['run']}_attempt_{entry['attempt']}"
+
+
+def load_input(template: Template, out_dir: Path, entry: dict, summary: dict) -> PaperInput:
+    """Read an idea's logged results from a finished run folder."""
+    idea_dir = out_dir / entry["folder"]
+    baseline = json.loads((out_dir / "baseline" / "final_info.json").read_text())
+    infos = {}
+    for r in entry["runs"]:
+        path = idea_dir / run_name(r) / "final_info.json"
+        if r.get("status") == "ok" and path.is_file():
+            infos[run_name(r)] = json.loads(path.read_text())
+    sources = {}
+    if entry.get("best"):
+        cand = idea_dir / run_name(entry["best"]) / "candidate"
+        sources = {str(p.relative_to(cand)): p.read_text() for p in sorted(cand.rglob("*")) if p.is_file()}
+    ideas = {i.get("idx"): i for i in json.loads((out_dir / "ideas.json").read_text())}
+    idea = ideas.get(entry["idx"], {"name": entry["name"], "title": entry["title"]})
+    notes = (idea_dir / "notes.md").read_text() if (idea_dir / "notes.md").is_file() else ""
+    return PaperInput(template=template, idea=idea, entry=entry, baseline=baseline, infos=infos, notes=notes,
+                      significance=summary.get("significance_test", ""), sources=sources)
+
+
+def _summary_facts(prefix: str, info: dict) -> list[Fact]:
+    out = [Fact(f"{prefix}.n", float(info["n"]))]
+    for name, m in info["metrics"].items():
+        out += [Fact(f"{prefix}.{name}.mean", m["mean"]), Fact(f"{prefix}.{name}.stderr", m["stderr"]),
+                Fact(f"{prefix}.{name}.ci95_low", m["ci95"][0]), Fact(f"{prefix}.{name}.ci95_high", m["ci95"][1])]
+        out += [Fact(f"{prefix}.{name}.seed_{i}", v) for i, v in enumerate(m["values"])]
+    return out
+
+
+def _flatten(prefix: str, value) -> list[Fact]:
+    if isinstance(value, bool):
+        return []
+    if isinstance(value, int | float):
+        return [Fact(prefix, float(value))]
+    if isinstance(value, dict):
+        return [f for k, v in value.items() for f in _flatten(f"{prefix}.{k}", v)]
+    if isinstance(value, list):
+        return [f for i, v in enumerate(value) for f in _flatten(f"{prefix}[{i}]", v)]
+    return []
+
+
+def collect(inp: PaperInput) -> list[Fact]:
+    """Every number the paper may state, with where it was logged."""
+    facts = _summary_facts("baseline", inp.baseline)
+    facts += _flatten("baseline.extra", {k: v for k, v in inp.baseline.get("extra", {}).items()
+                                         if not isinstance(v, list)})
+    for r in inp.ok_runs:
+        name = run_name(r)
+        facts += _summary_facts(name, inp.infos[name]) if name in inp.infos else []
+        c = r["metric"].get("comparison") or {}
+        for key in ("difference", "p_value", "p_value_holm"):
+            if isinstance(c.get(key), int | float):
+                facts.append(Fact(f"{name}.comparison.{key}", c[key]))
+        if "normalized" in r["metric"]:
+            facts.append(Fact(f"{name}.normalized", r["metric"]["normalized"]))
+            facts.append(Fact(f"{name}.normalized_percent_change", (r["metric"]["normalized"] - 1.0) * 100))
+    best = inp.best_info
+    if best is not None:
+        facts += _flatten("best.extra", best.get("extra", {}))
+    facts += _flatten("config", inp.template.spec.config)
+    runs = inp.entry["runs"]
+    facts += [Fact("count.runs", float(len({r["run"] for r in runs}))), Fact("count.attempts", float(len(runs))),
+              Fact("count.successful_runs", float(len(inp.ok_runs))), Fact("seeds", float(inp.baseline["n"]))]
+    facts += [Fact("alpha", 0.05), Fact("confidence_percent", 95.0)]
+    # The numbers that define the idea and its code (a loss's constants, say) may be stated as they are.
+    for key in ("title", "hypothesis", "experiment"):
+        facts += [Fact(f"idea.{key}", float(x)) for x in _NUMBER.findall(str(inp.idea.get(key, "")))]
+    for path, src in inp.sources.items():
+        facts += [Fact(f"candidate.{path}", float(x)) for x in _NUMBER.findall(src)]
+    return facts
+
+
+_NUMBER = re.compile(r"(?<![\w.])-?\d+(?:\.\d+)?(?:[eE]-?\d+)?")
+
+
+def fmt(x: float, digits: int = 4) -> str:
+    return f"{x:.{digits}f}"
+
+
+def fmt_p(p: float) -> str:
+    """p-values as LaTeX: fixed digits, or an upper bound below 0.001 (also a true statement)."""
+    if p != p:  # NaN
+        return "--"
+    return "$<0.001$" if p < 0.001 else f"{p:.3f}"
+
+
+def results_table(inp: PaperInput) -> dict:
+    """The main results table (LaTeX body, caption, label): the baseline and every successful run."""
+    metric = inp.metric
+    rows = []
+    b = inp.baseline["metrics"][metric]
+    rows.append(f"Baseline & {fmt(b['mean'])} $\\pm$ {fmt(b['stderr'])} & [{fmt(b['ci95'][0])}, "
+                f"{fmt(b['ci95'][1])}] & {b['n']} & -- & -- & -- \\\\")
+    for r in inp.ok_runs:
+        m, c = r["metric"], r["metric"].get("comparison") or {}
+        label = run_name(r).replace("_", " ").replace("attempt", "attempt")
+        rows.append(f"{label.capitalize()} & {fmt(m['mean'])} $\\pm$ {fmt(m['stderr'])} & [{fmt(m['ci95'][0])}, "
+                    f"{fmt(m['ci95'][1])}] & {m['n']} & {c.get('difference', 0.0):+.4f} & "
+                    f"{fmt_p(c.get('p_value', float('nan')))} & {fmt_p(c.get('p_value_holm', float('nan')))} \\\\")
+    body = "\n".join([
+        "\\begin{tabular}{lcccccc}", "\\toprule",
+        "Run & Mean $\\pm$ s.e. & 95\\% CI & $n$ & $\\Delta$ vs.\\ baseline & $p$ (Welch) & $p$ (Holm) \\\\",
+        "\\midrule", *rows, "\\bottomrule", "\\end{tabular}"])
+    better = "higher" if inp.direction == "max" else "lower"
+    caption = (f"Sealed evaluation of \\texttt{{{tex_escape(metric)}}} ({better} is better) for the baseline and "
+               f"every successful run, over $n$ seeds. $p$: Welch's two-sided $t$-test against the baseline; "
+               f"Holm: adjusted for all comparisons of the session.")
+    return {"body": body, "caption": caption, "label": "tab:results"}
+
+
+def failures_table(inp: PaperInput) -> dict | None:
+    """The runs that failed, with their one-line reasons (for negative results and honesty)."""
+    failed = [r for r in inp.entry["runs"] if r.get("status") != "ok"]
+    if not failed:
+        return None
+    rows = [f"{r['run']} & {r['attempt']} & {tex_escape(r.get('status', ''))} & "
+            f"\\parbox[t]{{0.6\\linewidth}}{{{tex_escape((r.get('reason') or '')[:300])}}} \\\\" for r in failed]
+    body = "\n".join(["\\begin{tabular}{cclp{0.6\\linewidth}}", "\\toprule", "Run & Attempt & Status & Reason \\\\",
+                      "\\midrule", *rows, "\\bottomrule", "\\end{tabular}"])
+    return {"body": body, "caption": "Attempts that did not produce a result, with the recorded reason.",
+            "label": "tab:failures"}

@@ -1,0 +1,253 @@
+"""Figures for papers, made only from logged results (final_info.json and run summaries).
+
+Every figure is a vector PDF for LaTeX, sized for one column, with a LaTeX-safe
+caption that says what is shown and that error bars are 95% t-intervals over
+seeds. The framework draws the metric of every run against the baseline; a
+template may add figures of its own in `<template>/figures.py` (see
+`template_figures`).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # no display here; must precede the pyplot import
+
+import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.axes import Axes  # noqa: E402
+from matplotlib.figure import Figure as MplFigure  # noqa: E402
+from matplotlib.transforms import blended_transform_factory  # noqa: E402
+
+from papers.tex import tex_escape  # noqa: E402
+
+# One column of a two-column paper is about 3.3 in wide; LaTeX scales the PDF to
+# \linewidth, so 5 x 3.2 in with 9 pt text stays legible at either width.
+FIGSIZE = (5.0, 3.2)
+
+# A plain, readable style, fixed here so that the user's matplotlibrc cannot change the figures.
+STYLE = {
+    "font.size": 9,
+    "axes.titlesize": 9,
+    "axes.labelsize": 9,
+    "legend.fontsize": 8,
+    "xtick.labelsize": 8,
+    "ytick.labelsize": 8,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+    "axes.grid": True,
+    "grid.alpha": 0.3,
+    "grid.linewidth": 0.5,
+    "legend.frameon": False,
+    "lines.linewidth": 1.4,
+    "lines.markersize": 5,
+    "errorbar.capsize": 2.5,
+    "pdf.fonttype": 42,           # embed TrueType fonts: selectable text, accepted by publishers
+    "text.usetex": False,
+    "svg.hashsalt": "scientist",  # deterministic ids should anyone save SVG too
+}
+
+# Colours of the framework's figures (colour-blind safe: Okabe-Ito).
+RUN_COLOR = "#0072B2"
+BASELINE_COLOR = "#555555"
+FAILED_COLOR = "#D55E00"
+
+
+class FigureError(Exception):
+    """A figure could not be made; the message is a one-line reason."""
+
+
+@dataclass(frozen=True)
+class Figure:
+    """A figure written for the paper."""
+
+    path: Path     # a PDF file (vector, for LaTeX)
+    caption: str   # LaTeX-safe caption
+    label: str     # LaTeX label, e.g. "fig:metric_per_run"
+
+
+@contextmanager
+def figure_style() -> Iterator[None]:
+    """Apply the papers' figure style for the duration of a with-block (templates may use it too)."""
+    with plt.rc_context(STYLE):
+        yield
+
+
+def new_figure() -> tuple[MplFigure, Axes]:
+    """A one-column figure with one axes, in the papers' size (call inside `figure_style`)."""
+    return plt.subplots(figsize=FIGSIZE)
+
+
+def save_figure(fig: MplFigure, path: Path) -> Path:
+    """Save fig as a reproducible PDF at path and close it; returns path.
+
+    Closing matters: pyplot keeps every figure alive until closed, and one
+    process may write many papers.
+    """
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # No CreationDate, so that re-running gives byte-identical PDFs.
+        fig.savefig(path, format="pdf", bbox_inches="tight", metadata={"CreationDate": None})
+    finally:
+        plt.close(fig)
+    return path
+
+
+def plain_text(text: object) -> str:
+    """Text that matplotlib draws literally: a '$' would otherwise start mathtext."""
+    return str(text).replace("$", r"\$")
+
+
+def _finite(x: object) -> bool:
+    return isinstance(x, int | float) and math.isfinite(x)
+
+
+def _error(mean: float, ci95: object) -> tuple[float, float]:
+    """Lower and upper error-bar lengths from a 95% interval; zero where it is unknown (n = 1)."""
+    if isinstance(ci95, list | tuple) and len(ci95) == 2 and _finite(ci95[0]) and _finite(ci95[1]):
+        return max(mean - float(ci95[0]), 0.0), max(float(ci95[1]) - mean, 0.0)
+    return 0.0, 0.0
+
+
+def _seeds_phrase(ns: list[int]) -> str:
+    """'8 seeds' or '4--8 seeds' for the caption."""
+    ns = sorted({int(n) for n in ns})
+    if not ns:
+        return "seeds"
+    if len(ns) == 1:
+        return f"{ns[0]} seed" + ("" if ns[0] == 1 else "s")
+    return f"{ns[0]}--{ns[-1]} seeds"
+
+
+def metric_per_run(runs: list[dict], baseline: dict, metric: str, direction: str, out_dir: Path) -> Figure:
+    """The mean metric of each run, with 95% intervals over seeds, against the baseline.
+
+    runs: [{"label", "mean", "ci95": [lo, hi], "n", "status": "ok"|"failed"}] in order;
+    baseline: {"mean", "ci95", "n"} (may be empty or None when there is none).
+    Successful runs are points with error bars, failed runs an x at the bottom of the
+    axes labelled "failed", the baseline a horizontal line with its interval shaded.
+    Writes out_dir/metric_per_run.pdf; raises FigureError when there is nothing to plot.
+    """
+    if direction not in ("max", "min"):
+        raise FigureError(f"metric direction must be 'max' or 'min', not {direction!r}")
+    ok = [(i, r) for i, r in enumerate(runs) if r.get("status") == "ok" and _finite(r.get("mean"))]
+    ok_index = {i for i, _ in ok}
+    # A run without a usable mean has nothing to draw but its failure.
+    failed = [i for i in range(len(runs)) if i not in ok_index]
+    has_base = bool(baseline) and _finite(baseline.get("mean"))
+    if not ok and not has_base:
+        raise FigureError(f"no successful run and no baseline to plot for {metric}")
+
+    with figure_style():
+        fig, ax = new_figure()
+        xs = list(range(1, len(runs) + 1))
+        if has_base:
+            base_mean = float(baseline["mean"])
+            lo, hi = _error(base_mean, baseline.get("ci95"))
+            # Span the whole axis (axes coordinates in x) so that the band reads as a reference level.
+            ax.axhspan(base_mean - lo, base_mean + hi, color=BASELINE_COLOR, alpha=0.15, linewidth=0)
+            ax.axhline(base_mean, color=BASELINE_COLOR, linestyle="--", linewidth=1.2,
+                       label="baseline (mean, 95% CI band)")
+        if ok:
+            means = [float(r["mean"]) for _, r in ok]
+            errs = [_error(float(r["mean"]), r.get("ci95")) for _, r in ok]
+            ax.errorbar([xs[i] for i, _ in ok], means, yerr=[[e[0] for e in errs], [e[1] for e in errs]],
+                        fmt="o", color=RUN_COLOR, ecolor=RUN_COLOR, elinewidth=1.2,
+                        label="run mean, 95% CI")
+        if failed:
+            # x in data coordinates, y in axes coordinates: the marks sit at the bottom whatever the y range.
+            bottom = blended_transform_factory(ax.transData, ax.transAxes)
+            ax.scatter([xs[i] for i in failed], [0.04] * len(failed), marker="x", s=40, color=FAILED_COLOR,
+                       transform=bottom, clip_on=False, zorder=3, label="failed run")
+            for i in failed:
+                ax.text(xs[i], 0.09, "failed", transform=bottom, ha="center", va="bottom", fontsize=7,
+                        color=FAILED_COLOR)
+            # Leave room under the lowest point for the marks and their labels.
+            ax.margins(y=0.25)
+        if runs:
+            ax.set_xticks(xs)
+            labels = [plain_text(r.get("label", f"run {i + 1}")) for i, r in enumerate(runs)]
+            crowded = len(runs) > 6 or max(len(s) for s in labels) > 8
+            ax.set_xticklabels(labels, rotation=30 if crowded else 0, ha="right" if crowded else "center")
+            ax.set_xlim(0.4, len(runs) + 0.6)
+        else:
+            ax.set_xticks([])
+        ax.grid(axis="x", visible=False)
+        ax.set_ylabel(f"{plain_text(metric)} ({'higher' if direction == 'max' else 'lower'} is better)")
+        # Above the axes, so that the legend never covers a point.
+        ax.legend(loc="lower left", bbox_to_anchor=(0.0, 1.01), ncol=3, borderaxespad=0.0, handletextpad=0.4)
+        path = save_figure(fig, Path(out_dir) / "metric_per_run.pdf")
+
+    parts = []
+    if ok:
+        parts.append(f"Mean \\texttt{{{tex_escape(metric)}}} of each successful run (points); error bars are "
+                     f"95\\% t-intervals over {_seeds_phrase([r.get('n', 0) for _, r in ok])}.")
+    else:
+        parts.append(f"No run of \\texttt{{{tex_escape(metric)}}} succeeded.")
+    if has_base:
+        parts.append("The dashed line is the baseline's mean and the shaded band its 95\\% t-interval over "
+                     f"{_seeds_phrase([baseline.get('n', 0)])}.")
+    if failed:
+        parts.append(f"{len(failed)} failed run{'s are' if len(failed) > 1 else ' is'} marked with an x.")
+    parts.append(f"{'Higher' if direction == 'max' else 'Lower'} is better.")
+    return Figure(path=path, caption=" ".join(parts), label="fig:metric_per_run")
+
+
+def _one_line(text: str, limit: int = 200) -> str:
+    line = " ".join(str(text).split())
+    return line if len(line) <= limit else line[: limit - 3] + "..."
+
+
+def template_figures(template_root: Path, best: dict, baseline: dict, out_dir: Path) -> list[Figure]:
+    """The template's own figures of the best run against the baseline; [] if it has none.
+
+    Loads template_root/figures.py by path (templates are not packages) and calls its
+    `figures(best_final_info, baseline_final_info, out_dir) -> list[Figure]`. Any failure,
+    on import or in the call, or a result that is not a list of existing Figure files,
+    becomes a FigureError naming the template with a one-line reason.
+    """
+    template_root = Path(template_root)
+    source = template_root / "figures.py"
+    if not source.is_file():
+        return []
+    name = template_root.name
+    module_name = f"_scientist_template_figures_{name}"
+    open_before = set(plt.get_fignums())
+    try:
+        spec = importlib.util.spec_from_file_location(module_name, source)
+        if spec is None or spec.loader is None:
+            raise ImportError(f"cannot load {source}")
+        module = importlib.util.module_from_spec(spec)
+        # Registered while it runs (dataclasses and pickling look modules up there), removed after,
+        # so that an edited figures.py is loaded afresh next time.
+        sys.modules[module_name] = module
+        try:
+            spec.loader.exec_module(module)
+            make = getattr(module, "figures", None)
+            if not callable(make):
+                raise AttributeError("figures.py defines no figures(best, baseline, out_dir) function")
+            out_dir = Path(out_dir)
+            out_dir.mkdir(parents=True, exist_ok=True)
+            result = make(best, baseline, out_dir)
+        finally:
+            sys.modules.pop(module_name, None)
+    except Exception as e:  # a template's figure code is not ours: any fault is one line in the paper log
+        raise FigureError(f"template {name}: figures.py failed: {type(e).__name__}: {_one_line(e)}") from e
+    finally:
+        # Close whatever the template left open, so that many papers do not leak figures.
+        for num in set(plt.get_fignums()) - open_before:
+            plt.close(num)
+    if not isinstance(result, list) or not all(isinstance(f, Figure) for f in result):
+        raise FigureError(f"template {name}: figures() returned {type(result).__name__}, not a list of Figure")
+    missing = [str(f.path) for f in result if not Path(f.path).is_file()]
+    if missing:
+        raise FigureError(f"template {name}: figures() returned figures whose files do not exist: "
+                          f"{_one_line(', '.join(missing))}")
+    return result

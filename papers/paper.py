@@ -1,0 +1,158 @@
+"""Write one idea's paper: figures, tables, sections, citation and claim checks, LaTeX compiled to PDF.
+
+    figures + tables from logged results
+      -> sections (template writer, or LLM: draft + one refinement each)
+      -> \\cite keys not in the bibliography removed
+      -> claim check: unverified numbers go back to the model, then any left are struck out
+      -> render paper.tex, compile with latexmk; the first error goes back to the model (bounded rounds)
+      -> paper.pdf, paper.tex, references.bib, figures/, claim_check.json
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from pathlib import Path
+
+from papers import latex
+from papers.claims import Fact, check, strip_unverified
+from papers.facts import PaperInput, collect, failures_table, results_table, run_name, tex_escape
+from papers.figures import FigureError, metric_per_run, template_figures
+from papers.render import SECTIONS, bib_keys, bibliography, fix_citations, render, section_at
+from papers.writers import LLMWriter, template_sections, write_sections
+
+CLAIM_ROUNDS = 2
+_TABLE = re.compile(r"\\begin\{(table\*?|tabular\*?|tabularx)\}.*?\\end\{\1\}", re.S)
+COMPILE_ROUNDS = 3
+
+
+def _figures(inp: PaperInput, fig_dir: Path, problems: list[str]) -> list[dict]:
+    figs = []
+    runs = [{"label": run_name(r).replace("_", " "), "status": "ok" if r.get("metric") else "failed",
+             **({k: r["metric"][k] for k in ("mean", "ci95", "n")} if r.get("metric") else {})}
+            for r in inp.entry["runs"]]
+    b = inp.baseline["metrics"][inp.metric]
+    try:
+        figs.append(metric_per_run(runs, {"mean": b["mean"], "ci95": b["ci95"], "n": b["n"]}, inp.metric,
+                                   inp.direction, fig_dir))
+    except FigureError as e:
+        problems.append(f"figure metric_per_run: {e}")
+    if inp.best_info is not None:
+        try:
+            figs += template_figures(inp.template.root, inp.best_info, inp.baseline, fig_dir)
+        except FigureError as e:
+            problems.append(f"template figures: {e}")
+    # Paths relative to the paper folder, so the .tex compiles wherever the folder is moved.
+    return [{"path": f"figures/{f.path.name}", "caption": f.caption, "label": f.label} for f in figs
+            if f.path.is_file()]
+
+
+def _facts_text(facts: list[Fact]) -> str:
+    shown = [f for f in facts if ".seed_" not in f.name and "[" not in f.name]
+    return "\n".join(f"{f.name} = {f.value:.6g}" for f in shown)
+
+
+def _listing(inp: PaperInput) -> tuple[str, str]:
+    if not inp.sources:
+        return "", ""
+    if len(inp.sources) == 1:
+        (path, src), = inp.sources.items()
+        return src.rstrip(), f"The best run's {path.replace('_', chr(92) + '_')}."
+    body = "\n\n".join(f"# --- {p} ---\n{s.rstrip()}" for p, s in inp.sources.items())
+    return body, "The best run's editable files."
+
+
+def write_paper(inp: PaperInput, paper_dir: Path, *, llm=None, compile_timeout_s: float = 120.0,
+                report=None) -> dict:
+    """Write and compile the paper of one idea into paper_dir; returns its status for summary.json."""
+    started = time.time()
+    paper_dir.mkdir(parents=True, exist_ok=True)
+    problems: list[str] = []
+    figures = _figures(inp, paper_dir / "figures", problems)
+    tables = [t for t in (results_table(inp) if inp.ok_runs else None, failures_table(inp)) if t]
+    facts = collect(inp) + [Fact("p_threshold", 0.001)]
+    bib = bibliography(inp.template.root)
+    keys = bib_keys(bib)
+    writer = LLMWriter(llm) if llm is not None else None
+    sections = (write_sections(writer, inp, _facts_text(facts), sorted(keys)) if writer
+                else template_sections(inp))
+
+    dropped_cites: list[str] = []
+    fixes: list[str] = []
+
+    def clean(name: str, text: str) -> str:
+        # Tables come from the logs; a table the model typed into its prose would escape the claim check.
+        text, n_tables = _TABLE.subn("", text)
+        if n_tables:
+            fixes.append(f"{name}: removed {n_tables} model-written table(s)")
+        text, dropped = fix_citations(text, keys)
+        dropped_cites.extend(dropped)
+        text, applied = latex.cheap_fixes(text)
+        fixes.extend(f"{name}: {a}" for a in applied)
+        return text
+
+    sections = {name: clean(name, sections.get(name, "")) for name in SECTIONS}
+    claims = check(sections, facts)
+    for _ in range(CLAIM_ROUNDS if writer else 0):
+        bad = {c.section for c in claims.unverified}
+        if not bad:
+            break
+        for name in bad:
+            sections[name] = clean(name, writer.fix(name, sections[name], claims.feedback(name)))
+        claims = check(sections, facts)
+    struck: list[str] = []
+    for name in {c.section for c in claims.unverified}:
+        sections[name], removed = strip_unverified(sections[name], [c for c in claims.unverified
+                                                                    if c.section == name])
+        struck += removed
+    final_claims = check(sections, facts)
+
+    listing, listing_caption = _listing(inp)
+    context = {"title": _title(inp), "author": "jax-scientist (automated research pipeline)",
+               "date": time.strftime("%Y-%m-%d"), "sections": sections, "tables": tables, "figures": figures,
+               "listing": listing, "listing_caption": listing_caption}
+    (paper_dir / "references.bib").write_text(bib)
+    tex_path = paper_dir / "paper.tex"
+    rounds: list[str] = []
+    result = None
+    for attempt in range(COMPILE_ROUNDS + 1):
+        tex = render(inp.template.root, context)
+        tex_path.write_text(tex)
+        result = latex.compile_pdf(tex_path, timeout_s=compile_timeout_s)
+        if result.ok:
+            break
+        rounds.append(result.first_error or "unknown LaTeX error")
+        name = section_at(tex, result.error_line)
+        if writer is None or name is None or attempt == COMPILE_ROUNDS:
+            break
+        fixed = clean(name, writer.fix(name, sections[name], f"The paper failed to compile with this LaTeX error "
+                                                             f"in this section: {result.first_error}"))
+        fixed_claims = check({name: fixed}, facts)
+        sections[name], removed = strip_unverified(fixed, fixed_claims.unverified)
+        struck += removed
+        final_claims = check(sections, facts)
+        context["sections"] = sections
+
+    check_report = {
+        "claims": final_claims.to_json(),
+        "claims_before_fixes": claims.to_json() if claims.unverified else None,
+        "struck_sentences": struck,
+        "dropped_citations": sorted(set(dropped_cites)),
+        "cheap_latex_fixes": fixes,
+        "figure_problems": problems,
+        "compile_errors": rounds,
+        "writer": "llm" if writer else "template",
+        "seconds": time.time() - started,
+    }
+    (paper_dir / "claim_check.json").write_text(json.dumps(check_report, indent=1))
+    status = {"tex": str(tex_path), "claim_check": str(paper_dir / "claim_check.json"),
+              "unverified_numbers": len(final_claims.unverified), "figures": len(figures)}
+    if result is not None and result.ok:
+        return {"status": "ok", "pdf": str(result.pdf), **status}
+    return {"status": "writeup_failed", "reason": (result.first_error if result else "not compiled"),
+            "log": str(result.log_path) if result else None, **status}
+
+
+def _title(inp: PaperInput) -> str:
+    return tex_escape(inp.idea.get("title") or inp.entry["name"])

@@ -1,0 +1,9 @@
+"""Plain text made safe for LaTeX."""
+
+_TEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
+                "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
+
+
+def tex_escape(text: str) -> str:
+    """Escape LaTeX's special characters in plain text (titles, captions, reasons)."""
+    return "".join(_TEX_SPECIAL.get(ch, ch) for ch in str(text))

@@ -1,0 +1,207 @@
+"""Who writes the prose: the template writer (no model, a factual report) or an LLM, section by section.
+
+Both return LaTeX bodies for the sections of papers.render.SECTIONS. Numbers in
+the template writer's text come straight from the logged facts; the LLM's text
+goes through the claim check afterwards.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from papers.facts import PaperInput, fmt, fmt_p, run_name, tex_escape
+from papers.render import HEADINGS, SECTIONS
+from scientist.formats import FormatError, parse_latex_block
+from scientist.llm import LLM
+
+
+def _template_text(root: Path, name: str) -> str:
+    path = root / "latex" / f"{name}.tex"
+    return path.read_text().strip() if path.is_file() else ""
+
+
+def _verdict_sentence(inp: PaperInput) -> str:
+    best = inp.entry.get("best")
+    if not best:
+        return ""
+    m, c = best["metric"], best["metric"]["comparison"]
+    b = inp.baseline["metrics"][inp.metric]
+    p = fmt_p(c["p_value"]).replace("$", "")
+    p_text = f"$p{p}$" if p.startswith("<") else f"$p = {p}$"
+    holm = c.get("p_value_holm")
+    holm_text = ""
+    if holm is not None:
+        hp = fmt_p(holm).replace("$", "")
+        holm_text = ("; after Holm's adjustment for all runs of the session compared with the baseline "
+                     "\\cite{holm1979simple}, " + (f"$p{hp}$" if hp.startswith("<") else f"$p = {hp}$") +
+                     f", {c.get('verdict_holm', c['verdict'])}")
+    return (f"The best run reached {fmt(m['mean'])} $\\pm$ {fmt(m['stderr'])} (mean $\\pm$ standard error; 95\\% "
+            f"interval [{fmt(m['ci95'][0])}, {fmt(m['ci95'][1])}], $n = {m['n']}$ seeds) against the baseline's "
+            f"{fmt(b['mean'])} $\\pm$ {fmt(b['stderr'])}. Welch's $t$-test \\cite{{welch1947generalization}} "
+            f"gives {p_text}: {c['verdict']}{holm_text}.")
+
+
+def template_sections(inp: PaperInput) -> dict[str, str]:
+    """A complete, factual report rendered from the template's text and the logged results."""
+    spec, root = inp.template.spec, inp.template.root
+    metric = tex_escape(inp.metric)
+    better = "higher" if inp.direction == "max" else "lower"
+    title = tex_escape(inp.idea.get("title", inp.entry["name"]))
+    hypothesis = tex_escape(inp.idea.get("hypothesis", ""))
+    experiment = tex_escape(inp.idea.get("experiment", ""))
+    runs = inp.entry["runs"]
+    ok = inp.ok_runs
+    n_runs = len({r["run"] for r in runs})
+    verdict = _verdict_sentence(inp)
+    if ok:
+        abstract = (f"We study the idea \\emph{{{title}}} on the \\texttt{{{tex_escape(spec.name)}}} template: "
+                    f"{tex_escape(spec.description)}. {hypothesis} We ran {n_runs} runs of the idea, each trained "
+                    f"and scored by a sealed evaluator on held-out data over several seeds. {verdict}")
+    else:
+        reasons = sorted({tex_escape((r.get("reason") or "unknown")[:160]) for r in runs})
+        abstract = (f"We study the idea \\emph{{{title}}} on the \\texttt{{{tex_escape(spec.name)}}} template. "
+                    f"{hypothesis} No attempt of this idea produced a result, so this is a negative report: it "
+                    f"records what was tried and why it failed ({'; '.join(reasons) or 'no attempt was made'}).")
+    background = _template_text(root, "background") or tex_escape(spec.description) + "."
+    setup = _template_text(root, "setup") or tex_escape(spec.metric.description)
+    setup += (f"\n\nEvery run is evaluated over $n = {inp.baseline['n']}$ seeds; we report the mean, its standard "
+              f"error and a 95\\% $t$-interval of the metric \\texttt{{{metric}}} ({better} is better), and we call "
+              f"a run better or worse than the baseline only when Welch's two-sided $t$-test "
+              f"\\cite{{welch1947generalization}} finds the difference significant at the 0.05 level.")
+    method = (f"{experiment}\n\nThe code that may change is the template's editable file "
+              f"({tex_escape(', '.join(spec.editable))}); the training harness and the evaluator are fixed, and "
+              f"the evaluator never imports the edited code.")
+    if inp.sources:
+        method += " Listing~\\ref{lst:candidate} shows the best run's version."
+    if ok:
+        results = ("Table~\\ref{tab:results} lists every successful run against the baseline. " + verdict)
+        if inp.entry.get("reason"):
+            results += f" The idea stopped early: {tex_escape(inp.entry['reason'])}."
+    else:
+        results = "No run of this idea succeeded; Table~\\ref{tab:failures} gives each attempt's recorded reason."
+    if any(r.get("status") != "ok" for r in runs) and ok:
+        results += " Table~\\ref{tab:failures} lists the attempts that failed and why."
+    related = ("The experiments were proposed, implemented, run and reported by an automated research pipeline in "
+               "the style of The AI Scientist \\cite{lu2024aiscientist}; every number in this report is read from "
+               "the logged results of the sealed evaluator. " + _template_text(root, "related"))
+    if not ok:
+        conclusion = ("The idea did not yield a working experiment within the attempts allowed. The failure reasons "
+                      "above are the useful outcome: they show what the implementation must avoid.")
+    elif best_verdict(inp) == "better":
+        conclusion = ("The idea improved on the baseline with a significant difference, also after adjusting for the "
+                      "number of comparisons. The best run is still the maximum of several, so a confirmation on "
+                      "fresh seeds should precede any stronger claim.")
+    else:
+        conclusion = ("The idea did not improve significantly on the baseline once the number of comparisons is "
+                      "accounted for. Differences of this size are within what seed-to-seed variation and the "
+                      "selection of the best run can produce.")
+    return {"abstract": abstract, "introduction": f"{hypothesis} {verdict}".strip(), "background": background,
+            "method": method, "experimental_setup": setup, "results": results, "related_work": related.strip(),
+            "conclusion": conclusion}
+
+
+def best_verdict(inp: PaperInput) -> str | None:
+    best = inp.entry.get("best")
+    if not best:
+        return None
+    c = best["metric"]["comparison"]
+    return c.get("verdict_holm", c["verdict"])
+
+
+WRITER_SYSTEM = ("You are an expert machine learning researcher writing a paper for a top venue. You write "
+                 "precise, honest LaTeX and never state a number that is not in the results you are given.")
+
+
+def results_brief(inp: PaperInput) -> str:
+    """The logged results in words, with exact values, for the model."""
+    lines = [f"Template: {inp.template.name}: {inp.template.spec.description}",
+             f"Metric: {inp.metric} ({'higher' if inp.direction == 'max' else 'lower'} is better). "
+             f"{inp.template.spec.metric.description}",
+             f"Significance: {inp.significance}"]
+    b = inp.baseline["metrics"][inp.metric]
+    lines.append(f"Baseline: mean {b['mean']:.4f}, s.e. {b['stderr']:.4f}, 95% CI [{b['ci95'][0]:.4f}, "
+                 f"{b['ci95'][1]:.4f}], n {b['n']}")
+    for r in inp.entry["runs"]:
+        name = run_name(r)
+        if r.get("status") == "ok" and r.get("metric"):
+            m, c = r["metric"], r["metric"]["comparison"]
+            holm = c.get("p_value_holm", float("nan"))
+            lines.append(f"{name}: mean {m['mean']:.4f}, s.e. {m['stderr']:.4f}, 95% CI [{m['ci95'][0]:.4f}, "
+                         f"{m['ci95'][1]:.4f}], n {m['n']}, difference {c['difference']:+.4f}, Welch p "
+                         f"{c['p_value']:.4g} ({c['verdict']}), Holm-adjusted p {holm:.4g}"
+                         f" ({c.get('verdict_holm', '')}). What was tried: {r.get('note', '')}")
+        else:
+            lines.append(f"{name}: {r.get('status')}: {r.get('reason')}")
+    return "\n".join(lines)
+
+
+class LLMWriter:
+    """Each section from the idea, the notes and the logged results, then one refinement pass."""
+
+    def __init__(self, llm: LLM, max_reasks: int = 2):
+        self.llm = llm
+        self.max_reasks = max_reasks
+
+    def _latex(self, stage: str, messages: list[dict]) -> str:
+        error = ""
+        for _ in range(self.max_reasks + 1):
+            text = self.llm.chat(stage, messages, temperature=0.5)
+            messages.append({"role": "assistant", "content": text})
+            try:
+                return parse_latex_block(text).strip()
+            except FormatError as e:
+                error = str(e)
+                messages.append({"role": "user", "content": f"{error} Reply with the section in one ```latex block."})
+        raise FormatError(f"no LaTeX block after {self.max_reasks + 1} tries: {error}")
+
+    def section(self, name: str, inp: PaperInput, facts_text: str, cite_keys: list[str], context: dict) -> str:
+        """Write and refine one section; returns its LaTeX body."""
+        heading = HEADINGS.get(name, "Abstract")
+        already = "\n\n".join(f"[{HEADINGS.get(k, 'Abstract')}]\n{v}" for k, v in context.items() if v)
+        prompt = f"""Write the {heading} section of a paper about this idea.
+
+Idea: {inp.idea.get("title")}
+Hypothesis: {inp.idea.get("hypothesis")}
+Experiment: {inp.idea.get("experiment")}
+
+Notes of what was tried:
+{inp.notes}
+
+Logged results (the only source of numbers):
+{results_brief(inp)}
+
+Numbers you may use, exactly or rounded (name = value):
+{facts_text}
+
+Citation keys you may use with \\cite{{...}}: {", ".join(cite_keys)}
+The paper has Table~\\ref{{tab:results}} (all runs against the baseline), Figure~\\ref{{fig:metric_per_run}} and,
+where the template has them, more figures; Listing~\\ref{{lst:candidate}} shows the best run's code.
+
+Sections written so far:
+{already or "(none)"}
+
+Rules: no \\section command (it is added for you); no numbers that are not in the list above; say plainly when a
+difference is not significant; LaTeX only (escape %, &, _). Reply with the section body in one ```latex block."""
+        messages = [{"role": "system", "content": WRITER_SYSTEM}, {"role": "user", "content": prompt}]
+        draft = self._latex(f"writeup:{name}", messages)
+        messages.append({"role": "user", "content": (
+            "Criticise this section: is every claim supported by the logged results, is anything unclear, "
+            "redundant or overstated, are the rules followed? Then reply with the improved section in one "
+            "```latex block.")})
+        return self._latex(f"writeup:{name}:refine", messages) or draft
+
+    def fix(self, name: str, text: str, problem: str) -> str:
+        """Ask for a corrected section given a problem (unverified numbers or a LaTeX error)."""
+        messages = [{"role": "system", "content": WRITER_SYSTEM},
+                    {"role": "user", "content": f"This is the {HEADINGS.get(name, 'Abstract')} section of a paper:"
+                                                f"\n\n```latex\n{text}\n```\n\n{problem}\n\nReply with the corrected "
+                                                "section in one ```latex block."}]
+        return self._latex(f"writeup:{name}:fix", messages)
+
+
+def write_sections(writer: LLMWriter, inp: PaperInput, facts_text: str, cite_keys: list[str]) -> dict[str, str]:
+    """All sections in order, each seeing the ones before it."""
+    done: dict[str, str] = {}
+    for name in SECTIONS:
+        done[name] = writer.section(name, inp, facts_text, cite_keys, done)
+    return done

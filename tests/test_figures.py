@@ -1,0 +1,134 @@
+"""Paper figures: the per-run metric figure and templates' own figures, on synthetic final_info dicts."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pytest
+from pypdf import PdfReader
+
+from papers.figures import Figure, FigureError, metric_per_run, template_figures
+
+ROOT = Path(__file__).resolve().parent.parent
+DISCOPOP = ROOT / "templates" / "discopop"
+
+# A '%' or '_' not preceded by a backslash would break (or comment out) the LaTeX caption.
+UNESCAPED = re.compile(r"(?<!\\)[%_&#]")
+
+
+def assert_pdf(path: Path) -> None:
+    """A non-empty PDF with one page that pypdf can open."""
+    assert path.suffix == ".pdf" and path.is_file() and path.stat().st_size > 0
+    assert len(PdfReader(path).pages) == 1
+
+
+def assert_caption_safe(fig: Figure) -> None:
+    assert fig.caption and not UNESCAPED.search(fig.caption), fig.caption
+    assert "95\\%" in fig.caption
+    assert fig.label.startswith("fig:")
+
+
+def final_info(shift: float, seeds: int = 3, betas: tuple[float, ...] = (0.1, 0.5, 2.0)) -> dict:
+    """A final_info.json-shaped dict with a small synthetic reward-KL frontier."""
+    rng = np.random.default_rng(int(shift * 100))
+    b = np.asarray(betas)
+    kl = (1.5 / b)[None, :] * (1 + 0.05 * rng.standard_normal((seeds, b.size)))
+    gain = shift + np.log1p(kl) + 0.02 * rng.standard_normal((seeds, b.size))
+    values = list(rng.normal(1.3 + shift, 0.01, seeds))
+    mean = float(np.mean(values))
+    return {
+        "template": "discopop", "metric": "reward_gain_at_kl", "direction": "max", "n": seeds,
+        "metrics": {"reward_gain_at_kl": {"values": values, "mean": mean, "stderr": 0.01,
+                                          "ci95": [mean - 0.02, mean + 0.02], "n": seeds}},
+        "extra": {"betas": list(betas), "kl": kl.tolist(), "reward_gain": gain.tolist(), "kl_budget": 1.0,
+                  "reference_reward": 0.84, "oracle_gain": 1.9},
+        "evaluate_s": 1.0,
+    }
+
+
+RUNS = [
+    {"label": "run 1", "mean": 1.35, "ci95": [1.34, 1.36], "n": 8, "status": "ok"},
+    {"label": "run 2", "mean": None, "ci95": None, "n": 0, "status": "failed"},
+    {"label": "run 3 (50% lr_scale)", "mean": 1.37, "ci95": [1.36, 1.38], "n": 8, "status": "ok"},
+    {"label": "run 4", "mean": 1.20, "ci95": [float("nan"), float("nan")], "n": 1, "status": "ok"},
+]
+BASELINE = {"mean": 1.36, "ci95": [1.355, 1.365], "n": 8}
+
+
+def test_metric_per_run_writes_pdf_with_failed_runs(tmp_path: Path) -> None:
+    fig = metric_per_run(RUNS, BASELINE, "reward_gain_at_kl", "max", tmp_path / "figures")
+    assert fig.path == tmp_path / "figures" / "metric_per_run.pdf"
+    assert_pdf(fig.path)
+    assert_caption_safe(fig)
+    assert fig.label == "fig:metric_per_run"
+    assert "1 failed run is marked" in fig.caption and "Higher is better" in fig.caption
+    assert plt.get_fignums() == []  # closed after saving
+
+
+def test_metric_per_run_is_reproducible(tmp_path: Path) -> None:
+    a = metric_per_run(RUNS, BASELINE, "loss", "min", tmp_path / "a").path.read_bytes()
+    b = metric_per_run(RUNS, BASELINE, "loss", "min", tmp_path / "b").path.read_bytes()
+    assert a == b
+
+
+def test_metric_per_run_with_only_failures_or_only_baseline(tmp_path: Path) -> None:
+    failed = [{"label": "run 1", "status": "failed"}, {"label": "run 2", "status": "failed"}]
+    assert_pdf(metric_per_run(failed, BASELINE, "acc", "max", tmp_path / "a").path)
+    assert_pdf(metric_per_run(RUNS[:1], {}, "acc", "max", tmp_path / "b").path)
+
+
+def test_metric_per_run_nothing_to_plot(tmp_path: Path) -> None:
+    with pytest.raises(FigureError, match="no successful run and no baseline"):
+        metric_per_run([{"label": "run 1", "status": "failed"}], {}, "acc", "max", tmp_path)
+    with pytest.raises(FigureError):
+        metric_per_run([], None, "acc", "max", tmp_path)
+    assert not (tmp_path / "metric_per_run.pdf").exists()
+
+
+def test_discopop_template_figures(tmp_path: Path) -> None:
+    figs = template_figures(DISCOPOP, final_info(0.1), final_info(0.0), tmp_path)
+    assert [f.label for f in figs] == ["fig:reward_kl_frontier", "fig:reward_gain_per_beta"]
+    for fig in figs:
+        assert fig.path.parent == tmp_path
+        assert_pdf(fig.path)
+        assert_caption_safe(fig)
+        assert "3 seeds" in fig.caption
+    assert "KL budget" in figs[0].caption
+    assert plt.get_fignums() == []
+
+
+def test_discopop_template_figures_reject_missing_frontier(tmp_path: Path) -> None:
+    broken = final_info(0.0)
+    del broken["extra"]["kl"]
+    with pytest.raises(FigureError, match=r"template discopop: .*extra\.kl"):
+        template_figures(DISCOPOP, final_info(0.1), broken, tmp_path)
+
+
+def test_template_without_figures(tmp_path: Path) -> None:
+    assert template_figures(tmp_path, {}, {}, tmp_path / "out") == []
+
+
+def test_broken_template_figures(tmp_path: Path) -> None:
+    root = tmp_path / "mytemplate"
+    root.mkdir()
+    (root / "figures.py").write_text(
+        "import matplotlib.pyplot as plt\n"
+        "def figures(best, baseline, out_dir):\n"
+        "    plt.figure()  # left open: the loader must close it\n"
+        "    raise ValueError('bad frontier\\nsecond line')\n"
+    )
+    with pytest.raises(FigureError, match="template mytemplate: .*ValueError: bad frontier second line") as e:
+        template_figures(root, {}, {}, tmp_path / "out")
+    assert "\n" not in str(e.value)
+    assert plt.get_fignums() == []
+
+    (root / "figures.py").write_text("import does_not_exist\n")
+    with pytest.raises(FigureError, match="template mytemplate: .*ModuleNotFoundError"):
+        template_figures(root, {}, {}, tmp_path / "out")
+
+    (root / "figures.py").write_text("def figures(best, baseline, out_dir):\n    return ['not a figure']\n")
+    with pytest.raises(FigureError, match="template mytemplate: .*not a list of Figure"):
+        template_figures(root, {}, {}, tmp_path / "out")
