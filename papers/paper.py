@@ -19,7 +19,7 @@ from papers import latex
 from papers.claims import Fact, check, strip_unverified
 from papers.facts import PaperInput, collect, failures_table, results_table, run_name, tex_escape
 from papers.figures import FigureError, metric_per_run, template_figures
-from papers.render import SECTIONS, bib_keys, bibliography, fix_citations, render, section_at
+from papers.render import SECTIONS, bib_keys, bibliography, fix_citations, literature_bib, render, section_at
 from papers.writers import LLMWriter, template_sections, write_sections
 
 CLAIM_ROUNDS = 2
@@ -73,6 +73,8 @@ def write_paper(inp: PaperInput, paper_dir: Path, *, llm=None, compile_timeout_s
     tables = [t for t in (results_table(inp) if inp.ok_runs else None, failures_table(inp)) if t]
     facts = collect(inp) + [Fact("p_threshold", 0.001)]
     bib = bibliography(inp.template.root)
+    if inp.idea.get("literature"):  # what --literature found for this idea can be cited too
+        bib += "\n\n" + literature_bib(inp.idea["literature"])
     keys = bib_keys(bib)
     writer = LLMWriter(llm) if llm is not None else None
     sections = (write_sections(writer, inp, _facts_text(facts), sorted(keys)) if writer

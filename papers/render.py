@@ -56,6 +56,22 @@ def bibliography(template_root: Path | None) -> str:
     return "\n".join(parts)
 
 
+def literature_bib(papers: list[dict]) -> str:
+    """BibTeX entries for the papers a literature search found for the idea (keys lit1, lit2, ...)."""
+    entries = []
+    for i, p in enumerate(papers, start=1):
+        fields = {"title": _bib_text(p.get("title", "")), "year": str(p.get("year") or ""),
+                  "howpublished": _bib_text(p.get("venue") or ""), "url": p.get("url") or ""}
+        body = ",\n".join(f"  {k} = {{{v}}}" for k, v in fields.items() if v)
+        entries.append(f"@misc{{lit{i},\n{body}\n}}")
+    return "\n\n".join(entries)
+
+
+def _bib_text(text: str) -> str:
+    # Braces and backslashes from an API's titles would break BibTeX; keep the words.
+    return " ".join(str(text).replace("{", "").replace("}", "").replace("\\", " ").split())
+
+
 def bib_keys(bib: str) -> set[str]:
     """The citation keys a .bib defines."""
     return set(re.findall(r"@\w+\s*\{\s*([^,\s]+)\s*,", bib))

@@ -135,6 +135,14 @@ def results_brief(inp: PaperInput) -> str:
     return "\n".join(lines)
 
 
+def _literature_note(inp: PaperInput) -> str:
+    found = inp.idea.get("literature") or []
+    if not found:
+        return ""
+    listed = "; ".join(f"lit{i} = {p.get('title')} ({p.get('year') or 'n.d.'})" for i, p in enumerate(found, 1))
+    return f"Papers the literature search found for this idea (cite them as keys lit1, lit2, ...): {listed}"
+
+
 class LLMWriter:
     """Each section from the idea, the notes and the logged results, then one refinement pass."""
 
@@ -174,6 +182,7 @@ Numbers you may use, exactly or rounded (name = value):
 {facts_text}
 
 Citation keys you may use with \\cite{{...}}: {", ".join(cite_keys)}
+{_literature_note(inp)}
 The paper has Table~\\ref{{tab:results}} (all runs against the baseline), Figure~\\ref{{fig:metric_per_run}} and,
 where the template has them, more figures; Listing~\\ref{{lst:candidate}} shows the best run's code.
 

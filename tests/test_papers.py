@@ -229,3 +229,23 @@ def test_writeup_bad_inputs(tmp_path, recorded):
     assert r.code == 2 and "no idea 'nope'" in r.err
     r = writeup(templates, home, run, "--writer", "llm")
     assert r.code == 2 and "--writer must be template, or llm together with --model" in r.err
+
+
+def test_papers_found_by_the_literature_search_are_citable(recorded, tmp_path):
+    from papers.render import bib_keys, fix_citations, literature_bib
+
+    found = [{"title": "Direct Preference {Optimization}", "year": 2023, "venue": "NeurIPS", "url": "https://x.org/1"},
+             {"title": "KTO", "year": None, "venue": "", "url": ""}]
+    bib = literature_bib(found)
+    assert bib_keys(bib) == {"lit1", "lit2"} and "{Optimization}" not in bib
+    text, dropped = fix_citations("As shown \\cite{lit1,lit9}.", bib_keys(bib))
+    assert text == "As shown \\cite{lit1}." and dropped == ["lit9"]
+    # And through the whole writer: the idea's literature ends up in references.bib and compiles.
+    templates, home, run = copy_run(recorded, tmp_path)
+    ideas = json.loads((run / "ideas.json").read_text())
+    ideas[0]["literature"] = found
+    (run / "ideas.json").write_text(json.dumps(ideas))
+    r = writeup(templates, home, run)
+    assert r.code == 0, r.text
+    idea = json.loads((run / "summary.json").read_text())["ideas"][0]
+    assert "@misc{lit1," in (run / idea["folder"] / "paper" / "references.bib").read_text()
