@@ -282,6 +282,8 @@ def run(
     no_writeup: bool = typer.Option(False, "--no-writeup", help="Skip the paper stage."),
     writer: str = typer.Option(None, "--writer", help="template (no model) or llm (default: llm with --model)."),
     no_review: bool = typer.Option(False, "--no-review", help="Skip the review stage."),
+    review_ensemble: int = typer.Option(5, "--review-ensemble", help="Reviews per paper."),
+    review_reflections: int = typer.Option(5, "--review-reflections", help="Reflection rounds per review."),
     log_json: bool = typer.Option(False, "--log-json", help="Progress as JSON lines on stdout."),
     home: Path = HomeOpt,
     templates_dir: Path = TemplatesDirOpt,
@@ -297,11 +299,12 @@ def run(
         _fail(f"unknown proposer {proposer!r}; choose llm or evolve")
     if proposer == "llm" and not model:
         _fail("--proposer llm needs --model (any litellm model string, e.g. openai/gpt-4o)")
-    for flag, value in (("--ideas", ideas), ("--runs", runs), ("--attempts", attempts)):
+    for flag, value in (("--ideas", ideas), ("--runs", runs), ("--attempts", attempts),
+                        ("--review-ensemble", review_ensemble)):
         if value < 1:
             _fail(f"{flag} must be at least 1")
-    if reflections < 0 or retries < 0:
-        _fail("--reflections and --retries must be 0 or more")
+    if min(reflections, retries, review_reflections) < 0:
+        _fail("--reflections, --review-reflections and --retries must be 0 or more")
     for flag, value in (("--budget-usd", budget_usd), ("--budget-minutes", budget_minutes)):
         if value is not None and value <= 0:
             _fail(f"{flag} must be greater than 0 (nothing can be done with a budget of {value:g})")
@@ -328,7 +331,8 @@ def run(
                             out_dir=out_dir, budget_usd=budget_usd, budget_minutes=budget_minutes, seed=seed,
                             retries=retries, literature=literature, literature_url=literature_url,
                             literature_key=_literature_key(literature), writeup=not no_writeup,
-                            writer=writer, review=not no_review)
+                            writer=writer, review=not no_review, review_ensemble=review_ensemble,
+                            review_reflections=review_reflections)
     try:
         session.check_model(cfg)
     except LLMError as e:
@@ -411,6 +415,121 @@ def writeup(
     raise typer.Exit(0 if all(r["status"] == "ok" for r in results) else 1)
 
 
+@app.command()
+def review(
+    papers: list[Path] = typer.Argument(None, help="PDF files to review."),
+    model: str = typer.Option("openai/gpt-4o", "--model", "-m", help="Any litellm model string."),
+    api_base: str = typer.Option(None, "--api-base", help="OpenAI-compatible server URL."),
+    ensemble: int = typer.Option(5, "--ensemble", help="Independent reviews per paper."),
+    reflections: int = typer.Option(5, "--reflections", help="Reflection rounds per review."),
+    temperature: float = typer.Option(0.75, "--temperature", help="Sampling temperature of the reviews (> 0)."),
+    fewshot: list[Path] = typer.Option(None, "--fewshot", help="Example paper (.pdf/.txt) with its review as .json "
+                                                               "beside it (repeatable; default: the shipped one)."),
+    no_fewshot: bool = typer.Option(False, "--no-fewshot", help="Review without an example."),
+    out: Path = typer.Option(Path("reviews.jsonl"), "--out", help="One JSON line per paper."),
+    concurrency: int = typer.Option(4, "--concurrency", help="Papers reviewed at once."),
+    run_dir: Path = typer.Option(None, "--run-dir", help="The scientist run folder the papers come from."),
+    calibrate: Path = typer.Option(None, "--calibrate", help="CSV of paper,label (accept/reject): report accuracy."),
+    threshold: float = typer.Option(6.0, "--threshold", help="Overall score at or above which a paper counts as "
+                                                             "accepted, for --calibrate."),
+    max_chars: int = typer.Option(60_000, "--max-chars", help="Paper text beyond this is cut, with a note."),
+    retries: int = typer.Option(5, "--retries", help="Retries of a model call on rate limits, timeouts and 5xx."),
+    budget_usd: float = typer.Option(None, "--budget-usd", help="Stop reviewing after spending this much."),
+    home: Path = HomeOpt,
+) -> None:
+    """Review PDFs with the NeurIPS form: ensemble, reflections, area-chair meta-review, injection guard."""
+    import threading
+
+    from reviewer.batch import llm_factory, review_papers
+    from reviewer.calibrate import best_threshold, load_labels, metrics
+    from reviewer.review import ReviewSettings, default_fewshot
+    from scientist.llm import LLM, Budget, LLMError
+
+    labels: list[tuple[Path, bool]] = []
+    if calibrate is not None:
+        try:
+            labels = load_labels(calibrate)
+        except (OSError, ValueError) as e:
+            _fail(f"{calibrate}: {e}")
+        papers = [p for p, _ in labels]
+    if not papers:
+        _fail("no papers given (pass PDF files, or --calibrate LABELS.csv)")
+    if ensemble < 1 or reflections < 0 or concurrency < 1 or not temperature > 0:
+        _fail("--ensemble and --concurrency must be at least 1, --reflections 0 or more, --temperature above 0")
+    if budget_usd is not None and budget_usd <= 0:
+        _fail("--budget-usd must be greater than 0")
+    if run_dir is not None and not (run_dir / "summary.json").is_file():
+        _fail(f"{run_dir} holds no summary.json; --run-dir takes a folder written by scientist run")
+    shots = () if no_fewshot else tuple(fewshot or default_fewshot())
+    for shot in shots:
+        if not shot.is_file() or not shot.with_suffix(".json").is_file():
+            _fail(f"few-shot example {shot} needs the file itself and its review {shot.with_suffix('.json')}")
+    try:
+        LLM(model, recorder=None, budget=Budget(), api_base=api_base).check()
+    except LLMError as e:
+        _fail(str(e))
+    settings = ReviewSettings(ensemble=ensemble, reflections=reflections, temperature=temperature, fewshot=shots)
+    make_llm = llm_factory(model, recorder=_open_store(home).recorder(None), budget=Budget(usd=budget_usd),
+                           api_base=api_base, retries=retries)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text("")
+    lock = threading.Lock()
+    from rich.progress import Progress
+
+    with Progress(console=console, transient=True) as progress:
+        task = progress.add_task(f"reviewing {len(papers)} paper(s)", total=len(papers))
+
+        def done(res: dict) -> None:
+            with lock:
+                with out.open("a") as f:
+                    f.write(json.dumps(res) + "\n")
+                if res["status"] != "ok":
+                    err.print(f"[red]✗[/red] {escape(res['paper'])}: {escape(res['error'] or '')}")
+                progress.advance(task)
+
+        results = review_papers(papers, make_llm, settings, concurrency=concurrency, run_dir=run_dir,
+                                max_chars=max_chars, on_result=done)
+    table = Table(title=f"reviews ({out})")
+    for col in ("paper", "status", "Overall", "Decision", "injection flags", "cost"):
+        table.add_column(col)
+    for r in results:
+        rev = r.get("review") or {}
+        table.add_row(escape(Path(r["paper"]).name), r["status"] if r["status"] == "ok" else "[red]error[/red]",
+                      str(rev.get("Overall", "")), rev.get("Decision", ""), str(len(r.get("injection_flags") or [])),
+                      f"${r['usage']['cost_usd']:.4f}")
+    console.print(table)
+    if labels:
+        _print_calibration(labels, results, threshold, out, metrics, best_threshold)
+    raise typer.Exit(0 if all(r["status"] == "ok" for r in results) else 1)
+
+
+def _print_calibration(labels, results, threshold, out, metrics, best_threshold) -> None:
+    """Accuracy of Decision and of a threshold on Overall against the labels, as The AI Scientist reports."""
+    pairs = [(truth, r["review"]) for (_, truth), r in zip(labels, results, strict=True) if r["status"] == "ok"]
+    if not pairs:
+        err.print("[red]error:[/red] no paper could be reviewed, so there is nothing to calibrate")
+        return
+    truth = [t for t, _ in pairs]
+    by_decision = metrics(truth, [rev["Decision"] == "Accept" for _, rev in pairs])
+    overall = [float(rev["Overall"]) for _, rev in pairs]
+    by_threshold = metrics(truth, [o >= threshold for o in overall])
+    best_t, best = best_threshold(truth, overall)
+    table = Table(title=f"calibration on {len(pairs)} of {len(labels)} labelled papers")
+    for col in ("rule", "accuracy", "balanced accuracy", "F1", "FPR", "FNR"):
+        table.add_column(col)
+    rows = {"Decision": by_decision, f"Overall >= {threshold:g}": by_threshold,
+            f"Overall >= {best_t:g} (best, in-sample)": best}
+    for name, m in rows.items():
+        table.add_row(name, *(f"{getattr(m, k):.3f}" for k in ("accuracy", "balanced_accuracy", "f1", "fpr", "fnr")))
+    console.print(table)
+    console.print("The AI Scientist's reviewer (GPT-4o) on 500 ICLR papers: balanced accuracy 0.65 (humans 0.66), "
+                  "FPR 0.31, FNR 0.39.")
+    # Undefined ratios (no positives, say) are NaN; JSON has no NaN, so they are written as null.
+    report = {name: {k: (None if isinstance(v, float) and v != v else v) for k, v in vars(m).items()}
+              for name, m in rows.items()}
+    out.with_suffix(".calibration.json").write_text(json.dumps(report, indent=1))
+
+
 def _literature_key(source: str | None) -> str | None:
     """The literature API's key (or OpenAlex's polite-pool e-mail), read from the environment only."""
     name = {"semantic-scholar": "S2_API_KEY", "openalex": "OPENALEX_MAILTO"}.get(source or "")
@@ -447,6 +566,9 @@ def _print_summary(out_dir: Path) -> None:
         paper = i.get("paper")
         if paper and paper["status"] == "ok":
             console.print(f"paper: {paper['pdf']}")
+            rev = i.get("review") or {}
+            if "Overall" in rev:
+                console.print(f"review: {rev['path']} (Overall {rev['Overall']}, {rev['Decision']})")
         elif paper:
             console.print(f"paper of {escape(i['name'])}: [red]{paper['status']}[/red]: "
                           f"{escape(paper.get('reason') or '')} (see {paper.get('tex')})")

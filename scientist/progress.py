@@ -93,6 +93,11 @@ class RichReporter:
                 say(f"  paper {escape(f['name'])}: {f['pdf']}")
             else:
                 say(f"  paper {escape(f['name'])}: [red]{f['status']}[/red]: {escape(f.get('reason') or '')}")
+        elif kind == "review":
+            if "error" in f:
+                say(f"  review {escape(f['name'])}: [red]failed[/red]: {escape(f['error'])}")
+            else:
+                say(f"  review {escape(f['name'])}: Overall {f['overall']}, {f['decision']}")
         elif kind == "stopped":
             say(f"[yellow]stopped:[/yellow] {escape(f['reason'])}")
         self._refresh()

@@ -58,6 +58,8 @@ class RunConfig:
     writeup: bool = True
     writer: str = "template"          # 'template' (no model) or 'llm'
     review: bool = True
+    review_ensemble: int = 5
+    review_reflections: int = 5
 
     def to_json(self) -> dict:
         d = asdict(self)
@@ -208,7 +210,42 @@ def run_session(cfg: RunConfig, store: Store, report) -> int:
         _write_outputs(cfg, store, session_id, baseline, ideas, status, reason, time.time() - started)
     if cfg.writeup and baseline is not None and ideas and code != EXIT_INTERRUPTED:
         code = max(code, _writeup(cfg, store, session_id, budget, report))
+        if cfg.review and cfg.model and code in (EXIT_OK, EXIT_ERROR):
+            code = max(code, _review(cfg, store, session_id, budget, report))
     report.event("stage", stage=status, spend_usd=store.session_cost(session_id)[0])
+    return code
+
+
+def _review(cfg: RunConfig, store: Store, session_id: int, budget: Budget, report) -> int:
+    """Review every compiled paper with the run's model; scores go to summary.json and the store."""
+    from reviewer.batch import llm_factory, review_one_paper
+    from reviewer.review import ReviewSettings, default_fewshot
+
+    summary_path = cfg.out_dir / "summary.json"
+    summary = json.loads(summary_path.read_text())
+    settings = ReviewSettings(ensemble=cfg.review_ensemble, reflections=cfg.review_reflections,
+                              fewshot=default_fewshot())
+    make_llm = llm_factory(cfg.model, recorder=store.recorder(session_id), budget=budget, api_base=cfg.api_base,
+                           retries=cfg.retries)
+    code = EXIT_OK
+    for entry in summary["ideas"]:
+        paper = entry.get("paper") or {}
+        if paper.get("status") != "ok":
+            continue
+        report.event("stage", stage=f"review {entry['name']}", spend_usd=budget.spent_usd)
+        res = review_one_paper(Path(paper["pdf"]), make_llm, settings, run_dir=cfg.out_dir)
+        (Path(paper["pdf"]).parent / "review.json").write_text(json.dumps(res, indent=1))
+        if res["status"] == "ok":
+            entry["review"] = {k: res["review"][k] for k in ("Overall", "Decision", "Soundness", "Confidence")}
+            entry["review"]["path"] = str(Path(paper["pdf"]).parent / "review.json")
+            store.save_review(session_id, entry["idx"], res["review"])
+        else:
+            entry["review"] = {"status": "error", "error": res["error"]}
+            code = EXIT_BUDGET if res["error"].startswith("budget:") else EXIT_ERROR
+        report.event("review", name=entry["name"], **({"error": res["error"]} if res["status"] != "ok" else
+                                                      {"overall": res["review"]["Overall"],
+                                                       "decision": res["review"]["Decision"]}))
+        _write_json(summary_path, summary)
     return code
 
 
@@ -248,7 +285,6 @@ def _write_outputs(cfg: RunConfig, store: Store, session_id: int, baseline: Run 
             continue
         if best is None or better(i["best"]["metric"]["mean"], best["metric"]["mean"], metric.direction):
             best = {"idea": i["name"], **i["best"]}
-    stage_note = "not part of this version yet"
     summary = {
         "template": cfg.template.name,
         "template_hash": cfg.template.content_hash(),
@@ -268,7 +304,9 @@ def _write_outputs(cfg: RunConfig, store: Store, session_id: int, baseline: Run 
         "wall_s": wall_s,
         "writeup": ("skipped (--no-writeup)" if not cfg.writeup else
                     f"{cfg.writer} writer; each idea's paper is under its folder (ideas[].paper)"),
-        "review": "skipped (--no-review)" if not cfg.review else stage_note,
+        "review": ("skipped (--no-review)" if not cfg.review else
+                   "skipped: no model to review with (--model)" if not cfg.model else
+                   f"ensemble of {cfg.review_ensemble}, {cfg.review_reflections} reflections (ideas[].review)"),
         "config": cfg.to_json(),
     }
     _write_json(cfg.out_dir / "summary.json", summary)

@@ -67,6 +67,7 @@ CREATE TABLE IF NOT EXISTS ideas (
     reason TEXT,
     notes TEXT,                      -- Markdown: what was tried, what came out
     best_run_id INTEGER,
+    review TEXT,                     -- JSON: the paper's review (Overall, Decision, ...)
     UNIQUE (session_id, idx)
 );
 -- Each attempt of each run of an idea, linked to the sandboxed run it made (if it got that far).
@@ -154,13 +155,16 @@ class Store:
     def __init__(self, path: Path):
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
-        self.db = sqlite3.connect(path, timeout=30.0, isolation_level=None)
+        # Shared by the reviewer's threads: the sqlite3 module serialises access to one connection.
+        self.db = sqlite3.connect(path, timeout=30.0, isolation_level=None, check_same_thread=False)
         self.db.row_factory = sqlite3.Row
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.executescript(SCHEMA)
         columns = {r["name"] for r in self.db.execute("PRAGMA table_info(runs)")}
         if "pid" not in columns:  # stores made before runs recorded their process
             self.db.execute("ALTER TABLE runs ADD COLUMN pid INTEGER")
+        if "review" not in {r["name"] for r in self.db.execute("PRAGMA table_info(ideas)")}:
+            self.db.execute("ALTER TABLE ideas ADD COLUMN review TEXT")
         self.reap_abandoned()
 
     def close(self) -> None:
@@ -253,6 +257,10 @@ class Store:
             (session_id, idx, idea["name"], json.dumps(idea), status, reason, notes, best_run_id))
         row = self.db.execute("SELECT id FROM ideas WHERE session_id=? AND idx=?", (session_id, idx)).fetchone()
         return int(row["id"])
+
+    def save_review(self, session_id: int, idx: int, review: dict) -> None:
+        """Store the review of an idea's paper."""
+        self.db.execute("UPDATE ideas SET review=? WHERE session_id=? AND idx=?", (json.dumps(review), session_id, idx))
 
     def ideas(self, session_id: int | None = None, template: str | None = None) -> list[dict]:
         """Ideas of one session, or of every session of a template (the archive), oldest first."""

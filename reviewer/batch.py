@@ -1,0 +1,83 @@
+"""Review many papers, concurrently up to a bound, one JSON result per paper; a bad paper never stops the batch."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from reviewer.pdf import PaperError, load_paper
+from reviewer.review import CountingRecorder, ReviewFailed, ReviewSettings, Usage, review
+from scientist.formats import FormatError
+from scientist.llm import LLM, BudgetExceeded, LLMError
+
+CLAIMS_MISMATCH = "cannot be accepted: the paper's claims do not match its logged results"
+
+
+def run_context(run_dir: Path, pdf: Path) -> tuple[str, str | None]:
+    """For a paper made by this framework: its claim-check report and sealed results for the reviewer.
+
+    Returns (context text, a reason to force Reject or None). Raises PaperError if the
+    paper is not one of the run folder's papers.
+    """
+    summary = json.loads((run_dir / "summary.json").read_text())
+    for idea in summary.get("ideas", []):
+        paper = idea.get("paper") or {}
+        if paper.get("pdf") and Path(paper["pdf"]).resolve() == pdf.resolve():
+            claims = json.loads(Path(paper["claim_check"]).read_text())
+            unverified = claims["claims"]["unverified"]
+            lines = [
+                "This paper was written by an automated research pipeline. Its sealed results (computed by an "
+                "evaluator the experiment code could not touch) and its claim-check report follow.",
+                f"Best result: {json.dumps(idea.get('best'), default=str)[:3000]}",
+                f"Baseline: {json.dumps(summary.get('baseline'), default=str)}",
+                f"Claim check: {claims['claims']['checked']} numbers checked, {claims['claims']['verified']} "
+                f"matched a logged value, {len(unverified)} unverified; sentences struck for unverified numbers: "
+                f"{len(claims.get('struck_sentences', []))}.",
+            ]
+            return "\n".join(lines), (CLAIMS_MISMATCH if unverified else None)
+    raise PaperError(f"{pdf.name}: not one of the papers of {run_dir}")
+
+
+def review_one_paper(path: Path, make_llm: Callable[[Usage], LLM], settings: ReviewSettings,
+                     run_dir: Path | None = None, max_chars: int = 60_000) -> dict:
+    """Load, guard and review one paper; every failure is a result with a one-line error, not an exception."""
+    usage = Usage()
+    result: dict = {"paper": str(path), "status": "error", "error": None}
+    try:
+        paper = load_paper(path, max_chars=max_chars)
+        result.update(injection_flags=paper.injection_flags, truncated=paper.truncated, note=paper.note)
+        context, force = run_context(run_dir, path) if run_dir is not None else ("", None)
+        llm = make_llm(usage)
+        result.update(review(llm, paper, settings, context=context, force_reject=force), status="ok",
+                      model=llm.model)
+    except (PaperError, ReviewFailed, LLMError, FormatError, OSError, ValueError, KeyError) as e:
+        result["error"] = " ".join(str(e).split()) or type(e).__name__
+    except BudgetExceeded as e:
+        result["error"] = f"budget: {e}"
+    result["usage"] = usage.to_json()
+    return result
+
+
+def review_papers(paths: list[Path], make_llm: Callable[[Usage], LLM], settings: ReviewSettings, *,
+                  concurrency: int = 4, run_dir: Path | None = None, max_chars: int = 60_000,
+                  on_result: Callable[[dict], None] | None = None) -> list[dict]:
+    """Review every paper (in parallel up to `concurrency`); results in the order of `paths`."""
+    def work(path: Path) -> dict:
+        res = review_one_paper(path, make_llm, settings, run_dir, max_chars)
+        if on_result is not None:
+            on_result(res)
+        return res
+
+    with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
+        return list(pool.map(work, paths))
+
+
+def llm_factory(model: str, *, recorder, budget, api_base: str | None, retries: int) -> Callable[[Usage], LLM]:
+    """One LLM per paper, sharing the store's call log and the budget, counting that paper's usage."""
+    def make(usage: Usage) -> LLM:
+        return LLM(model, recorder=CountingRecorder(recorder, usage), budget=budget, api_base=api_base,
+                   max_retries=retries)
+
+    return make

@@ -1,0 +1,117 @@
+"""Calibrating the reviewer against papers with known decisions: labels, metrics and the Overall threshold.
+
+True means accept throughout. Ratios that are undefined on the data (a recall with no positive papers,
+say) are NaN rather than an error, because small calibration sets often lack one of the classes.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+_LABELS = {"accept": True, "accepted": True, "1": True, "true": True,
+           "reject": False, "rejected": False, "0": False, "false": False}
+
+
+@dataclass(frozen=True)
+class Metrics:
+    """How well predicted accept/reject decisions match the true ones."""
+
+    n: int
+    accuracy: float
+    balanced_accuracy: float  # mean of the true positive and true negative rates
+    f1: float  # of the accept class
+    fpr: float  # rejected papers predicted accept, over rejected papers
+    fnr: float  # accepted papers predicted reject, over accepted papers
+    tp: int
+    fp: int
+    tn: int
+    fn: int
+
+
+def _ratio(numerator: int, denominator: int) -> float:
+    """numerator / denominator, or NaN when the denominator is zero."""
+    return numerator / denominator if denominator else math.nan
+
+
+def metrics(truth: list[bool], predicted: list[bool]) -> Metrics:
+    """Accuracy, balanced accuracy, F1, FPR and FNR of `predicted` against `truth` (True = accept).
+
+    Undefined ratios are NaN; balanced accuracy is NaN unless both classes occur in `truth`.
+    """
+    if len(truth) != len(predicted):
+        raise ValueError(f"truth has {len(truth)} labels but predicted has {len(predicted)}")
+    pairs = [(bool(t), bool(p)) for t, p in zip(truth, predicted, strict=True)]
+    tp = sum(t and p for t, p in pairs)
+    fp = sum(not t and p for t, p in pairs)
+    tn = sum(not t and not p for t, p in pairs)
+    fn = sum(t and not p for t, p in pairs)
+    tpr, tnr = _ratio(tp, tp + fn), _ratio(tn, tn + fp)
+    return Metrics(
+        n=len(pairs),
+        accuracy=_ratio(tp + tn, len(pairs)),
+        balanced_accuracy=(tpr + tnr) / 2,  # NaN propagates when a class is absent
+        f1=_ratio(2 * tp, 2 * tp + fp + fn),
+        fpr=_ratio(fp, fp + tn),
+        fnr=_ratio(fn, fn + tp),
+        tp=tp,
+        fp=fp,
+        tn=tn,
+        fn=fn,
+    )
+
+
+def load_labels(path: Path) -> list[tuple[Path, bool]]:
+    """The (paper, accepted) pairs in a CSV with a header holding the columns `paper` and `label`.
+
+    Paper paths are relative to the CSV's folder unless absolute; labels are accept/reject, 1/0 or
+    true/false in any case. Other columns are ignored. A bad row raises ValueError with one line naming its
+    row (the file's line number, header = 1); the caller adds the file name.
+    """
+    path = Path(path)
+    # utf-8-sig: spreadsheets often save a byte order mark, which would otherwise stick to the first column name.
+    with path.open(newline="", encoding="utf-8-sig") as f:
+        reader = csv.DictReader(f)
+        columns = {(name or "").strip().lower(): name for name in reader.fieldnames or []}
+        if "paper" not in columns or "label" not in columns:
+            found = ", ".join(repr(name) for name in reader.fieldnames or []) or "none"
+            raise ValueError(f"the header must name the columns 'paper' and 'label', found {found}")
+        labels: list[tuple[Path, bool]] = []
+        for row in reader:
+            # line_num is the file line the row ended on, the number people see in an editor (header = line 1).
+            where = f"row {reader.line_num}"
+            paper = (row.get(columns["paper"]) or "").strip()
+            label = (row.get(columns["label"]) or "").strip()
+            if not paper:
+                raise ValueError(f"{where}: the paper path is empty")
+            if label.lower() not in _LABELS:
+                raise ValueError(f"{where}: label {label!r} is not accept/reject, 1/0 or true/false")
+            paper_path = Path(paper) if Path(paper).is_absolute() else path.parent / paper
+            labels.append((paper_path, _LABELS[label.lower()]))
+    if not labels:
+        raise ValueError("no labelled papers after the header")
+    return labels
+
+
+def best_threshold(truth: list[bool], overall: list[float]) -> tuple[float, Metrics]:
+    """The Overall threshold t (accept when overall >= t) with the best balanced accuracy, and its metrics.
+
+    Candidates are the observed Overall values; ties go to the lower threshold. When balanced accuracy is
+    undefined for every candidate (one class only), the lowest value is returned.
+    """
+    if len(truth) != len(overall):
+        raise ValueError(f"truth has {len(truth)} labels but overall has {len(overall)} scores")
+    if not overall:
+        raise ValueError("best_threshold needs at least one paper")
+    best: tuple[float, Metrics] | None = None
+    best_score = -math.inf
+    for threshold in sorted(set(overall)):
+        result = metrics(truth, [score >= threshold for score in overall])
+        # An undefined balanced accuracy ranks below every defined one; strictly greater keeps the lower on ties.
+        score = -math.inf if math.isnan(result.balanced_accuracy) else result.balanced_accuracy
+        if best is None or score > best_score:
+            best, best_score = (threshold, result), score
+    assert best is not None  # overall is not empty
+    return best

@@ -1,0 +1,195 @@
+"""Review one paper: an ensemble of reviews, each refined over reflection rounds, then an area chair's meta-review.
+
+Follows The AI Scientist's reviewer (NeurIPS form, reflections that may stop on
+"I am done", an ensemble at a temperature above 0, a meta-review). The numeric
+scores of the result are the means of the ensemble's valid scores rounded to the
+form's scale; the Decision is the area chair's. The model sees only the text a
+human reader would see (reviewer.pdf's injection guard).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from reviewer.form import FORM_TEXT, Review, aggregate, parse_review
+from reviewer.pdf import Paper, load_paper
+from scientist.formats import FormatError, is_done
+from scientist.llm import LLM
+
+FEWSHOT_DIR = Path(__file__).resolve().parent / "fewshot"
+
+REVIEWER_SYSTEM = ("You are an AI researcher who is reviewing a paper that was submitted to a prestigious ML venue. "
+                   "Be critical and cautious in your decision. If a paper is bad or you are unsure, give it bad "
+                   "scores and reject it.")
+
+AREA_CHAIR_SYSTEM = ("You are an Area Chair at a machine learning conference. You are in charge of meta-reviewing a "
+                     "paper that was reviewed by {n} reviewers. Your job is to aggregate the reviews into a single "
+                     "meta-review in the same format. Be critical and cautious in your decision, find consensus, and "
+                     "respect the opinion of all the reviewers.")
+
+
+def reflection_prompt(round_: int, total: int) -> str:
+    """Ask the reviewer to check and refine its review, or say it is done."""
+    return f"""Round {round_}/{total}.
+In your thoughts, first carefully consider the accuracy and soundness of the review you just created.
+Include any other factors that you think are important in evaluating the paper.
+Ensure the review is clear and concise, and the JSON is in the correct format.
+Do not make things overly complicated.
+In the next attempt, try and refine and improve your review.
+Stick to the spirit of the original review unless there are glaring issues.
+
+Respond in the same format as before:
+THOUGHT:
+<THOUGHT>
+
+REVIEW JSON:
+```json
+<JSON>
+```
+
+If there is nothing to improve, simply repeat the previous JSON EXACTLY after the thought and include "I am done" \
+at the end of the thoughts but before the JSON.
+ONLY INCLUDE "I am done" IF YOU ARE MAKING NO MORE CHANGES."""
+
+
+@dataclass(frozen=True)
+class ReviewSettings:
+    """The reviewer's knobs; defaults are The AI Scientist's best reported setting."""
+
+    ensemble: int = 5
+    reflections: int = 5
+    temperature: float = 0.75
+    fewshot: tuple[Path, ...] = ()   # example papers (.pdf or .txt), each with its review as a .json beside it
+    max_reasks: int = 2
+
+
+class ReviewFailed(Exception):
+    """No valid review could be obtained for a paper; one-line message."""
+
+
+@dataclass
+class Usage:
+    """Tokens and dollars of the model calls a review used (replayed calls count what they cost when made)."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost_usd: float = 0.0
+    calls: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def add(self, call: dict) -> None:
+        with self.lock:
+            self.prompt_tokens += int(call.get("prompt_tokens") or 0)
+            self.completion_tokens += int(call.get("completion_tokens") or 0)
+            self.cost_usd += float(call.get("cost_usd") or 0.0)
+            self.calls += 1
+
+    def to_json(self) -> dict:
+        return {"calls": self.calls, "prompt_tokens": self.prompt_tokens,
+                "completion_tokens": self.completion_tokens, "cost_usd": self.cost_usd}
+
+
+@dataclass
+class CountingRecorder:
+    """Wraps the store's call log to count what one paper's review used."""
+
+    inner: object
+    usage: Usage
+
+    def lookup(self, key: str) -> dict | None:
+        call = self.inner.lookup(key)
+        if call is not None:
+            self.usage.add(call)
+        return call
+
+    def record(self, key: str, call: dict) -> None:
+        self.inner.record(key, call)
+        self.usage.add(call)
+
+
+def fewshot_block(paths: tuple[Path, ...]) -> str:
+    """Example papers with their reviews, shown before the paper to review."""
+    if not paths:
+        return ""
+    parts = []
+    for i, path in enumerate(paths, start=1):
+        text = path.read_text() if path.suffix == ".txt" else load_paper(path, max_chars=20_000).text
+        review = json.loads(path.with_suffix(".json").read_text())
+        shown = json.dumps(review, indent=1)
+        parts.append(f"Example {i}:\n```\n{text}\n```\n\nExample review {i}:\n```json\n{shown}\n```")
+    return "Below are example papers with example reviews in the required format.\n\n" + "\n\n".join(parts)
+
+
+def default_fewshot() -> tuple[Path, ...]:
+    """The shipped example (one, as in The AI Scientist's best setting)."""
+    return tuple(sorted(FEWSHOT_DIR.glob("*.txt")))[:1]
+
+
+def _ask(llm: LLM, messages: list[dict], key: str, settings: ReviewSettings, stage: str) -> tuple[Review, str]:
+    error = ""
+    for attempt in range(settings.max_reasks + 1):
+        text = llm.chat(stage, messages, temperature=settings.temperature, key=f"{key}:{attempt}")
+        messages.append({"role": "assistant", "content": text})
+        try:
+            return parse_review(text), text
+        except FormatError as e:
+            error = str(e)
+            messages.append({"role": "user", "content": f"Your review could not be used: {error}\nReply again in "
+                                                        "exactly the requested format."})
+    raise ReviewFailed(f"model {llm.model} gave no valid review in {settings.max_reasks + 1} tries: {error}")
+
+
+def one_review(llm: LLM, paper_text: str, settings: ReviewSettings, index: int, context: str = "") -> Review:
+    """One reviewer of the ensemble: a review, then up to `reflections` refinements."""
+    prompt = "\n\n".join(p for p in (FORM_TEXT, fewshot_block(settings.fewshot),
+                                     f"Here is the paper you are asked to review:\n```\n{paper_text}\n```",
+                                     context) if p)
+    messages = [{"role": "system", "content": REVIEWER_SYSTEM}, {"role": "user", "content": prompt}]
+    review, _ = _ask(llm, messages, f"reviewer{index}", settings, "review")
+    for r in range(settings.reflections):
+        messages.append({"role": "user", "content": reflection_prompt(r + 2, settings.reflections + 1)})
+        text = llm.chat("review:reflection", messages, temperature=settings.temperature, key=f"reviewer{index}")
+        messages.append({"role": "assistant", "content": text})
+        try:
+            review = parse_review(text)
+        except FormatError:
+            if not is_done(text):
+                messages.append({"role": "user", "content": "That reflection could not be parsed; your previous "
+                                                            "review stands."})
+        if is_done(text):
+            break
+    return review
+
+
+def meta_review(llm: LLM, reviews: list[Review], settings: ReviewSettings) -> Review:
+    """The area chair's review of the ensemble; its Decision is final."""
+    listed = "\n\n".join(f"Review {i + 1}/{len(reviews)}:\n```json\n{json.dumps(r.to_json(), indent=1)}\n```"
+                         for i, r in enumerate(reviews))
+    messages = [{"role": "system", "content": AREA_CHAIR_SYSTEM.format(n=len(reviews))},
+                {"role": "user", "content": f"{FORM_TEXT}\n\n{listed}"}]
+    review, _ = _ask(llm, messages, "area_chair", settings, "review:meta")
+    return review
+
+
+def review(llm: LLM, paper: Paper, settings: ReviewSettings, context: str = "",
+           force_reject: str | None = None) -> dict:
+    """The full review of one paper: final form fields, the ensemble, the meta-review."""
+    reviews, errors = [], []
+    for i in range(settings.ensemble):
+        try:
+            reviews.append(one_review(llm, paper.text, settings, i, context))
+        except ReviewFailed as e:
+            errors.append(str(e))
+    if not reviews:
+        raise ReviewFailed(errors[0] if errors else "no review was requested (--ensemble 0)")
+    meta = meta_review(llm, reviews, settings) if len(reviews) > 1 else reviews[0]
+    final = {**meta.to_json(), **{k: v for k, v in aggregate(reviews).items()}}
+    final["Decision"] = meta.to_json()["Decision"]
+    if force_reject is not None and final["Decision"] == "Accept":
+        final["Decision"] = "Reject"
+        final["decision_note"] = force_reject
+    return {"review": final, "ensemble": [r.to_json() for r in reviews], "meta_review": meta.to_json(),
+            "ensemble_errors": errors}
