@@ -2,12 +2,14 @@
 
 import json
 import re
+import sqlite3
 import subprocess
 import threading
 
 import pytest
 from conftest import scientist
 from llm_server import ScriptedServer
+from pypdf import PdfReader
 
 BODY = ("We study preference losses on a contextual bandit. Figure 1: the reward-KL frontier. "
         "Our results are modest and we report them with intervals over eight seeds.")
@@ -157,3 +159,42 @@ def test_unreachable_model_is_an_error_per_paper_not_a_crash(tmp_path):
     assert r.code == 1 and "unreachable" in r.err and "Traceback" not in r.text
     (res,) = [json.loads(line) for line in (tmp_path / "r.jsonl").read_text().splitlines()]
     assert res["status"] == "error" and re.search(r"unreachable after 0 retries", res["error"])
+
+
+def test_scientist_run_with_a_model_goes_from_idea_to_reviewed_paper(tiny_templates, tmp_path):
+    idea = {"name": "smooth_dpo", "title": "Label-smoothed DPO", "hypothesis": "Smoothing resists noisy labels.",
+            "experiment": "Add label smoothing to DPO.", "interestingness": 6, "feasibility": 9, "novelty": 4}
+    smoothed = "    return -0.9 * jax.nn.log_sigmoid(beta * rho) - 0.1 * jax.nn.log_sigmoid(-beta * rho)"
+    edit = ("Smooth.\n\nloss.py\n<<<<<<< SEARCH\n    return -jax.nn.log_sigmoid(beta * rho)\n=======\n"
+            f"{smoothed}\n>>>>>>> REPLACE\n")
+
+    def model(body: dict) -> str:
+        system, last = body["messages"][0]["content"], body["messages"][-1]["content"]
+        if "ambitious AI researcher" in system:
+            return "```json\n" + json.dumps(idea) + "\n```"
+        if "machine learning engineer" in system:
+            return "I am done" if "Run 1 finished" in last else edit
+        if "writing a paper" in system:
+            if last.startswith("Criticise"):
+                return body["messages"][-2]["content"]
+            return "```latex\nLabel smoothing keeps DPO's behaviour on this bench.\n```"
+        if "reviewing a paper" in system:
+            return answer_with(review_json(4))
+        raise AssertionError(f"unexpected prompt: {system[:80]}")
+
+    out = tmp_path / "out"
+    with ScriptedServer(model) as server:
+        r = scientist("run", "--template", "discopop", "--templates-dir", str(tiny_templates), "--home",
+                      str(tmp_path / "home"), "--out", str(out), "--model", "openai/test-model", "--api-base",
+                      server.url, "--ideas", "1", "--runs", "2", "--reflections", "0", "--review-ensemble", "1",
+                      "--review-reflections", "0", timeout=500)
+    assert r.code == 0, r.text
+    (entry,) = json.loads((out / "summary.json").read_text())["ideas"]
+    assert entry["status"] == "done" and entry["paper"]["status"] == "ok"
+    assert entry["review"]["Overall"] == 4 and entry["review"]["Decision"] == "Reject"
+    saved = json.loads((out / entry["folder"] / "paper" / "review.json").read_text())
+    assert saved["status"] == "ok" and saved["injection_flags"] == []
+    pages = PdfReader(out / entry["folder"] / "paper" / "paper.pdf").pages
+    assert "Label smoothing keeps" in " ".join(" ".join((p.extract_text() or "").split()) for p in pages)
+    stored = sqlite3.connect(tmp_path / "home" / "store.sqlite").execute("SELECT review FROM ideas").fetchone()[0]
+    assert json.loads(stored)["Overall"] == 4
