@@ -572,6 +572,9 @@ def _print_summary(out_dir: Path) -> None:
         elif paper:
             console.print(f"paper of {escape(i['name'])}: [red]{paper['status']}[/red]: "
                           f"{escape(paper.get('reason') or '')} (see {paper.get('tex')})")
+    if summary["review"].startswith("skipped"):
+        console.print(f"reviews: {summary['review']}; review a paper any time with `scientist review PAPER.pdf "
+                      "--model ...`")
     if summary["status"] != "complete":
         console.print(f"[yellow]{summary['status']}:[/yellow] {escape(summary['reason'] or '')}; "
                       "run the same command again to resume")
