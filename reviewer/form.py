@@ -12,7 +12,7 @@ import re
 
 import pydantic
 
-from scientist.formats import FormatError, parse_json_block
+from scientist.formats import FormatError, parse_json_block, parse_score
 
 # The numeric fields and their scales (inclusive), in the form's order.
 SCORES: dict[str, tuple[int, int]] = {
@@ -35,7 +35,16 @@ FIELDS = ("Summary", "Strengths", "Weaknesses", "Originality", "Quality", "Clari
           "Limitations", "Ethical Concerns", "Soundness", "Presentation", "Contribution", "Overall", "Confidence",
           "Decision")
 
-FORM_TEXT = """\
+# The shape of every reviewer answer (the form and the reflection rounds ask for the same).
+REVIEW_SHAPE = """THOUGHT:
+<THOUGHT>
+
+REVIEW JSON:
+```json
+<JSON>
+```"""
+
+FORM_TEXT = f"""\
 Review the paper as a reviewer for NeurIPS would, using the form below.
 
 Fields of the review:
@@ -93,13 +102,7 @@ Strong Reject.
 
 Respond in the following format:
 
-THOUGHT:
-<THOUGHT>
-
-REVIEW JSON:
-```json
-<JSON>
-```
+{REVIEW_SHAPE}
 
 In <THOUGHT>, first briefly discuss your intuitions and reasoning for the evaluation: your high-level \
 arguments, the choices you made and the outcome you want from the review. Be specific to this paper rather \
@@ -115,7 +118,6 @@ _FORMAT_HINT = ("reply with THOUGHT: then REVIEW JSON: and one JSON object in a 
                 + ", ".join(FIELDS))
 
 # "3", "3.0", "3/4", "3 / 4", "3 (good)", "3: good" or "3 - good"; group 2 is the scale after the slash.
-_SCORE_TEXT = re.compile(r"^\s*(\d+)(?:\.0*)?\s*(?:/\s*(\d+))?\s*(?:[(:\-–]\s*[A-Za-z][A-Za-z .-]*\)?)?\s*$")
 
 
 def _key(name: str) -> str:
@@ -128,21 +130,7 @@ _KEYS = {_key(field): field for field in FIELDS}
 
 def _score(value: object, field: str) -> int:
     """The integer a model meant by `value` for a score field, or ValueError naming the allowed range."""
-    low, high = SCORES[field]
-    score: int | None = None
-    if isinstance(value, bool):
-        score = None  # True is an int to Python, but never a score
-    elif isinstance(value, int):
-        score = value
-    elif isinstance(value, float) and value.is_integer():
-        score = int(value)
-    elif isinstance(value, str) and (m := _SCORE_TEXT.match(value)):
-        # "3/10" on a 1-4 scale is a different scale, not a 3, so the denominator must be the scale's top.
-        if m.group(2) is None or int(m.group(2)) == high:
-            score = int(m.group(1))
-    if score is None or not low <= score <= high:
-        raise ValueError(f"must be an integer from {low} to {high}, got {value!r}")
-    return score
+    return parse_score(value, *SCORES[field])
 
 
 class Review(pydantic.BaseModel):

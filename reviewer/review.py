@@ -14,7 +14,7 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from reviewer.form import FORM_TEXT, Review, aggregate, parse_review
+from reviewer.form import FORM_TEXT, REVIEW_SHAPE, Review, aggregate, parse_review
 from reviewer.pdf import Paper, load_paper
 from scientist.formats import FormatError, is_done
 from scientist.llm import LLM
@@ -42,13 +42,7 @@ In the next attempt, try and refine and improve your review.
 Stick to the spirit of the original review unless there are glaring issues.
 
 Respond in the same format as before:
-THOUGHT:
-<THOUGHT>
-
-REVIEW JSON:
-```json
-<JSON>
-```
+{REVIEW_SHAPE}
 
 If there is nothing to improve, simply repeat the previous JSON EXACTLY after the thought and include "I am done" \
 at the end of the thoughts but before the JSON.

@@ -153,7 +153,29 @@ def parse_json_block(text: str) -> dict:
 
 # --- ideas ---------------------------------------------------------------------------------------------------------
 
-_SCORE_TEXT = re.compile(r"^\s*(\d+)(?:\.0*)?\s*(?:/\s*10)?\s*$")  # "7", "7.0", "7/10"
+# "7", "7.0", "7/10", "3 (good)", "3: good"
+_SCORE_TEXT = re.compile(r"^\s*(\d+)(?:\.0*)?\s*(?:/\s*(\d+))?\s*(?:[(:\-–]\s*[A-Za-z][A-Za-z .-]*\)?)?\s*$")
+
+
+def parse_score(value: object, low: int, high: int) -> int:
+    """The integer a model meant for a score on [low, high], or ValueError naming the range.
+
+    Accepts 7, 7.0, "7", "7/10" (only with the scale's own top: "3/10" on a 1-4 scale is
+    another scale, not a 3) and "3 (good)"; never a bool.
+    """
+    score: int | None = None
+    if isinstance(value, bool):
+        score = None  # True is an int to Python, but never a score
+    elif isinstance(value, int):
+        score = value
+    elif isinstance(value, float) and value.is_integer():
+        score = int(value)
+    elif isinstance(value, str) and (m := _SCORE_TEXT.match(value)):
+        if m.group(2) is None or int(m.group(2)) == high:
+            score = int(m.group(1))
+    if score is None or not low <= score <= high:
+        raise ValueError(f"must be an integer from {low} to {high}, got {value!r}")
+    return score
 
 
 class Idea(pydantic.BaseModel):
@@ -194,18 +216,7 @@ class Idea(pydantic.BaseModel):
     @pydantic.field_validator("interestingness", "feasibility", "novelty", mode="before")
     @classmethod
     def _score(cls, value: object) -> int:
-        score: int | None = None
-        if isinstance(value, bool):
-            score = None  # True is an int to Python, but never a score
-        elif isinstance(value, int):
-            score = value
-        elif isinstance(value, float) and value.is_integer():
-            score = int(value)
-        elif isinstance(value, str) and (m := _SCORE_TEXT.match(value)):
-            score = int(m.group(1))
-        if score is None or not 1 <= score <= 10:
-            raise ValueError(f"must be an integer from 1 to 10, got {value!r}")
-        return score
+        return parse_score(value, 1, 10)
 
 
 _IDEA_FIELDS = tuple(Idea.model_fields)
