@@ -75,7 +75,7 @@ def evaluate(req: EvalRequest, store: Store) -> EvalResult:
         outcome = backends.run(
             req.sandbox,
             backends.Job(script=req.template.spec.entrypoint, work=work, libs_parent=PROJECT_ROOT,
-                         jax_cache=req.home / "cache" / "jax-sandbox"),
+                         jax_cache=sandbox_cache(req.home, req.template.name, source_hash(req.sources))),
             Limits(time_s=req.template.spec.limits.time_s, memory_mb=req.template.spec.limits.memory_mb),
             run_dir / "train.log",
         )
@@ -95,6 +95,16 @@ def evaluate(req: EvalRequest, store: Store) -> EvalResult:
     store.finish_run(run_id, status="ok", final_info=info, metric=req.template.spec.metric.name,
                      timings=timings)
     return EvalResult(store.get(run_id), timings=timings)
+
+
+def sandbox_cache(home: Path, template: str, candidate_hash: str) -> Path:
+    """The JAX compilation cache a candidate's sandbox may write: its own, never another's.
+
+    A shared writable cache would let one candidate poison the compiled programs of the next.
+    Little is lost: a candidate's training program contains its own code, so compiled programs
+    are almost never shared between candidates, while re-runs of the same candidate still hit.
+    """
+    return home / "cache" / "jax-sandbox" / f"{template}-{candidate_hash}"
 
 
 RUN_ENTRIES = ("work", "candidate", "train.log", "eval.log", "final_info.json")
