@@ -196,7 +196,8 @@ def run_session(cfg: RunConfig, store: Store, report) -> int:
             ideas.append(outcome)
             idx += 1
         if len(ideas) < cfg.ideas:
-            status, reason = "stopped", f"only {len(ideas)} of {cfg.ideas} ideas were not near-duplicates"
+            status, reason = "stopped", (f"only {len(ideas)} of {cfg.ideas} ideas were new; the others were "
+                                         "near-duplicates or, with --literature, not novel")
     except BudgetExceeded as e:
         status, reason, code = "stopped", str(e), EXIT_BUDGET
     except (LLMError, NoValidAnswer, BaselineFailed, LiteratureError) as e:
