@@ -536,11 +536,14 @@ def _literature_key(source: str | None) -> str | None:
     return os.environ.get(name) if name else None
 
 
+_SHORT = {"no significant difference": "n.s."}
+
+
 def _print_summary(out_dir: Path) -> None:
     summary = json.loads((out_dir / "summary.json").read_text())
     metric = summary["metric"]["name"]
     table = Table(title=f"{summary['template']}: {metric} per idea ({summary['status']})")
-    for col in ("idea", "status", "best mean ± s.e.", "95% CI", "vs baseline (Holm-adjusted)", "runs"):
+    for col in ("idea", "status", "best mean ± s.e.", "95% CI", "vs baseline (Holm)", "runs"):
         table.add_column(col, no_wrap=col in ("best mean ± s.e.", "95% CI"))
     base = summary["baseline"]
     if base:
@@ -556,7 +559,7 @@ def _print_summary(out_dir: Path) -> None:
         c = m["comparison"]
         table.add_row(escape(i["name"]), i["status"], f"{m['mean']:.4f} ± {m['stderr']:.4f}",
                       f"[{m['ci95'][0]:.4f}, {m['ci95'][1]:.4f}]",
-                      f"{c['verdict_holm']} (p={c['p_value_holm']:.2g}; unadjusted {c['p_value']:.2g})",
+                      f"{_SHORT.get(c['verdict_holm'], c['verdict_holm'])} (p={c['p_value_holm']:.2g})",
                       str(len(i["runs"])))
     console.print(table)
     console.print(f"cost ${summary['cost_usd']:.4f} in {summary['llm_calls']} model calls; "
