@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from papers.claims import Fact
-from papers.tex import tex_escape  # noqa: F401 - re-exported for the writers
+from papers.tex import tex_escape
 from scientist.template import Template
 
 

@@ -17,9 +17,10 @@ from pathlib import Path
 
 from papers import latex
 from papers.claims import Fact, check, strip_unverified
-from papers.facts import PaperInput, collect, failures_table, results_table, run_name, tex_escape
+from papers.facts import PaperInput, collect, failures_table, results_table, run_name
 from papers.figures import FigureError, metric_per_run, template_figures
 from papers.render import SECTIONS, bib_keys, bibliography, fix_citations, literature_bib, render, section_at
+from papers.tex import tex_escape
 from papers.writers import LLMWriter, template_sections, write_sections
 
 CLAIM_ROUNDS = 2

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from papers.facts import PaperInput, fmt, fmt_p, run_name, tex_escape
+from papers.facts import PaperInput, fmt, fmt_p, run_name
 from papers.render import HEADINGS, SECTIONS
+from papers.tex import tex_escape
 from scientist.formats import FormatError, parse_latex_block
-from scientist.llm import LLM
+from scientist.llm import LLM, InvalidAnswer, ask_parsed
 
 
 def _template_text(root: Path, name: str) -> str:
@@ -151,16 +152,13 @@ class LLMWriter:
         self.max_reasks = max_reasks
 
     def _latex(self, stage: str, messages: list[dict]) -> str:
-        error = ""
-        for _ in range(self.max_reasks + 1):
-            text = self.llm.chat(stage, messages, temperature=0.5)
-            messages.append({"role": "assistant", "content": text})
-            try:
-                return parse_latex_block(text).strip()
-            except FormatError as e:
-                error = str(e)
-                messages.append({"role": "user", "content": f"{error} Reply with the section in one ```latex block."})
-        raise FormatError(f"no LaTeX block after {self.max_reasks + 1} tries: {error}")
+        try:
+            latex, _ = ask_parsed(self.llm, stage, messages, parse_latex_block, tries=self.max_reasks + 1,
+                                  temperature=0.5, errors=(FormatError,),
+                                  reask=lambda error: f"{error} Reply with the section in one ```latex block.")
+        except InvalidAnswer as e:
+            raise FormatError(f"no LaTeX block after {e.tries} tries: {e.error}") from None
+        return latex.strip()
 
     def section(self, name: str, inp: PaperInput, facts_text: str, cite_keys: list[str], context: dict) -> str:
         """Write and refine one section; returns its LaTeX body."""

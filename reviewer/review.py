@@ -17,7 +17,7 @@ from pathlib import Path
 from reviewer.form import FORM_TEXT, REVIEW_SHAPE, Review, aggregate, parse_review
 from reviewer.pdf import Paper, load_paper
 from scientist.formats import FormatError, is_done
-from scientist.llm import LLM
+from scientist.llm import LLM, InvalidAnswer, ask_parsed
 
 FEWSHOT_DIR = Path(__file__).resolve().parent / "fewshot"
 
@@ -123,17 +123,13 @@ def default_fewshot() -> tuple[Path, ...]:
 
 
 def _ask(llm: LLM, messages: list[dict], key: str, settings: ReviewSettings, stage: str) -> tuple[Review, str]:
-    error = ""
-    for attempt in range(settings.max_reasks + 1):
-        text = llm.chat(stage, messages, temperature=settings.temperature, key=f"{key}:{attempt}")
-        messages.append({"role": "assistant", "content": text})
-        try:
-            return parse_review(text), text
-        except FormatError as e:
-            error = str(e)
-            messages.append({"role": "user", "content": f"Your review could not be used: {error}\nReply again in "
-                                                        "exactly the requested format."})
-    raise ReviewFailed(f"model {llm.model} gave no valid review in {settings.max_reasks + 1} tries: {error}")
+    try:
+        return ask_parsed(llm, stage, messages, parse_review, tries=settings.max_reasks + 1,
+                          temperature=settings.temperature, errors=(FormatError,), key=key,
+                          reask=lambda error: f"Your review could not be used: {error}\nReply again in exactly "
+                                              "the requested format.")
+    except InvalidAnswer as e:
+        raise ReviewFailed(f"model {llm.model} gave no valid review in {e.tries} tries: {e.error}") from None
 
 
 def one_review(llm: LLM, paper_text: str, settings: ReviewSettings, index: int, context: str = "") -> Review:

@@ -13,15 +13,19 @@ import os
 import random
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import ModuleType
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 # Without this litellm fetches its price map from the internet at import, and waits when offline.
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 MAX_BACKOFF_S = 30.0
 NO_KEY = "sk-no-key"  # local OpenAI-compatible servers (vLLM, Ollama) want some key, not a real one
+
+
+T = TypeVar("T")
 
 
 class LLMError(Exception):
@@ -176,6 +180,34 @@ class LLM:
 
 
 _LITELLM: ModuleType | None = None
+
+
+class InvalidAnswer(Exception):
+    """The model gave no parsable answer within the allowed tries; `error` is the last parse error."""
+
+    def __init__(self, error: str, tries: int):
+        super().__init__(f"no valid answer in {tries} tries: {error}")
+        self.error, self.tries = error, tries
+
+
+def ask_parsed(llm: LLM, stage: str, messages: list[dict], parse: Callable[[str], T], *, tries: int,
+               temperature: float, reask: Callable[[str], str], errors: tuple[type[Exception], ...],
+               key: str | None = None) -> tuple[T, str]:
+    """Ask, parse, and on a bad answer send `reask(error)` back; the exchange stays in `messages`.
+
+    Returns (parsed, text). With `key`, each try is a distinct request (`key:0`, `key:1`, ...), so
+    an ensemble asking the same question keeps its answers apart. Raises InvalidAnswer after `tries`.
+    """
+    error = ""
+    for attempt in range(tries):
+        text = llm.chat(stage, messages, temperature=temperature, key="" if key is None else f"{key}:{attempt}")
+        messages.append({"role": "assistant", "content": text})
+        try:
+            return parse(text), text
+        except errors as e:
+            error = str(e)
+            messages.append({"role": "user", "content": reask(error)})
+    raise InvalidAnswer(error, tries)
 
 
 def _litellm() -> ModuleType:

@@ -13,7 +13,7 @@ from typing import TypeVar
 from scientist import prompts
 from scientist.edits import EditError, apply_edits, static_check
 from scientist.formats import FormatError, is_done, parse_edits, parse_idea, parse_json_block
-from scientist.llm import LLM
+from scientist.llm import LLM, InvalidAnswer, ask_parsed
 from scientist.proposers import Attempt, IdeaContext, NoValidAnswer, Proposal
 from scientist.template import Template
 
@@ -38,16 +38,11 @@ class LLMProposer:
 
     def _ask(self, stage: str, messages: list[dict], parse: Callable[[str], T], what: str) -> tuple[T, str]:
         """Ask, parse, and on a bad answer re-ask with the error; the exchange stays in `messages`."""
-        error = ""
-        for _ in range(self.max_reasks + 1):
-            text = self.llm.chat(stage, messages, temperature=self.temperature)
-            messages.append({"role": "assistant", "content": text})
-            try:
-                return parse(text), text
-            except (FormatError, EditError) as e:
-                error = str(e)
-                messages.append({"role": "user", "content": prompts.bad_answer(error)})
-        raise NoValidAnswer(f"model {self.llm.model} gave no valid {what} in {self.max_reasks + 1} tries: {error}")
+        try:
+            return ask_parsed(self.llm, stage, messages, parse, tries=self.max_reasks + 1,
+                              temperature=self.temperature, reask=prompts.bad_answer, errors=(FormatError, EditError))
+        except InvalidAnswer as e:
+            raise NoValidAnswer(f"model {self.llm.model} gave no valid {what} in {e.tries} tries: {e.error}") from None
 
     def next_idea(self, idx: int, previous: list[dict]) -> dict:
         """Generate an idea, then refine it for up to `reflections` rounds (early stop on 'I am done')."""
