@@ -314,9 +314,7 @@ def run(
         _fail("--literature needs a model to judge novelty (--model)")
     if proposer == "evolve" and not (t.root / "search_space.py").is_file():
         _fail(f"template {t.name} has no search_space.py, which --proposer evolve needs")
-    writer = writer or ("llm" if proposer == "llm" else "template")
-    if writer not in ("template", "llm") or (writer == "llm" and not model):
-        _fail("--writer must be template, or llm together with --model")
+    writer = _writer(writer or ("llm" if proposer == "llm" else "template"), model)
     if not no_writeup:
         _check_latex()
     n = _seeds(t, seeds)
@@ -345,6 +343,13 @@ def run(
     if not log_json:
         _print_summary(out_dir)
     raise typer.Exit(code)
+
+
+def _writer(writer: str, model: str | None) -> str:
+    """A valid --writer choice, or a one-line refusal."""
+    if writer not in ("template", "llm") or (writer == "llm" and not model):
+        _fail("--writer must be template, or llm together with --model")
+    return writer
 
 
 def _check_latex() -> None:
@@ -385,9 +390,7 @@ def writeup(
         _fail(f"no idea {idea!r} in {run_dir} (ideas: {', '.join(names) or 'none'})")
     if not names:
         _fail(f"{run_dir} has no ideas to write about")
-    writer = writer or ("llm" if model else "template")
-    if writer not in ("template", "llm") or (writer == "llm" and not model):
-        _fail("--writer must be template, or llm together with --model")
+    writer = _writer(writer or ("llm" if model else "template"), model)
     _check_latex()
     store = _open_store(home)
     llm = None
