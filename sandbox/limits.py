@@ -6,6 +6,12 @@ enforces the wall-clock limit from outside and watches the resident memory of
 the whole process tree, killing it past the limit. An address-space rlimit is a
 backstop only: JAX reserves about a gigabyte of virtual memory at import, so the
 tree's resident memory is the limit that means what users expect.
+
+Process count: RLIMIT_NPROC binds ordinary users only (the kernel exempts root),
+so when we may create one (root, cgroup v1 or v2) the run also goes into a pids
+cgroup of its own, which caps its tasks and lets every member be killed at the
+end however it detached. The watched folder's disk use is polled too: a
+per-file size rlimit alone lets a candidate fill the disk with many files.
 """
 
 from __future__ import annotations
@@ -21,20 +27,25 @@ from pathlib import Path
 
 import psutil
 
+from sandbox.usage import DiskWatch
+
 PR_SET_PDEATHSIG = 1
 PR_SET_CHILD_SUBREAPER = 36
 _VA_HEADROOM_MB = 8192
 _POLL_S = 0.05
+_CGROUP_ROOTS = (Path("/sys/fs/cgroup/pids"), Path("/sys/fs/cgroup"))
 
 
 @dataclass(frozen=True)
 class Limits:
-    """Per-run limits: wall time, resident memory of the process tree, process count."""
+    """Per-run limits. Processes counts tasks (threads too), as the kernel's pids limit does."""
 
     time_s: float
     memory_mb: int
-    max_processes: int = 4096
-    max_file_mb: int = 2048
+    processes: int = 4096
+    disk_mb: int = 4096            # what the run may write in its folder, in all
+    tmp_mb: int = 256              # the private /tmp (docker: a tmpfs of this size)
+    cpus: float | None = None      # docker only: CPU share; None = all the machine's
 
 
 @dataclass
@@ -48,10 +59,11 @@ class Outcome:
     started_at: float
     peak_memory_mb: float
     log_tail: str
+    exceeded: str | None = None    # another limit that stopped it: "processes" or "disk"
 
     @property
     def ok(self) -> bool:
-        return self.returncode == 0 and not self.timed_out and not self.out_of_memory
+        return self.returncode == 0 and not self.timed_out and not self.out_of_memory and not self.exceeded
 
 
 def _libc() -> ctypes.CDLL:
@@ -63,17 +75,63 @@ def become_subreaper() -> None:
     _libc().prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
 
 
-def _preexec(limits: Limits):
+def _preexec(limits: Limits, cgroup: Path | None):
     def apply() -> None:
+        if cgroup is not None:
+            (cgroup / "cgroup.procs").write_text(str(os.getpid()))
         _libc().prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
         va = (limits.memory_mb + _VA_HEADROOM_MB) * 2**20
         resource.setrlimit(resource.RLIMIT_AS, (va, va))
-        resource.setrlimit(resource.RLIMIT_NPROC, (limits.max_processes, limits.max_processes))
-        fsize = limits.max_file_mb * 2**20
+        resource.setrlimit(resource.RLIMIT_NPROC, (limits.processes, limits.processes))
+        fsize = limits.disk_mb * 2**20
         resource.setrlimit(resource.RLIMIT_FSIZE, (fsize, fsize))
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
 
     return apply
+
+
+def pids_cgroup(max_tasks: int) -> Path | None:
+    """A new pids cgroup capped at max_tasks, where this process may make one; else None."""
+    for root in _CGROUP_ROOTS:
+        if not (root / "cgroup.procs").exists() or not os.access(root, os.W_OK):
+            continue
+        if root == Path("/sys/fs/cgroup") and "pids" not in _read(root / "cgroup.subtree_control"):
+            continue  # v2 without the pids controller delegated here; v1 mounts it on its own
+        path = root / f"scientist-{os.getpid()}-{time.monotonic_ns()}"
+        try:
+            path.mkdir()
+            (path / "pids.max").write_text(str(max_tasks))
+            return path
+        except OSError:
+            _remove_cgroup(path)
+    return None
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text()
+    except OSError:
+        return ""
+
+
+def _cgroup_pids(cgroup: Path | None) -> list[int]:
+    return [int(x) for x in _read(cgroup / "cgroup.procs").split()] if cgroup else []
+
+
+def _remove_cgroup(cgroup: Path) -> None:
+    for _ in range(50):  # the kernel frees a cgroup only once its last task is reaped
+        for pid in _cgroup_pids(cgroup):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        try:
+            cgroup.rmdir()
+            return
+        except FileNotFoundError:
+            return
+        except OSError:
+            time.sleep(0.02)
 
 
 def _tree(proc: psutil.Process) -> list[psutil.Process]:
@@ -106,38 +164,55 @@ def _kill_tree(proc: subprocess.Popen, procs: list[psutil.Process]) -> None:
 
 
 def supervise(argv: list[str], *, env: dict[str, str], cwd: Path, limits: Limits, log_path: Path,
-              tail_chars: int = 4000) -> Outcome:
-    """Run argv under the limits, stdout and stderr to log_path; return how it ended."""
+              watch_dir: Path | None = None, tail_chars: int = 4000) -> Outcome:
+    """Run argv under the limits, stdout and stderr to log_path; return how it ended.
+
+    watch_dir: the folder the run may write, held to limits.disk_mb in all.
+    """
     become_subreaper()
     before = {p.pid for p in psutil.Process().children(recursive=True)}
+    cgroup = pids_cgroup(limits.processes)
+    disk = DiskWatch(watch_dir, limits.disk_mb) if watch_dir is not None else None
     started = time.time()
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(argv, env=env, cwd=cwd, stdin=subprocess.DEVNULL, stdout=log,
-                                stderr=subprocess.STDOUT, start_new_session=True,
-                                preexec_fn=_preexec(limits))
-        ps = psutil.Process(proc.pid)
-        timed_out = oom = False
-        peak = 0.0
-        procs: list[psutil.Process] = [ps]
-        try:
-            while proc.poll() is None:
-                procs = _tree(ps) or procs
-                peak = max(peak, _tree_rss_mb(procs))
-                if peak > limits.memory_mb:
-                    oom = True
-                elif time.time() - started > limits.time_s:
-                    timed_out = True
-                if oom or timed_out:
-                    _kill_tree(proc, procs)
-                    break
-                time.sleep(_POLL_S)
-        finally:
-            # Runs on success, on a limit, and when the parent is interrupted (Ctrl-C).
-            _kill_tree(proc, _tree(ps) + procs)
-            proc.wait()
-            _reap_new_children(before)
+    try:
+        with open(log_path, "wb") as log:
+            proc = subprocess.Popen(argv, env=env, cwd=cwd, stdin=subprocess.DEVNULL, stdout=log,
+                                    stderr=subprocess.STDOUT, start_new_session=True,
+                                    preexec_fn=_preexec(limits, cgroup))
+            ps = psutil.Process(proc.pid)
+            timed_out = oom = False
+            exceeded = None
+            peak = 0.0
+            procs: list[psutil.Process] = [ps]
+            try:
+                while proc.poll() is None:
+                    procs = _tree(ps) or procs
+                    peak = max(peak, _tree_rss_mb(procs))
+                    tasks = int(_read(cgroup / "pids.current") or 0) if cgroup else len(procs)
+                    if peak > limits.memory_mb:
+                        oom = True
+                    elif time.time() - started > limits.time_s:
+                        timed_out = True
+                    elif tasks >= limits.processes:
+                        exceeded = "processes"
+                    elif disk is not None and disk.over():
+                        exceeded = "disk"
+                    if oom or timed_out or exceeded:
+                        _kill_tree(proc, procs)
+                        break
+                    time.sleep(_POLL_S)
+            finally:
+                # Runs on success, on a limit, and when the parent is interrupted (Ctrl-C).
+                _kill_tree(proc, _tree(ps) + procs)
+                proc.wait()
+                _reap_new_children(before)
+    finally:
+        if cgroup is not None:
+            _remove_cgroup(cgroup)
+    if exceeded is None and disk is not None and disk.over(force=True):
+        exceeded = "disk"
     return Outcome(proc.returncode, timed_out, oom, time.time() - started, started, peak,
-                   _tail(log_path, tail_chars))
+                   _tail(log_path, tail_chars), exceeded)
 
 
 def _reap_new_children(before: set[int]) -> None:

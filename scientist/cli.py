@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import time
 from pathlib import Path
 
@@ -17,7 +18,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from sandbox.backends import SandboxUnavailable, resolve
+from sandbox.backends import Sandbox, SandboxUnavailable, resolve
 from scientist import runner
 from scientist.literature import SOURCES
 from scientist.stats import compare
@@ -38,7 +39,13 @@ err = Console(stderr=True, highlight=False)
 HomeOpt = typer.Option(Path(".scientist"), "--home", envvar="SCIENTIST_HOME",
                        help="Folder for the store, caches and run folders.")
 TemplatesDirOpt = typer.Option(DEFAULT_TEMPLATES_DIR, "--templates-dir", help="Where templates live.")
-SandboxOpt = typer.Option("auto", "--sandbox", help="auto, bwrap or process (process: no isolation).")
+SandboxOpt = typer.Option("auto", "--sandbox",
+                          help="auto (docker if it answers with the image, else bwrap), docker, bwrap or process "
+                               "(process: no isolation).")
+ImageOpt = typer.Option(None, "--image", help="Docker image (default scientist-sandbox:cpu; :cuda with --gpus).")
+GpusOpt = typer.Option(None, "--gpus", help="GPUs for the runs: all, or a list such as 0,1 (default: CPU only).")
+DockerHostOpt = typer.Option(None, "--docker-host", envvar="DOCKER_HOST",
+                             help="Docker daemon address (default: the local socket).")
 TemplateOpt = typer.Option(..., "--template", "-t", help="Template name or folder.")
 SeedsOpt = typer.Option(None, "--seeds", help="Seeds (default: the template's).")
 
@@ -110,14 +117,22 @@ def _results_table(template: Template, results: list[tuple[str, runner.EvalResul
     return table
 
 
-def _evaluate_all(template: Template, candidates: list[tuple[str, dict[str, str]]], *, seeds: int,
-                  sandbox: str, home: Path, out: Path | None, force: bool, kind: str) -> int:
+def _sandbox(name: str, image: str | None, gpus: str | None, docker_host: str | None) -> Sandbox:
+    """Resolve the --sandbox flags, saying what auto chose when it matters; exit 2 when none can run."""
     try:
-        backend = resolve(sandbox)
+        sb = resolve(name, image=image, docker_host=docker_host, gpus=gpus)
     except SandboxUnavailable as e:
         _fail(str(e))
-    if backend == "process":
+    if sb.note:
+        err.print(f"[yellow]note:[/yellow] {escape(sb.note)}")
+    if sb.backend == "process":
         err.print("[yellow]warning:[/yellow] --sandbox process runs candidates without isolation")
+    return sb
+
+
+def _evaluate_all(template: Template, candidates: list[tuple[str, dict[str, str]]], *, seeds: int,
+                  sandbox: Sandbox, home: Path, out: Path | None, force: bool, kind: str) -> int:
+    backend = sandbox.backend
     store = _open_store(home)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     results: list[tuple[str, runner.EvalResult]] = []
@@ -126,7 +141,7 @@ def _evaluate_all(template: Template, candidates: list[tuple[str, dict[str, str]
             out_dir = home / "runs" / template.name / f"{stamp}-{label}"
         else:
             out_dir = out if len(candidates) == 1 else out / label
-        req = runner.EvalRequest(template=template, sources=sources, seeds=seeds, sandbox=backend, home=home,
+        req = runner.EvalRequest(template=template, sources=sources, seeds=seeds, sandbox=sandbox, home=home,
                                  out_dir=out_dir.resolve(), kind=kind, force=force, label=label)
         with console.status(f"[bold]{label}[/bold]: training in the {backend} sandbox, then sealed evaluation"):
             try:
@@ -208,6 +223,9 @@ def eval_(
     seeds: int = SeedsOpt,
     out: Path = typer.Option(None, "--out", help="Run folder (a folder per candidate if several)."),
     sandbox: str = SandboxOpt,
+    image: str = ImageOpt,
+    gpus: str = GpusOpt,
+    docker_host: str = DockerHostOpt,
     force: bool = typer.Option(False, "--force", help="Recompute even if the same run is in the store."),
     home: Path = HomeOpt,
     templates_dir: Path = TemplatesDirOpt,
@@ -222,7 +240,8 @@ def eval_(
             cands = [("shipped", t.editable_sources())]
     except UsageError as e:
         _fail(str(e))
-    raise typer.Exit(_evaluate_all(t, cands, seeds=n, sandbox=sandbox, home=home, out=out, force=force,
+    sb = _sandbox(sandbox, image, gpus, docker_host)
+    raise typer.Exit(_evaluate_all(t, cands, seeds=n, sandbox=sb, home=home, out=out, force=force,
                                    kind="candidate"))
 
 
@@ -231,6 +250,9 @@ def baseline(
     template: str = TemplateOpt,
     seeds: int = SeedsOpt,
     sandbox: str = SandboxOpt,
+    image: str = ImageOpt,
+    gpus: str = GpusOpt,
+    docker_host: str = DockerHostOpt,
     force: bool = typer.Option(False, "--force", help="Recompute even if cached."),
     home: Path = HomeOpt,
     templates_dir: Path = TemplatesDirOpt,
@@ -238,7 +260,8 @@ def baseline(
     """Compute the template's baseline (its shipped editable files) once per content hash."""
     t = _load(template, templates_dir)
     n = _seeds(t, seeds)
-    raise typer.Exit(_evaluate_all(t, [("baseline", t.editable_sources())], seeds=n, sandbox=sandbox,
+    sb = _sandbox(sandbox, image, gpus, docker_host)
+    raise typer.Exit(_evaluate_all(t, [("baseline", t.editable_sources())], seeds=n, sandbox=sb,
                                    home=home, out=None, force=force, kind="baseline"))
 
 
@@ -272,6 +295,9 @@ def run(
     seeds: int = SeedsOpt,
     out: Path = typer.Option(None, "--out", help="Output folder; running the same command again resumes it."),
     sandbox: str = SandboxOpt,
+    image: str = ImageOpt,
+    gpus: str = GpusOpt,
+    docker_host: str = DockerHostOpt,
     budget_usd: float = typer.Option(None, "--budget-usd", help="Stop cleanly after spending this much."),
     budget_minutes: float = typer.Option(None, "--budget-minutes", help="Stop cleanly after this long."),
     seed: int = typer.Option(0, "--seed", help="Seed of the evolve proposer."),
@@ -318,10 +344,7 @@ def run(
     if not no_writeup:
         _check_latex()
     n = _seeds(t, seeds)
-    try:
-        backend = resolve(sandbox)
-    except SandboxUnavailable as e:
-        _fail(str(e))
+    backend = _sandbox(sandbox, image, gpus, docker_host)
     slug = proposer if proposer == "evolve" else model.replace("/", "_")
     out_dir = (out or home / "runs" / t.name / slug).resolve()
     cfg = session.RunConfig(template=t, proposer=proposer, model=model, api_base=api_base, ideas=ideas, runs=runs,
@@ -335,8 +358,6 @@ def run(
         session.check_model(cfg)
     except LLMError as e:
         _fail(str(e))
-    if backend == "process":
-        err.print("[yellow]warning:[/yellow] --sandbox process runs candidates without isolation")
     report = JsonReporter() if log_json else RichReporter(console)
     code = session.run_session(cfg, _open_store(home), report)
     report.close()
@@ -586,8 +607,64 @@ def _print_summary(out_dir: Path) -> None:
                       "run the same command again to resume")
 
 
+sandbox_app = typer.Typer(no_args_is_help=True, help="The sandbox: build its Docker image, see which backend runs.")
+app.add_typer(sandbox_app, name="sandbox")
+
+
+@sandbox_app.command("build")
+def sandbox_build(
+    cuda: bool = typer.Option(False, "--cuda", help="The CUDA image (sandbox/Dockerfile.cuda) for NVIDIA GPUs."),
+    base: str = typer.Option(None, "--base", help="Base image with python3 (default python:3.11-slim); a local "
+                                                 "image serves sites without registry access."),
+    tag: str = typer.Option(None, "--tag", help="Image name (default scientist-sandbox:cpu or :cuda)."),
+    docker_host: str = DockerHostOpt,
+) -> None:
+    """Build the image the docker backend runs candidates in, through the Docker daemon."""
+    from sandbox import container, image
+    from sandbox.backends import CPU_IMAGE, CUDA_IMAGE
+
+    tag = tag or (CUDA_IMAGE if cuda else CPU_IMAGE)
+    try:
+        client = container.connect(docker_host, timeout=600)
+    except container.DockerUnavailable as e:
+        _fail(f"{e}: start the daemon (dockerd) or point --docker-host at one")
+    t0 = time.time()
+    try:
+        with console.status(f"building {tag}") as status:
+            def say(line: str) -> None:
+                line = " ".join(line.split())  # a multi-line RUN step on one line
+                console.print(f"  {escape(line[:110])}", soft_wrap=True)
+                status.update(f"building {tag}: {escape(line[:80])}")
+
+            image_id = image.build(client, tag=tag, cuda=cuda, base=base or image.DEFAULT_BASE, say=say)
+    except image.ImageError as e:
+        _fail(str(e), 1)
+    except KeyboardInterrupt:
+        _fail("interrupted", 130)
+    console.print(f"[green]built[/green] {tag} ({image_id[:19]}) in {time.time() - t0:.0f} s; "
+                  f"`--sandbox auto` now runs candidates in it")
+
+
+@sandbox_app.command("check")
+def sandbox_check(
+    sandbox: str = SandboxOpt,
+    image: str = ImageOpt,
+    gpus: str = GpusOpt,
+    docker_host: str = DockerHostOpt,
+) -> None:
+    """Say which backend --sandbox would use here, and why; exit 2 when none can run."""
+    sb = _sandbox(sandbox, image, gpus, docker_host)
+    where = f" (image {sb.image})" if sb.backend == "docker" else ""
+    console.print(f"sandbox: {sb.backend}{where}" + (f", GPUs {sb.gpus}" if sb.gpus else ""))
+
+
+def _terminated(signum, frame) -> None:
+    raise KeyboardInterrupt  # SIGTERM (a scheduler, `kill`): the same clean stop as Ctrl-C
+
+
 def main() -> None:
     """Entry point with a last-resort guard: an unexpected error is one line, not a traceback."""
+    signal.signal(signal.SIGTERM, _terminated)
     try:
         app()
     except Exception as e:  # noqa: BLE001

@@ -14,6 +14,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from sandbox.backends import Sandbox
 from scientist import runner
 from scientist.llm import Budget
 from scientist.proposers import Attempt, IdeaContext, Proposer
@@ -31,7 +32,7 @@ class LoopConfig:
     runs: int
     attempts: int
     seeds: int
-    sandbox: str
+    sandbox: Sandbox
     home: Path
     out_dir: Path
 

@@ -34,7 +34,7 @@ class EvalRequest:
     template: Template
     sources: dict[str, str]          # editable path -> candidate source
     seeds: int
-    sandbox: str                     # a resolved backend: 'bwrap' or 'process'
+    sandbox: backends.Sandbox        # a resolved backend and its settings
     home: Path                       # the tool's folder: store, caches, default run folders
     out_dir: Path
     kind: str = "candidate"
@@ -67,7 +67,8 @@ def evaluate(req: EvalRequest, store: Store) -> EvalResult:
     run_dir = req.out_dir
     _clear_run_dir(run_dir)
     run_id = store.start_run(kind=req.kind, template=req.template.name, template_hash=template_hash,
-                             sources=req.sources, seeds=req.seeds, sandbox=req.sandbox, out_dir=run_dir)
+                             sources=req.sources, seeds=req.seeds, sandbox=req.sandbox.backend,
+                             out_dir=run_dir)
     t0 = time.time()
     timings: dict[str, float] = {}
     try:
@@ -76,10 +77,12 @@ def evaluate(req: EvalRequest, store: Store) -> EvalResult:
             req.sandbox,
             backends.Job(script=req.template.spec.entrypoint, work=work, libs_parent=PROJECT_ROOT,
                          jax_cache=sandbox_cache(req.home, req.template.name, source_hash(req.sources))),
-            Limits(time_s=req.template.spec.limits.time_s, memory_mb=req.template.spec.limits.memory_mb),
+            sandbox_limits(req.template),
             run_dir / "train.log",
         )
         timings.update(_harness_timings(work, outcome))
+        if outcome.exceeded == "disk":
+            shutil.rmtree(work, ignore_errors=True)  # give the space back; the log says what happened
         if not outcome.ok:
             return _failed(store, run_id, _reason(outcome, req.template), outcome.log_tail, timings, t0)
         t_eval = time.time()
@@ -91,10 +94,20 @@ def evaluate(req: EvalRequest, store: Store) -> EvalResult:
     except KeyboardInterrupt:
         _failed(store, run_id, INTERRUPTED, None, timings, t0)
         raise
+    except backends.SandboxUnavailable as e:
+        _failed(store, run_id, f"sandbox unavailable: {e}", None, timings, t0)
+        raise RuntimeError(f"sandbox unavailable: {e}") from None
     timings["total"] = time.time() - t0
     store.finish_run(run_id, status="ok", final_info=info, metric=req.template.spec.metric.name,
                      timings=timings)
     return EvalResult(store.get(run_id), timings=timings)
+
+
+def sandbox_limits(template: Template) -> Limits:
+    """The sandbox's limits, from template.toml's [limits]."""
+    lim = template.spec.limits
+    return Limits(time_s=lim.time_s, memory_mb=lim.memory_mb, processes=lim.processes, disk_mb=lim.disk_mb,
+                  tmp_mb=lim.tmp_mb, cpus=lim.cpus)
 
 
 def sandbox_cache(home: Path, template: str, candidate_hash: str) -> Path:
@@ -202,6 +215,10 @@ def _reason(outcome: Outcome, template: Template, evaluator: bool = False) -> st
         return f"timed out: {where} exceeded its time limit of {limit:g} s"
     if outcome.out_of_memory:
         return f"out of memory: {where} exceeded the memory limit of {limits.memory_mb} MB"
+    if outcome.exceeded == "processes":
+        return f"process limit: {where} reached {limits.processes} processes and threads (a fork bomb?)"
+    if outcome.exceeded == "disk":
+        return f"disk limit: {where} wrote more than {limits.disk_mb} MB in its folder (its files were removed)"
     lines = [ln.strip() for ln in outcome.log_tail.splitlines() if ln.strip()]
     marked = [ln[len(FAIL_MARKER):] for ln in lines if ln.startswith(FAIL_MARKER)]
     if marked:

@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass
 from difflib import SequenceMatcher
 from pathlib import Path
 
+from sandbox.backends import Sandbox
 from scientist import runner
 from scientist.experiment import LoopConfig, copy_run, run_idea
 from scientist.formats import FormatError
@@ -45,7 +46,7 @@ class RunConfig:
     attempts: int
     reflections: int
     seeds: int
-    sandbox: str
+    sandbox: Sandbox
     home: Path
     out_dir: Path
     budget_usd: float | None = None

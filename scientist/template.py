@@ -37,6 +37,10 @@ class Limits(BaseModel):
     time_s: float = Field(600.0, gt=0)
     memory_mb: int = Field(4096, gt=0)
     eval_time_s: float = Field(300.0, gt=0)
+    processes: int = Field(1024, ge=16)        # tasks, threads included (JAX starts one per core and more)
+    disk_mb: int = Field(4096, gt=0)           # all the run may write in its folder
+    tmp_mb: int = Field(256, gt=0)             # its private /tmp
+    cpus: float | None = Field(None, gt=0)     # docker: CPU share; default all
 
 
 class TemplateSpec(BaseModel):

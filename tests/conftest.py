@@ -87,3 +87,37 @@ def candidate(tmp_path):
 
 
 DPO_SOURCE = (DISCOPOP / "loss.py").read_text()
+
+
+@pytest.fixture(scope="session")
+def docker_host():
+    """A real Docker engine with the sandbox image built by `scientist sandbox build` (see docker_engine.py).
+
+    Where no engine can be had, the Docker cases are skipped with the reason, except in CI
+    (CI=true), where `make test` installs what they need and a missing engine is a failure.
+    """
+    import docker_engine
+
+    try:
+        host, proc = docker_engine.start_engine()
+    except docker_engine.EngineUnavailable as e:
+        (pytest.fail if os.environ.get("CI") else pytest.skip)(str(e))
+    try:
+        docker_engine.ensure_base_image(host)
+        docker_engine.build_test_image(host)
+    except docker_engine.EngineUnavailable as e:
+        docker_engine.stop_engine(proc)
+        pytest.fail(str(e))
+    yield host
+    docker_engine.stop_engine(proc)
+
+
+@pytest.fixture
+def sandbox_args(request) -> list[str]:
+    """The CLI flags that select a sandbox backend; parametrize indirectly with its name."""
+    if request.param == "docker":
+        from docker_engine import TEST_IMAGE
+
+        host = request.getfixturevalue("docker_host")
+        return ["--sandbox", "docker", "--image", TEST_IMAGE, "--docker-host", host]
+    return ["--sandbox", request.param]

@@ -106,28 +106,28 @@ def _leftovers(marker: str) -> list:
     return found
 
 
-@pytest.mark.parametrize("sandbox", ["bwrap", "process"])
-def test_sleeper_is_killed_at_the_time_limit_with_its_children(sandbox, tmp_path, candidate):
+@pytest.mark.parametrize("sandbox_args", ["bwrap", "process", "docker"], indirect=True)
+def test_sleeper_is_killed_at_the_time_limit_with_its_children(sandbox_args, tmp_path, candidate):
     from conftest import write_tiny_template
 
     templates = tmp_path / "t"
     write_tiny_template(templates, time_s="6")
-    marker = f"98765{len(sandbox)}"
+    marker = f"98765{len(sandbox_args[1])}"
     sleeper = candidate("sleeper", f'''
 import subprocess, time
 subprocess.Popen(["sleep", "{marker}"])
 subprocess.Popen(["sleep", "{marker}"], start_new_session=True)  # tries to escape the process group
 time.sleep(10**6)
 ''')
-    r = run_eval(templates, tmp_path / "h", "--candidate", str(sleeper), "--sandbox", sandbox)
+    r = run_eval(templates, tmp_path / "h", "--candidate", str(sleeper), *sandbox_args)
     assert r.code == 1 and "timed out: the run exceeded its time limit of 6 s" in r.err
     assert _leftovers(marker) == []
 
 
-@pytest.mark.parametrize("sandbox", ["bwrap", "process"])
-def test_memory_bomb_is_stopped(sandbox, tiny_templates, home, candidate):
+@pytest.mark.parametrize("sandbox_args", ["bwrap", "process", "docker"], indirect=True)
+def test_memory_bomb_is_stopped(sandbox_args, tiny_templates, home, candidate):
     bomb = candidate("bomb", "chunks = []\nwhile True:\n    chunks.append(b'x' * (64 * 2**20))\n")
-    r = run_eval(tiny_templates, home, "--candidate", str(bomb), "--sandbox", sandbox)
+    r = run_eval(tiny_templates, home, "--candidate", str(bomb), *sandbox_args)
     assert r.code == 1 and "out of memory" in r.err and "1500 MB" in r.err
     assert rows(home)[-1]["status"] == "failed"
 

@@ -1,0 +1,152 @@
+"""Building the image the Docker backend runs: `scientist sandbox build`.
+
+The build context is made here: the Dockerfile, a lock of sandbox/requirements.txt
+pinned to the versions installed next to this tool, and the wheels for exactly
+the base image's Python, C library and machine, fetched by the host's own pip
+(with its index, mirrors and certificates). The Docker build itself then needs
+no network at all; `--base` swaps the registry image for any local one with python3.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import docker
+
+SANDBOX_DIR = Path(__file__).resolve().parent
+DEFAULT_BASE = "python:3.11-slim"
+LOCK_LABEL = "org.scientist.lock"
+_PROBE = ("import json, platform, sys; "
+          "print(json.dumps([sys.version_info[0], sys.version_info[1], platform.libc_ver()[1], platform.machine()]))")
+
+
+class ImageError(Exception):
+    """The image cannot be built; the message says why and what to do."""
+
+
+@dataclass(frozen=True)
+class BasePython:
+    """What the base image's python3 is, which decides the wheels to fetch."""
+
+    major: int
+    minor: int
+    glibc: str
+    machine: str
+
+    def platforms(self) -> list[str]:
+        """pip --platform tags this interpreter accepts: every manylinux up to its glibc."""
+        top = int(self.glibc.split(".")[1])
+        return [f"manylinux_2_{i}_{self.machine}" for i in range(top, 4, -1)] + [f"manylinux2014_{self.machine}"]
+
+
+def requirements(cuda: bool) -> list[str]:
+    """sandbox/requirements.txt, each pinned to the version installed here when it is."""
+    lines = []
+    for line in (SANDBOX_DIR / "requirements.txt").read_text().splitlines():
+        name = line.split("#")[0].strip()
+        if not name:
+            continue
+        extra = "[cuda12]" if cuda and name == "jax" else ""
+        try:
+            lines.append(f"{name}{extra}=={metadata.version(name)}")
+        except metadata.PackageNotFoundError:
+            lines.append(f"{name}{extra}")
+    return lines
+
+
+def constraints() -> list[str]:
+    """Every distribution installed here, pinned: the image's dependencies resolve as ours did."""
+    pins = {}
+    for dist in metadata.distributions():
+        name = dist.metadata["Name"]
+        if name and name.lower() != "scientist":
+            pins[name.lower()] = f"{name}=={dist.version}"
+    return sorted(pins.values())
+
+
+def probe_base(client: docker.DockerClient, base: str, say: Callable[[str], None]) -> BasePython:
+    """Make sure the base image is here (pulling it if not) and read its python3."""
+    import docker
+
+    try:
+        client.images.get(base)
+    except docker.errors.ImageNotFound:
+        say(f"pulling {base}")
+        try:
+            client.images.pull(base)
+        except docker.errors.APIError as e:
+            raise ImageError(f"cannot pull the base image {base} ({e.explanation or e}); on a site without "
+                             "registry access pass --base with a local image that has python3") from None
+    try:
+        out = client.containers.run(base, ["python3", "-c", _PROBE], network_mode="none", remove=True)
+        major, minor, glibc, machine = json.loads(out.decode().strip().splitlines()[-1])
+    except (docker.errors.ContainerError, docker.errors.APIError, ValueError) as e:
+        raise ImageError(f"the base image {base} has no working python3 ({type(e).__name__}); "
+                         "choose a base with python3 and its venv module") from None
+    if not glibc.startswith("2."):
+        raise ImageError(f"the base image {base} has no glibc (musl-based images cannot run jaxlib's wheels)")
+    return BasePython(major, minor, glibc, machine)
+
+
+def fetch_wheels(py: BasePython, lock: list[str], dest: Path, say: Callable[[str], None]) -> None:
+    """Download the locked wheels (and pip's own) for the base's interpreter into dest."""
+    dest.mkdir(parents=True, exist_ok=True)
+    (dest.parent / "requirements.lock").write_text("\n".join(lock) + "\n")
+    (dest.parent / "constraints.txt").write_text("\n".join(constraints()) + "\n")
+    platforms = [a for tag in py.platforms() for a in ("--platform", tag)]
+    argv = [sys.executable, "-m", "pip", "download", "--disable-pip-version-check", "--progress-bar", "off",
+            "--dest", str(dest), "--only-binary=:all:", "--implementation", "cp",
+            "--python-version", f"{py.major}.{py.minor}", *platforms,
+            "-r", str(dest.parent / "requirements.lock"), "-c", str(dest.parent / "constraints.txt"),
+            f"pip=={metadata.version('pip')}"]
+    say(f"fetching wheels for Python {py.major}.{py.minor}, glibc {py.glibc}, {py.machine}")
+    proc = subprocess.run(argv, capture_output=True, text=True)
+    if proc.returncode != 0:
+        last = [ln for ln in proc.stderr.splitlines() if ln.strip()][-1:] or ["(no output)"]
+        raise ImageError(f"pip could not fetch the sandbox's wheels: {last[0].strip()}")
+    say(f"{len(list(dest.glob('*.whl')))} wheels ready")
+
+
+def build(client: docker.DockerClient, *, tag: str, cuda: bool = False, base: str = DEFAULT_BASE,
+          say: Callable[[str], None] = print) -> str:
+    """Build the sandbox image as tag from base; return its id. Progress lines go to say."""
+    import docker
+
+    py = probe_base(client, base, say)
+    lock = requirements(cuda)
+    dockerfile = "Dockerfile.cuda" if cuda else "Dockerfile"
+    with tempfile.TemporaryDirectory(prefix="scientist-image-") as tmp:
+        ctx = Path(tmp)
+        (ctx / "Dockerfile").write_text((SANDBOX_DIR / dockerfile).read_text())
+        fetch_wheels(py, lock, ctx / "wheels", say)
+        digest = hashlib.sha256()
+        for f in sorted(ctx.rglob("*")):
+            if f.is_file():
+                digest.update(f.name.encode() + f.read_bytes())
+        digest.update(base.encode())
+        image_id = None
+        try:
+            for event in client.api.build(path=str(ctx), tag=tag, buildargs={"BASE": base}, network_mode="none",
+                                          rm=True, forcerm=True, decode=True, pull=False,
+                                          labels={LOCK_LABEL: digest.hexdigest()}):
+                if "error" in event:
+                    raise ImageError(f"docker build failed: {event['error'].strip().splitlines()[-1]}")
+                line = event.get("stream", "").rstrip()
+                if line.startswith("Step ") or line.startswith("Successfully"):
+                    say(line)
+                image_id = event.get("aux", {}).get("ID", image_id)
+        except docker.errors.APIError as e:
+            raise ImageError(f"docker build failed: {e.explanation or e}") from None
+    if image_id is None:
+        raise ImageError("docker build ended without an image")
+    return image_id
