@@ -4,12 +4,16 @@ PY := $(VENV)/bin/python
 SCIENTIST := $(VENV)/bin/scientist
 CANDIDATES := $(wildcard templates/discopop/candidates/*.py)
 
-.PHONY: setup system demo references test test-all lint bench clean
+.PHONY: setup system system-test demo references test test-all lint bench clean
 
 setup: system $(VENV)/.installed
 
 system:
 	@bash scripts/setup-system.sh
+
+# The tests also run candidates in a real Docker engine, which they start themselves.
+system-test:
+	@bash scripts/setup-system.sh --test
 
 $(VENV)/.installed: pyproject.toml
 	@test -x $(PY) || python3 -m venv $(VENV)
@@ -26,10 +30,10 @@ demo: setup
 references: setup
 	$(SCIENTIST) eval --template discopop $(addprefix --candidate ,$(CANDIDATES))
 
-test: setup
+test: system-test $(VENV)/.installed
 	$(PY) -m pytest -q
 
-test-all: setup
+test-all: system-test $(VENV)/.installed
 	$(PY) -m pytest -q -m ""
 
 lint: setup
@@ -38,6 +42,7 @@ lint: setup
 bench: setup
 	$(PY) bench/discopop_vmap.py
 	$(PY) bench/eval_phases.py
+	$(PY) bench/sandbox_startup.py
 
 clean:
 	rm -rf .scientist .pytest_cache

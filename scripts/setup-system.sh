@@ -1,9 +1,14 @@
 #!/usr/bin/env bash
 # Installs the system packages the project needs (apt, when run as root), or says exactly what to install.
+# --test adds what the test suite needs besides: a Docker engine and debootstrap (for a local base image).
 set -euo pipefail
 
 need=()
 command -v bwrap >/dev/null 2>&1 || need+=(bubblewrap)
+if [[ ${1:-} == --test ]]; then
+    command -v dockerd >/dev/null 2>&1 || need+=(docker.io)
+    command -v debootstrap >/dev/null 2>&1 || need+=(debootstrap)
+fi
 # LaTeX for the papers: the tools, and the packages the paper template uses.
 tex_ok=1
 for tool in latexmk pdflatex bibtex chktex kpsewhich; do command -v "$tool" >/dev/null 2>&1 || tex_ok=0; done
