@@ -99,22 +99,53 @@ def probe_base(client: docker.DockerClient, base: str, say: Callable[[str], None
 
 
 def fetch_wheels(py: BasePython, lock: list[str], dest: Path, say: Callable[[str], None]) -> None:
-    """Download the locked wheels (and pip's own) for the base's interpreter into dest."""
+    """Download the locked wheels (and pip's own) for the base's interpreter into dest.
+
+    A dependency published only as a source archive (kinetix-env's moviepy, say) has no
+    wheel to download for another interpreter: it is built into a wheel here, which is
+    right for the pure-Python packages such archives hold, and the download is retried.
+    """
     dest.mkdir(parents=True, exist_ok=True)
-    (dest.parent / "requirements.lock").write_text("\n".join(lock) + "\n")
-    (dest.parent / "constraints.txt").write_text("\n".join(constraints()) + "\n")
+    lock_file, constraints_file = dest.parent / "requirements.lock", dest.parent / "constraints.txt"
+    lock_file.write_text("\n".join(lock) + "\n")
+    pins = constraints()
+    constraints_file.write_text("\n".join(pins) + "\n")
     platforms = [a for tag in py.platforms() for a in ("--platform", tag)]
-    argv = [sys.executable, "-m", "pip", "download", "--disable-pip-version-check", "--progress-bar", "off",
-            "--dest", str(dest), "--only-binary=:all:", "--implementation", "cp",
-            "--python-version", f"{py.major}.{py.minor}", *platforms,
-            "-r", str(dest.parent / "requirements.lock"), "-c", str(dest.parent / "constraints.txt"),
-            f"pip=={metadata.version('pip')}"]
+    pip = [sys.executable, "-m", "pip", "--disable-pip-version-check"]
+    argv = [*pip, "download", "--progress-bar", "off", "--dest", str(dest), "--find-links", str(dest),
+            "--only-binary=:all:", "--implementation", "cp", "--python-version", f"{py.major}.{py.minor}",
+            *platforms, "-r", str(lock_file), "-c", str(constraints_file), f"pip=={metadata.version('pip')}"]
     say(f"fetching wheels for Python {py.major}.{py.minor}, glibc {py.glibc}, {py.machine}")
-    proc = subprocess.run(argv, capture_output=True, text=True)
-    if proc.returncode != 0:
-        last = [ln for ln in proc.stderr.splitlines() if ln.strip()][-1:] or ["(no output)"]
-        raise ImageError(f"pip could not fetch the sandbox's wheels: {last[0].strip()}")
+    built: set[str] = set()
+    while True:
+        proc = subprocess.run(argv, capture_output=True, text=True)
+        if proc.returncode == 0:
+            break
+        missing = _without_wheels(proc.stdout + proc.stderr) - built
+        if not missing:
+            last = [ln for ln in proc.stderr.splitlines() if ln.startswith("ERROR")][:1] or ["(no output)"]
+            raise ImageError(f"pip could not fetch the sandbox's wheels: {last[0].strip()}")
+        for name in sorted(missing):
+            pin = next((p for p in pins if p.lower().startswith(name.lower() + "==")), name)
+            say(f"building a wheel for {pin} (published as source only)")
+            wheel = subprocess.run([*pip, "wheel", "--no-deps", "--wheel-dir", str(dest), pin],
+                                   capture_output=True, text=True)
+            if wheel.returncode != 0:
+                raise ImageError(f"pip could not build a wheel for {pin}: {wheel.stderr.strip()[-200:]}")
+        built |= missing
     say(f"{len(list(dest.glob('*.whl')))} wheels ready")
+
+
+def _without_wheels(output: str) -> set[str]:
+    """Names pip found no wheel of, from its resolution error (pip splits it over stdout and stderr)."""
+    names = set()
+    lines = output.splitlines()
+    for i, line in enumerate(lines):
+        if "no matching distributions available for your environment" in line:
+            names |= {ln.strip() for ln in lines[i + 1:] if ln.startswith("    ") and ln.strip()}
+        elif line.startswith("ERROR: Could not find a version that satisfies the requirement "):
+            names.add(line.split()[-1].split("==")[0].split("(")[0])
+    return {n for n in names if n.replace("-", "").replace("_", "").replace(".", "").isalnum()}
 
 
 def build(client: docker.DockerClient, *, tag: str, cuda: bool = False, base: str = DEFAULT_BASE,
@@ -122,6 +153,10 @@ def build(client: docker.DockerClient, *, tag: str, cuda: bool = False, base: st
     """Build the sandbox image as tag from base; return its id. Progress lines go to say."""
     import docker
 
+    try:
+        previous = client.images.get(tag).id
+    except docker.errors.ImageNotFound:
+        previous = None
     py = probe_base(client, base, say)
     lock = requirements(cuda)
     dockerfile = "Dockerfile.cuda" if cuda else "Dockerfile"
@@ -149,4 +184,9 @@ def build(client: docker.DockerClient, *, tag: str, cuda: bool = False, base: st
             raise ImageError(f"docker build failed: {e.explanation or e}") from None
     if image_id is None:
         raise ImageError("docker build ended without an image")
+    if previous and previous != image_id:
+        try:  # the tag moved on: drop the image it named, unless a container still uses it
+            client.images.remove(previous)
+        except docker.errors.APIError:
+            pass
     return image_id
