@@ -87,12 +87,17 @@ def probe_base(client: docker.DockerClient, base: str, say: Callable[[str], None
         except docker.errors.APIError as e:
             raise ImageError(f"cannot pull the base image {base} ({e.explanation or e}); on a site without "
                              "registry access pass --base with a local image that has python3") from None
-    try:
-        out = client.containers.run(base, ["python3", "-c", _PROBE], network_mode="none", remove=True)
-        major, minor, glibc, machine = json.loads(out.decode().strip().splitlines()[-1])
-    except (docker.errors.ContainerError, docker.errors.APIError, ValueError) as e:
+    probe = client.containers.create(base, ["python3", "-c", _PROBE], network_disabled=True)
+    try:  # created, then started: a base without python3 fails at start, and is removed all the same
+        probe.start()
+        if probe.wait(timeout=120)["StatusCode"] != 0:
+            raise ValueError("python3 failed")
+        major, minor, glibc, machine = json.loads(probe.logs(stderr=False).decode().strip().splitlines()[-1])
+    except (docker.errors.APIError, ValueError, IndexError) as e:
         raise ImageError(f"the base image {base} has no working python3 ({type(e).__name__}); "
                          "choose a base with python3 and its venv module") from None
+    finally:
+        probe.remove(force=True)
     if not glibc.startswith("2."):
         raise ImageError(f"the base image {base} has no glibc (musl-based images cannot run jaxlib's wheels)")
     return BasePython(major, minor, glibc, machine)
