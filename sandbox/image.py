@@ -154,31 +154,34 @@ def _without_wheels(output: str) -> set[str]:
 
 
 def build(client: docker.DockerClient, *, tag: str, cuda: bool = False, base: str = DEFAULT_BASE,
-          say: Callable[[str], None] = print) -> str:
-    """Build the sandbox image as tag from base; return its id. Progress lines go to say."""
+          force: bool = False, say: Callable[[str], None] = print) -> str:
+    """Build the sandbox image as tag from base; return its id. Progress lines go to say.
+
+    An image already tagged from the same base, Dockerfile and locked versions is up to
+    date and kept (force rebuilds it): the build's inputs, not its bytes, decide.
+    """
     import docker
 
     try:
-        previous = client.images.get(tag).id
+        previous = client.images.get(tag)
     except docker.errors.ImageNotFound:
         previous = None
     py = probe_base(client, base, say)
     lock = requirements(cuda)
-    dockerfile = "Dockerfile.cuda" if cuda else "Dockerfile"
+    dockerfile = (SANDBOX_DIR / ("Dockerfile.cuda" if cuda else "Dockerfile")).read_text()
+    key = hashlib.sha256(json.dumps([dockerfile, lock, constraints(), client.images.get(base).id,
+                                     [py.major, py.minor, py.glibc, py.machine]]).encode()).hexdigest()
+    if previous is not None and previous.labels.get(LOCK_LABEL) == key and not force:
+        say(f"{tag} is up to date (same base, Dockerfile and versions); --force rebuilds it")
+        return previous.id
     with tempfile.TemporaryDirectory(prefix="scientist-image-") as tmp:
         ctx = Path(tmp)
-        (ctx / "Dockerfile").write_text((SANDBOX_DIR / dockerfile).read_text())
+        (ctx / "Dockerfile").write_text(dockerfile)
         fetch_wheels(py, lock, ctx / "wheels", say)
-        digest = hashlib.sha256()
-        for f in sorted(ctx.rglob("*")):
-            if f.is_file():
-                digest.update(f.name.encode() + f.read_bytes())
-        digest.update(base.encode())
         image_id = None
         try:
             for event in client.api.build(path=str(ctx), tag=tag, buildargs={"BASE": base}, network_mode="none",
-                                          rm=True, forcerm=True, decode=True, pull=False,
-                                          labels={LOCK_LABEL: digest.hexdigest()}):
+                                          rm=True, forcerm=True, decode=True, pull=False, labels={LOCK_LABEL: key}):
                 if "error" in event:
                     raise ImageError(f"docker build failed: {event['error'].strip().splitlines()[-1]}")
                 line = event.get("stream", "").rstrip()
@@ -189,9 +192,9 @@ def build(client: docker.DockerClient, *, tag: str, cuda: bool = False, base: st
             raise ImageError(f"docker build failed: {e.explanation or e}") from None
     if image_id is None:
         raise ImageError("docker build ended without an image")
-    if previous and previous != image_id:
+    if previous is not None and previous.id != image_id:
         try:  # the tag moved on: drop the image it named, unless a container still uses it
-            client.images.remove(previous)
+            client.images.remove(previous.id)
         except docker.errors.APIError:
             pass
     return image_id

@@ -617,6 +617,7 @@ def sandbox_build(
     base: str = typer.Option(None, "--base", help="Base image with python3 (default python:3.11-slim); a local "
                                                  "image serves sites without registry access."),
     tag: str = typer.Option(None, "--tag", help="Image name (default scientist-sandbox:cpu or :cuda)."),
+    force: bool = typer.Option(False, "--force", help="Rebuild even if the image is up to date."),
     docker_host: str = DockerHostOpt,
 ) -> None:
     """Build the image the docker backend runs candidates in, through the Docker daemon."""
@@ -636,13 +637,14 @@ def sandbox_build(
                 console.print(f"  {escape(line[:110])}", soft_wrap=True)
                 status.update(f"building {tag}: {escape(line[:80])}")
 
-            image_id = image.build(client, tag=tag, cuda=cuda, base=base or image.DEFAULT_BASE, say=say)
+            image_id = image.build(client, tag=tag, cuda=cuda, base=base or image.DEFAULT_BASE, force=force,
+                                   say=say)
     except image.ImageError as e:
         _fail(str(e), 1)
     except KeyboardInterrupt:
         _fail("interrupted", 130)
-    console.print(f"[green]built[/green] {tag} ({image_id[:19]}) in {time.time() - t0:.0f} s; "
-                  f"`--sandbox auto` now runs candidates in it")
+    console.print(f"[green]ready:[/green] {tag} ({image_id[:19]}, {time.time() - t0:.0f} s); "
+                  f"`--sandbox auto` runs candidates in it")
 
 
 @sandbox_app.command("check")
