@@ -17,7 +17,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from sandbox.limits import Limits, Outcome, supervise
@@ -167,6 +167,9 @@ def _bwrap_argv(job: Job, gpus: str | None, tmp_mb: int) -> list[str]:
 
 def run(sandbox: Sandbox, job: Job, limits: Limits, log_path: Path) -> Outcome:
     """Run the job's script under the chosen backend and limits."""
+    # Mount sources must be absolute, whatever folder the caller runs in.
+    job = replace(job, work=job.work.resolve(), libs_parent=job.libs_parent.resolve(),
+                       jax_cache=job.jax_cache.resolve() if job.jax_cache is not None else None)
     if job.jax_cache is not None:
         job.jax_cache.mkdir(parents=True, exist_ok=True)
     if sandbox.backend == "docker":

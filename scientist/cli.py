@@ -36,7 +36,8 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 console = Console(highlight=False)
 err = Console(stderr=True, highlight=False)
 
-HomeOpt = typer.Option(Path(".scientist"), "--home", envvar="SCIENTIST_HOME",
+# Absolute from here on: sandboxes mount folders under it and run elsewhere.
+HomeOpt = typer.Option(Path(".scientist"), "--home", envvar="SCIENTIST_HOME", resolve_path=True,
                        help="Folder for the store, caches and run folders.")
 TemplatesDirOpt = typer.Option(DEFAULT_TEMPLATES_DIR, "--templates-dir", help="Where templates live.")
 SandboxOpt = typer.Option("auto", "--sandbox",

@@ -166,3 +166,19 @@ def test_out_folder_keeps_what_the_user_had_there(tiny_templates, home, tmp_path
     r = run_eval(tiny_templates, home, "--out", str(out), "--force")
     assert r.code == 0, r.text
     assert (out / "my_notes.txt").read_text() == "precious" and (out / "final_info.json").is_file()
+
+
+def test_relative_home_works_from_any_folder(tiny_templates, tmp_path):
+    # The default --home is relative (.scientist); sandboxes mount folders under it, so it must be made absolute.
+    import os
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "200"}
+    p = subprocess.run([sys.executable, "-m", "scientist", "eval", "--template", "discopop", "--templates-dir",
+                        str(tiny_templates), "--home", "rel-home", "--sandbox", "bwrap"],
+                       cwd=tmp_path, capture_output=True, text=True, env=env, timeout=300)
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert (tmp_path / "rel-home" / "store.sqlite").is_file() and not (tmp_path / "rel-home" / "rel-home").exists()

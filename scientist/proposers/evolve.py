@@ -79,10 +79,13 @@ class EvolveProposer:
             if json.dumps(genome, sort_keys=True) not in tried:
                 break
         formula = self.space.describe(genome)
+        # The search space may name what it evolves and what "better" means for its template.
+        noun = getattr(self.space, "NOUN", "candidate")
+        goal = getattr(self.space, "GOAL", "scores better on the template's metric")
         return {
             "name": f"evolve_{idx:03d}",
-            "title": f"Evolved loss: {formula}",
-            "hypothesis": f"The loss {formula} ({origin}) trades reward against KL better than its parents.",
+            "title": f"Evolved {noun}: {formula}",
+            "hypothesis": f"The {noun} {formula} ({origin}) {goal} than its parents.",
             "experiment": "Evaluate the loss, then hill-climb from the best version with small mutations.",
             "genome": genome,
         }

@@ -48,6 +48,8 @@ NodePath = tuple[int, ...]  # child indices from the root to a node
 
 # The member of known() that the template ships as its editable file (its baseline).
 BASELINE = "dpo"
+NOUN = "loss"                                    # how ideas name what is evolved
+GOAL = "trades reward against KL better"         # ... and what better means here
 MAX_DEPTH = 3
 EXP_FLOOR = -50.0  # exp(-u) is evaluated at max(u, EXP_FLOOR): at most e^50 ~ 5e21, far from float32's 3e38
 PRIMITIVES = ("logistic", "exp", "hinge", "sq_hinge", "softplus_sq", "square", "sigmoid")
