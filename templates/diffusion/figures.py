@@ -1,0 +1,118 @@
+"""Diffusion figures for papers: samples against held-out data per data set, and MMD per data set.
+
+Loaded by path by `papers.figures.template_figures` in the framework's process
+(never in the sandbox); it reads only the evaluator's `extra` of each
+final_info.json: "datasets", "figure_heldout" and "figure_samples" [data sets][points][2]
+(seed 0), and "per_dataset" {"mmd": [seeds][data sets], "mmd_noise": ...}.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+
+from papers.figures import Figure, FigureError, figure_style, save_figure
+from scientist.stats import summarize
+
+BEST = ("best candidate", "#0072B2")
+BASELINE = ("DDPM (baseline)", "#555555")
+DATA_COLOR = "#D55E00"
+LIMIT = 2.6  # every data set lies inside [-2.2, 2.2]^2
+
+
+def _read(info: dict, who: str) -> dict:
+    """Data set names, seed-0 points and per-seed MMD of one final_info.json, checked."""
+    extra = info.get("extra") or {}
+    missing = [k for k in ("datasets", "figure_heldout", "figure_samples", "per_dataset") if k not in extra]
+    if missing:
+        raise FigureError(f"{who} final_info.json has no extra.{', extra.'.join(missing)}")
+    names = list(extra["datasets"])
+    samples, heldout = np.asarray(extra["figure_samples"], float), np.asarray(extra["figure_heldout"], float)
+    mmd = np.asarray(extra["per_dataset"].get("mmd", []), float)
+    noise = np.asarray(extra["per_dataset"].get("mmd_noise", []), float)
+    d = len(names)
+    if samples.ndim != 3 or samples.shape[0] != d or samples.shape[2] != 2 or heldout.shape[0] != d:
+        raise FigureError(f"{who} extra.figure_samples {samples.shape} is not [{d} data sets][points][2]")
+    if mmd.ndim != 2 or mmd.shape[1] != d or noise.shape != mmd.shape:
+        raise FigureError(f"{who} extra.per_dataset.mmd {mmd.shape} is not [seeds][{d} data sets]")
+    return {"names": names, "samples": samples, "heldout": heldout, "mmd": mmd, "noise": noise}
+
+
+def samples_figure(best: dict, base: dict, out_dir: Path) -> Figure:
+    """A grid: rows held-out data, baseline samples, best samples; one column per data set."""
+    names = best["names"]
+    rows = (("held-out data", best["heldout"], DATA_COLOR), (BASELINE[0], base["samples"], BASELINE[1]),
+            (BEST[0], best["samples"], BEST[1]))
+    with figure_style():
+        fig, axes = plt.subplots(len(rows), len(names), figsize=(5.0, 4.0), squeeze=False)
+        for r, (label, points, color) in enumerate(rows):
+            for d, name in enumerate(names):
+                ax = axes[r, d]
+                ax.scatter(points[d, :, 0], points[d, :, 1], s=0.6, color=color, linewidths=0, rasterized=False)
+                ax.set_xlim(-LIMIT, LIMIT)
+                ax.set_ylim(-LIMIT, LIMIT)
+                ax.set_aspect("equal")
+                ax.set_xticks([])
+                ax.set_yticks([])
+                ax.grid(False)
+                for spine in ax.spines.values():  # a light frame on all four sides: a square window on the plane
+                    spine.set_visible(True)
+                    spine.set_linewidth(0.5)
+                    spine.set_color("#999999")
+                if r == 0:
+                    ax.set_title(name)
+                if d == 0:
+                    ax.set_ylabel(label, fontsize=7)
+        fig.subplots_adjust(wspace=0.05, hspace=0.08)
+        path = save_figure(fig, out_dir / "samples.pdf")
+    n = best["samples"].shape[1]
+    caption = (
+        f"Samples against data, one column per data set: {n} held-out points that training never saw (top), "
+        f"and {n} samples of the DDPM baseline (middle) and of the best candidate (bottom), each from the model "
+        "of seed 0, drawn by the sealed evaluator with its own noise through the exported denoiser and "
+        "sampler table."
+    )
+    return Figure(path=path, caption=caption, label="fig:samples")
+
+
+def mmd_figure(best: dict, base: dict, out_dir: Path) -> Figure:
+    """MMD per data set (bars: mean over seeds, 95% t-intervals), best against baseline, with noise's MMD."""
+    names = best["names"]
+    x = np.arange(len(names))
+    width = 0.38
+    with figure_style():
+        fig, ax = plt.subplots(figsize=(5.0, 3.2))
+        for i, (run, (label, color)) in enumerate(((base, BASELINE), (best, BEST))):
+            stats = [summarize(run["mmd"][:, d]) for d in range(len(names))]
+            mean = np.array([s["mean"] for s in stats])
+            lo, hi = np.array([s["ci95"] for s in stats]).T
+            err = np.nan_to_num(np.stack([mean - lo, hi - mean]), nan=0.0)  # one seed: no interval
+            ax.bar(x + (i - 0.5) * width, mean, width, yerr=err, color=color, label=label)
+        noise = best["noise"].mean(0)
+        ax.scatter(x, noise, marker="_", s=300, color="black", zorder=3, label="Gaussian noise")
+        ax.set_xticks(x)
+        ax.set_xticklabels(names)
+        ax.grid(axis="x", visible=False)
+        ax.set_ylabel("MMD to held-out data (lower is better)")
+        ax.legend(loc="lower left", bbox_to_anchor=(0.0, 1.01), ncol=3, borderaxespad=0.0)
+        path = save_figure(fig, out_dir / "mmd_per_dataset.pdf")
+    seeds = best["mmd"].shape[0] if best["mmd"].shape[0] == base["mmd"].shape[0] else \
+        f"{best['mmd'].shape[0]} (best candidate) and {base['mmd'].shape[0]} (baseline)"
+    caption = (
+        "MMD between samples and held-out points per data set, for the DDPM baseline and the best candidate: "
+        f"mean over {seeds} seeds, error bars are 95\\% t-intervals over seeds. Samples judged to copy training "
+        "points count as Gaussian noise; the black marks are the MMD of standard Gaussian noise itself, the value "
+        "of a model that learned nothing."
+    )
+    return Figure(path=path, caption=caption, label="fig:mmd_per_dataset")
+
+
+def figures(best_final_info: dict, baseline_final_info: dict, out_dir: Path) -> list[Figure]:
+    """Samples against data per data set, and the MMD per data set, best candidate against DDPM."""
+    best, base = _read(best_final_info, "best candidate's"), _read(baseline_final_info, "baseline's")
+    if best["names"] != base["names"]:
+        raise FigureError(f"the runs scored different data sets: {best['names']} and {base['names']}")
+    out_dir = Path(out_dir)
+    return [samples_figure(best, base, out_dir), mmd_figure(best, base, out_dir)]
