@@ -5,6 +5,7 @@ set -euo pipefail
 
 need=()
 command -v bwrap >/dev/null 2>&1 || need+=(bubblewrap)
+[[ -d /usr/share/games/fortunes ]] || need+=(fortunes)   # the transformer template's text corpus
 if [[ ${1:-} == --test ]]; then
     command -v dockerd >/dev/null 2>&1 || need+=(docker.io)
     command -v debootstrap >/dev/null 2>&1 || need+=(debootstrap)
