@@ -259,12 +259,14 @@ def _gae(values, rewards, dones, last_value, gamma, lam):
 
 
 def make_train(config: PPOConfig, env: Env, *, network: nn.Module | None = None,
-               optimizer: optax.GradientTransformation | None = None, loss: Callable = ppo_loss) -> Callable:
+               optimizer: optax.GradientTransformation | None = None, loss: Callable = ppo_loss,
+               optimizer_sees_batch: bool = False) -> Callable:
     """Return train(rng) -> {"params", "metrics"}; jit it, and vmap it over seeds.
 
     metrics (one entry per update): "return" and "length" of the episodes finished so far
     (mean over environments of the last finished episode), "solved" (the same for the
-    success signal), and the loss terms.
+    success signal), and the loss terms. With optimizer_sees_batch, the optimizer's update
+    also receives the minibatch as `batch=` (OPEN's dormancy needs the activations on it).
     """
     if config.num_updates < 1:
         raise ValueError(f"total_timesteps={config.total_timesteps} is less than one update "
@@ -317,9 +319,10 @@ def make_train(config: PPOConfig, env: Env, *, network: nn.Module | None = None,
                     params, opt_state, mb_i = carry
                     grads, aux = jax.grad(loss, has_aux=True)(params, net.apply, mb, config, discrete)
                     step_i = update_i * steps_per_update + epoch_i * config.num_minibatches + mb_i
+                    extra = {"batch": mb} if optimizer_sees_batch else {}
                     updates, opt_state = tx.update(
                         grads, opt_state, params, train_frac=update_i / config.num_updates,
-                        batch_frac=(step_i % steps_per_update) / steps_per_update)
+                        batch_frac=(step_i % steps_per_update) / steps_per_update, **extra)
                     return (optax.apply_updates(params, updates), opt_state, mb_i + 1), aux
 
                 (params, opt_state, _), aux = jax.lax.scan(minibatch, (params, opt_state, 0), shuffled)
