@@ -43,6 +43,8 @@ bench: setup
 	$(PY) bench/discopop_vmap.py
 	$(PY) bench/eval_phases.py
 	$(PY) bench/sandbox_startup.py
+	$(PY) bench/diffusion_vmap.py --steps 500
+	$(PY) bench/transformer_vmap.py
 
 clean:
 	rm -rf .scientist .pytest_cache
