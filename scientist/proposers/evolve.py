@@ -86,7 +86,7 @@ class EvolveProposer:
             "name": f"evolve_{idx:03d}",
             "title": f"Evolved {noun}: {formula}",
             "hypothesis": f"The {noun} {formula} ({origin}) {goal} than its parents.",
-            "experiment": "Evaluate the loss, then hill-climb from the best version with small mutations.",
+            "experiment": f"Evaluate the {noun}, then hill-climb from the best version with small mutations.",
             "genome": genome,
         }
 
