@@ -29,16 +29,21 @@ TINY = {
 }
 
 
-def write_tiny_template(dest: Path, **overrides: str) -> Path:
-    """Copy the DiscoPOP template to dest/discopop with TINY settings (and overrides) in its toml."""
-    root = dest / "discopop"
-    shutil.copytree(DISCOPOP, root, ignore=shutil.ignore_patterns("__pycache__"))
+def copy_template(dest: Path, name: str, settings: dict[str, str]) -> Path:
+    """Copy templates/<name> to dest/<name>, setting each `key = value` line of its toml (each must exist once)."""
+    root = dest / name
+    shutil.copytree(ROOT / "templates" / name, root, ignore=shutil.ignore_patterns("__pycache__"))
     toml = (root / "template.toml").read_text()
-    for key, value in {**TINY, **overrides}.items():
+    for key, value in settings.items():
         toml, n = re.subn(rf"(?m)^{key} = .*$", f"{key} = {value}", toml)
         assert n == 1, key
     (root / "template.toml").write_text(toml)
     return root
+
+
+def write_tiny_template(dest: Path, **overrides: str) -> Path:
+    """Copy the DiscoPOP template to dest/discopop with TINY settings (and overrides) in its toml."""
+    return copy_template(dest, "discopop", {**TINY, **overrides})
 
 
 @pytest.fixture(scope="session")

@@ -8,7 +8,6 @@ import importlib.util
 import json
 import random
 import re
-import shutil
 import tomllib
 from pathlib import Path
 
@@ -16,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import ROOT, scientist
+from conftest import ROOT, copy_template, scientist
 
 from jax_workloads import diffusion as df
 from jax_workloads import sealed
@@ -37,14 +36,7 @@ TINY = {
 
 def write_tiny_diffusion(dest: Path, **overrides: str) -> Path:
     """Copy the diffusion template to dest/diffusion with TINY settings (and overrides) in its toml."""
-    root = dest / "diffusion"
-    shutil.copytree(DIFFUSION, root, ignore=shutil.ignore_patterns("__pycache__"))
-    toml = (root / "template.toml").read_text()
-    for key, value in {**TINY, **overrides}.items():
-        toml, n = re.subn(rf"(?m)^{key} = .*$", f"{key} = {value}", toml)
-        assert n == 1, key
-    (root / "template.toml").write_text(toml)
-    return root
+    return copy_template(dest, "diffusion", {**TINY, **overrides})
 
 
 def load_module(path: Path, name: str):

@@ -10,7 +10,6 @@ import importlib.util
 import json
 import os
 import random
-import re
 import shutil
 import sys
 from pathlib import Path
@@ -20,7 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import ROOT, scientist
+from conftest import ROOT, copy_template, scientist
 
 from jax_workloads import sealed
 from jax_workloads import transformer as tf
@@ -59,14 +58,7 @@ TINY = {"seeds": "2", "time_s": "120", "memory_mb": "2500", "steps": "200", "bat
 
 def write_tiny_transformer(dest: Path, **overrides: str) -> Path:
     """Copy the transformer template to dest/transformer with TINY settings (and overrides) in its toml."""
-    root = dest / "transformer"
-    shutil.copytree(TEMPLATE, root, ignore=shutil.ignore_patterns("__pycache__"))
-    toml = (root / "template.toml").read_text()
-    for key, value in {**TINY, **overrides}.items():
-        toml, n = re.subn(rf"(?m)^{key} = .*$", f"{key} = {value}", toml)
-        assert n == 1, key
-    (root / "template.toml").write_text(toml)
-    return root
+    return copy_template(dest, "transformer", {**TINY, **overrides})
 
 
 # ---------------------------------------------------------------- corpus and split
