@@ -1,0 +1,361 @@
+"""Kinetix for the `kinetix` template: level sets, level variants, the sealed policy export and the solve rate.
+
+Three parts, used by both sides of sealed evaluation:
+
+- Levels and variants. Kinetix's handmade levels (JSON files shipped under kinetix/levels/{s,m,l})
+  are deterministic: a greedy policy plays the same episode every time. A *variant* of a level
+  is the same scene with its physics perturbed (gravity, motor and thruster strength, a common
+  initial velocity of the moving bodies), so a level becomes a distribution of episodes and a
+  policy is judged on variants it never saw. `make_env` is the training environment (each
+  episode: a level drawn uniformly, then a random variant of it).
+- The policy export (harness side): the greedy policy of every seed as one `jax.export`
+  artifact, serialized StableHLO with no Python in it, next to its parameters as plain arrays.
+- The policy import and the solve rate (evaluator side, trusted): deserialize the artifact,
+  reject anything but plain computation (host callbacks, foreign custom calls, effects,
+  infeed/outfeed), check its signature and parameters, and run greedy episodes with the
+  evaluator's own environment code on initial states of its choosing.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jax_workloads import ppo
+from jax_workloads.sealed import ArtifactError, describe, export_arrays, load_arrays
+
+EXPORT_FILE = "policy.jaxexport"
+PARAMS_FILE = "policy_params.npz"
+MAX_EXPORT_BYTES = 64 * 2**20  # a policy MLP is kilobytes; anything this big is not a policy
+
+
+def level_names(size: str = "s") -> list[str]:
+    """The handmade levels Kinetix ships for a size ("s", "m" or "l"), as "s/h0_weak_thrust" etc."""
+    import kinetix
+
+    folder = Path(kinetix.__file__).parent / "levels" / size
+    if not folder.is_dir():
+        raise ValueError(f"Kinetix ships no levels of size {size!r} (sizes: s, m, l)")
+    return [f"{size}/{p.stem}" for p in sorted(folder.glob("*.json"))]
+
+
+def load_levels(names: Sequence[str]):
+    """Load handmade levels by name; returns (stacked EnvState with a leading level axis, StaticEnvParams).
+
+    All levels must share one size, so that they share static parameters and one compiled program.
+    """
+    from kinetix.util.saving import load_evaluation_levels
+
+    names = list(names)
+    if not names:
+        raise ValueError("no levels given")
+    sizes = {n.split("/")[0] for n in names}
+    if len(sizes) != 1:
+        raise ValueError(f"levels of different sizes cannot be mixed: {sorted(sizes)}")
+    known = set(level_names(sizes.pop()))
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise ValueError(f"unknown Kinetix level {unknown[0]!r} (known: {', '.join(sorted(known))})")
+    if len(set(names)) != len(names):
+        raise ValueError("a level is listed twice")
+    return load_evaluation_levels(names)
+
+
+@dataclass(frozen=True)
+class Variation:
+    """How far a variant's physics may stray from its handmade level (0 everywhere: the level itself).
+
+    gravity: relative change of gravity's strength, uniform in [1 - g, 1 + g] (the policy observes gravity).
+    actuators: relative change of every motor's speed and power and every thruster's power, each uniform
+        in [1 - a, 1 + a].
+    velocity: every moving body starts with one common velocity, uniform in [-v, v] m/s per axis
+        (common, so jointed bodies stay consistent).
+    """
+
+    gravity: float = 0.0
+    actuators: float = 0.0
+    velocity: float = 0.0
+
+    def __post_init__(self):
+        for name in ("gravity", "actuators"):
+            value = getattr(self, name)
+            if not 0.0 <= value < 1.0:
+                raise ValueError(f"variation.{name} must be in [0, 1), got {value}")
+        if not 0.0 <= self.velocity <= 5.0:
+            raise ValueError(f"variation.velocity must be in [0, 5] m/s, got {self.velocity}")
+
+
+def vary(key: jax.Array, state, variation: Variation):
+    """A random variant of one level's initial state (see Variation); jittable and vmappable."""
+    kg, km, kp, kt, kv = jax.random.split(key, 5)
+
+    def scale(k, x, a):
+        return x * jax.random.uniform(k, jnp.shape(x), minval=1.0 - a, maxval=1.0 + a)
+
+    joint = state.joint.replace(motor_speed=scale(km, state.joint.motor_speed, variation.actuators),
+                                motor_power=scale(kp, state.joint.motor_power, variation.actuators))
+    thruster = state.thruster.replace(power=scale(kt, state.thruster.power, variation.actuators))
+    v0 = jax.random.uniform(kv, (2,), minval=-variation.velocity, maxval=variation.velocity)
+
+    def kick(body):
+        # Only moving bodies (finite mass) get the common velocity; the floor and walls stay put.
+        moving = (body.inverse_mass > 0) & body.active
+        return body.replace(velocity=body.velocity + moving[:, None] * v0)
+
+    return state.replace(gravity=scale(kg, state.gravity, variation.gravity), joint=joint, thruster=thruster,
+                         polygon=kick(state.polygon), circle=kick(state.circle))
+
+
+def variants(key: jax.Array, states, per_level: int, variation: Variation):
+    """per_level variants of each level, level-major: [level 0 x per_level, level 1 x per_level, ...]."""
+    n = jax.tree.leaves(states)[0].shape[0]
+    keys = jax.random.split(key, (n, per_level))
+    out = jax.vmap(jax.vmap(lambda k, s: vary(k, s, variation), in_axes=(0, None)))(keys, states)
+    return jax.tree.map(lambda x: x.reshape((n * per_level, *x.shape[2:])), out)
+
+
+def _kinetix(static_params, continuous: bool, max_timesteps: int, reset_fn=None, auto_reset: bool = True):
+    from kinetix.environment import ActionType, EnvParams, ObservationType, make_kinetix_env
+
+    env_params = EnvParams(max_timesteps=max_timesteps)
+    env = make_kinetix_env(ActionType.CONTINUOUS if continuous else ActionType.DISCRETE,
+                           ObservationType.SYMBOLIC_FLAT, reset_fn, env_params, static_params, auto_reset=auto_reset)
+    return env, env_params
+
+
+def make_env(levels: Sequence[str], variation: Variation = Variation(), *, continuous: bool = False,
+             max_timesteps: int = 256) -> ppo.Env:
+    """The training environment: each episode plays a random variant of a level drawn uniformly from `levels`.
+
+    Like ppo.kinetix_env (flat symbolic observations, Kinetix's goal signal as `solved`), plus variants.
+    """
+    states, static_params = load_levels(levels)
+    n = len(levels)
+
+    def draw(key):
+        k_level, k_vary = jax.random.split(key)
+        level = jax.tree.map(lambda x: x[jax.random.randint(k_level, (), 0, n)], states)
+        return vary(k_vary, level, variation)
+
+    env, env_params = _kinetix(static_params, continuous, max_timesteps, reset_fn=draw)
+
+    def reset(key):
+        obs, state = env.reset(key, env_params)
+        return obs.astype(jnp.float32), state
+
+    def step(key, state, action):
+        obs, state, reward, done, info = env.step(key, state, action, env_params)
+        return obs.astype(jnp.float32), state, reward.astype(jnp.float32), done, info["GoalR"]
+
+    obs_size = int(jax.eval_shape(reset, jax.random.key(0))[0].shape[0])
+    space = env.action_space(env_params)
+    if continuous:
+        return ppo.Env(reset, step, obs_size, 0, int(np.prod(space.shape)), "kinetix")
+    return ppo.Env(reset, step, obs_size, int(space.n), 0, "kinetix")
+
+
+@dataclass(frozen=True)
+class ActionSpec:
+    """What the evaluator's environment accepts, for checking an exported policy's signature."""
+
+    obs_size: int
+    num_actions: int   # discrete actions; 0 when continuous
+    action_dim: int    # continuous action size; 0 when discrete
+
+
+def action_spec(static_params, continuous: bool, max_timesteps: int = 256) -> ActionSpec:
+    """Observation size and action space of Kinetix with these static parameters."""
+    env, env_params = _kinetix(static_params, continuous, max_timesteps)
+    obs_size = int(env.observation_space(env_params).shape[0])
+    space = env.action_space(env_params)
+    if continuous:
+        return ActionSpec(obs_size, 0, int(np.prod(space.shape)))
+    return ActionSpec(obs_size, int(space.n), 0)
+
+
+def make_solve_rate(static_params, policy: Callable, spec: ActionSpec, seeds: int,
+                    max_timesteps: int = 256) -> Callable:
+    """Return run(initial_states [E]) -> (solved [S, E], returns [S, E]): one greedy episode per state and seed.
+
+    policy(obs [S, E, obs_size]) -> actions [S, E] (int) or [S, E, action_dim] (float), one set of
+    parameters per seed; every seed plays the same E initial states. An episode ends at Kinetix's own
+    `done` (goal reached, a red shape touched, or the time limit) and is solved when the goal was
+    reached then. A non-finite or out-of-range action ends the episode unsolved: the evaluator never
+    repairs a policy's output.
+    """
+    continuous = spec.num_actions == 0
+    env, env_params = _kinetix(static_params, continuous, max_timesteps, auto_reset=False)
+    key = jax.random.key(0)  # Kinetix's physics is deterministic; the step's key only feeds auto-reset, off here
+    step_all = jax.vmap(jax.vmap(lambda s, a: env.step(key, s, a, env_params)))
+
+    def run(initial_states):
+        obs, state = jax.vmap(lambda s: env.reset(key, env_params, override_reset_state=s))(initial_states)
+        obs, state = jax.tree.map(lambda x: jnp.broadcast_to(x, (seeds, *x.shape)), (obs, state))
+        n = obs.shape[1]
+
+        def step(carry, _):
+            obs, state, alive, solved, ret = carry
+            actions = policy(obs.astype(jnp.float32))
+            if continuous:
+                valid = jnp.all(jnp.isfinite(actions), axis=-1)
+                actions = jnp.where(valid[..., None], actions, 0.0)
+            else:
+                valid = (actions >= 0) & (actions < spec.num_actions)
+                actions = jnp.where(valid, actions, 0)
+            alive = alive & valid
+            obs, state, reward, done, info = step_all(state, actions)
+            solved = solved | (alive & done & info["GoalR"])
+            ret = ret + jnp.where(alive, reward, 0.0)
+            return (obs, state, alive & ~done, solved, ret), None
+
+        off = jnp.zeros((seeds, n), bool)
+        carry = (obs, state, ~off, off, jnp.zeros((seeds, n)))
+        (_, _, _, solved, ret), _ = jax.lax.scan(step, carry, None, max_timesteps)
+        return solved, ret
+
+    return run
+
+
+# ---------------------------------------------------------------- the sealed policy export
+
+# Custom calls a policy may contain: shape assertions (jax.export's own, for the symbolic batch size)
+# and LAPACK kernels (pure linear algebra). Host callbacks (pure_callback, io_callback, debug.print)
+# and any other foreign code are custom calls too, and are rejected.
+_ALLOWED_CUSTOM_CALLS = re.compile(r"^(shape_assertion|lapack_[a-z0-9]+_ffi)$")
+# Ops that talk to the host or other devices, whatever their dialect's spelling.
+_FORBIDDEN_OPS = {"infeed", "outfeed", "send", "recv", "after_all", "create_token"}
+_ALLOWED_DIALECTS = {"builtin", "func", "stablehlo", "chlo", "sdy", "shape", "arith", "tensor"}
+
+
+def export_policy(act: Callable, params, obs_size: int, directory: str | Path) -> None:
+    """Export act(params, obs [S, b, obs_size]) -> actions as jax.export StableHLO, params as plain arrays.
+
+    `params` is any pytree of arrays with a leading seed axis S; it is flattened to a list (the
+    artifact's first argument), and the batch size b stays symbolic so the evaluator picks its own.
+    Lowered for the CPU, where the evaluator runs, whatever device trained the policy.
+    """
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    leaves, treedef = jax.tree.flatten(params)
+    seeds = int(leaves[0].shape[0])
+
+    def flat_act(flat, obs):
+        return act(jax.tree.unflatten(treedef, flat), obs)
+
+    (b,) = jax.export.symbolic_shape("b")
+    args = ([jax.ShapeDtypeStruct(x.shape, x.dtype) for x in leaves],
+            jax.ShapeDtypeStruct((seeds, b, obs_size), jnp.float32))
+    exported = jax.export.export(jax.jit(flat_act), platforms=["cpu"])(*args)
+    (directory / EXPORT_FILE).write_bytes(exported.serialize())
+    export_arrays(directory / PARAMS_FILE, {f"p{i:03d}": np.asarray(x) for i, x in enumerate(leaves)})
+
+
+def check_module(exported: jax.export.Exported) -> None:
+    """Raise ArtifactError unless the exported module is plain computation on one CPU device.
+
+    Walks every operation of the StableHLO module: no host callbacks or other custom calls beyond
+    _ALLOWED_CUSTOM_CALLS, no infeed/outfeed/send/recv, no dialect outside _ALLOWED_DIALECTS, no effects.
+    """
+    from jax._src.interpreters import mlir as jax_mlir  # the context jax itself parses StableHLO with
+    from jax._src.lib.mlir import ir
+
+    if "cpu" not in exported.platforms:
+        raise ArtifactError(f"the policy was exported for {list(exported.platforms)}, not for the CPU")
+    if exported.nr_devices != 1:
+        raise ArtifactError(f"the policy was exported for {exported.nr_devices} devices, not 1")
+    if exported.ordered_effects or exported.unordered_effects:
+        raise ArtifactError("the exported policy has side effects")
+    try:
+        module = ir.Module.parse(exported.mlir_module(), context=jax_mlir.make_ir_context())
+    except Exception as e:  # noqa: BLE001 - anything unparsable is not a policy
+        raise ArtifactError(f"the exported module does not parse as StableHLO ({describe(e)})") from None
+    bad: list[str] = []
+
+    def walk(op) -> None:
+        name = op.name
+        dialect, _, short = name.partition(".")
+        if name == "stablehlo.custom_call":
+            target = ir.StringAttr(op.attributes["call_target_name"]).value
+            if not _ALLOWED_CUSTOM_CALLS.match(target):
+                bad.append(f"custom call {target!r}" + (" (a host callback)" if "callback" in target else ""))
+        elif dialect not in _ALLOWED_DIALECTS or short in _FORBIDDEN_OPS:
+            bad.append(f"operation {name!r}")
+        for region in op.regions:
+            for block in region.blocks:
+                for child in block.operations:
+                    walk(child.operation)
+
+    walk(module.operation)
+    if bad:
+        raise ArtifactError(f"the exported policy contains {sorted(set(bad))[0]}; only plain computation is "
+                            "accepted")
+
+
+def load_policy(directory: str | Path, seeds: int, static_params) -> tuple[Callable, ActionSpec]:
+    """Load and check an exported policy; returns (policy(obs [S, E, obs_size]) -> actions, its ActionSpec).
+
+    Integer actions mean Kinetix's discrete action space, floating-point ones its continuous one.
+    Raises ArtifactError when the files are missing or malformed, the module holds anything but plain
+    computation (check_module), its signature is not (params..., obs [seeds, b, obs_size]) -> actions of
+    the evaluator's action space, or a parameter is missing, misshapen or not finite.
+    """
+    directory = Path(directory)
+    path = directory / EXPORT_FILE
+    if not path.is_file():
+        raise ArtifactError(f"the harness exported no {EXPORT_FILE}")
+    if path.stat().st_size > MAX_EXPORT_BYTES:
+        raise ArtifactError(f"{EXPORT_FILE} is {path.stat().st_size} bytes, more than {MAX_EXPORT_BYTES}")
+    try:
+        exported = jax.export.deserialize(bytearray(path.read_bytes()))
+    except Exception as e:  # noqa: BLE001 - a truncated or tampered file may fail anywhere in the parser
+        raise ArtifactError(f"{EXPORT_FILE} is not a jax.export artifact ({describe(e)})") from None
+    check_module(exported)
+
+    n_params = len(exported.in_avals) - 1
+    if n_params < 1 or exported.in_tree != jax.tree.structure(((list(range(n_params)), 0), {})):
+        raise ArtifactError(f"the exported policy's arguments are {exported.in_tree}, expected ([params...], obs)")
+    if len(exported.out_avals) != 1:
+        raise ArtifactError(f"the exported policy returns {len(exported.out_avals)} arrays, expected 1 (actions)")
+    out = exported.out_avals[0]
+    discrete = bool(jnp.issubdtype(out.dtype, jnp.integer))
+    spec = action_spec(static_params, continuous=not discrete)
+    obs_aval = exported.in_avals[-1]
+    obs_shape = _dims(obs_aval.shape)
+    if (len(obs_shape) != 3 or obs_shape[0] != seeds or isinstance(obs_shape[1], int)
+            or obs_shape[2] != spec.obs_size or obs_aval.dtype != jnp.float32):
+        raise ArtifactError(f"the exported policy takes observations {obs_aval.str_short()}, expected "
+                            f"float32[{seeds},b,{spec.obs_size}] with a symbolic batch size b")
+    if discrete:
+        ok, want = _dims(out.shape) == obs_shape[:2], f"int[{seeds},b] (discrete actions)"
+    else:
+        ok = _dims(out.shape) == (*obs_shape[:2], spec.action_dim) and jnp.issubdtype(out.dtype, jnp.floating)
+        want = f"float[{seeds},b,{spec.action_dim}] (continuous actions)"
+    if not ok:
+        raise ArtifactError(f"the exported policy returns {out.str_short()}, expected {want}")
+
+    expected = {}
+    for i, aval in enumerate(exported.in_avals[:-1]):
+        if not all(isinstance(d, int) for d in aval.shape):
+            raise ArtifactError(f"parameter p{i:03d} of the exported policy has a symbolic shape {aval.str_short()}")
+        if not jnp.issubdtype(aval.dtype, jnp.floating) or aval.shape[:1] != (seeds,):
+            raise ArtifactError(f"parameter p{i:03d} is {aval.str_short()}: parameters must be floating-point "
+                                f"with a leading axis of {seeds} seeds")
+        expected[f"p{i:03d}"] = (aval.shape, str(aval.dtype))
+    params = load_arrays(directory / PARAMS_FILE, expected)
+    flat = [jnp.asarray(params[f"p{i:03d}"]) for i in range(n_params)]
+
+    def policy(obs):
+        return exported.call(flat, obs)
+
+    return policy, spec
+
+
+def _dims(shape) -> tuple:
+    """A shape with its symbolic dimensions as strings, so that it compares with plain tuples."""
+    return tuple(d if isinstance(d, int) else str(d) for d in shape)
