@@ -2,7 +2,7 @@
 
 For each environment (CartPole-v1, Breakout-MinAtar, one Kinetix s-level) it trains 8 vmapped seeds
 with the same hyperparameters and network twice: (a) through the framework, `ppo.make_train` on
-`ppo.gymnax_env` / `ppo.kinetix_env`; (b) with bench/plain_ppo.py, one self-contained script. Each
+`ppo.gymnax_env` / `kinetix_tasks.make_env`; (b) with bench/plain_ppo.py, one self-contained script. Each
 is compiled once (compile time reported separately), then run --repeats times, alternating a, b, a,
 b so that a noisy neighbour slows both alike; steps/s = seeds x total_timesteps / best run time (the
 ratio of median run times is printed too).
@@ -23,7 +23,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from jax_workloads import ppo
+from jax_workloads import kinetix_tasks, ppo
 
 HERE = Path(__file__).resolve().parent
 KINETIX_LEVEL = "s/h4_thrust_aim"
@@ -35,7 +35,7 @@ CASES = {
                     dict(total_timesteps=500_000, num_envs=4, num_steps=128, num_minibatches=4)),
     "Breakout-MinAtar": (lambda: ppo.gymnax_env("Breakout-MinAtar"), "Breakout-MinAtar",
                          dict(total_timesteps=500_000, num_envs=64, num_steps=128, num_minibatches=8)),
-    f"Kinetix {KINETIX_LEVEL}": (lambda: ppo.kinetix_env([KINETIX_LEVEL]), f"kinetix:{KINETIX_LEVEL}",
+    f"Kinetix {KINETIX_LEVEL}": (lambda: kinetix_tasks.make_env([KINETIX_LEVEL]), f"kinetix:{KINETIX_LEVEL}",
                                  dict(total_timesteps=32_768, num_envs=16, num_steps=64, num_minibatches=4)),
 }
 

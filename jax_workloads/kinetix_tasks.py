@@ -11,14 +11,13 @@ Three parts, used by both sides of sealed evaluation:
 - The policy export (harness side): the greedy policy of every seed as one `jax.export`
   artifact, serialized StableHLO with no Python in it, next to its parameters as plain arrays.
 - The policy import and the solve rate (evaluator side, trusted): deserialize the artifact,
-  reject anything but plain computation (host callbacks, foreign custom calls, effects,
-  infeed/outfeed), check its signature and parameters, and run greedy episodes with the
+  reject anything but plain computation (sealed.load_export: host callbacks, foreign custom
+  calls, effects, infeed/outfeed), check its signature and parameters, and run greedy episodes with the
   evaluator's own environment code on initial states of its choosing.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jax_workloads import ppo
-from jax_workloads.sealed import ArtifactError, describe, export_arrays, load_arrays
+from jax_workloads.sealed import ArtifactError, export_arrays, load_arrays, load_export
 
 EXPORT_FILE = "policy.jaxexport"
 PARAMS_FILE = "policy_params.npz"
@@ -133,7 +132,8 @@ def make_env(levels: Sequence[str], variation: Variation = Variation(), *, conti
              max_timesteps: int = 256) -> ppo.Env:
     """The training environment: each episode plays a random variant of a level drawn uniformly from `levels`.
 
-    Like ppo.kinetix_env (flat symbolic observations, Kinetix's goal signal as `solved`), plus variants.
+    Observations are Kinetix's flat symbolic ones; `solved` is Kinetix's goal signal (GoalR). With the
+    default Variation() every episode plays one of the handmade levels exactly.
     """
     states, static_params = load_levels(levels)
     n = len(levels)
@@ -224,14 +224,6 @@ def make_solve_rate(static_params, policy: Callable, spec: ActionSpec, seeds: in
 
 # ---------------------------------------------------------------- the sealed policy export
 
-# Custom calls a policy may contain: shape assertions (jax.export's own, for the symbolic batch size)
-# and LAPACK kernels (pure linear algebra). Host callbacks (pure_callback, io_callback, debug.print)
-# and any other foreign code are custom calls too, and are rejected.
-_ALLOWED_CUSTOM_CALLS = re.compile(r"^(shape_assertion|lapack_[a-z0-9]+_ffi)$")
-# Ops that talk to the host or other devices, whatever their dialect's spelling.
-_FORBIDDEN_OPS = {"infeed", "outfeed", "send", "recv", "after_all", "create_token"}
-_ALLOWED_DIALECTS = {"builtin", "func", "stablehlo", "chlo", "sdy", "shape", "arith", "tensor"}
-
 
 def export_policy(act: Callable, params, obs_size: int, directory: str | Path) -> None:
     """Export act(params, obs [S, b, obs_size]) -> actions as jax.export StableHLO, params as plain arrays.
@@ -256,66 +248,16 @@ def export_policy(act: Callable, params, obs_size: int, directory: str | Path) -
     export_arrays(directory / PARAMS_FILE, {f"p{i:03d}": np.asarray(x) for i, x in enumerate(leaves)})
 
 
-def check_module(exported: jax.export.Exported) -> None:
-    """Raise ArtifactError unless the exported module is plain computation on one CPU device.
-
-    Walks every operation of the StableHLO module: no host callbacks or other custom calls beyond
-    _ALLOWED_CUSTOM_CALLS, no infeed/outfeed/send/recv, no dialect outside _ALLOWED_DIALECTS, no effects.
-    """
-    from jax._src.interpreters import mlir as jax_mlir  # the context jax itself parses StableHLO with
-    from jax._src.lib.mlir import ir
-
-    if "cpu" not in exported.platforms:
-        raise ArtifactError(f"the policy was exported for {list(exported.platforms)}, not for the CPU")
-    if exported.nr_devices != 1:
-        raise ArtifactError(f"the policy was exported for {exported.nr_devices} devices, not 1")
-    if exported.ordered_effects or exported.unordered_effects:
-        raise ArtifactError("the exported policy has side effects")
-    try:
-        module = ir.Module.parse(exported.mlir_module(), context=jax_mlir.make_ir_context())
-    except Exception as e:  # noqa: BLE001 - anything unparsable is not a policy
-        raise ArtifactError(f"the exported module does not parse as StableHLO ({describe(e)})") from None
-    bad: list[str] = []
-
-    def walk(op) -> None:
-        name = op.name
-        dialect, _, short = name.partition(".")
-        if name == "stablehlo.custom_call":
-            target = ir.StringAttr(op.attributes["call_target_name"]).value
-            if not _ALLOWED_CUSTOM_CALLS.match(target):
-                bad.append(f"custom call {target!r}" + (" (a host callback)" if "callback" in target else ""))
-        elif dialect not in _ALLOWED_DIALECTS or short in _FORBIDDEN_OPS:
-            bad.append(f"operation {name!r}")
-        for region in op.regions:
-            for block in region.blocks:
-                for child in block.operations:
-                    walk(child.operation)
-
-    walk(module.operation)
-    if bad:
-        raise ArtifactError(f"the exported policy contains {sorted(set(bad))[0]}; only plain computation is "
-                            "accepted")
-
-
 def load_policy(directory: str | Path, seeds: int, static_params) -> tuple[Callable, ActionSpec]:
     """Load and check an exported policy; returns (policy(obs [S, E, obs_size]) -> actions, its ActionSpec).
 
     Integer actions mean Kinetix's discrete action space, floating-point ones its continuous one.
     Raises ArtifactError when the files are missing or malformed, the module holds anything but plain
-    computation (check_module), its signature is not (params..., obs [seeds, b, obs_size]) -> actions of
+    computation (sealed.load_export), its signature is not (params..., obs [seeds, b, obs_size]) -> actions of
     the evaluator's action space, or a parameter is missing, misshapen or not finite.
     """
     directory = Path(directory)
-    path = directory / EXPORT_FILE
-    if not path.is_file():
-        raise ArtifactError(f"the harness exported no {EXPORT_FILE}")
-    if path.stat().st_size > MAX_EXPORT_BYTES:
-        raise ArtifactError(f"{EXPORT_FILE} is {path.stat().st_size} bytes, more than {MAX_EXPORT_BYTES}")
-    try:
-        exported = jax.export.deserialize(bytearray(path.read_bytes()))
-    except Exception as e:  # noqa: BLE001 - a truncated or tampered file may fail anywhere in the parser
-        raise ArtifactError(f"{EXPORT_FILE} is not a jax.export artifact ({describe(e)})") from None
-    check_module(exported)
+    exported = load_export(directory / EXPORT_FILE, MAX_EXPORT_BYTES)
 
     n_params = len(exported.in_avals) - 1
     if n_params < 1 or exported.in_tree != jax.tree.structure(((list(range(n_params)), 0), {})):

@@ -8,18 +8,19 @@ compiled program, so seeds are a `jax.vmap` away:
     out = train(jax.random.split(jax.random.key(0), 8))     # 8 seeds, one call
 
 Environments come through a small adapter (`Env`) so gymnax 1.x (whose step
-returns six values) and Kinetix (five, with its own reset distribution) look
-alike. Templates customise PPO through three arguments of make_train, each with
-the standard PPO piece as default: `network` (a flax module returning action
-logits or Gaussian means, and a value), `optimizer` (an optax transformation,
-called with `train_frac` and `batch_frac` when it accepts extra arguments, as
-OPEN's learned optimizers do) and `loss` (the PPO objective).
+returns six values, `gymnax_env` here) and Kinetix (five, with its own reset
+distribution, `jax_workloads.kinetix_tasks.make_env`) look alike. Templates
+customise PPO through three arguments of make_train, each with the standard PPO
+piece as default: `network` (a flax module returning action logits or Gaussian
+means, and a value), `optimizer` (an optax transformation, called with
+`train_frac` and `batch_frac` when it accepts extra arguments, as OPEN's learned
+optimizers do) and `loss` (the PPO objective).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -100,40 +101,6 @@ def gymnax_env(name: str, **kwargs: Any) -> Env:
     if isinstance(space, spaces.Discrete):
         return Env(reset, step, obs_size, int(space.n), 0, name)
     return Env(reset, step, obs_size, 0, int(np.prod(space.shape)), name)
-
-
-def kinetix_env(levels: Sequence[str], *, continuous: bool = False, max_timesteps: int = 256) -> Env:
-    """Kinetix on a set of levels (names under kinetix/levels, e.g. "s/h4_thrust_aim", or json paths).
-
-    Each episode starts from one of the levels, drawn uniformly; observations are Kinetix's
-    flat symbolic ones; actions discrete (one motor/thruster choice per step) or continuous.
-    """
-    from kinetix.environment import ActionType, EnvParams, ObservationType, make_kinetix_env
-    from kinetix.util.saving import load_evaluation_levels
-
-    states, static_params = load_evaluation_levels(list(levels))
-    n = len(levels)
-    env_params = EnvParams(max_timesteps=max_timesteps)
-
-    def draw(key):
-        return jax.tree.map(lambda x: x[jax.random.randint(key, (), 0, n)], states)
-
-    env = make_kinetix_env(ActionType.CONTINUOUS if continuous else ActionType.DISCRETE,
-                           ObservationType.SYMBOLIC_FLAT, draw, env_params, static_params)
-
-    def reset(key):
-        obs, state = env.reset(key, env_params)
-        return obs.astype(jnp.float32), state
-
-    def step(key, state, action):
-        obs, state, reward, done, info = env.step(key, state, action, env_params)
-        return obs.astype(jnp.float32), state, reward.astype(jnp.float32), done, info["GoalR"]
-
-    obs_size = int(reset(jax.random.key(0))[0].shape[0])
-    space = env.action_space(env_params)
-    if continuous:
-        return Env(reset, step, obs_size, 0, int(np.prod(space.shape)), "kinetix")
-    return Env(reset, step, obs_size, int(space.n), 0, "kinetix")
 
 
 _ACTIVATIONS = {"tanh": nn.tanh, "relu": nn.relu}

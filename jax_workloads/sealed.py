@@ -3,7 +3,9 @@
 Harness side (inside the sandbox): load the candidate module, fail with a
 one-line reason, export plain arrays, record phase timings.
 Evaluator side (trusted, never imports the candidate): load exported arrays
-with pickling disabled and check their names, shapes, dtypes and finiteness.
+with pickling disabled and check their names, shapes, dtypes and finiteness;
+load exported programs (jax.export StableHLO) and check that they are plain
+computation before anything runs them.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import importlib.util
 import inspect
 import json
+import re
 import sys
 import time
 from collections.abc import Callable, Mapping
@@ -93,6 +96,71 @@ def load_arrays(path: str | Path, expected: Mapping[str, tuple[tuple[int, ...], 
         if not np.all(np.isfinite(a)):
             raise ArtifactError(f"{path.name}: array {key!r} holds NaN or infinite values")
     return arrays
+
+
+# Custom calls that are plain computation: jax.export's own shape assertions (symbolic dimensions) and
+# LAPACK kernels (linear algebra). Host callbacks (pure_callback, io_callback, debug.print) and any
+# other foreign code are custom calls too; no pattern lets them through.
+PLAIN_CUSTOM_CALLS = re.compile(r"^(shape_assertion|lapack_[a-z0-9]+_ffi)$")
+NO_CUSTOM_CALLS = re.compile(r"(?!)")  # matches no target
+# Operations that talk to the host or other devices, whatever their dialect's spelling.
+_HOST_OPS = {"infeed", "outfeed", "send", "recv", "after_all", "create_token"}
+_PLAIN_DIALECTS = {"builtin", "func", "stablehlo", "chlo", "sdy", "shape", "arith", "tensor"}
+
+
+def load_export(path: str | Path, max_bytes: int, custom_calls: re.Pattern = PLAIN_CUSTOM_CALLS):
+    """Read a jax.export artifact and check that it is plain computation for one CPU device; returns the Exported.
+
+    Walks every operation of the StableHLO module before anything runs it. Raises ArtifactError
+    (one line) when the file is missing, larger than max_bytes or not an artifact; when it was
+    exported for another platform or several devices, or has effects; or when it contains a custom
+    call whose target `custom_calls` does not match, an operation that talks to the host
+    (infeed, outfeed, send, recv, tokens), or an operation of a dialect outside plain computation.
+    """
+    import jax
+    from jax._src.interpreters import mlir as jax_mlir  # the context jax itself parses StableHLO with
+    from jax._src.lib.mlir import ir
+
+    path = Path(path)
+    if not path.is_file():
+        raise ArtifactError(f"the harness exported no {path.name}")
+    size = path.stat().st_size
+    if size > max_bytes:
+        raise ArtifactError(f"{path.name} is {size:,} bytes, more than the limit of {max_bytes:,}")
+    try:
+        exported = jax.export.deserialize(bytearray(path.read_bytes()))
+    except Exception as e:  # noqa: BLE001 - a truncated or tampered file may fail anywhere in the parser
+        raise ArtifactError(f"{path.name} is not a jax.export artifact ({describe(e)})") from None
+    if "cpu" not in exported.platforms:
+        raise ArtifactError(f"{path.name} was exported for {list(exported.platforms)}, not for the CPU")
+    if exported.nr_devices != 1:
+        raise ArtifactError(f"{path.name} was exported for {exported.nr_devices} devices, not 1")
+    if exported.ordered_effects or exported.unordered_effects:
+        raise ArtifactError(f"{path.name} has side effects (callbacks or I/O)")
+    try:
+        module = ir.Module.parse(exported.mlir_module(), context=jax_mlir.make_ir_context())
+    except Exception as e:  # noqa: BLE001 - anything unparsable is not plain computation
+        raise ArtifactError(f"{path.name} does not parse as StableHLO ({describe(e)})") from None
+    bad: list[str] = []
+
+    def walk(op) -> None:
+        name = op.name
+        dialect, _, short = name.partition(".")
+        if name == "stablehlo.custom_call":
+            target = ir.StringAttr(op.attributes["call_target_name"]).value
+            if not custom_calls.match(target):
+                bad.append(f"custom call {target!r}" + (" (a host callback)" if "callback" in target else ""))
+        elif dialect not in _PLAIN_DIALECTS or short in _HOST_OPS:
+            bad.append(f"operation {name!r}")
+        for region in op.regions:
+            for block in region.blocks:
+                for child in block.operations:
+                    walk(child.operation)
+
+    walk(module.operation)
+    if bad:
+        raise ArtifactError(f"{path.name} contains {sorted(set(bad))[0]}; only plain computation is accepted")
+    return exported
 
 
 class Stopwatch:

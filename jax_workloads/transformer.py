@@ -13,8 +13,9 @@ over seeds, or on a CPU, where that is slower, jax.lax.map).
 Because the block is editable, the evaluator cannot rebuild the model from trusted code. The
 harness therefore exports the forward pass as serialized StableHLO (`export_forward`, with
 `jax.export`) and the parameters as plain arrays; the evaluator deserializes the forward pass
-(`load_forward`: no Python, no callbacks, no I/O operations), checks that it is causal and
-keeps the examples of a batch apart (`leak_check`), and scores held-out text with it
+(`sealed.load_export` with no custom calls allowed, then `check_forward`: no Python, no
+callbacks, no I/O operations, the expected signature), checks that it is causal and keeps
+the examples of a batch apart (`leak_check`), and scores held-out text with it
 (`bits_per_char`), never importing a recipe.
 
 The corpus is the English fortune files of Debian's `fortunes` package (about 15,000 distinct
@@ -34,6 +35,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+
+from jax_workloads.sealed import ArtifactError
 
 # ---------------------------------------------------------------- characters and corpus
 
@@ -239,47 +242,24 @@ def export_forward(model_config: ModelConfig, block: Callable[..., nn.Module], p
 
 # ---------------------------------------------------------------- sealed evaluation (evaluator side)
 
-# Operations that reach outside a computation: host callbacks and other custom calls, and I/O.
-FORBIDDEN_OPS = re.compile(r"\b(?:stablehlo|mhlo)\.(custom_call|infeed|outfeed|send|recv)\b")
 
-
-class BadExport(Exception):
-    """An exported forward pass the evaluator will not run; the message is one line."""
-
-
-def load_forward(blob: bytes, batch_size: int, block_size: int, vocab_size: int,
-                 max_bytes: int) -> jax.export.Exported:
-    """Deserialize an exported forward pass and check it is a pure CPU function of the expected signature."""
-    if len(blob) > max_bytes:
-        raise BadExport(f"the exported forward pass is {len(blob):,} bytes, more than the limit of {max_bytes:,} "
-                        "(constants baked into the model count here)")
-    try:
-        exp = jax.export.deserialize(bytearray(blob))
-    except Exception as e:  # noqa: BLE001 - any parse error means a bad artifact
-        raise BadExport(f"not a jax.export artifact ({type(e).__name__})") from None
-    if "cpu" not in exp.platforms:
-        raise BadExport(f"exported for platforms {list(exp.platforms)}, not for cpu")
-    if exp.nr_devices != 1:
-        raise BadExport(f"exported for {exp.nr_devices} devices, expected 1")
-    if exp.ordered_effects or exp.unordered_effects:
-        raise BadExport("the exported forward pass has side effects (callbacks or I/O)")
-    found = sorted(set(FORBIDDEN_OPS.findall(exp.mlir_module())))
-    if found:
-        raise BadExport(f"the exported forward pass contains operations the evaluator does not run: {', '.join(found)}")
+def check_forward(exp: jax.export.Exported, batch_size: int, block_size: int, vocab_size: int) -> None:
+    """Raise ArtifactError unless an exported forward pass (already checked by sealed.load_export) has the
+    expected signature: (float32 parameters..., int32 tokens [batch, block]) -> float32 logits [batch, block, vocab]."""
     if len(exp.in_avals) < 2:
-        raise BadExport(f"the exported forward pass takes {len(exp.in_avals)} arrays, expected parameters and tokens")
+        raise ArtifactError(f"the exported forward pass takes {len(exp.in_avals)} arrays, expected parameters and "
+                            "tokens")
     *params, tokens = exp.in_avals
     if (tokens.shape, str(tokens.dtype)) != ((batch_size, block_size), "int32"):
-        raise BadExport(f"the exported forward pass takes tokens {tokens.str_short()}, expected "
-                        f"int32[{batch_size},{block_size}]")
+        raise ArtifactError(f"the exported forward pass takes tokens {tokens.str_short()}, expected "
+                            f"int32[{batch_size},{block_size}]")
     if any(str(a.dtype) != "float32" for a in params):
-        raise BadExport("the exported forward pass takes parameters that are not float32")
+        raise ArtifactError("the exported forward pass takes parameters that are not float32")
     if len(exp.out_avals) != 1 or (exp.out_avals[0].shape, str(exp.out_avals[0].dtype)) != \
             ((batch_size, block_size, vocab_size), "float32"):
         got = ", ".join(a.str_short() for a in exp.out_avals)
-        raise BadExport(f"the exported forward pass returns {got}, expected float32[{batch_size},{block_size},"
-                        f"{vocab_size}]")
-    return exp
+        raise ArtifactError(f"the exported forward pass returns {got}, expected float32[{batch_size},{block_size},"
+                            f"{vocab_size}]")
 
 
 def _log_softmax(logits) -> np.ndarray:

@@ -44,14 +44,9 @@ def model_config(config: dict) -> tf.ModelConfig:
 def load_model(work: Path, config: dict, seeds: int) -> tuple[jax.export.Exported, dict[str, np.ndarray]]:
     """The exported forward pass and the parameter arrays [seeds, checkpoints, ...], checked."""
     mc = model_config(config)
-    path = work / "artifacts" / "forward.jaxexport"
-    if not path.is_file():
-        raise sealed.ArtifactError("the harness exported no forward.jaxexport")
-    try:
-        exp = tf.load_forward(path.read_bytes(), config["eval_batch"], mc.block_size, mc.vocab_size,
-                              config["max_export_bytes"])
-    except tf.BadExport as e:
-        raise sealed.ArtifactError(str(e)) from None
+    exp = sealed.load_export(work / "artifacts" / "forward.jaxexport", config["max_export_bytes"],
+                             sealed.NO_CUSTOM_CALLS)
+    tf.check_forward(exp, config["eval_batch"], mc.block_size, mc.vocab_size)
     shapes = [a.shape for a in exp.in_avals[:-1]]
     n = sum(int(np.prod(s)) for s in shapes)
     if n > config["max_params"]:
