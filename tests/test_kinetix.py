@@ -271,13 +271,18 @@ def manual_episode(level: str, action: int) -> bool:
     return False
 
 
-def test_evaluator_solve_rate_matches_known_outcomes_and_a_manual_rollout(tmp_path):
-    # Seeds play constant actions: 1 solves h2 only, 0 solves h6 only, and an action outside the space
-    # solves nothing, although the evaluator plays action 0 in its place, which would solve h6.
-    work = tmp_path / "work"
+@pytest.fixture(scope="module")
+def constant_result(tmp_path_factory):
+    """The evaluator's result for 3 seeds that play constant actions: 1 (solves h2 only), 0 (h6 only), invalid."""
+    work = tmp_path_factory.mktemp("constant") / "work"
     export_constant(work / "artifacts", [1, 0, INVALID])
-    config, private = tiny_config(), {"eval_seed": 1, "episodes_per_level": 2}
-    result = evaluator.evaluate(work, config, private, 3)
+    return evaluator.evaluate(work, tiny_config(), {"eval_seed": 1, "episodes_per_level": 2}, 3)
+
+
+def test_evaluator_solve_rate_matches_known_outcomes_and_a_manual_rollout(constant_result):
+    # An action outside the space solves nothing, although the evaluator plays action 0 in its place, which
+    # would solve h6.
+    result = constant_result
     want = [[1.0, 0.0, 0.0], [0.0, 0.0, 1.0], [0.0, 0.0, 0.0]]
     assert result["extra"]["handmade_solved"] == want
     assert result["extra"]["per_level_solve_rate"] == want  # no variation: variants are the levels themselves
@@ -286,6 +291,36 @@ def test_evaluator_solve_rate_matches_known_outcomes_and_a_manual_rollout(tmp_pa
     # Kinetix's own step, outside any of our code, agrees on the two cases that decide the first seed.
     assert manual_episode("s/h2_one_wheel_car", 1) is True
     assert manual_episode("s/h6_unicycle_right", 1) is False
+
+
+def test_figures_from_the_evaluators_results(constant_result, tmp_path):
+    from pypdf import PdfReader
+
+    from papers.figures import FigureError, template_figures
+
+    info = {"extra": constant_result["extra"]}
+    figures = template_figures(KINETIX, info, info, tmp_path)
+    assert [f.label for f in figures] == ["fig:learning_curves", "fig:solve_rate_per_level"]
+    for f in figures:
+        assert len(PdfReader(f.path).pages) == 1 and "3 seeds" in f.caption and "95\\%" in f.caption
+    assert "h2 = \\texttt{s/h2\\_one\\_wheel\\_car}" in figures[1].caption  # escaped for LaTeX
+    other = {"extra": {**constant_result["extra"], "levels": LEVELS[::-1]}}
+    with pytest.raises(FigureError, match="scored on different levels"):
+        template_figures(KINETIX, other, info, tmp_path)
+    with pytest.raises(FigureError, match="no extra.train_curves"):
+        template_figures(KINETIX, {"extra": {k: v for k, v in info["extra"].items() if k != "train_curves"}}, info,
+                         tmp_path)
+
+
+@pytest.mark.slow
+def test_oracle_finds_the_known_constant_actions():
+    oracle = load_module(KINETIX / "oracle.py", "kinetix_oracle")
+    levels, rates = oracle.constant_action_rates(tiny_config(), {"eval_seed": 1, "episodes_per_level": 1})
+    assert levels == LEVELS and rates.shape == (oracle.NUM_ACTIONS, 3)
+    h2, h3, h6 = range(3)
+    assert rates[1, h2] == 1.0 and rates[0, h2] == 0.0 and oracle.ACTION_NAMES[1] == "motor 0 +"
+    assert rates[0, h6] == 1.0 and rates[1, h6] == 0.0 and oracle.ACTION_NAMES[0] == "motor 0 -"
+    assert rates[:, h3].max() == 0.0 and oracle.ACTION_NAMES[NOOP] == "no-op"
 
 
 # ---------------------------------------------------------------- the harness's gate: bad candidates
