@@ -45,6 +45,7 @@ bench: setup
 	$(PY) bench/sandbox_startup.py
 	$(PY) bench/diffusion_vmap.py --steps 500
 	$(PY) bench/transformer_vmap.py
+	$(PY) bench/ppo_throughput.py
 
 clean:
 	rm -rf .scientist .pytest_cache
