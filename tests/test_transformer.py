@@ -121,6 +121,25 @@ def spy_run(tmp_path_factory):
     return out, load_template(str(root)).spec
 
 
+def test_eval_through_docker_trains_and_scores_sealed(tmp_path, docker_host):
+    """The same spy in the project's Docker image: flax and jax.export work there, the corpus is absent."""
+    from docker_engine import TEST_IMAGE
+
+    write_tiny_transformer(tmp_path / "templates")
+    spy = tmp_path / "spy.py"
+    spy.write_text((TEMPLATE / "recipe.py").read_text() + SPY)
+    out = tmp_path / "run"
+    r = scientist("eval", "--template", "transformer", "--templates-dir", str(tmp_path / "templates"), "--home",
+                  str(tmp_path / "home"), "--sandbox", "docker", "--image", TEST_IMAGE, "--docker-host", docker_host,
+                  "--candidate", str(spy), "--out", str(out))
+    assert r.code == 0, r.text
+    log = (out / "train.log").read_text()
+    assert "SPY denied /usr/share/games/fortunes FileNotFoundError" in log and "SPY read" not in log
+    assert "SPY data ['data/train.npz']" in log
+    values = json.loads((out / "final_info.json").read_text())["metrics"]["val_bpc"]["values"]
+    assert len(values) == 2 and all(3.0 < v < 4.2 for v in values), values  # learned; not the forged 0.0
+
+
 def test_eval_through_bwrap_hides_the_held_out_text(spy_run, split):
     out, _ = spy_run
     log = (out / "train.log").read_text()
