@@ -119,6 +119,22 @@ def variants(key: jax.Array, states, per_level: int, variation: Variation):
     return jax.tree.map(lambda x: x.reshape((n * per_level, *x.shape[2:])), out)
 
 
+def held_out_variants(states, config: dict, private: dict, per_level: int | None = None):
+    """The evaluator's held-out variants of `states`, level-major: per_level of each (default: [private]
+    episodes_per_level), drawn from [private] eval_seed with the template's [config.variation]."""
+    per_level = int(per_level or private["episodes_per_level"])
+    return variants(jax.random.key(private["eval_seed"]), states, per_level, Variation(**config.get("variation", {})))
+
+
+CURVE_POINTS = 100  # learning-curve points the harness exports for figures
+
+
+def curve_indices(num_updates: int) -> np.ndarray:
+    """Which updates the harness's exported learning curve keeps (at most about CURVE_POINTS, evenly spaced)."""
+    every = max(1, num_updates // CURVE_POINTS)
+    return np.arange(every - 1, num_updates, every)
+
+
 def _kinetix(static_params, continuous: bool, max_timesteps: int, reset_fn=None, auto_reset: bool = True):
     from kinetix.environment import ActionType, EnvParams, ObservationType, make_kinetix_env
 

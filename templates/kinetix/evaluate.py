@@ -15,9 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jax_workloads import kinetix_tasks as kt
-from jax_workloads import sealed
-
-CURVE_POINTS = 100  # as in harness.py
+from jax_workloads import ppo, sealed
 
 
 def prepare(data_dir: Path, config: dict, private: dict, seeds: int) -> None:
@@ -25,15 +23,10 @@ def prepare(data_dir: Path, config: dict, private: dict, seeds: int) -> None:
     Path(data_dir).mkdir(parents=True, exist_ok=True)
 
 
-def _num_updates(config: dict) -> int:
-    budget = config["budgets"][config.get("budget", "cpu")]
-    return budget["total_timesteps"] // (budget["num_envs"] * budget["num_steps"])
-
-
 def _train_curves(work: Path, config: dict, seeds: int) -> dict:
     """The harness's own learning curves (training episodes, stochastic policy), checked for shape only."""
-    n = _num_updates(config)
-    points = len(range(max(1, n // CURVE_POINTS) - 1, n, max(1, n // CURVE_POINTS)))
+    budget = config["budgets"][config.get("budget", "cpu")]
+    points = len(kt.curve_indices(ppo.PPOConfig(**budget).num_updates))
     shape = ((seeds, points), "float32")
     arrays = sealed.load_arrays(work / "artifacts" / "train_curves.npz",
                                 {"steps": ((points,), "float32"), "solved": shape, "return": shape})
@@ -46,8 +39,7 @@ def evaluate(work: Path, config: dict, private: dict, seeds: int) -> dict:
     states, static_params = kt.load_levels(levels)
     policy, spec = kt.load_policy(work / "artifacts", seeds, static_params)
     per_level = int(private["episodes_per_level"])
-    variation = kt.Variation(**config.get("variation", {}))
-    held_out = kt.variants(jax.random.key(private["eval_seed"]), states, per_level, variation)
+    held_out = kt.held_out_variants(states, config, private, per_level)
     # One batch, one compiled program: the handmade levels first, then their held-out variants.
     initial = jax.tree.map(lambda a, b: jnp.concatenate([a, b]), states, held_out)
     run = jax.jit(kt.make_solve_rate(static_params, policy, spec, seeds, config["max_timesteps"]))
@@ -63,7 +55,7 @@ def evaluate(work: Path, config: dict, private: dict, seeds: int) -> dict:
     extra = {
         "levels": levels,
         "episodes_per_level": per_level,
-        "variation": vars(variation),
+        "variation": vars(kt.Variation(**config.get("variation", {}))),
         "action_space": "discrete" if spec.num_actions else "continuous",
         "per_level_solve_rate": per_level_rate.tolist(),
         "handmade_solved": handmade.tolist(),

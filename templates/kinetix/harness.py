@@ -25,7 +25,6 @@ from jax_workloads import kinetix_tasks as kt  # noqa: E402
 from jax_workloads import ppo, sealed  # noqa: E402
 
 MAX_PARAMS = 5_000_000  # per seed; Kinetix MLP policies are well under 1M
-CURVE_POINTS = 100      # learning-curve points exported for figures
 
 
 def load_agent(path: str = "agent.py"):
@@ -141,12 +140,6 @@ def gate(make_network, loss, env: ppo.Env, config: ppo.PPOConfig):
     return net
 
 
-def curve_indices(num_updates: int) -> np.ndarray:
-    """Which updates the exported learning curve keeps (the evaluator computes the same)."""
-    every = max(1, num_updates // CURVE_POINTS)
-    return np.arange(every - 1, num_updates, every)
-
-
 def main() -> None:
     clock = sealed.Stopwatch(STARTED)
     cfg = json.loads(Path("config.json").read_text())
@@ -190,7 +183,7 @@ def main() -> None:
         sealed.fail(f"exporting the policy failed: {sealed.describe(e)}")
     # The training curves (stochastic policy, training variants) are for figures only: the evaluator
     # checks their shapes and passes them on, labelled as the harness's report; they are never the metric.
-    keep = curve_indices(ppo_cfg.num_updates)
+    keep = kt.curve_indices(ppo_cfg.num_updates)
     metrics = out["metrics"]
     sealed.export_arrays("artifacts/train_curves.npz", {
         "steps": ((keep + 1) * ppo_cfg.num_envs * ppo_cfg.num_steps).astype(np.float32),

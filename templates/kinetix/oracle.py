@@ -3,7 +3,7 @@
 Kinetix's handmade s-levels are deterministic scenes, and several of them are solved by pressing
 one motor or thruster and never letting go. This script plays each of Kinetix's constant discrete
 actions (11: two directions for each of 4 motor bindings, no-op, 2 thrusters) on the evaluator's own held-out variants
-(template.toml's [private] seed and count, kinetix_tasks.make_solve_rate as the evaluator calls it)
+(kinetix_tasks.held_out_variants and make_solve_rate, as the evaluator calls them)
 and prints, per level, the solve rate of every action, then two summaries:
 
 - the best single action for all levels (a policy that ignores its observation entirely), and
@@ -44,8 +44,7 @@ def constant_action_rates(config: dict, private: dict, episodes: int | None = No
     levels = list(private.get("levels", config["levels"]))
     states, static_params = kt.load_levels(levels)
     per_level = int(episodes or private["episodes_per_level"])
-    variation = kt.Variation(**config.get("variation", {}))
-    held_out = kt.variants(jax.random.key(private["eval_seed"]), states, per_level, variation)
+    held_out = kt.held_out_variants(states, config, private, per_level)
     spec = kt.action_spec(static_params, continuous=False, max_timesteps=config["max_timesteps"])
 
     def policy(obs):
