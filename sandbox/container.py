@@ -8,6 +8,10 @@ enforced from outside, and once more inside by `timeout`, so a container whose
 parent was killed outright still ends at its deadline; every container carries
 its owner's identity in a label and is removed when the run ends, however it
 ends, or by the next run when its owner died without cleaning up.
+
+Output is streamed from the daemon into the same bounded log as the other backends
+(sandbox/logs.py), and the daemon's own copy (the json-file driver keeps a
+container's output on its disk until the container is removed) is capped too.
 """
 
 from __future__ import annotations
@@ -15,13 +19,15 @@ from __future__ import annotations
 import os
 import threading
 import time
+from contextlib import closing
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import psutil
 
 from sandbox.backends import SandboxUnavailable
-from sandbox.limits import Limits, Outcome, _tail
+from sandbox.limits import Limits, Outcome
+from sandbox.logs import BoundedLog
 from sandbox.usage import DiskWatch
 
 if TYPE_CHECKING:
@@ -39,8 +45,11 @@ class DockerUnavailable(SandboxUnavailable):
     """The daemon does not answer, or the image is missing; the message says what to do."""
 
 
-def connect(host: str | None, timeout: float = 60) -> docker.DockerClient:
-    """A client for the daemon at host (default: the local socket); raises DockerUnavailable."""
+def connect(host: str | None, timeout: float | None = 60) -> docker.DockerClient:
+    """A client for the daemon at host (default: the local socket); raises DockerUnavailable.
+
+    timeout: for each request, in seconds; None: none (a stream that may be silent for long).
+    """
     import docker
 
     try:
@@ -138,7 +147,7 @@ def run(command: list[str], *, image: str, host: str | None, gpus: str | None, e
         container = _create(client, command, image=image, gpus=gpus, env=env, mounts=mounts, workdir=workdir,
                             limits=limits)
         try:
-            return _supervise(container, limits, log_path, watch_dir)
+            return _supervise(container, limits, log_path, watch_dir, host)
         finally:
             # Success, a limit, an exception or Ctrl-C: the container goes in every case.
             try:
@@ -155,7 +164,7 @@ def run(command: list[str], *, image: str, host: str | None, gpus: str | None, e
 
 def _create(client, command: list[str], *, image: str, gpus: str | None, env: dict[str, str],
             mounts: dict[str, tuple[Path, bool]], workdir: str, limits: Limits):
-    from docker.types import Mount, Ulimit
+    from docker.types import LogConfig, Mount, Ulimit
 
     uid, gid = run_user()
     if os.getuid() == 0:
@@ -163,6 +172,10 @@ def _create(client, command: list[str], *, image: str, gpus: str | None, env: di
             if writable:
                 _give(source, uid, gid)
     fsize = limits.disk_mb * 2**20
+    # We read the output as it is written (attached); the json-file driver would also keep all of it on the
+    # daemon's disk until the container is removed. One file, truncated at twice what our log keeps (8 MiB).
+    daemon_log = LogConfig(type=LogConfig.types.JSON,
+                           config={"max-size": f"{2 * (limits.log_head_mb + limits.log_tail_mb)}m", "max-file": "1"})
     return client.containers.create(
         image, ["timeout", "-s", "KILL", f"{limits.time_s + _GRACE_S:g}", *command],
         user=f"{uid}:{gid}", working_dir=workdir, environment=env, detach=True,
@@ -172,48 +185,34 @@ def _create(client, command: list[str], *, image: str, gpus: str | None, env: di
         mem_limit=f"{limits.memory_mb}m", memswap_limit=f"{limits.memory_mb}m",
         pids_limit=limits.processes, nano_cpus=int(limits.cpus * 1e9) if limits.cpus else None,
         ulimits=[Ulimit(name="fsize", soft=fsize, hard=fsize), Ulimit(name="core", soft=0, hard=0)],
-        device_requests=_device_requests(gpus), labels={OWNER_LABEL: owner_id()},
+        device_requests=_device_requests(gpus), labels={OWNER_LABEL: owner_id()}, log_config=daemon_log,
     )
 
 
-def _supervise(container, limits: Limits, log_path: Path, work: Path) -> Outcome:
+def _supervise(container, limits: Limits, log_path: Path, work: Path, host: str | None) -> Outcome:
+    # The output is attached to before the start, so not a byte is missed, rather than followed in the
+    # daemon's log file: a follower of a file the daemon rotates repeats and skips pieces (Docker 20.10),
+    # while an attached reader is exact and slows a flooding container down to its own pace. Its client
+    # has no read timeout: a run may be silent for longer than any timeout.
     disk = DiskWatch(work, limits.disk_mb)
-    started = time.time()
-    container.start()
-    logger = threading.Thread(target=_copy_logs, args=(container, log_path), daemon=True)
-    logger.start()
-    timed_out = False
-    exceeded = None
-    peak = 0.0
-    last_stats = 0.0
-    try:
-        while True:
-            state = container.client.api.inspect_container(container.id)["State"]
-            if state["Status"] not in ("created", "running"):
-                break
-            now = time.time()
-            if now - started > limits.time_s:
-                timed_out = True
-            elif disk.over():
-                exceeded = "disk"
-            elif now - last_stats > _STATS_EVERY_S:
-                last_stats = now
-                stats = container.stats(stream=False, one_shot=True)
-                peak = max(peak, stats.get("memory_stats", {}).get("usage", 0) / 2**20)
-                if stats.get("pids_stats", {}).get("current", 0) >= limits.processes:
-                    exceeded = "processes"
-            if timed_out or exceeded:
-                container.kill()
-                state = container.client.api.inspect_container(container.id)["State"]
-                break
-            time.sleep(_POLL_S)
-    except BaseException:
-        container.kill()
-        raise
-    finally:
-        logger.join(timeout=10)
+    with (closing(connect(host, timeout=None)) as reader, closing(limits.bounded_log(log_path)) as log,
+          closing(reader.api.attach(container.id, stdout=True, stderr=True, stream=True, logs=False)) as stream):
+        started = time.time()
+        container.start()
+        logger = threading.Thread(target=_copy_output, args=(stream, log), daemon=True)
+        logger.start()
+        try:
+            state, timed_out, exceeded, peak = _watch(container, limits, log, disk, started)
+        except BaseException:
+            container.kill()
+            raise
+        finally:
+            logger.join(timeout=10)  # the stream ends with the container's output
+            log.close()  # a reader still streaming after that writes no more
     if exceeded is None and disk.over(force=True):
         exceeded = "disk"
+    if exceeded is None and limits.output_over(log):
+        exceeded = "output"
     code = state.get("ExitCode")
     # The inner deadline (SIGKILL, status 137) struck first: still the time limit.
     timed_out = timed_out or (code == 137 and time.time() - started >= limits.time_s)
@@ -221,11 +220,44 @@ def _supervise(container, limits: Limits, log_path: Path, work: Path) -> Outcome
         code = -(code - 128)  # killed by a signal, as subprocess reports it
     return Outcome(returncode=code, timed_out=timed_out, out_of_memory=bool(state.get("OOMKilled")),
                    wall_s=time.time() - started, started_at=started, peak_memory_mb=peak,
-                   log_tail=_tail(log_path, 4000), exceeded=exceeded)
+                   log_tail=log.tail(4000), exceeded=exceeded)
 
 
-def _copy_logs(container, log_path: Path) -> None:
-    with open(log_path, "wb") as log:
-        for chunk in container.logs(stream=True, follow=True):
+def _watch(container, limits: Limits, log: BoundedLog, disk: DiskWatch, started: float):
+    """Poll the running container against the limits, killing it past one: (state, timed_out, exceeded, peak)."""
+    timed_out = False
+    exceeded = None
+    peak = 0.0
+    last_stats = 0.0
+    while True:
+        state = container.client.api.inspect_container(container.id)["State"]
+        if state["Status"] not in ("created", "running"):
+            break
+        now = time.time()
+        if now - started > limits.time_s:
+            timed_out = True
+        elif disk.over():
+            exceeded = "disk"
+        elif limits.output_over(log):
+            exceeded = "output"
+        elif now - last_stats > _STATS_EVERY_S:
+            last_stats = now
+            stats = container.stats(stream=False, one_shot=True)
+            peak = max(peak, stats.get("memory_stats", {}).get("usage", 0) / 2**20)
+            if stats.get("pids_stats", {}).get("current", 0) >= limits.processes:
+                exceeded = "processes"
+        if timed_out or exceeded:
+            container.kill()
+            state = container.client.api.inspect_container(container.id)["State"]
+            break
+        time.sleep(_POLL_S)
+    return state, timed_out, exceeded, peak
+
+
+def _copy_output(stream, log: BoundedLog) -> None:
+    # It reads on past the output limit: a reader that stops blocks the daemon's handling of the container.
+    try:
+        for chunk in stream:
             log.write(chunk)
-            log.flush()
+    except Exception:  # noqa: BLE001 - the stream was closed under us: the run is over, its log is closed
+        pass

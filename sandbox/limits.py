@@ -27,6 +27,7 @@ from pathlib import Path
 
 import psutil
 
+from sandbox.logs import BoundedLog, MiB, Pump
 from sandbox.usage import DiskWatch
 
 PR_SET_PDEATHSIG = 1
@@ -46,6 +47,17 @@ class Limits:
     disk_mb: int = 4096            # what the run may write in its folder, in all
     tmp_mb: int = 256              # the private /tmp (docker: a tmpfs of this size)
     cpus: float | None = None      # docker only: CPU share; None = all the machine's
+    output_mb: int = 256           # stdout and stderr together, in all; more stops the run (a flood)
+    log_head_mb: int = 1           # the log file keeps the output's first log_head_mb...
+    log_tail_mb: int = 3           # ...and its last log_tail_mb, with one line between saying what was dropped
+
+    def bounded_log(self, path: Path) -> BoundedLog:
+        """A log at path that keeps the head and tail of the output these limits allow."""
+        return BoundedLog(path, self.log_head_mb * MiB, self.log_tail_mb * MiB)
+
+    def output_over(self, log: BoundedLog) -> bool:
+        """Whether the run has written more than output_mb to its log."""
+        return log.total > self.output_mb * MiB
 
 
 @dataclass
@@ -59,7 +71,7 @@ class Outcome:
     started_at: float
     peak_memory_mb: float
     log_tail: str
-    exceeded: str | None = None    # another limit that stopped it: "processes" or "disk"
+    exceeded: str | None = None    # another limit that stopped it: "processes", "disk" or "output"
 
     @property
     def ok(self) -> bool:
@@ -165,7 +177,7 @@ def _kill_tree(proc: subprocess.Popen, procs: list[psutil.Process]) -> None:
 
 def supervise(argv: list[str], *, env: dict[str, str], cwd: Path, limits: Limits, log_path: Path,
               watch_dir: Path | None = None, tail_chars: int = 4000) -> Outcome:
-    """Run argv under the limits, stdout and stderr to log_path; return how it ended.
+    """Run argv under the limits, stdout and stderr to a bounded log at log_path; return how it ended.
 
     watch_dir: the folder the run may write, held to limits.disk_mb in all.
     """
@@ -173,46 +185,59 @@ def supervise(argv: list[str], *, env: dict[str, str], cwd: Path, limits: Limits
     before = {p.pid for p in psutil.Process().children(recursive=True)}
     cgroup = pids_cgroup(limits.processes)
     disk = DiskWatch(watch_dir, limits.disk_mb) if watch_dir is not None else None
+    log = limits.bounded_log(log_path)
     started = time.time()
     try:
-        with open(log_path, "wb") as log:
-            proc = subprocess.Popen(argv, env=env, cwd=cwd, stdin=subprocess.DEVNULL, stdout=log,
-                                    stderr=subprocess.STDOUT, start_new_session=True,
-                                    preexec_fn=_preexec(limits, cgroup))
-            ps = psutil.Process(proc.pid)
-            timed_out = oom = False
-            exceeded = None
-            peak = 0.0
-            procs: list[psutil.Process] = [ps]
-            try:
-                while proc.poll() is None:
-                    procs = _tree(ps) or procs
-                    peak = max(peak, _tree_rss_mb(procs))
-                    tasks = int(_read(cgroup / "pids.current") or 0) if cgroup else len(procs)
-                    if peak > limits.memory_mb:
-                        oom = True
-                    elif time.time() - started > limits.time_s:
-                        timed_out = True
-                    elif tasks >= limits.processes:
-                        exceeded = "processes"
-                    elif disk is not None and disk.over():
-                        exceeded = "disk"
-                    if oom or timed_out or exceeded:
-                        _kill_tree(proc, procs)
-                        break
-                    time.sleep(_POLL_S)
-            finally:
-                # Runs on success, on a limit, and when the parent is interrupted (Ctrl-C).
-                _kill_tree(proc, _tree(ps) + procs)
-                proc.wait()
-                _reap_new_children(before)
+        read_end, write_end = os.pipe()
+        try:
+            proc = subprocess.Popen(argv, env=env, cwd=cwd, stdin=subprocess.DEVNULL, stdout=write_end,
+                                    stderr=write_end, start_new_session=True, preexec_fn=_preexec(limits, cgroup))
+        except BaseException:
+            os.close(read_end)
+            raise
+        finally:
+            os.close(write_end)  # the child's copy is the only one: end of file when the run's tree is gone
+        pump = Pump(read_end, log, stop_after=limits.output_mb * MiB)
+        ps = psutil.Process(proc.pid)
+        timed_out = oom = False
+        exceeded = None
+        peak = 0.0
+        procs: list[psutil.Process] = [ps]
+        try:
+            while proc.poll() is None:
+                procs = _tree(ps) or procs
+                peak = max(peak, _tree_rss_mb(procs))
+                tasks = int(_read(cgroup / "pids.current") or 0) if cgroup else len(procs)
+                if peak > limits.memory_mb:
+                    oom = True
+                elif time.time() - started > limits.time_s:
+                    timed_out = True
+                elif tasks >= limits.processes:
+                    exceeded = "processes"
+                elif disk is not None and disk.over():
+                    exceeded = "disk"
+                elif limits.output_over(log):
+                    exceeded = "output"
+                if oom or timed_out or exceeded:
+                    _kill_tree(proc, procs)
+                    break
+                time.sleep(_POLL_S)
+        finally:
+            # Runs on success, on a limit, and when the parent is interrupted (Ctrl-C).
+            _kill_tree(proc, _tree(ps) + procs)
+            proc.wait()
+            _reap_new_children(before)
+            pump.finish()
     finally:
+        log.close()
         if cgroup is not None:
             _remove_cgroup(cgroup)
     if exceeded is None and disk is not None and disk.over(force=True):
         exceeded = "disk"
+    if exceeded is None and limits.output_over(log):
+        exceeded = "output"
     return Outcome(proc.returncode, timed_out, oom, time.time() - started, started, peak,
-                   _tail(log_path, tail_chars), exceeded)
+                   log.tail(tail_chars), exceeded)
 
 
 def _reap_new_children(before: set[int]) -> None:
@@ -229,10 +254,3 @@ def _reap_new_children(before: set[int]) -> None:
             child.wait(timeout=2)
         except (psutil.NoSuchProcess, psutil.TimeoutExpired, ChildProcessError):
             pass
-
-
-def _tail(path: Path, chars: int) -> str:
-    size = path.stat().st_size
-    with open(path, "rb") as f:
-        f.seek(max(0, size - chars))
-        return f.read().decode("utf-8", "replace")

@@ -3,14 +3,16 @@
 The contained-candidate test runs DPO behind a prelude that attacks and records
 what happened in probe.json in its work folder; the run must still score exactly
 like DPO, and the host must be as it was. The other attacks (fork bomb, disk
-fill, parent killed) must end in a failed run with a one-line reason and leave
-no process or container behind. Network attempts target only loopback (a
+fill, output flood, parent killed) must end in a failed run with a one-line reason
+and leave no process or container behind; the flood runs under the process backend
+too, since its bounded log is the same for all three. Network attempts target only loopback (a
 listener of the test's own) and a documentation address (192.0.2.1, TEST-NET-1).
 """
 
 import hashlib
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -22,10 +24,12 @@ import psutil
 import pytest
 from conftest import DPO_SOURCE, ROOT, scientist, write_tiny_template
 
+from sandbox.logs import MiB
 from scientist.store import Store
 
 BACKENDS = ["bwrap", "docker"]
 TMP_MB = 32
+FLOOD_MB = 24
 
 PRELUDE = r'''
 import json, os, resource, socket, subprocess
@@ -102,8 +106,10 @@ with open("probe.json", "w") as f:
 
 
 def _tree_digest(path) -> str:
+    # Every file but JAX's LRU bookkeeping (last-use stamps and the lock), which the trusted evaluator
+    # itself rewrites on each read of its size-bounded cache.
     h = hashlib.sha256()
-    for f in sorted(p for p in path.rglob("*") if p.is_file()):
+    for f in sorted(p for p in path.rglob("*") if p.is_file() and not p.name.endswith(("-atime", ".lockfile"))):
         h.update(str(f.relative_to(path)).encode() + f.read_bytes())
     return h.hexdigest()
 
@@ -244,6 +250,68 @@ for i in range(10**6):
     assert not (tmp_path / "run" / "work").exists() and (tmp_path / "run" / "train.log").exists()
     assert psutil.disk_usage(str(tmp_path)).free > free - 32 * 2**20  # the space is given back
     assert _containers(sandbox_args) == []
+
+
+@pytest.fixture(scope="module")
+def flood_templates(tmp_path_factory):
+    """The tiny template with a small output limit, so a flood is stopped within seconds."""
+    dest = tmp_path_factory.mktemp("flood-templates")
+    toml = write_tiny_template(dest) / "template.toml"
+    toml.write_text(toml.read_text().replace("[limits]\n", f"[limits]\noutput_mb = {FLOOD_MB}\n", 1))
+    return dest
+
+
+FLOOD = """import subprocess, sys
+subprocess.Popen(["sleep", "MARKER"])
+print("FLOOD-START", flush=True)
+line = "x" * 2**20 + "\\n"
+i = 0
+while True:
+    sys.stdout.write(f"out {i} " + line)
+    sys.stderr.write(f"err {i} " + line)
+    i += 1
+"""
+DROPPED = re.compile(rb"\n\[\.\.\. ([\d,]+) bytes of output dropped: "
+                     rb"the log keeps its first 1 MiB and last 3 MiB \.\.\.\]\n")
+
+
+def _folder_bytes(path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+@pytest.mark.parametrize("sandbox_args", [*BACKENDS, "process"], indirect=True)
+def test_output_flood_is_stopped_and_its_log_bounded(sandbox_args, flood_templates, tmp_path):
+    marker = f"66554{len(sandbox_args)}"
+    flood = tmp_path / "flood.py"
+    flood.write_text(FLOOD.replace("MARKER", marker))
+    home, out = tmp_path / "home", tmp_path / "run"
+    t0 = time.time()
+    r = _eval(flood_templates, home, flood, out, sandbox_args)
+    took = time.time() - t0
+    reason = (f"output limit: the run wrote more than {FLOOD_MB} MB to its output (a flood?); "
+              "its log keeps the first 1 MiB and the last 3 MiB")
+    assert r.code == 1 and reason in r.err and "Traceback" not in r.text, r.text
+    assert len([line for line in r.err.splitlines() if "failed:" in line]) == 1
+    assert took < 35  # stopped at the output limit, not at the 40 s time limit
+
+    # The log: the first 1 MiB, the marker line, the last 3 MiB; nothing else of the flood was kept.
+    log = (out / "train.log").read_bytes()
+    dropped = DROPPED.search(log)
+    assert dropped and len(log) - len(dropped.group(0)) == 4 * MiB
+    head, tail = log[:dropped.start()], log[dropped.end():]
+    assert b"FLOOD-START\nout 0 xxx" in head and int(dropped.group(1).replace(b",", b"")) >= (FLOOD_MB - 4) * MiB
+    assert max(int(n) for n in re.findall(rb"(?:out|err) (\d+) ", tail)) >= FLOOD_MB // 2 - 1  # the flood's end
+    assert _folder_bytes(out) < 6 * MiB  # the whole run folder: the log, the candidate, its small work folder
+    print(f"flood on {sandbox_args[1]}: stopped after {took:.1f} s, {int(dropped.group(1).replace(b',', b'')):,} "
+          f"bytes dropped, train.log {len(log):,} bytes, run folder {_folder_bytes(out):,} bytes")
+    time.sleep(0.5)
+    assert _leftovers(marker) == [] and _containers(sandbox_args) == []
+
+    normal = tmp_path / "dpo.py"
+    normal.write_text(DPO_SOURCE)
+    r = _eval(flood_templates, home, normal, tmp_path / "after", sandbox_args)
+    assert r.code == 0, r.text
+    assert (tmp_path / "after" / "final_info.json").is_file()
 
 
 def _start_sleeper(templates, home, tmp_path, args) -> tuple[subprocess.Popen, str]:
