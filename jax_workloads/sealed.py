@@ -45,6 +45,21 @@ def describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {msg}" if msg else type(exc).__name__
 
 
+def check_function(module: ModuleType, name: str, n_args: int, where: str) -> Callable:
+    """module.name, checked to be a function that accepts n_args positional arguments; else fail()."""
+    fn = getattr(module, name, None)
+    if not callable(fn):
+        fail(f"candidate {where} does not define a function {name!r}")
+    try:
+        inspect.signature(fn).bind(*range(n_args))
+    except TypeError:
+        noun = "argument" if n_args == 1 else "arguments"
+        fail(f"candidate {where}: {name}{inspect.signature(fn)} must accept {n_args} positional {noun}")
+    except ValueError:
+        pass  # builtins without a signature: let the shape gate judge
+    return fn
+
+
 def load_candidate(path: str | Path, name: str, n_args: int) -> Callable:
     """Import the candidate file and return its function `name` taking n_args positionals."""
     path = Path(path)
@@ -56,16 +71,7 @@ def load_candidate(path: str | Path, name: str, n_args: int) -> Callable:
         fail(f"candidate {path.name} has a syntax error at line {e.lineno}: {e.msg}")
     except Exception as e:  # noqa: BLE001 - any import-time error is the candidate's
         fail(f"candidate {path.name} failed to import: {describe(e)}")
-    fn = getattr(module, name, None)
-    if not callable(fn):
-        fail(f"candidate {path.name} does not define a function {name!r}")
-    try:
-        inspect.signature(fn).bind(*range(n_args))
-    except TypeError:
-        fail(f"candidate {path.name}: {name}{inspect.signature(fn)} must accept {n_args} positional arguments")
-    except ValueError:
-        pass  # builtins without a signature: let the shape gate judge
-    return fn
+    return check_function(module, name, n_args, path.name)
 
 
 def export_arrays(path: str | Path, arrays: Mapping[str, np.ndarray]) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import threading
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 
 from reviewer.form import FORM_TEXT, REVIEW_SHAPE, Review, aggregate, parse_review
@@ -19,7 +20,7 @@ from reviewer.pdf import Paper, load_paper
 from scientist.formats import FormatError, is_done
 from scientist.llm import LLM, InvalidAnswer, ask_parsed
 
-FEWSHOT_DIR = Path(__file__).resolve().parent / "fewshot"
+FEWSHOT_DIR = Path(resources.files("reviewer")) / "fewshot"  # shipped as package data
 
 REVIEWER_SYSTEM = ("You are an AI researcher who is reviewing a paper that was submitted to a prestigious ML venue. "
                    "Be critical and cautious in your decision. If a paper is bad or you are unsure, give it bad "

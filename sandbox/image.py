@@ -16,14 +16,15 @@ import sys
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
-from importlib import metadata
+from importlib import metadata, resources
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     import docker
 
-SANDBOX_DIR = Path(__file__).resolve().parent
+# The Dockerfiles and requirements.txt, shipped as package data.
+SANDBOX_DIR = Path(resources.files("sandbox"))
 DEFAULT_BASE = "python:3.11-slim"
 LOCK_LABEL = "org.scientist.lock"
 _PROBE = ("import json, platform, sys; "

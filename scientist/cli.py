@@ -33,13 +33,25 @@ from scientist.template import (
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Research automation for small JAX experiment templates.")
-console = Console(highlight=False)
-err = Console(stderr=True, highlight=False)
+
+
+def _console(stderr: bool = False) -> Console:
+    """Rich output; without a terminal (cron, CI, a pipe, a file) lines and tables are written whole.
+
+    Rich assumes 80 columns when it cannot ask a terminal, and cuts table cells to fit ("candid…").
+    """
+    c = Console(stderr=stderr, highlight=False)
+    return c if c.is_terminal else Console(stderr=stderr, highlight=False, width=100_000)
+
+
+console = _console()
+err = _console(stderr=True)
 
 # Absolute from here on: sandboxes mount folders under it and run elsewhere.
 HomeOpt = typer.Option(Path(".scientist"), "--home", envvar="SCIENTIST_HOME", resolve_path=True,
                        help="Folder for the store, caches and run folders.")
-TemplatesDirOpt = typer.Option(DEFAULT_TEMPLATES_DIR, "--templates-dir", help="Where templates live.")
+TemplatesDirOpt = typer.Option(DEFAULT_TEMPLATES_DIR, "--templates-dir", show_default="the bundled templates",
+                               help="Where templates live.")
 SandboxOpt = typer.Option("auto", "--sandbox",
                           help="auto (docker if it answers with the image, else bwrap), docker, bwrap or process "
                                "(process: no isolation).")
@@ -168,10 +180,10 @@ def _report_one(label: str, res: runner.EvalResult, template: Template) -> None:
         how = f"cached from run {run.id}" if res.cached else f"run {run.id}"
         console.print(f"[green]✓[/green] {label}: {template.spec.metric.name} = {m['mean']:.4f} "
                       f"(95% CI {m['ci95'][0]:.4f} to {m['ci95'][1]:.4f}, n={m['n']}; {how}) "
-                      f"{run.out_dir}/final_info.json")
+                      f"{res.out_dir}/final_info.json")
     else:
         err.print(f"[red]✗[/red] {label}: failed: {escape(run.reason or '')} "
-                  f"(run {run.id}, log {run.out_dir}/train.log)")
+                  f"(run {run.id}, log {res.out_dir}/train.log)")
 
 
 def _load(name: str, templates_dir: Path) -> Template:
@@ -359,8 +371,13 @@ def run(
         session.check_model(cfg)
     except LLMError as e:
         _fail(str(e))
+    store = _open_store(home)
+    try:
+        session.claim_out_dir(cfg, store)
+    except session.OutDirTaken as e:
+        _fail(str(e))
     report = JsonReporter() if log_json else RichReporter(console)
-    code = session.run_session(cfg, _open_store(home), report)
+    code = session.run_session(cfg, store, report)
     report.close()
     if not log_json:
         _print_summary(out_dir)
@@ -397,7 +414,7 @@ def writeup(
 ) -> None:
     """(Re)write the papers of a finished run from its logged results, without re-running experiments."""
     from scientist.llm import LLM, Budget, BudgetExceeded, LLMError
-    from scientist.writeup import write_papers
+    from scientist.writeup import RunFilesMissing, write_papers
 
     summary_path = run_dir / "summary.json"
     if not summary_path.is_file():
@@ -427,15 +444,15 @@ def writeup(
             _fail(str(e))
     try:
         with console.status("writing papers"):
-            results = write_papers(run_dir, t, llm=llm, idea=idea)
-    except (LLMError, BudgetExceeded) as e:
+            results = write_papers(run_dir, t, llm=llm, store=store, idea=idea)
+    except (LLMError, BudgetExceeded, RunFilesMissing) as e:
         _fail(str(e), 1)
     table = Table(title=f"papers in {run_dir}")
-    for col in ("idea", "status", "pdf or first error", "unverified numbers"):
+    for col in ("idea", "status", "pdf or first error", "unverified numbers", "struck sentences"):
         table.add_column(col)
     for r in results:
         table.add_row(escape(r["idea"]), r["status"], escape(r.get("pdf") or r.get("reason") or ""),
-                      str(r["unverified_numbers"]))
+                      str(r["unverified_numbers"]), str(r.get("struck_sentences", "?")))
     console.print(table)
     raise typer.Exit(0 if all(r["status"] == "ok" for r in results) else 1)
 
@@ -593,13 +610,14 @@ def _print_summary(out_dir: Path) -> None:
     for i in summary["ideas"]:
         paper = i.get("paper")
         if paper and paper["status"] == "ok":
-            console.print(f"paper: {paper['pdf']}")
+            console.print(f"paper: {paper['pdf']} ({paper.get('struck_sentences', '?')} struck sentences)")
             rev = i.get("review") or {}
             if "Overall" in rev:
                 console.print(f"review: {rev['path']} (Overall {rev['Overall']}, {rev['Decision']})")
         elif paper:
             console.print(f"paper of {escape(i['name'])}: [red]{paper['status']}[/red]: "
-                          f"{escape(paper.get('reason') or '')} (see {paper.get('tex')})")
+                          f"{escape(paper.get('reason') or '')} (see {paper.get('tex')}; "
+                          f"{paper.get('struck_sentences', '?')} struck sentences)")
     if summary["review"].startswith("skipped"):
         console.print(f"reviews: {summary['review']}; review a paper any time with `scientist review PAPER.pdf "
                       "--model ...`")

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from jax_workloads.sealed import FAIL_MARKER, ArtifactError, describe
 from scientist.stats import summarize
-from scientist.template import load_template
+from scientist.template import Metric, load_template
 
 ARTIFACT_REJECTED = 3
 
@@ -31,18 +31,28 @@ def _module(template_root: Path, filename: str):
     return module
 
 
-def final_info(template_name: str, metric: str, direction: str, seeds: int, result: dict) -> dict:
-    """The final_info.json contract: one summary per metric, the main metric named first."""
+def final_info(template_name: str, metric: Metric, seeds: int, result: dict) -> dict:
+    """The final_info.json contract: one summary per metric, the main metric named first.
+
+    The main metric's values must lie in its declared range (if any), and its interval stays within it.
+    """
     per_seed = result["per_seed"]
     for name, values in per_seed.items():
         if len(values) != seeds:
             raise ValueError(f"evaluator returned {len(values)} values of {name!r} for {seeds} seeds")
+    outside = [v for v in per_seed.get(metric.name, []) if (metric.low is not None and v < metric.low)
+               or (metric.high is not None and v > metric.high)]
+    if outside:
+        raise ValueError(f"evaluator returned {metric.name} = {outside[0]!r}, outside its declared range "
+                         f"[{metric.low}, {metric.high}]")
+    summaries = {name: summarize(values, *((metric.low, metric.high) if name == metric.name else ()))
+                 for name, values in per_seed.items()}
     return {
         "template": template_name,
-        "metric": metric,
-        "direction": direction,
+        "metric": metric.name,
+        "direction": metric.direction,
         "n": seeds,
-        "metrics": {name: summarize(values) for name, values in per_seed.items()},
+        "metrics": summaries,
         "extra": result.get("extra", {}),
     }
 
@@ -63,6 +73,9 @@ def main(argv: list[str] | None = None) -> int:
         jax.config.update("jax_compilation_cache_dir", str(args.jax_cache))
         # Trusted cache: every compile is worth keeping, the small ones too (about 2 s per run).
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+        # A bounded cache is also a locked one: JAX then reads and writes entries under a file lock,
+        # so concurrent evaluators (parallel sessions on one home) never read a half-written program.
+        jax.config.update("jax_compilation_cache_max_size", 4 * 2**30)
     template = load_template(args.template)
     spec = template.spec
     module = _module(template.root, spec.evaluator)
@@ -72,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.time()
     try:
         result = module.evaluate(args.dir, spec.config, spec.private, args.seeds)
-        info = final_info(spec.name, spec.metric.name, spec.metric.direction, args.seeds, result)
+        info = final_info(spec.name, spec.metric, args.seeds, result)
     except ArtifactError as e:
         print(f"{FAIL_MARKER}artifact rejected: {e}", file=sys.stderr, flush=True)
         return ARTIFACT_REJECTED

@@ -10,7 +10,6 @@ by content, so a resumed session gets finished runs back without recomputing.
 
 from __future__ import annotations
 
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,7 +17,6 @@ from sandbox.backends import Sandbox
 from scientist import runner
 from scientist.llm import Budget
 from scientist.proposers import Attempt, IdeaContext, Proposer
-from scientist.runner import RUN_ENTRIES
 from scientist.stats import better, compare, normalized
 from scientist.store import Run, Store
 from scientist.template import Template
@@ -53,22 +51,6 @@ def describe_result(run: Run, baseline: Run | None, metric: str, direction: str)
         text += (f". Baseline {b['mean']:.4f} ± {b['stderr']:.4f}; {comparison['test']} "
                  f"p = {comparison['p_value']:.3g}: {comparison['verdict']}")
     return text, comparison
-
-
-def copy_run(run: Run, dest: Path) -> None:
-    """Make a reused run's record (candidate, logs, final_info.json) visible in this session's folder."""
-    src = Path(run.out_dir or "")
-    if not src.is_dir() or src.resolve() == dest.resolve():
-        return
-    shutil.rmtree(dest, ignore_errors=True)
-    dest.mkdir(parents=True)
-    for name in RUN_ENTRIES:
-        if name == "work":
-            continue  # the sandbox's scratch folder stays with the run that made it
-        if (src / name).is_dir():
-            shutil.copytree(src / name, dest / name)
-        elif (src / name).is_file():
-            shutil.copy2(src / name, dest / name)
 
 
 def run_idea(cfg: LoopConfig, store: Store, *, session_id: int, idx: int, idea: dict, folder: str,
@@ -110,9 +92,7 @@ def run_idea(cfg: LoopConfig, store: Store, *, session_id: int, idx: int, idea: 
             req = runner.EvalRequest(template=cfg.template, sources=proposal.sources, seeds=cfg.seeds,
                                      sandbox=cfg.sandbox, home=cfg.home, out_dir=dest.resolve(),
                                      reuse_failed=True, label=f"{folder}/run_{run_idx}")
-            res = runner.evaluate(req, store)
-            if res.cached:
-                copy_run(res.run, dest)
+            res = runner.evaluate(req, store)  # a reused run's files are written into dest too
             run = res.run
             store.save_step(idea_id, run_idx, attempt, status=run.status, run_id=run.id, reason=run.reason)
             entry = {"run": run_idx, "attempt": attempt, "status": run.status, "run_id": run.id,

@@ -7,12 +7,18 @@
       -> run_dir/final_info.json (outside the sandbox's reach), store row updated
 
 A run whose key (template content, candidate source, seeds) already finished
-successfully is reused unless `force` is set.
+successfully is reused unless `force` is set: its files are written into the
+requested folder from the store, which holds everything a run's folder held
+(final_info, candidate, logs), so a deleted or reused folder loses nothing.
+Runs of one key, and the preparation of one data set, are serialised across
+processes by file locks: concurrent sessions on one home wait for each other's
+result instead of computing it twice or racing on the same files.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import signal
 import sys
@@ -20,9 +26,12 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from filelock import FileLock
+
 from jax_workloads.sealed import FAIL_MARKER
 from sandbox import backends
 from sandbox.limits import Limits, Outcome, supervise
+from sandbox.logs import MiB, kept_text
 from scientist.store import INTERRUPTED, Run, Store, run_key, source_hash
 from scientist.template import PROJECT_ROOT, Template
 
@@ -45,9 +54,10 @@ class EvalRequest:
 
 @dataclass
 class EvalResult:
-    """How one evaluation ended; `run` is the store's row."""
+    """How one evaluation ended; `run` is the store's row, `out_dir` the folder holding its files now."""
 
     run: Run
+    out_dir: Path
     cached: bool = False
     timings: dict = field(default_factory=dict)
 
@@ -61,9 +71,20 @@ def evaluate(req: EvalRequest, store: Store) -> EvalResult:
     template_hash = req.template.content_hash()
     key = run_key(template_hash, source_hash(req.sources), req.seeds)
     find = store.find_finished if req.reuse_failed else store.find_ok
-    if not req.force and (previous := find(key)) is not None:
-        return EvalResult(previous, cached=True, timings=previous.timings or {})
+    with _lock(req.home, f"run-{key}"):
+        if not req.force and (previous := find(key)) is not None:
+            materialize(store, previous, req.out_dir)
+            return EvalResult(previous, req.out_dir, cached=True, timings=previous.timings or {})
+        return _evaluate(req, store, template_hash)
 
+
+def _lock(home: Path, name: str) -> FileLock:
+    """An exclusive lock shared by every process using this home (held while a run or a data set is made)."""
+    (home / "locks").mkdir(parents=True, exist_ok=True)
+    return FileLock(home / "locks" / f"{name}.lock")
+
+
+def _evaluate(req: EvalRequest, store: Store, template_hash: str) -> EvalResult:
     run_dir = req.out_dir
     _clear_run_dir(run_dir)
     run_id = store.start_run(kind=req.kind, template=req.template.name, template_hash=template_hash,
@@ -84,30 +105,31 @@ def evaluate(req: EvalRequest, store: Store) -> EvalResult:
         if outcome.exceeded == "disk":
             shutil.rmtree(work, ignore_errors=True)  # give the space back; the log says what happened
         if not outcome.ok:
-            return _failed(store, run_id, _reason(outcome, req.template), outcome.log_tail, timings, t0)
+            return _failed(store, run_id, run_dir, _reason(outcome, req.template), outcome.log_tail, timings, t0)
         t_eval = time.time()
         ev = _run_evaluator(req, work, run_dir)
         timings["evaluate"] = time.time() - t_eval
         if not ev.ok:
-            return _failed(store, run_id, _reason(ev, req.template, evaluator=True), ev.log_tail, timings, t0)
+            return _failed(store, run_id, run_dir, _reason(ev, req.template, evaluator=True), ev.log_tail,
+                           timings, t0)
         info = json.loads((run_dir / "final_info.json").read_text())
     except KeyboardInterrupt:
-        _failed(store, run_id, INTERRUPTED, None, timings, t0)
+        _failed(store, run_id, run_dir, INTERRUPTED, None, timings, t0)
         raise
     except backends.SandboxUnavailable as e:
-        _failed(store, run_id, f"sandbox unavailable: {e}", None, timings, t0)
+        _failed(store, run_id, run_dir, f"sandbox unavailable: {e}", None, timings, t0)
         raise RuntimeError(f"sandbox unavailable: {e}") from None
     timings["total"] = time.time() - t0
     store.finish_run(run_id, status="ok", final_info=info, metric=req.template.spec.metric.name,
-                     timings=timings)
-    return EvalResult(store.get(run_id), timings=timings)
+                     timings=timings, logs=_read_logs(run_dir))
+    return EvalResult(store.get(run_id), run_dir, timings=timings)
 
 
 def sandbox_limits(template: Template) -> Limits:
     """The sandbox's limits, from template.toml's [limits]."""
     lim = template.spec.limits
     return Limits(time_s=lim.time_s, memory_mb=lim.memory_mb, processes=lim.processes, disk_mb=lim.disk_mb,
-                  tmp_mb=lim.tmp_mb, cpus=lim.cpus)
+                  tmp_mb=lim.tmp_mb, cpus=lim.cpus, output_mb=lim.output_mb)
 
 
 def sandbox_cache(home: Path, template: str, candidate_hash: str) -> Path:
@@ -121,6 +143,36 @@ def sandbox_cache(home: Path, template: str, candidate_hash: str) -> Path:
 
 
 RUN_ENTRIES = ("work", "candidate", "train.log", "eval.log", "final_info.json")
+LOG_FILES = ("train.log", "eval.log")
+
+
+def _read_logs(run_dir: Path) -> dict[str, str]:
+    return {name: (run_dir / name).read_text(errors="replace") for name in LOG_FILES if (run_dir / name).is_file()}
+
+
+def materialize(store: Store, run: Run, dest: Path) -> None:
+    """Write a recorded run's files (candidate/, logs, final_info.json) into dest, from the store.
+
+    The store, not the run's original folder, is the record: that folder may have been
+    deleted, moved or reused for another run since. Nothing is done when dest is the
+    run's own folder and still holds its result.
+    """
+    dest = dest.resolve()
+    original = Path(run.out_dir).resolve() if run.out_dir else None
+    if dest == original and (run.final_info is None or (dest / "final_info.json").is_file()):
+        return
+    logs = store.run_logs(run.id)
+    if not logs and original is not None and original.is_dir():
+        logs = _read_logs(original)  # a run recorded before the store kept logs
+    _clear_run_dir(dest)
+    for f, src in run.candidate_source.items():
+        (dest / "candidate" / f).parent.mkdir(parents=True, exist_ok=True)
+        (dest / "candidate" / f).write_text(src)
+    for name in LOG_FILES:
+        if name in logs:
+            (dest / name).write_text(logs[name])
+    if run.final_info is not None:
+        (dest / "final_info.json").write_text(json.dumps(run.final_info, indent=1))
 
 
 def _clear_run_dir(run_dir: Path) -> None:
@@ -134,10 +186,12 @@ def _clear_run_dir(run_dir: Path) -> None:
             path.unlink()
 
 
-def _failed(store: Store, run_id: int, reason: str, tail: str | None, timings: dict, t0: float) -> EvalResult:
+def _failed(store: Store, run_id: int, run_dir: Path, reason: str, tail: str | None, timings: dict,
+            t0: float) -> EvalResult:
     timings["total"] = time.time() - t0
-    store.finish_run(run_id, status="failed", reason=reason, error_tail=tail, timings=timings)
-    return EvalResult(store.get(run_id), timings=timings)
+    store.finish_run(run_id, status="failed", reason=reason, error_tail=tail, timings=timings,
+                     logs=_read_logs(run_dir))
+    return EvalResult(store.get(run_id), run_dir, timings=timings)
 
 
 def _populate(req: EvalRequest, run_dir: Path, template_hash: str, timings: dict) -> Path:
@@ -167,13 +221,17 @@ def _prepared_data(req: EvalRequest, template_hash: str) -> Path:
     cache = req.home / "cache" / "data" / f"{req.template.name}-{template_hash}-s{req.seeds}"
     if cache.is_dir():
         return cache
-    tmp = cache.with_name(cache.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    outcome = _evaluator_process(req, ["prepare", "--dir", str(tmp)], tmp.parent / f"{cache.name}.log")
-    if not outcome.ok:
-        raise RuntimeError(f"preparing the {req.template.name} data failed: {outcome.log_tail.strip()[-300:]}")
-    tmp.rename(cache)
+    with _lock(req.home, f"data-{cache.name}"):
+        if cache.is_dir():  # another session made it while we waited
+            return cache
+        tmp = cache.with_name(f"{cache.name}.tmp-{os.getpid()}")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        outcome = _evaluator_process(req, ["prepare", "--dir", str(tmp)], tmp.parent / f"{cache.name}.log")
+        if not outcome.ok:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise RuntimeError(f"preparing the {req.template.name} data failed: {outcome.log_tail.strip()[-300:]}")
+        tmp.rename(cache)
     return cache
 
 
@@ -189,7 +247,7 @@ def _evaluator_process(req: EvalRequest, args: list[str], log: Path) -> Outcome:
             "--seeds", str(req.seeds), "--jax-cache", str(req.home / "cache" / "jax-eval")]
     env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": str(req.home), "JAX_PLATFORMS": "cpu",
            "PYTHONHASHSEED": "0", "LANG": "C.UTF-8"}
-    limits = Limits(time_s=spec.limits.eval_time_s, memory_mb=spec.limits.memory_mb)
+    limits = Limits(time_s=spec.limits.eval_time_s, memory_mb=spec.limits.memory_mb, output_mb=spec.limits.output_mb)
     return supervise(argv, env=env, cwd=req.home, limits=limits, log_path=log)
 
 
@@ -219,6 +277,10 @@ def _reason(outcome: Outcome, template: Template, evaluator: bool = False) -> st
         return f"process limit: {where} reached {limits.processes} processes and threads (a fork bomb?)"
     if outcome.exceeded == "disk":
         return f"disk limit: {where} wrote more than {limits.disk_mb} MB in its folder (its files were removed)"
+    if outcome.exceeded == "output":
+        kept = sandbox_limits(template)  # the log's head and tail sizes are the sandbox's defaults
+        return (f"output limit: {where} wrote more than {limits.output_mb} MB to its output (a flood?); its log keeps "
+                f"{kept_text(kept.log_head_mb * MiB, kept.log_tail_mb * MiB)}")
     lines = [ln.strip() for ln in outcome.log_tail.splitlines() if ln.strip()]
     marked = [ln[len(FAIL_MARKER):] for ln in lines if ln.startswith(FAIL_MARKER)]
     if marked:

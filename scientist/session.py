@@ -17,7 +17,7 @@ from pathlib import Path
 
 from sandbox.backends import Sandbox
 from scientist import runner
-from scientist.experiment import LoopConfig, copy_run, run_idea
+from scientist.experiment import LoopConfig, run_idea
 from scientist.formats import FormatError
 from scientist.literature import LiteratureError, cached_search
 from scientist.llm import LLM, Budget, BudgetExceeded, LLMError
@@ -27,7 +27,7 @@ from scientist.proposers.llm import LLMProposer
 from scientist.stats import better, holm
 from scientist.store import Run, Store
 from scientist.template import Template
-from scientist.writeup import write_papers
+from scientist.writeup import RunFilesMissing, write_papers
 
 DUPLICATE_SIMILARITY = 0.8
 EXIT_OK, EXIT_ERROR, EXIT_BUDGET, EXIT_INTERRUPTED = 0, 1, 3, 130
@@ -93,11 +93,9 @@ def ensure_baseline(cfg: RunConfig, store: Store) -> Run:
     dest = cfg.out_dir / "baseline"
     req = runner.EvalRequest(template=cfg.template, sources=cfg.template.editable_sources(), seeds=cfg.seeds,
                              sandbox=cfg.sandbox, home=cfg.home, out_dir=dest.resolve(), kind="baseline")
-    res = runner.evaluate(req, store)
+    res = runner.evaluate(req, store)  # a cached baseline's files are written into dest too
     if not res.ok:
         raise BaselineFailed(f"the baseline of {cfg.template.name} failed: {res.run.reason}")
-    if res.cached:
-        copy_run(res.run, dest)
     return res.run
 
 
@@ -111,7 +109,8 @@ def _archive(store: Store, template: str, session_id: int, ids: list[int] | None
     for row in store.ideas(template=template):
         if row["session_id"] == session_id or (ids is not None and row["id"] not in ids):
             continue
-        metric = store.get(row["best_run_id"]).metric_mean if row["best_run_id"] else None
+        best = store.get(row["best_run_id"]) if row["best_run_id"] else None
+        metric = best.metric_mean if best else None
         out.append({"id": row["id"], "idea": row["idea"], "metric": metric})
     return out
 
@@ -140,9 +139,32 @@ def check_model(cfg: RunConfig) -> None:
         LLM(cfg.model, recorder=None, budget=Budget(), api_base=cfg.api_base).check()
 
 
+class OutDirTaken(Exception):
+    """--out names the folder of another kind of session (template, proposer or model); one line for the user."""
+
+
+def claim_out_dir(cfg: RunConfig, store: Store) -> None:
+    """Make sure cfg.out_dir is this session's to resume or to start.
+
+    The store knows sessions by their folder. A folder whose session was of another template,
+    proposer or model is refused while it still holds that session's summary.json; once the user
+    has deleted it, the old session keeps its records but lets go of the folder.
+    """
+    other = store.session_at(cfg.out_dir)
+    if other is None or (other["template"], other["proposer"], other["model"]) == (
+            cfg.template.name, cfg.proposer, cfg.model):
+        return
+    if (cfg.out_dir / "summary.json").is_file():
+        what = other["model"] or other["proposer"]
+        raise OutDirTaken(f"{cfg.out_dir} holds a session of template {other['template']} ({what}); pass another "
+                          "--out, or delete that folder to start a new session there")
+    store.release_out_dir(other["id"])
+
+
 def run_session(cfg: RunConfig, store: Store, report) -> int:
     """Run (or resume) the whole session; always writes summary.json; returns the exit code."""
     started = time.time()
+    claim_out_dir(cfg, store)
     cfg.out_dir.mkdir(parents=True, exist_ok=True)
     session_id, resumed, stored = store.open_session(
         out_dir=cfg.out_dir, template=cfg.template.name, proposer=cfg.proposer, model=cfg.model,
@@ -252,23 +274,26 @@ def _review(cfg: RunConfig, store: Store, session_id: int, budget: Budget, repor
 
 
 def _writeup(cfg: RunConfig, store: Store, session_id: int, budget: Budget, report) -> int:
-    """Write every idea's paper; a budget or model failure here stops cleanly like anywhere else."""
+    """Write every idea's paper; a budget or model failure here stops cleanly like anywhere else.
+
+    A run whose every paper failed to compile is an error too (exit 1), not a success with no paper.
+    """
     llm = None
     if cfg.writer == "llm":
         llm = LLM(cfg.model, recorder=store.recorder(session_id), budget=budget, api_base=cfg.api_base,
                   max_retries=cfg.retries)
     try:
-        write_papers(cfg.out_dir, cfg.template, llm=llm, report=report)
+        results = write_papers(cfg.out_dir, cfg.template, llm=llm, store=store, report=report)
     except BudgetExceeded as e:
         report.event("stopped", reason=f"writeup: {e}")
         return EXIT_BUDGET
-    except (LLMError, FormatError) as e:
+    except (LLMError, FormatError, RunFilesMissing) as e:
         report.event("stopped", reason=f"writeup: {e}")
         return EXIT_ERROR
     except KeyboardInterrupt:
         report.event("stopped", reason="interrupted by the user")
         return EXIT_INTERRUPTED
-    return EXIT_OK
+    return EXIT_ERROR if results and not any(r["status"] == "ok" for r in results) else EXIT_OK
 
 
 def _write_outputs(cfg: RunConfig, store: Store, session_id: int, baseline: Run | None, ideas: list[dict],
@@ -334,6 +359,7 @@ def _adjust_for_multiple_comparisons(ideas: list[dict], direction: str) -> None:
 
 
 def _write_json(path: Path, data) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)  # the user may have deleted the folder while we ran
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(data, indent=1))
     os.replace(tmp, path)

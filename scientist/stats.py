@@ -10,23 +10,68 @@ import numpy as np
 from scipy import stats
 
 
-def summarize(values: Sequence[float]) -> dict:
-    """Per-seed values with mean, standard error, a 95% t-interval and n."""
+def summarize(values: Sequence[float], low: float | None = None, high: float | None = None) -> dict:
+    """Per-seed values with mean, standard error, a 95% interval of the mean and n.
+
+    The interval is Student's t-interval, unless the metric has a declared range
+    (low and/or high): then it is the t-interval on the logit scale (both bounds) or
+    the log scale (one bound) of the mean, by the delta method, mapped back, so it
+    never leaves the range (an accuracy near 0 gets [0.0001, 0.003], not [-0.0000, 0.0006]).
+    `ci95_method` says which ("t", "logit-t" or "log-t"); see interval_method().
+    """
     x = np.asarray(values, dtype=float)
     n = int(x.size)
     mean = float(x.mean())
+    method = "t"
     if n > 1:
         stderr = float(x.std(ddof=1) / math.sqrt(n))
-        half = float(stats.t.ppf(0.975, n - 1) * stderr)
+        t = float(stats.t.ppf(0.975, n - 1))
+        ci = [mean - t * stderr, mean + t * stderr]
+        if low is not None or high is not None:
+            method, ci = _bounded_interval(mean, stderr, t, low, high)
     else:
-        stderr, half = float("nan"), float("nan")
+        stderr, ci = float("nan"), [float("nan"), float("nan")]
     return {
         "values": [float(v) for v in x],
         "mean": mean,
         "stderr": stderr,
-        "ci95": [mean - half, mean + half],
+        "ci95": ci,
+        "ci95_method": method,
         "n": n,
     }
+
+
+def _bounded_interval(mean: float, stderr: float, t: float, low: float | None,
+                      high: float | None) -> tuple[str, list[float]]:
+    """The t-interval on a scale that maps the metric's range onto the real line, mapped back."""
+    if low is not None and high is not None:
+        width = high - low
+        u = (mean - low) / width
+        if not 0 < u < 1 or stderr == 0:  # every seed at a bound (or all equal): no spread to transform
+            return "logit-t", [mean, mean]
+        z, s = math.log(u / (1 - u)), stderr / (width * u * (1 - u))
+        return "logit-t", [low + width * _expit(z - t * s), low + width * _expit(z + t * s)]
+    d = mean - low if low is not None else high - mean
+    if not d > 0 or stderr == 0:
+        return "log-t", [mean, mean]
+    lo_d, hi_d = d * math.exp(-t * stderr / d), d * math.exp(t * stderr / d)
+    return "log-t", ([low + lo_d, low + hi_d] if low is not None else [high - hi_d, high - lo_d])
+
+
+def _expit(z: float) -> float:
+    return 1.0 / (1.0 + math.exp(-z)) if z >= 0 else math.exp(z) / (1.0 + math.exp(z))
+
+
+def interval_method(method: str, low: float | None = None, high: float | None = None) -> str:
+    """In words, how summarize() made a 95% interval (for tables, papers and reports)."""
+    if method == "logit-t":
+        return (f"Student's t-interval on the logit scale of the mean (delta method), mapped back into the metric's "
+                f"range [{low:g}, {high:g}]")
+    if method == "log-t":
+        bound = f"at least {low:g}" if low is not None else f"at most {high:g}"
+        return f"Student's t-interval on the log scale of the mean's distance to its bound (delta method; the " \
+               f"metric is {bound}), mapped back"
+    return "Student's t-interval of the mean over seeds"
 
 
 def better(a: float, b: float, direction: str) -> bool:

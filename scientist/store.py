@@ -12,11 +12,13 @@ import json
 import os
 import sqlite3
 import time
-from dataclasses import dataclass
+import zlib
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
 import psutil
+from filelock import FileLock
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -40,7 +42,9 @@ CREATE TABLE IF NOT EXISTS runs (
     out_dir TEXT,
     pid INTEGER,                     -- the process running it, to recognise runs whose process died
     created REAL NOT NULL,
-    finished REAL
+    finished REAL,
+    logs BLOB                        -- zlib(JSON {name: text}): the run's bounded logs, so a deleted folder is
+                                     -- rebuilt from the store alone
 );
 CREATE INDEX IF NOT EXISTS runs_key ON runs(run_key, status);
 
@@ -104,6 +108,10 @@ CREATE TABLE IF NOT EXISTS llm_calls (
 """
 
 
+# Columns added after the first release: (table, column, type), added to older stores when opened.
+_ADDED_COLUMNS = (("runs", "pid", "INTEGER"), ("ideas", "review", "TEXT"), ("runs", "logs", "BLOB"))
+
+
 def source_hash(sources: dict[str, str]) -> str:
     """Hash of a candidate: its editable files' paths and contents."""
     h = hashlib.sha256()
@@ -145,26 +153,35 @@ class Run:
 
 
 _JSON_COLUMNS = ("candidate_source", "final_info", "timings")
+# Every column but the logs, which are read only when a run's folder is made again.
+_RUN_COLUMNS = ", ".join(f.name for f in fields(Run))
 INTERRUPTED = "interrupted by the user"
 ABANDONED = "interrupted: the process running it ended"
 
 
 class Store:
-    """A thin wrapper over one SQLite file; safe to open from several processes."""
+    """A thin wrapper over one SQLite file; safe to open from several processes at once.
+
+    Every statement commits on its own (autocommit) and waits up to BUSY_TIMEOUT_S for a
+    writer in another process, so concurrent sessions on one home never see "database is locked".
+    """
+
+    BUSY_TIMEOUT_S = 120.0
 
     def __init__(self, path: Path):
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         # Shared by the reviewer's threads: the sqlite3 module serialises access to one connection.
-        self.db = sqlite3.connect(path, timeout=30.0, isolation_level=None, check_same_thread=False)
+        self.db = sqlite3.connect(path, timeout=self.BUSY_TIMEOUT_S, isolation_level=None,
+                                  check_same_thread=False)
         self.db.row_factory = sqlite3.Row
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.executescript(SCHEMA)
-        columns = {r["name"] for r in self.db.execute("PRAGMA table_info(runs)")}
-        if "pid" not in columns:  # stores made before runs recorded their process
-            self.db.execute("ALTER TABLE runs ADD COLUMN pid INTEGER")
-        if "review" not in {r["name"] for r in self.db.execute("PRAGMA table_info(ideas)")}:
-            self.db.execute("ALTER TABLE ideas ADD COLUMN review TEXT")
+        # One process at a time creates or upgrades the file; the others wait for it here.
+        with FileLock(f"{path}.lock", timeout=self.BUSY_TIMEOUT_S):
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.executescript(SCHEMA)
+            for table, column, kind in _ADDED_COLUMNS:  # stores made by earlier versions
+                if column not in {r["name"] for r in self.db.execute(f"PRAGMA table_info({table})")}:
+                    self.db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
         self.reap_abandoned()
 
     def close(self) -> None:
@@ -184,18 +201,25 @@ class Store:
 
     def finish_run(self, run_id: int, *, status: str, reason: str | None = None,
                    final_info: dict | None = None, metric: str | None = None,
-                   timings: dict | None = None, error_tail: str | None = None) -> None:
-        """Record the outcome of a run."""
+                   timings: dict | None = None, error_tail: str | None = None,
+                   logs: dict[str, str] | None = None) -> None:
+        """Record the outcome of a run, with its (bounded) logs by file name."""
         mean = stderr = None
         if final_info is not None and metric is not None:
             mean = final_info["metrics"][metric]["mean"]
             stderr = final_info["metrics"][metric]["stderr"]
+        packed = zlib.compress(json.dumps(logs).encode(), 6) if logs else None
         self.db.execute(
             "UPDATE runs SET status=?, reason=?, metric_name=?, metric_mean=?, metric_stderr=?,"
-            " final_info=?, timings=?, error_tail=?, finished=? WHERE id=?",
+            " final_info=?, timings=?, error_tail=?, finished=?, logs=? WHERE id=?",
             (status, reason, metric, mean, stderr, _dumps(final_info), _dumps(timings), error_tail,
-             time.time(), run_id),
+             time.time(), packed, run_id),
         )
+
+    def run_logs(self, run_id: int) -> dict[str, str]:
+        """The logs recorded with a run, by file name ({} for runs recorded before logs were kept)."""
+        row = self.db.execute("SELECT logs FROM runs WHERE id=?", (run_id,)).fetchone()
+        return json.loads(zlib.decompress(row["logs"])) if row and row["logs"] else {}
 
     def reap_abandoned(self) -> int:
         """Mark runs left 'running' by a process that no longer exists as interrupted; returns how many."""
@@ -205,21 +229,22 @@ class Store:
             self.finish_run(run_id, status="failed", reason=ABANDONED)
         return len(dead)
 
-    def get(self, run_id: int) -> Run:
-        row = self.db.execute("SELECT * FROM runs WHERE id=?", (run_id,)).fetchone()
-        return _to_run(row)
+    def get(self, run_id: int) -> Run | None:
+        """The run with this id, or None when the store has no such run."""
+        row = self.db.execute(f"SELECT {_RUN_COLUMNS} FROM runs WHERE id=?", (run_id,)).fetchone()
+        return _to_run(row) if row else None
 
     def find_ok(self, key: str) -> Run | None:
         """The latest finished, successful run with this key, if any."""
         row = self.db.execute(
-            "SELECT * FROM runs WHERE run_key=? AND status='ok' ORDER BY id DESC LIMIT 1", (key,)
+            f"SELECT {_RUN_COLUMNS} FROM runs WHERE run_key=? AND status='ok' ORDER BY id DESC LIMIT 1", (key,)
         ).fetchone()
         return _to_run(row) if row else None
 
     def find_finished(self, key: str) -> Run | None:
         """The latest run with this key that ended by itself, successful or not (not interrupted)."""
         row = self.db.execute(
-            "SELECT * FROM runs WHERE run_key=? AND status IN ('ok', 'failed')"
+            f"SELECT {_RUN_COLUMNS} FROM runs WHERE run_key=? AND status IN ('ok', 'failed')"
             " AND COALESCE(reason, '') NOT IN (?, ?) ORDER BY id DESC LIMIT 1", (key, INTERRUPTED, ABANDONED)
         ).fetchone()
         return _to_run(row) if row else None
@@ -238,6 +263,16 @@ class Store:
             " VALUES (?,?,?,?,?,?,?)",
             (str(out_dir), template, proposer, model, json.dumps(args), "running", time.time()))
         return int(cur.lastrowid), False, args
+
+    def session_at(self, out_dir: Path) -> dict | None:
+        """The session recorded for this output folder (id, template, proposer, model, status), if any."""
+        row = self.db.execute("SELECT id, template, proposer, model, status FROM sessions WHERE out_dir=?",
+                              (str(out_dir),)).fetchone()
+        return dict(row) if row else None
+
+    def release_out_dir(self, session_id: int) -> None:
+        """Let go of a session's output folder (deleted by the user) so a new session may start there."""
+        self.db.execute("UPDATE sessions SET out_dir = out_dir || '#released-' || id WHERE id=?", (session_id,))
 
     def set_session_args(self, session_id: int, args: dict) -> None:
         self.db.execute("UPDATE sessions SET args=? WHERE id=?", (json.dumps(args), session_id))
@@ -296,9 +331,10 @@ class Store:
     def runs(self, template: str | None = None) -> list[Run]:
         """All runs, oldest first, optionally of one template."""
         if template is None:
-            rows = self.db.execute("SELECT * FROM runs ORDER BY id").fetchall()
+            rows = self.db.execute(f"SELECT {_RUN_COLUMNS} FROM runs ORDER BY id").fetchall()
         else:
-            rows = self.db.execute("SELECT * FROM runs WHERE template=? ORDER BY id", (template,)).fetchall()
+            rows = self.db.execute(f"SELECT {_RUN_COLUMNS} FROM runs WHERE template=? ORDER BY id",
+                                   (template,)).fetchall()
         return [_to_run(r) for r in rows]
 
 

@@ -10,15 +10,19 @@ from __future__ import annotations
 import hashlib
 import tomllib
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_TEMPLATES_DIR = PROJECT_ROOT / "templates"
+# Found as installed packages: the checkout's folders in an editable install, site-packages' from a wheel.
+# The bundled templates: templates/ in the repository, installed as the package scientist_templates.
+DEFAULT_TEMPLATES_DIR = Path(resources.files("scientist_templates"))
 # Shared library code that the harness imports inside the sandbox; part of every template's hash.
-WORKLOADS_DIR = PROJECT_ROOT / "jax_workloads"
+WORKLOADS_DIR = Path(resources.files("jax_workloads"))
+# The folder holding jax_workloads, which the sandbox puts on its PYTHONPATH.
+PROJECT_ROOT = WORKLOADS_DIR.parent
 
 
 class TemplateError(Exception):
@@ -30,6 +34,15 @@ class Metric(BaseModel):
     name: str
     direction: Literal["max", "min"]
     description: str = ""
+    # The range the metric cannot leave (an accuracy: 0 and 1); intervals are then reported within it.
+    low: float | None = None
+    high: float | None = None
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Metric:
+        if self.low is not None and self.high is not None and not self.low < self.high:
+            raise ValueError(f"low ({self.low:g}) must be below high ({self.high:g})")
+        return self
 
 
 class Limits(BaseModel):
@@ -40,6 +53,7 @@ class Limits(BaseModel):
     processes: int = Field(1024, ge=16)        # tasks, threads included (JAX starts one per core and more)
     disk_mb: int = Field(4096, gt=0)           # all the run may write in its folder
     tmp_mb: int = Field(256, gt=0)             # its private /tmp
+    output_mb: int = Field(256, gt=0)          # its stdout and stderr, in all (the log keeps head and tail)
     cpus: float | None = Field(None, gt=0)     # docker: CPU share; default all
 
 

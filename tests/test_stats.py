@@ -70,3 +70,34 @@ def test_holm_adjustment_matches_the_definition():
     assert got[0] == pytest.approx(0.04) and got[2] == pytest.approx(0.09) and got[1] == pytest.approx(0.09)
     assert math.isnan(got[3]) and got[4] == pytest.approx(0.5)
     assert holm([]) == []
+
+
+def test_bounded_metric_interval_stays_in_its_range():
+    # An accuracy near 0 (issue: "95% CI -0.0000 to 0.0006"): the t-interval leaves [0, 1], the logit one cannot.
+    values = [0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0024]
+    plain = summarize(values)
+    assert plain["ci95"][0] < 0 and plain["ci95_method"] == "t"
+    s = summarize(values, low=0.0, high=1.0)
+    assert s["ci95_method"] == "logit-t"
+    assert 0.0 < s["ci95"][0] < s["mean"] < s["ci95"][1] < 1.0
+    assert s["mean"] == plain["mean"] and s["stderr"] == plain["stderr"]  # only the interval changes
+    near_one = summarize([1 - v for v in values], low=0.0, high=1.0)
+    assert near_one["ci95"] == pytest.approx([1 - s["ci95"][1], 1 - s["ci95"][0]])
+    # One bound: the log scale; a metric at least 0 (an MMD, bits per character) or at most 0.
+    above = summarize([0.01, 0.002, 0.003, 0.0005], low=0.0)
+    assert above["ci95_method"] == "log-t" and 0.0 < above["ci95"][0] < above["mean"] < above["ci95"][1]
+    below = summarize([-0.01, -0.002, -0.003, -0.0005], high=0.0)
+    assert below["ci95"] == pytest.approx([-above["ci95"][1], -above["ci95"][0]])
+    # Every seed on a bound: no spread, the interval is the point.
+    assert summarize([1.0, 1.0, 1.0], low=0.0, high=1.0)["ci95"] == [1.0, 1.0]
+
+
+def test_bounded_interval_covers_the_true_mean_about_95_percent_of_the_time():
+    rng = np.random.default_rng(0)
+    a, b = 2.0, 30.0  # a rate near 0.06, 8 seeds, as a solve rate or an accuracy early in training
+    truth = a / (a + b)
+    hits = 0
+    for _ in range(2000):
+        lo, hi = summarize(rng.beta(a, b, size=8), low=0.0, high=1.0)["ci95"]
+        hits += lo <= truth <= hi
+    assert 0.90 <= hits / 2000 <= 0.98

@@ -56,3 +56,39 @@ def test_call_log_round_trip_and_session_cost(tmp_path):
     again, resumed, _ = store.open_session(out_dir=tmp_path / "o", template="t", proposer="llm", model="m",
                                            args={"ideas": 5})
     assert again == sid and resumed
+
+
+def test_a_store_made_by_an_earlier_version_is_upgraded_and_keeps_its_runs(tmp_path):
+    import sqlite3
+
+    path = tmp_path / "old.sqlite"
+    old = sqlite3.connect(path)  # the runs table as the first release made it: no pid, no logs
+    old.executescript("""
+        CREATE TABLE runs (id INTEGER PRIMARY KEY AUTOINCREMENT, run_key TEXT NOT NULL, kind TEXT NOT NULL,
+            template TEXT NOT NULL, template_hash TEXT NOT NULL, candidate_hash TEXT NOT NULL,
+            candidate_source TEXT NOT NULL, seeds INTEGER NOT NULL, sandbox TEXT NOT NULL, status TEXT NOT NULL,
+            reason TEXT, metric_name TEXT, metric_mean REAL, metric_stderr REAL, final_info TEXT, timings TEXT,
+            error_tail TEXT, out_dir TEXT, created REAL NOT NULL, finished REAL);
+        INSERT INTO runs (run_key, kind, template, template_hash, candidate_hash, candidate_source, seeds, sandbox,
+            status, created) VALUES ('k', 'baseline', 't', 'h', 'c', '{"loss.py": "x"}', 2, 'bwrap', 'ok', 0);
+    """)
+    old.close()
+    store = Store(path)
+    run = store.get(1)
+    assert run.status == "ok" and run.candidate_source == {"loss.py": "x"} and run.pid is None
+    assert store.run_logs(1) == {}  # recorded before logs were kept
+    new = start(store, tmp_path)
+    store.finish_run(new, status="failed", reason="r", logs={"train.log": "line\n" * 1000})
+    assert store.run_logs(new) == {"train.log": "line\n" * 1000}
+    assert store.get(12345) is None
+
+
+def test_an_out_dir_of_another_session_is_refused_until_its_folder_is_gone(tmp_path):
+    store = Store(tmp_path / "s.sqlite")
+    out = tmp_path / "out"
+    sid, _, _ = store.open_session(out_dir=out, template="t", proposer="evolve", model=None, args={})
+    assert store.session_at(out)["id"] == sid
+    store.release_out_dir(sid)
+    assert store.session_at(out) is None
+    again, resumed, _ = store.open_session(out_dir=out, template="u", proposer="evolve", model=None, args={})
+    assert again != sid and not resumed

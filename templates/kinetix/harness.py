@@ -12,7 +12,6 @@ import time
 STARTED = time.time()
 
 import importlib.util  # noqa: E402
-import inspect  # noqa: E402
 import json  # noqa: E402
 from pathlib import Path  # noqa: E402
 
@@ -41,21 +40,8 @@ def load_agent(path: str = "agent.py"):
     continuous = getattr(module, "CONTINUOUS", False)
     if not isinstance(continuous, bool):
         sealed.fail(f"candidate agent.py: CONTINUOUS must be True or False, not {continuous!r}")
-    return continuous, _function(module, "make_network", 2), _function(module, "loss", 5)
-
-
-def _function(module, name: str, n_args: int):
-    """module.name, checked to be a function that accepts n_args positional arguments."""
-    fn = getattr(module, name, None)
-    if not callable(fn):
-        sealed.fail(f"candidate agent.py does not define a function {name!r}")
-    try:
-        inspect.signature(fn).bind(*range(n_args))
-    except TypeError:
-        sealed.fail(f"candidate agent.py: {name}{inspect.signature(fn)} must accept {n_args} positional arguments")
-    except ValueError:
-        pass  # builtins without a signature: the gate judges them
-    return fn
+    network = sealed.check_function(module, "make_network", 2, "agent.py")
+    return continuous, network, sealed.check_function(module, "loss", 5, "agent.py")
 
 
 def ppo_config(config: dict) -> ppo.PPOConfig:
