@@ -16,16 +16,44 @@ import math
 import re
 from dataclasses import asdict, dataclass
 from decimal import ROUND_HALF_EVEN, ROUND_HALF_UP, Decimal, InvalidOperation
+from enum import StrEnum
 
 SENTENCE_CHARS = 200  # how much of a claim's sentence the report and the feedback show
 
 
+class Kind(StrEnum):
+    """What a fact is, so that a number matches only a fact of the kind its words state (see _context())."""
+
+    MEAN = "mean"
+    STDERR = "stderr"
+    INTERVAL = "interval"        # a bound of a 95% interval
+    P_VALUE = "p_value"
+    P_THRESHOLD = "p_threshold"  # 0.05, 0.01, 0.001: only when a logged p-value is below it ("p < 0.001")
+    LEVEL = "level"              # the significance level 0.05, the confidence 95%
+    DIFFERENCE = "difference"
+    NORMALIZED = "normalized"    # normalised score and percent change
+    CONFIG = "config"
+    COUNT = "count"
+    TEMPLATE = "template"        # a number of the template's own LaTeX text
+    CONSTANT = "constant"        # a number of the idea's text or of the best run's code
+    EXTRA = "extra"              # a scalar the evaluator logged in final_info.json's `extra`
+    ANY = "any"                  # a hand-made fact without a kind: matches in every context
+
+
+# Kinds a number may state when no word around it says otherwise (COUNT only for integers).
+VALUE_KINDS = frozenset({Kind.MEAN, Kind.DIFFERENCE, Kind.NORMALIZED, Kind.CONFIG, Kind.CONSTANT, Kind.EXTRA,
+                         Kind.COUNT})
+# A template's own text is trusted input, pasted verbatim: its numbers match whatever the words around them say.
+EVERYWHERE = frozenset({Kind.TEMPLATE, Kind.ANY})
+
+
 @dataclass(frozen=True)
 class Fact:
-    """A logged value the paper may state, with where it comes from (e.g. "run_2.reward.mean")."""
+    """A logged value the paper may state, with where it comes from (e.g. "run_2.reward.mean") and its kind."""
 
     name: str
     value: float
+    kind: str = Kind.ANY
 
 
 @dataclass
@@ -39,6 +67,8 @@ class Claim:
     sentence: str         # the sentence it occurs in, on one line, trimmed to about SENTENCE_CHARS
     fact: str | None      # name of the matching fact; None when unverified
     exempt: str | None = None  # why it needs no fact: "small integer", "year in a citation", "cross-reference"
+    kind: str | None = None    # the kind of the matching fact
+    context: str = "value"     # what the words around the number say it is: "value", "p-value", "stderr", ...
 
 
 @dataclass
@@ -79,9 +109,11 @@ class Report:
             return ""
         lines = [f'In the section "{section}", these numbers match none of the logged values you were given '
                  f"(not even after rounding):"]
-        lines += [f'- {c.written} in: "{c.sentence}"' for c in bad]
+        lines += [f'- {c.written} (stated as a {c.context}) in: "{c.sentence}"' for c in bad]
         lines.append("Every number in the text must be one of the logged values, possibly rounded (1.3604 may be "
-                     "written 1.36 or 1.4; a fraction 0.3604 may be written 36.0\\%). Replace each number above "
+                     "written 1.36 or 1.4; a fraction 0.3604 may be written 36.0\\%), and of the kind the words "
+                     "around it say: a number after \"p =\" must be a logged p-value, one after \\pm a standard "
+                     "error, a configuration value must be named in its sentence. Replace each number above "
                      "with the logged value it should be, or remove the claim. Do not compute, estimate or "
                      "invent numbers, and keep the rest of the section unchanged.")
         return "\n".join(lines)
@@ -505,25 +537,106 @@ def _exemption(text: str, n: _Number, small_int_limit: int) -> str | None:
     return None
 
 
-def check(sections: dict[str, str], facts: list[Fact], small_int_limit: int = 10) -> Report:
-    """Match every number of every section against the logged facts.
+# --------------------------------------------------------------------------------------------------
+# What a number states: the words right around it
+
+
+def _plain(latex: str) -> str:
+    """LaTeX around a number as plain words: math shifts, braces, ties and thin spaces dropped."""
+    latex = re.sub(r"\\(?:left|right|big|Big|mathrm|mathit|emph|text[a-z]*|[,;!\s])", " ", latex)
+    return " ".join(re.sub(r"[{}~]", " ", latex.replace("$", "")).split())  # "$t$-interval" -> "t-interval"
+
+
+# (what the number is, the words right before it, the kinds of fact it may then state); the first that fits wins.
+_BEFORE = [
+    ("standard error", re.compile(r"(?:\\pm|±|\bstandard errors?(?: of| is| was)?|\bs\.\s?e\.(?: of)?)\s*[=:]?\s*$",
+                                  re.I), {Kind.STDERR}),
+    ("p-value bound", re.compile(r"\bp\s*(?:<|≤|\\le(?:q)?|\\lt)\s*$"), {Kind.P_VALUE, Kind.P_THRESHOLD}),
+    ("p-value", re.compile(r"(?:\bp\s*(?:=|≈|\\approx)|\bp-values?(?: of| is| was| were)?\s*[=:]?|"
+                           r"\bHolm\b[\w\s'’-]{0,25})\s*$", re.I), {Kind.P_VALUE}),
+    ("significance level", re.compile(r"(?:\\alpha|\balpha|\blevel|\bsignifican\w*\s+at(?:\s+the)?(?:\s+level)?|"
+                                      r"\bconfidence(?:\s+level)?)(?:\s+of)?\s*=?\s*$", re.I), {Kind.LEVEL}),
+    ("interval bound", re.compile(r"(?:\b[Ii]nterval|\bCI)(?:\s+(?:of|is|was|from|between))?\s*[=:]?\s*\[?\s*$|\[\s*$"),
+     {Kind.INTERVAL}),
+    ("difference", re.compile(r"(?:\b(?P<word>differences?|improv\w*|gains?|increase[sd]?|decrease[sd]?|reduc\w*|"
+                              r"drops?|changes?|by)|\\Delta)(?:\s+(?:of|is|was|were|by|than))?\s*[=:]?\s*"
+                              r"(?:about|only|roughly|approximately|just|≈|\\approx)?\s*\+?\s*$", re.I),
+     {Kind.DIFFERENCE, Kind.NORMALIZED}),
+    ("count", re.compile(r"\bn\s*=\s*$"), {Kind.COUNT}),
+]
+_AFTER = [
+    ("significance level", re.compile(r"^\s*(?:significance\s+level|level|(?:t-)?(?:confidence|interval)|CI)\b", re.I),
+     {Kind.LEVEL}),
+    ("count", re.compile(r"^\s*(?:[a-z]+\s+)?(?:seeds?|runs?|attempts?)\b", re.I), {Kind.COUNT}),  # integers only
+]
+_NEXT_BOUND = re.compile(r"^\s*(?:,|;|--|–|to|and)\s*$")  # the second bound of "[1.2, 1.3]" or "1.2--1.3"
+_BEFORE_CHARS, _AFTER_CHARS = 60, 40
+
+
+def _context(before: str, after: str, n: _Number, previous: str | None,
+             metric_words: set[str]) -> tuple[str, frozenset[str]]:
+    """What the words around a number say it is, and the kinds of fact it may match.
+
+    `before` runs back to the previous number (or the sentence start), `after` on to the next one, so a cue
+    belongs to the number it is next to. Without a cue a number is a "value": a mean, difference, normalised
+    score, configuration value, constant or evaluator extra (a count too, if an integer) -- never a standard
+    error, interval bound, p-value or level, which are only stated with the words that say so.
+    """
+    if previous == "interval bound" and _NEXT_BOUND.match(before):
+        return "interval bound", frozenset({Kind.INTERVAL})
+    for label, pattern, kinds in _AFTER:
+        if pattern.match(after) and (label != "count" or n.plain_int):
+            return label, frozenset(kinds)
+    for label, pattern, kinds in _BEFORE:
+        m = pattern.search(before)
+        # "reward gain of 1.36" names the metric reward_gain_at_kl: a value, not a difference.
+        if m and (m.groupdict().get("word") or "").lower().removesuffix("s") not in metric_words:
+            return label, frozenset(kinds)
+    return "value", VALUE_KINDS if n.plain_int else VALUE_KINDS - {Kind.COUNT}
+
+
+def _named(fact: Fact, sentence: str) -> bool:
+    """Whether a configuration value's sentence names it: a word (3+ letters) of its key, singular or plural."""
+    leaf = re.sub(r"\[\d+\]", "", fact.name.rsplit(".", 1)[-1]).lower()
+    return any(w.removesuffix("s") in sentence for w in re.split(r"[^a-z]+", leaf) if len(w) >= 3)
+
+
+def check(sections: dict[str, str], facts: list[Fact], small_int_limit: int = 10, metric: str = "") -> Report:
+    """Match every number of every section against the logged facts of the kind its words say it is.
 
     Exempt: plain integers with |v| <= small_int_limit (counts, low risk), years 1900-2100 in a prose citation
     (after "et al.", or in parentheses with an author name), and numbers of hand-written cross-references
-    ("Section 3"). Every other number must match a fact within its rounding (see matches()); the first
-    matching fact in list order is recorded, so put the preferred names first.
+    ("Section 3"). Every other number must match a fact within its rounding (see matches()) whose kind fits
+    its context (see _context(); facts of kind "template" or "any" fit every context), and a configuration
+    value must be named in its sentence. A bound ("p < 0.01") is verified by a logged p-value below it.
+    `metric` is the metric's name, whose words are not cues. The first matching fact in list order is
+    recorded, so put the preferred names first.
     """
+    metric_words = set(re.split(r"[^a-z]+", metric.lower())) - {""}
     claims: list[Claim] = []
     for section, latex in sections.items():
         layout = _layout(latex)
-        for n in _scan(latex):
+        masked = _mask_nonprose(layout.text)
+        found = _scan(latex)
+        previous, prev_end = None, 0
+        for i, n in enumerate(found):
             span = _sentence_span(layout, n.start, n.end)
+            start = max(prev_end, span[0], n.start - _BEFORE_CHARS)
+            stop = min(found[i + 1].start if i + 1 < len(found) else len(latex), span[1], n.end + _AFTER_CHARS)
+            label, kinds = _context(_plain(masked[start:n.start]), _plain(masked[n.end:stop]), n,
+                                    previous if start == prev_end else None, metric_words)
+            sentence = _plain(masked[span[0]:span[1]].replace("\\", " ").replace("_", " ")).lower()
             exempt = _exemption(layout.text, n, small_int_limit)
             fact = None
             if exempt is None:
-                fact = next((f.name for f in facts if matches(n.value, n.decimals, f.value, n.percent)), None)
+                fact = next((f for f in facts if (f.kind in EVERYWHERE or f.kind in kinds)
+                             and (f.kind != Kind.CONFIG or _named(f, sentence))
+                             and (f.value < n.value if label == "p-value bound" and f.kind == Kind.P_VALUE
+                                  else matches(n.value, n.decimals, f.value, n.percent))), None)
             claims.append(Claim(section=section, written=n.written, value=n.value, decimals=n.decimals,
-                                sentence=_sentence_text(latex, span, n), fact=fact, exempt=exempt))
+                                sentence=_sentence_text(latex, span, n), fact=fact.name if fact else None,
+                                exempt=exempt, kind=fact.kind if fact else None, context=label))
+            previous, prev_end = label, n.end
     return Report(claims)
 
 
@@ -544,6 +657,20 @@ def strip_unverified(latex: str, claims: list[Claim]) -> tuple[str, list[str]]:
         span = _sentence_span(layout, n.start, n.end)
         if (n.written, _sentence_text(latex, span, n)) in wanted:
             spans.append(span)
+    return strike_spans(latex, spans)
+
+
+def sentence_spans(latex: str, spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """The sentences (start, end) containing the given spans of the text, in order and without repeats.
+
+    Sentences are delimited as strip_unverified() does, so strike_spans() can remove them cleanly.
+    """
+    layout = _layout(latex)
+    return sorted({_sentence_span(layout, a, b) for a, b in spans})
+
+
+def strike_spans(latex: str, spans: list[tuple[int, int]]) -> tuple[str, list[str]]:
+    """Remove these sentence spans from the text; returns the new text and the removed sentences (one line each)."""
     merged: list[list[int]] = []
     for s, e in sorted(spans):
         if merged and s <= merged[-1][1]:

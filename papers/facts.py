@@ -13,8 +13,9 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from papers.claims import Fact
+from papers.claims import Fact, Kind, numbers
 from papers.tex import tex_escape
+from scientist.stats import interval_method
 from scientist.template import Template
 
 
@@ -48,6 +49,13 @@ class PaperInput:
         best = self.entry.get("best")
         return self.infos.get(run_name(best)) if best else None
 
+    @property
+    def interval(self) -> str:
+        """How the 95% intervals were made, in words (a bounded metric's stay within its range)."""
+        spec = self.template.spec.metric
+        method = self.baseline["metrics"][self.metric].get("ci95_method", "t")
+        return interval_method(method, spec.low, spec.high)
+
 
 def run_name(entry: dict) -> str:
     """The folder name of a run entry: run_<j> or run_<j>_attempt_<k>."""
@@ -67,7 +75,8 @@ def load_input(template: Template, out_dir: Path, entry: dict, summary: dict) ->
     if entry.get("best"):
         cand = idea_dir / run_name(entry["best"]) / "candidate"
         sources = {str(p.relative_to(cand)): p.read_text() for p in sorted(cand.rglob("*")) if p.is_file()}
-    ideas = {i.get("idx"): i for i in json.loads((out_dir / "ideas.json").read_text())}
+    ideas_path = out_dir / "ideas.json"  # the idea's full text; its name and title are in summary.json too
+    ideas = {i.get("idx"): i for i in json.loads(ideas_path.read_text())} if ideas_path.is_file() else {}
     idea = ideas.get(entry["idx"], {"name": entry["name"], "title": entry["title"]})
     notes = (idea_dir / "notes.md").read_text() if (idea_dir / "notes.md").is_file() else ""
     return PaperInput(template=template, idea=idea, entry=entry, baseline=baseline, infos=infos, notes=notes,
@@ -75,54 +84,80 @@ def load_input(template: Template, out_dir: Path, entry: dict, summary: dict) ->
 
 
 def _summary_facts(prefix: str, info: dict) -> list[Fact]:
-    out = [Fact(f"{prefix}.n", float(info["n"]))]
+    # Per-seed values are not facts: a paper states summaries, and hundreds of them would match anything.
+    out = [Fact(f"{prefix}.n", float(info["n"]), Kind.COUNT)]
     for name, m in info["metrics"].items():
-        out += [Fact(f"{prefix}.{name}.mean", m["mean"]), Fact(f"{prefix}.{name}.stderr", m["stderr"]),
-                Fact(f"{prefix}.{name}.ci95_low", m["ci95"][0]), Fact(f"{prefix}.{name}.ci95_high", m["ci95"][1])]
-        out += [Fact(f"{prefix}.{name}.seed_{i}", v) for i, v in enumerate(m["values"])]
+        out += [Fact(f"{prefix}.{name}.mean", m["mean"], Kind.MEAN),
+                Fact(f"{prefix}.{name}.stderr", m["stderr"], Kind.STDERR),
+                Fact(f"{prefix}.{name}.ci95_low", m["ci95"][0], Kind.INTERVAL),
+                Fact(f"{prefix}.{name}.ci95_high", m["ci95"][1], Kind.INTERVAL)]
     return out
 
 
-def _flatten(prefix: str, value) -> list[Fact]:
+def _flatten(prefix: str, value, kind: str, lists: bool = True) -> list[Fact]:
     if isinstance(value, bool):
         return []
     if isinstance(value, int | float):
-        return [Fact(prefix, float(value))]
+        return [Fact(prefix, float(value), kind)]
     if isinstance(value, dict):
-        return [f for k, v in value.items() for f in _flatten(f"{prefix}.{k}", v)]
-    if isinstance(value, list):
-        return [f for i, v in enumerate(value) for f in _flatten(f"{prefix}[{i}]", v)]
+        return [f for k, v in value.items() for f in _flatten(f"{prefix}.{k}", v, kind, lists)]
+    if isinstance(value, list) and lists:
+        return [f for i, v in enumerate(value) for f in _flatten(f"{prefix}[{i}]", v, kind, lists)]
     return []
 
 
+TEMPLATE_TEXTS = ("background", "setup", "related")  # the template's own latex/<name>.tex, pasted into papers
+P_THRESHOLDS = (0.05, 0.01, 0.001)
+
+
+def template_text(root: Path, name: str) -> str:
+    """A template's own LaTeX text latex/<name>.tex ("" if it has none)."""
+    path = root / "latex" / f"{name}.tex"
+    return path.read_text().strip() if path.is_file() else ""
+
+
 def collect(inp: PaperInput) -> list[Fact]:
-    """Every number the paper may state, with where it was logged."""
+    """Every number the paper may state, with where it was logged and what kind of number it is."""
     facts = _summary_facts("baseline", inp.baseline)
-    facts += _flatten("baseline.extra", {k: v for k, v in inp.baseline.get("extra", {}).items()
-                                         if not isinstance(v, list)})
+    # Lists in `extra` (learning curves, per-seed sweeps) may be figures, but are not facts for prose.
+    facts += _flatten("baseline.extra", inp.baseline.get("extra", {}), Kind.EXTRA, lists=False)
+    p_values = []
     for r in inp.ok_runs:
         name = run_name(r)
         facts += _summary_facts(name, inp.infos[name]) if name in inp.infos else []
         c = r["metric"].get("comparison") or {}
-        for key in ("difference", "p_value", "p_value_holm"):
+        for key, kind in (("difference", Kind.DIFFERENCE), ("p_value", Kind.P_VALUE), ("p_value_holm", Kind.P_VALUE)):
             if isinstance(c.get(key), int | float):
-                facts.append(Fact(f"{name}.comparison.{key}", c[key]))
+                facts.append(Fact(f"{name}.comparison.{key}", c[key], kind))
+                p_values += [c[key]] if kind == Kind.P_VALUE else []
         if "normalized" in r["metric"]:
-            facts.append(Fact(f"{name}.normalized", r["metric"]["normalized"]))
-            facts.append(Fact(f"{name}.normalized_percent_change", (r["metric"]["normalized"] - 1.0) * 100))
+            facts.append(Fact(f"{name}.normalized", r["metric"]["normalized"], Kind.NORMALIZED))
+            facts.append(Fact(f"{name}.normalized_percent_change", (r["metric"]["normalized"] - 1.0) * 100,
+                              Kind.NORMALIZED))
     best = inp.best_info
     if best is not None:
-        facts += _flatten("best.extra", best.get("extra", {}))
-    facts += _flatten("config", inp.template.spec.config)
+        facts += _flatten("best.extra", best.get("extra", {}), Kind.EXTRA, lists=False)
+    facts += _flatten("config", inp.template.spec.config, Kind.CONFIG)
     runs = inp.entry["runs"]
-    facts += [Fact("count.runs", float(len({r["run"] for r in runs}))), Fact("count.attempts", float(len(runs))),
-              Fact("count.successful_runs", float(len(inp.ok_runs))), Fact("seeds", float(inp.baseline["n"]))]
-    facts += [Fact("alpha", 0.05), Fact("confidence_percent", 95.0)]
+    facts += [Fact("count.runs", float(len({r["run"] for r in runs})), Kind.COUNT),
+              Fact("count.attempts", float(len(runs)), Kind.COUNT),
+              Fact("count.successful_runs", float(len(inp.ok_runs)), Kind.COUNT),
+              Fact("seeds", float(inp.baseline["n"]), Kind.COUNT)]
+    facts += [Fact("alpha", 0.05, Kind.LEVEL), Fact("confidence_percent", 95.0, Kind.LEVEL)]
+    metric = inp.template.spec.metric  # a declared range, named where the paper says how intervals were made
+    facts += [Fact(f"metric.{k}", v, Kind.TEMPLATE) for k, v in (("low", metric.low), ("high", metric.high))
+              if v is not None]
+    # "p < 0.001" is a true statement only when some logged p-value is below 0.001 (first: the name to record).
+    facts[:0] = [Fact(f"p_threshold_{t:g}", t, Kind.P_THRESHOLD) for t in P_THRESHOLDS if any(p < t for p in p_values)]
     # The numbers that define the idea and its code (a loss's constants, say) may be stated as they are.
     for key in ("title", "hypothesis", "experiment"):
-        facts += [Fact(f"idea.{key}", float(x)) for x in _NUMBER.findall(str(inp.idea.get(key, "")))]
+        facts += [Fact(f"idea.{key}", float(x), Kind.CONSTANT) for x in _NUMBER.findall(str(inp.idea.get(key, "")))]
     for path, src in inp.sources.items():
-        facts += [Fact(f"candidate.{path}", float(x)) for x in _NUMBER.findall(src)]
+        facts += [Fact(f"candidate.{path}", float(x), Kind.CONSTANT) for x in _NUMBER.findall(src)]
+    # The template's own text is trusted input: its numbers ("all 47^2 = 2209 pairs") are facts as written.
+    for name in TEMPLATE_TEXTS:
+        facts += [Fact(f"template.{name}.tex", v, Kind.TEMPLATE)
+                  for _, v, _, _, _ in numbers(template_text(inp.template.root, name))]
     return facts
 
 
@@ -159,8 +194,8 @@ def results_table(inp: PaperInput) -> dict:
         "\\midrule", *rows, "\\bottomrule", "\\end{tabular}"])
     better = "higher" if inp.direction == "max" else "lower"
     caption = (f"Sealed evaluation of \\texttt{{{tex_escape(metric)}}} ({better} is better) for the baseline and "
-               f"every successful run, over $n$ seeds. $p$: Welch's two-sided $t$-test against the baseline; "
-               f"Holm: adjusted for all comparisons of the session.")
+               f"every successful run, over $n$ seeds. 95\\% CI: {tex_escape(inp.interval)}. $p$: Welch's two-sided "
+               f"$t$-test against the baseline; Holm: adjusted for all comparisons of the session.")
     return {"body": body, "caption": caption, "label": "tab:results"}
 
 

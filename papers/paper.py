@@ -4,6 +4,7 @@
       -> sections (template writer, or LLM: draft + one refinement each)
       -> \\cite keys not in the bibliography removed
       -> claim check: unverified numbers go back to the model, then any left are struck out
+      -> verdict check (LLM only): sentences contradicting the logged verdict likewise
       -> render paper.tex, compile with latexmk; the first error goes back to the model (bounded rounds)
       -> paper.pdf, paper.tex, references.bib, figures/, claim_check.json
 """
@@ -13,15 +14,16 @@ from __future__ import annotations
 import json
 import re
 import time
+from dataclasses import asdict
 from pathlib import Path
 
-from papers import latex
-from papers.claims import Fact, check, strip_unverified
+from papers import latex, verdicts
+from papers.claims import Fact, Report, check, strip_unverified
 from papers.facts import PaperInput, collect, failures_table, results_table, run_name
 from papers.figures import FigureError, metric_per_run, template_figures
 from papers.render import SECTIONS, bib_keys, bibliography, fix_citations, literature_bib, render, section_at
 from papers.tex import tex_escape
-from papers.writers import LLMWriter, template_sections, write_sections
+from papers.writers import LLMWriter, best_verdict, template_sections, write_sections
 
 CLAIM_ROUNDS = 2
 _TABLE = re.compile(r"\\begin\{(table\*?|tabular\*?|tabularx)\}.*?\\end\{\1\}", re.S)
@@ -50,8 +52,7 @@ def _figures(inp: PaperInput, fig_dir: Path, problems: list[str]) -> list[dict]:
 
 
 def _facts_text(facts: list[Fact]) -> str:
-    shown = [f for f in facts if ".seed_" not in f.name and "[" not in f.name]
-    return "\n".join(f"{f.name} = {f.value:.6g}" for f in shown)
+    return "\n".join(f"{f.name} = {f.value:.6g} ({f.kind})" for f in facts)
 
 
 def _listing(inp: PaperInput) -> tuple[str, str]:
@@ -72,11 +73,12 @@ def write_paper(inp: PaperInput, paper_dir: Path, *, llm=None, compile_timeout_s
     problems: list[str] = []
     figures = _figures(inp, paper_dir / "figures", problems)
     tables = [t for t in (results_table(inp) if inp.ok_runs else None, failures_table(inp)) if t]
-    facts = collect(inp) + [Fact("p_threshold", 0.001)]
-    bib = bibliography(inp.template.root)
-    if inp.idea.get("literature"):  # what --literature found for this idea can be cited too
-        bib += "\n\n" + literature_bib(inp.idea["literature"])
+    facts = collect(inp)
+    # What --literature found for this idea can be cited too.
+    found = [("the literature search", literature_bib(inp.idea["literature"]))] if inp.idea.get("literature") else []
+    bib, overridden = bibliography(inp.template.root, found)
     keys = bib_keys(bib)
+    verdict = best_verdict(inp)
     writer = LLMWriter(llm) if llm is not None else None
     sections = (write_sections(writer, inp, _facts_text(facts), sorted(keys)) if writer
                 else template_sections(inp))
@@ -95,21 +97,31 @@ def write_paper(inp: PaperInput, paper_dir: Path, *, llm=None, compile_timeout_s
         fixes.extend(f"{name}: {a}" for a in applied)
         return text
 
+    def review(current: dict[str, str]) -> tuple[Report, list[verdicts.Contradiction]]:
+        # The template writer states the logged verdict by construction; the model's prose is checked for it.
+        return check(current, facts, metric=inp.metric), verdicts.check(current, verdict) if writer else []
+
     sections = {name: clean(name, sections.get(name, "")) for name in SECTIONS}
-    claims = check(sections, facts)
+    claims, contradictions = review(sections)
+    first_contradictions = contradictions
     for _ in range(CLAIM_ROUNDS if writer else 0):
-        bad = {c.section for c in claims.unverified}
+        bad = {c.section for c in claims.unverified} | {c.section for c in contradictions}
         if not bad:
             break
         for name in bad:
-            sections[name] = clean(name, writer.fix(name, sections[name], claims.feedback(name)))
-        claims = check(sections, facts)
+            problem = "\n\n".join(t for t in (claims.feedback(name), verdicts.feedback(contradictions, name)) if t)
+            sections[name] = clean(name, writer.fix(name, sections[name], problem))
+        claims, contradictions = review(sections)
     struck: list[str] = []
     for name in {c.section for c in claims.unverified}:
         sections[name], removed = strip_unverified(sections[name], [c for c in claims.unverified
                                                                     if c.section == name])
         struck += removed
-    final_claims = check(sections, facts)
+    struck_verdicts: list[str] = []
+    for name in {c.section for c in contradictions}:
+        sections[name], removed = verdicts.strike(sections[name], verdict)
+        struck_verdicts += removed
+    final_claims = check(sections, facts, metric=inp.metric)
 
     listing, listing_caption = _listing(inp)
     context = {"title": _title(inp), "author": "jax-scientist (automated research pipeline)",
@@ -131,16 +143,23 @@ def write_paper(inp: PaperInput, paper_dir: Path, *, llm=None, compile_timeout_s
             break
         fixed = clean(name, writer.fix(name, sections[name], f"The paper failed to compile with this LaTeX error "
                                                              f"in this section: {result.first_error}"))
-        fixed_claims = check({name: fixed}, facts)
+        fixed_claims = check({name: fixed}, facts, metric=inp.metric)
         sections[name], removed = strip_unverified(fixed, fixed_claims.unverified)
         struck += removed
-        final_claims = check(sections, facts)
+        if name in verdicts.CHECKED_SECTIONS:
+            sections[name], removed = verdicts.strike(sections[name], verdict)
+            struck_verdicts += removed
+        final_claims = check(sections, facts, metric=inp.metric)
         context["sections"] = sections
 
     check_report = {
         "claims": final_claims.to_json(),
         "claims_before_fixes": claims.to_json() if claims.unverified else None,
         "struck_sentences": struck,
+        "verdict_check": {"verdict": verdict, "checked": writer is not None,
+                          "contradictions_found": [asdict(c) for c in first_contradictions],
+                          "struck_sentences": struck_verdicts},
+        "bibliography": {"overridden": overridden},
         "dropped_citations": sorted(set(dropped_cites)),
         "cheap_latex_fixes": fixes,
         "figure_problems": problems,
@@ -150,7 +169,8 @@ def write_paper(inp: PaperInput, paper_dir: Path, *, llm=None, compile_timeout_s
     }
     (paper_dir / "claim_check.json").write_text(json.dumps(check_report, indent=1))
     status = {"tex": str(tex_path), "claim_check": str(paper_dir / "claim_check.json"),
-              "unverified_numbers": len(final_claims.unverified), "figures": len(figures)}
+              "unverified_numbers": len(final_claims.unverified),
+              "struck_sentences": len(struck) + len(struck_verdicts), "figures": len(figures)}
     if result is not None and result.ok:
         return {"status": "ok", "pdf": str(result.pdf), **status}
     return {"status": "writeup_failed", "reason": (result.first_error if result else "not compiled"),

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import re
+from importlib import resources
 from pathlib import Path
 
 import jinja2
 
-PAPERS_DIR = Path(__file__).resolve().parent
+# paper.tex.j2 and references.bib, shipped as package data.
+PAPERS_DIR = Path(resources.files("papers"))
 SECTIONS = ["abstract", "introduction", "background", "method", "experimental_setup", "results", "related_work",
             "conclusion"]
 HEADINGS = {"introduction": "Introduction", "background": "Background", "method": "Method",
@@ -48,12 +50,54 @@ def section_at(tex: str, line: int | None) -> str | None:
     return None
 
 
-def bibliography(template_root: Path | None) -> str:
-    """The framework's references followed by the template's (latex/references.bib)."""
-    parts = [(PAPERS_DIR / "references.bib").read_text()]
+def bibliography(template_root: Path | None, more: list[tuple[str, str]] | None = None) -> tuple[str, list[str]]:
+    """The framework's references merged with the template's (latex/references.bib) and `more` (source, bib).
+
+    Entries are merged by key (case-insensitive, as BibTeX compares them): identical entries collapse, and on
+    a clash the later source wins, so the template's entry replaces the framework's. A `%` line before each
+    entry names the file it came from. Returns the merged text and the keys whose earlier entry was replaced.
+    """
+    parts = [("papers/references.bib", (PAPERS_DIR / "references.bib").read_text())]
     if template_root is not None and (template_root / "latex" / "references.bib").is_file():
-        parts.append((template_root / "latex" / "references.bib").read_text())
-    return "\n".join(parts)
+        parts.append((f"{template_root.name}/latex/references.bib",
+                      (template_root / "latex" / "references.bib").read_text()))
+    merged: dict[str, tuple[str, str]] = {}  # lower-case key (or a running number) -> (source note, entry)
+    overridden: list[str] = []
+    for source, bib in parts + (more or []):
+        for key, entry in _bib_entries(bib):
+            if key is None:  # @string, @preamble: kept as they are
+                merged[str(len(merged))] = (source, entry)
+                continue
+            old = merged.get(key.lower())
+            if old is not None and " ".join(old[1].split()) == " ".join(entry.split()):
+                merged[key.lower()] = (f"{old[0]} and {source} (identical)", old[1])
+            elif old is not None:  # moved to its source's place, after any @string it may use
+                del merged[key.lower()]
+                merged[key.lower()] = (f"{source}, replacing the entry of {old[0]}", entry)
+                overridden.append(key)
+            else:
+                merged[key.lower()] = (source, entry)
+    text = "\n\n".join(f"% from {source}\n{entry}" for source, entry in merged.values())
+    return text + "\n", overridden
+
+
+def _bib_entries(bib: str) -> list[tuple[str | None, str]]:
+    """(key, text) of each @entry of a .bib; key None for @string/@preamble. Text between entries is dropped."""
+    out: list[tuple[str | None, str, int]] = []  # key, text, end
+    for m in re.finditer(r"@\s*(\w+)\s*([{(])", bib):
+        if out and m.start() < out[-1][2]:
+            continue  # an "@" inside the previous entry (an e-mail address, say)
+        close = {"{": "}", "(": ")"}[m.group(2)]
+        depth, i = 0, m.end() - 1
+        while i < len(bib):
+            depth += (bib[i] == m.group(2)) - (bib[i] == close)
+            i += 1
+            if depth == 0:
+                break
+        body = bib[m.end():i]
+        key = None if m.group(1).lower() in ("string", "preamble", "comment") else body.split(",", 1)[0].strip()
+        out.append((key, bib[m.start():i], i))
+    return [(key, text) for key, text, _ in out]
 
 
 def literature_bib(papers: list[dict]) -> str:

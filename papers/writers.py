@@ -7,39 +7,55 @@ goes through the claim check afterwards.
 
 from __future__ import annotations
 
-from pathlib import Path
-
-from papers.facts import PaperInput, fmt, fmt_p, run_name
+from papers import verdicts
+from papers.facts import PaperInput, fmt, fmt_p, run_name, template_text
 from papers.render import HEADINGS, SECTIONS
 from papers.tex import tex_escape
 from scientist.formats import FormatError, parse_latex_block
 from scientist.llm import LLM, InvalidAnswer, ask_parsed
 
 
-def _template_text(root: Path, name: str) -> str:
-    path = root / "latex" / f"{name}.tex"
-    return path.read_text().strip() if path.is_file() else ""
+def _p_text(p: float) -> str:
+    bound = fmt_p(p).replace("$", "")
+    return f"$p{bound}$" if bound.startswith("<") else f"$p = {bound}$"
+
+
+# The idea's verdict in words: every section states this one (the results table's Holm-adjusted verdict).
+VERDICT_TEXT = {verdicts.BETTER: "the idea is significantly better than the baseline",
+                verdicts.WORSE: "the idea is significantly worse than the baseline",
+                verdicts.NO_DIFFERENCE: "there is no significant difference between the idea and the baseline"}
 
 
 def _verdict_sentence(inp: PaperInput) -> str:
     best = inp.entry.get("best")
-    if not best:
+    verdict = best_verdict(inp)
+    if not best or verdict is None:
         return ""
     m, c = best["metric"], best["metric"]["comparison"]
     b = inp.baseline["metrics"][inp.metric]
-    p = fmt_p(c["p_value"]).replace("$", "")
-    p_text = f"$p{p}$" if p.startswith("<") else f"$p = {p}$"
-    holm = c.get("p_value_holm")
-    holm_text = ""
-    if holm is not None:
-        hp = fmt_p(holm).replace("$", "")
-        holm_text = ("; after Holm's adjustment for all runs of the session compared with the baseline "
-                     "\\cite{holm1979simple}, " + (f"$p{hp}$" if hp.startswith("<") else f"$p = {hp}$") +
-                     f", {c.get('verdict_holm', c['verdict'])}")
+    # The unadjusted p is a number here, never a verdict of its own: the verdict is the adjusted one.
+    tests = f"Welch's $t$-test \\cite{{welch1947generalization}} gives {_p_text(c['p_value'])}"
+    if c.get("p_value_holm") is not None:
+        tests += (" and, after Holm's adjustment for all runs of the session compared with the baseline "
+                  f"\\cite{{holm1979simple}}, {_p_text(c['p_value_holm'])}")
     return (f"The best run reached {fmt(m['mean'])} $\\pm$ {fmt(m['stderr'])} (mean $\\pm$ standard error; 95\\% "
             f"interval [{fmt(m['ci95'][0])}, {fmt(m['ci95'][1])}], $n = {m['n']}$ seeds) against the baseline's "
-            f"{fmt(b['mean'])} $\\pm$ {fmt(b['stderr'])}. Welch's $t$-test \\cite{{welch1947generalization}} "
-            f"gives {p_text}: {c['verdict']}{holm_text}.")
+            f"{fmt(b['mean'])} $\\pm$ {fmt(b['stderr'])}. {tests}: {VERDICT_TEXT.get(verdict, verdict)}.")
+
+
+CONCLUSIONS = {
+    verdicts.BETTER: "The idea improved on the baseline with a significant difference, also after adjusting for the "
+                     "number of comparisons. The best run is still the maximum of several, so a confirmation on "
+                     "fresh seeds should precede any stronger claim.",
+    verdicts.WORSE: "The idea made the metric significantly worse than the baseline, also after adjusting for the "
+                    "number of comparisons. This is a negative result: the change it makes hurts on this benchmark, "
+                    "and the recorded runs show by how much.",
+    verdicts.NO_DIFFERENCE: "The idea and the baseline did not differ significantly once the number of comparisons "
+                            "is accounted for. Differences of this size are within what seed-to-seed variation and "
+                            "the selection of the best run can produce.",
+    None: "The idea did not yield a working experiment within the attempts allowed. The failure reasons above are the "
+          "useful outcome: they show what the implementation must avoid.",
+}
 
 
 def template_sections(inp: PaperInput) -> dict[str, str]:
@@ -63,12 +79,15 @@ def template_sections(inp: PaperInput) -> dict[str, str]:
         abstract = (f"We study the idea \\emph{{{title}}} on the \\texttt{{{tex_escape(spec.name)}}} template. "
                     f"{hypothesis} No attempt of this idea produced a result, so this is a negative report: it "
                     f"records what was tried and why it failed ({'; '.join(reasons) or 'no attempt was made'}).")
-    background = _template_text(root, "background") or tex_escape(spec.description) + "."
-    setup = _template_text(root, "setup") or tex_escape(spec.metric.description)
+    background = template_text(root, "background") or tex_escape(spec.description) + "."
+    setup = template_text(root, "setup") or tex_escape(spec.metric.description)
     setup += (f"\n\nEvery run is evaluated over $n = {inp.baseline['n']}$ seeds; we report the mean, its standard "
-              f"error and a 95\\% $t$-interval of the metric \\texttt{{{metric}}} ({better} is better), and we call "
-              f"a run better or worse than the baseline only when Welch's two-sided $t$-test "
-              f"\\cite{{welch1947generalization}} finds the difference significant at the 0.05 level.")
+              f"error and a 95\\% interval of the metric \\texttt{{{metric}}} ({better} is better): "
+              f"{tex_escape(inp.interval)}. We call "
+              f"a run better or worse than the baseline only when the difference is significant at the 0.05 level "
+              f"by Welch's two-sided $t$-test \\cite{{welch1947generalization}}, adjusted with Holm's method "
+              f"\\cite{{holm1979simple}} for all runs of the session compared with the baseline; the verdict of the "
+              f"idea is that of its best run.")
     method = (f"{experiment}\n\nThe code that may change is the template's editable file "
               f"({tex_escape(', '.join(spec.editable))}); the training harness and the evaluator are fixed, and "
               f"the evaluator never imports the edited code.")
@@ -84,29 +103,18 @@ def template_sections(inp: PaperInput) -> dict[str, str]:
         results += " Table~\\ref{tab:failures} lists the attempts that failed and why."
     related = ("The experiments were proposed, implemented, run and reported by an automated research pipeline in "
                "the style of The AI Scientist \\cite{lu2024aiscientist}; every number in this report is read from "
-               "the logged results of the sealed evaluator. " + _template_text(root, "related"))
-    if not ok:
-        conclusion = ("The idea did not yield a working experiment within the attempts allowed. The failure reasons "
-                      "above are the useful outcome: they show what the implementation must avoid.")
-    elif best_verdict(inp) == "better":
-        conclusion = ("The idea improved on the baseline with a significant difference, also after adjusting for the "
-                      "number of comparisons. The best run is still the maximum of several, so a confirmation on "
-                      "fresh seeds should precede any stronger claim.")
-    else:
-        conclusion = ("The idea did not improve significantly on the baseline once the number of comparisons is "
-                      "accounted for. Differences of this size are within what seed-to-seed variation and the "
-                      "selection of the best run can produce.")
+               "the logged results of the sealed evaluator. " + template_text(root, "related"))
+    conclusion = CONCLUSIONS.get(best_verdict(inp) if ok else None, CONCLUSIONS[None])
     return {"abstract": abstract, "introduction": f"{hypothesis} {verdict}".strip(), "background": background,
             "method": method, "experimental_setup": setup, "results": results, "related_work": related.strip(),
             "conclusion": conclusion}
 
 
 def best_verdict(inp: PaperInput) -> str | None:
+    """The idea's verdict: the Holm-adjusted verdict of its best run (None when no run produced a result)."""
     best = inp.entry.get("best")
-    if not best:
-        return None
-    c = best["metric"]["comparison"]
-    return c.get("verdict_holm", c["verdict"])
+    c = (best or {}).get("metric", {}).get("comparison")
+    return c.get("verdict_holm", c["verdict"]) if c else None
 
 
 WRITER_SYSTEM = ("You are an expert machine learning researcher writing a paper for a top venue. You write "
@@ -118,7 +126,8 @@ def results_brief(inp: PaperInput) -> str:
     lines = [f"Template: {inp.template.name}: {inp.template.spec.description}",
              f"Metric: {inp.metric} ({'higher' if inp.direction == 'max' else 'lower'} is better). "
              f"{inp.template.spec.metric.description}",
-             f"Significance: {inp.significance}"]
+             f"Significance: {inp.significance}",
+             f"95% intervals: {inp.interval}"]
     b = inp.baseline["metrics"][inp.metric]
     lines.append(f"Baseline: mean {b['mean']:.4f}, s.e. {b['stderr']:.4f}, 95% CI [{b['ci95'][0]:.4f}, "
                  f"{b['ci95'][1]:.4f}], n {b['n']}")
@@ -133,6 +142,9 @@ def results_brief(inp: PaperInput) -> str:
                          f" ({c.get('verdict_holm', '')}). What was tried: {r.get('note', '')}")
         else:
             lines.append(f"{name}: {r.get('status')}: {r.get('reason')}")
+    lines.append(f"Verdict of the idea (its best run after Holm's adjustment, as in the results table): "
+                 f"{verdicts.describe(best_verdict(inp))}. Every section states this verdict and no other; the "
+                 f"unadjusted Welch p is a number, not a verdict of its own.")
     return "\n".join(lines)
 
 
@@ -187,8 +199,9 @@ where the template has them, more figures; Listing~\\ref{{lst:candidate}} shows 
 Sections written so far:
 {already or "(none)"}
 
-Rules: no \\section command (it is added for you); no numbers that are not in the list above; say plainly when a
-difference is not significant; LaTeX only (escape %, &, _). Reply with the section body in one ```latex block."""
+Rules: no \\section command (it is added for you); no numbers that are not in the list above; state the idea's
+verdict as given above and say plainly when a difference is not significant; LaTeX only (escape %, &, _). Reply
+with the section body in one ```latex block."""
         messages = [{"role": "system", "content": WRITER_SYSTEM}, {"role": "user", "content": prompt}]
         draft = self._latex(f"writeup:{name}", messages)
         messages.append({"role": "user", "content": (

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from papers.claims import Claim, Fact, Report, check, matches, numbers, strip_unverified
+from papers.claims import Claim, Fact, Kind, Report, check, matches, numbers, strip_unverified
 
 
 def written(latex: str) -> list[str]:
@@ -280,3 +280,32 @@ def test_dotted_cross_references_are_exempt():
     report = check({"S": r"As Section~3.2 and Fig.~4.1 show, 1.36 holds."}, FACTS)
     assert [c.exempt for c in report.claims] == ["cross-reference", "cross-reference", None]
     assert report.ok
+
+
+# --------------------------------------------------------------------------------------------------
+# Kinds: what the words around a number say it is
+
+
+KINDED = [Fact("mean", 1.3604, Kind.MEAN), Fact("se", 0.0291, Kind.STDERR), Fact("lo", 1.3, Kind.INTERVAL),
+          Fact("hi", 1.42, Kind.INTERVAL), Fact("diff", 0.0512, Kind.DIFFERENCE), Fact("p", 0.0291, Kind.P_VALUE),
+          Fact("alpha", 0.05, Kind.LEVEL), Fact("n", 16.0, Kind.COUNT), Fact("t", 0.0512, Kind.TEMPLATE)]
+
+
+def contexts(text: str) -> list[tuple[str, str, str | None]]:
+    return [(c.written, c.context, c.fact) for c in check({"S": text}, KINDED).claims]
+
+
+def test_a_cue_belongs_to_the_number_it_is_next_to():
+    assert contexts(r"We reach $1.36 \pm 0.029$, a difference of 0.0512 and then 1.36 again.") == [
+        ("1.36", "value", "mean"), ("0.029", "standard error", "se"), ("0.0512", "difference", "diff"),
+        ("1.36", "value", "mean")]
+    assert contexts(r"The interval is [1.30, 1.42], or 1.30--1.42, with $n = 16$ at the 0.05 level.") == [
+        ("1.30", "interval bound", "lo"), ("1.42", "interval bound", "hi"), ("1.30", "value", None),
+        ("1.42", "value", None), ("16", "count", "n"), ("0.05", "significance level", "alpha")]
+
+
+def test_a_number_of_another_kind_is_unverified_but_template_text_matches_anywhere():
+    assert contexts("The p-value is 0.029 and the mean is 0.029.") == [
+        ("0.029", "p-value", "p"), ("0.029", "value", None)]  # a standard error and a p-value, never a value
+    assert contexts(r"We use 0.0512 and $p = 0.0512$ and $\pm 0.0512$.") == [
+        ("0.0512", "value", "diff"), ("0.0512", "p-value", "t"), ("0.0512", "standard error", "t")]

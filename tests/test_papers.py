@@ -53,7 +53,8 @@ def test_template_writer_compiles_a_complete_paper_with_the_logged_numbers(recor
     summary = json.loads((run / "summary.json").read_text())
     idea = summary["ideas"][0]
     paper = idea["paper"]
-    assert paper["status"] == "ok" and paper["unverified_numbers"] == 0
+    assert paper["status"] == "ok" and paper["unverified_numbers"] == 0 and paper["struck_sentences"] == 0
+    assert "struck sentences" in r.out  # a column of the writeup's table
     folder = run / idea["folder"] / "paper"
     for name in ("paper.pdf", "paper.tex", "references.bib", "claim_check.json", "figures/metric_per_run.pdf",
                  "figures/reward_kl_frontier.pdf"):
@@ -67,6 +68,7 @@ def test_template_writer_compiles_a_complete_paper_with_the_logged_numbers(recor
     report = json.loads((folder / "claim_check.json").read_text())
     assert report["claims"]["checked"] > 10 and report["claims"]["unverified"] == []
     assert report["writer"] == "template" and report["compile_errors"] == []
+    assert report["bibliography"] == {"overridden": []} and report["verdict_check"]["checked"] is False
 
 
 SECTION_TEXT = {
@@ -112,6 +114,7 @@ def test_llm_writer_strikes_a_wrong_number_drops_a_bad_citation_and_repairs_late
     assert any("9.8765" in a for a in asked if "failed to compile" not in a and "Write the" not in a)
     assert [c["written"] for c in report["claims_before_fixes"]["unverified"]] == ["9.8765"]
     assert any("9.8765" in s for s in report["struck_sentences"])
+    assert idea["paper"]["struck_sentences"] >= 1
     assert report["claims"]["unverified"] == []
     tex = (folder / "paper.tex").read_text()
     assert "9.8765" not in tex and "The difference is small." in tex
@@ -161,7 +164,8 @@ def test_scientist_run_writes_a_paper_per_idea_by_default(recorded, tmp_path):
     assert r.code == 0, r.text
     idea = json.loads((out / "summary.json").read_text())["ideas"][0]
     assert idea["paper"]["status"] == "ok" and (out / idea["folder"] / "paper" / "paper.pdf").is_file()
-    assert f"paper: {idea['paper']['pdf']}" in " ".join(r.out.split())
+    assert f"paper: {idea['paper']['pdf']} ({idea['paper']['struck_sentences']} struck sentences)" in " ".join(
+        r.out.split())
 
 
 def test_negative_report_from_a_recorded_failed_idea(recorded, tmp_path):
