@@ -141,3 +141,19 @@ def test_rendered_members_pass_the_harness_gate():
     harness = load_module(DISCOPOP / "harness.py", "discopop_harness")
     for g in [*ss.known().values(), *GENOMES[:6]]:
         harness.gate(loss_from_source(ss.render(g)["loss.py"]))  # exits the process on failure
+
+
+def test_evolved_ideas_never_repeat_the_baseline():
+    """A mutation that lands back on the shipped baseline would be an idea that is the baseline itself."""
+    from types import SimpleNamespace
+
+    from scientist.proposers.evolve import EvolveProposer
+
+    baseline = {"lr": 1}
+    space = SimpleNamespace(BASELINE="base", known=lambda: {"base": baseline}, describe=str,
+                            sample=lambda rng: {"lr": rng.choice([1, 2])},
+                            mutate=lambda g, rng: {"lr": rng.choice([1, 2])},
+                            crossover=lambda a, b, rng: a)
+    for seed in range(20):
+        idea = EvolveProposer(space, "max", seed=seed, baseline_metric=0.5).next_idea(0, [])
+        assert idea["genome"] != baseline

@@ -67,6 +67,8 @@ class EvolveProposer:
         if self.baseline is not None and self.baseline[1] is not None:
             pool.append(self.baseline)
         tried = {json.dumps(p["idea"].get("genome"), sort_keys=True) for p in previous}
+        if self.baseline is not None:  # the baseline is known already: an idea must differ from it too
+            tried.add(json.dumps(self.baseline[0], sort_keys=True))
         for _ in range(50):
             if not pool or rng.random() < EXPLORE:
                 genome, origin = self.space.sample(rng), "random sample"
