@@ -17,6 +17,7 @@ from types import SimpleNamespace
 import pytest
 from conftest import ROOT
 from llm_server import ScriptedServer
+from test_llm import MemoryRecorder
 
 from papers import verdicts
 from papers.claims import Kind, check
@@ -293,19 +294,6 @@ def test_a_negative_report_concludes_no_result():
     sections = template_sections(inp)
     assert "did not yield a working experiment" in sections["conclusion"]
     assert verdicts.check(sections, None) == []
-
-
-class MemoryRecorder:
-    """The Recorder protocol over a dict, standing in for the SQLite store."""
-
-    def __init__(self) -> None:
-        self.calls: dict[str, dict] = {}
-
-    def lookup(self, key: str) -> dict | None:
-        return self.calls.get(key)
-
-    def record(self, key: str, call: dict) -> None:
-        self.calls[key] = call
 
 
 OVERCLAIM = "Our loss is significantly better than DPO."
