@@ -31,6 +31,7 @@ references: setup
 	$(SCIENTIST) eval --template discopop $(addprefix --candidate ,$(CANDIDATES))
 
 test: system-test $(VENV)/.installed
+	$(VENV)/bin/lint-imports
 	$(PY) -m pytest -q
 
 test-all: system-test $(VENV)/.installed
@@ -38,6 +39,7 @@ test-all: system-test $(VENV)/.installed
 
 lint: setup
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports
 
 bench: setup
 	$(PY) bench/discopop_vmap.py

@@ -37,8 +37,8 @@ from types import ModuleType
 import jax
 import numpy as np
 
+from base.template import load_template
 from jax_workloads import diffusion as df
-from scientist.template import load_template
 
 
 def load_module(path: Path, name: str) -> ModuleType:

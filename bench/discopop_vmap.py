@@ -32,8 +32,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from base.template import load_template
 from jax_workloads import preference as pf
-from scientist.template import load_template
 
 
 def load_module(path: Path, name: str) -> ModuleType:

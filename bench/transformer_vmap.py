@@ -35,8 +35,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from base.template import load_template
 from jax_workloads import transformer as tf
-from scientist.template import load_template
 
 
 def load_module(path: Path, name: str) -> ModuleType:

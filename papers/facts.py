@@ -13,10 +13,10 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from base.stats import interval_method
+from base.template import Template
 from papers.claims import Fact, Kind, numbers
 from papers.tex import tex_escape
-from scientist.stats import interval_method
-from scientist.template import Template
 
 
 @dataclass

@@ -7,12 +7,12 @@ goes through the claim check afterwards.
 
 from __future__ import annotations
 
+from base.formats import FormatError, parse_latex_block
+from base.llm import LLM, InvalidAnswer, ask_parsed
 from papers import verdicts
 from papers.facts import PaperInput, fmt, fmt_p, run_name, template_text
 from papers.render import HEADINGS, SECTIONS
 from papers.tex import tex_escape
-from scientist.formats import FormatError, parse_latex_block
-from scientist.llm import LLM, InvalidAnswer, ask_parsed
 
 
 def _p_text(p: float) -> str:

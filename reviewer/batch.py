@@ -7,10 +7,10 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from base.formats import FormatError
+from base.llm import LLM, BudgetExceeded, LLMError
 from reviewer.pdf import PaperError, load_paper
 from reviewer.review import CountingRecorder, ReviewFailed, ReviewSettings, Usage, review
-from scientist.formats import FormatError
-from scientist.llm import LLM, BudgetExceeded, LLMError
 
 CLAIMS_MISMATCH = "cannot be accepted: the paper's claims do not match its logged results"
 

@@ -12,7 +12,7 @@ import re
 
 import pydantic
 
-from scientist.formats import FormatError, parse_json_block, parse_score
+from base.formats import FormatError, parse_json_block, parse_score
 
 # The numeric fields and their scales (inclusive), in the form's order.
 SCORES: dict[str, tuple[int, int]] = {

@@ -15,10 +15,10 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
+from base.formats import FormatError, is_done
+from base.llm import LLM, InvalidAnswer, ask_parsed
 from reviewer.form import FORM_TEXT, REVIEW_SHAPE, Review, aggregate, parse_review
 from reviewer.pdf import Paper, load_paper
-from scientist.formats import FormatError, is_done
-from scientist.llm import LLM, InvalidAnswer, ask_parsed
 
 FEWSHOT_DIR = Path(resources.files("reviewer")) / "fewshot"  # shipped as package data
 

@@ -20,6 +20,7 @@ import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from sandbox.errors import SandboxUnavailable
 from sandbox.limits import Limits, Outcome, supervise
 
 BACKENDS = ("auto", "docker", "bwrap", "process")
@@ -29,10 +30,6 @@ CUDA_IMAGE = "scientist-sandbox:cuda"
 WORK = "/sandbox/work"
 CACHE = "/sandbox/jax-cache"
 LIBS = "/opt/scientist"
-
-
-class SandboxUnavailable(Exception):
-    """The requested backend cannot run on this machine; the message says what to install."""
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 
 import psutil
 
-from sandbox.backends import SandboxUnavailable
+from sandbox.errors import SandboxUnavailable
 from sandbox.limits import Limits, Outcome
 from sandbox.logs import BoundedLog
 from sandbox.usage import DiskWatch

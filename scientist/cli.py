@@ -18,18 +18,18 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from sandbox.backends import Sandbox, SandboxUnavailable, resolve
-from scientist import runner
-from scientist.literature import SOURCES
-from scientist.stats import compare
-from scientist.store import Store, run_key, source_hash
-from scientist.template import (
+from base.stats import compare
+from base.store import Store, run_key, source_hash
+from base.template import (
     DEFAULT_TEMPLATES_DIR,
     Template,
     TemplateError,
     list_template_names,
     load_template,
 )
+from sandbox.backends import Sandbox, SandboxUnavailable, resolve
+from scientist import runner
+from scientist.literature import SOURCES
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Research automation for small JAX experiment templates.")
@@ -328,8 +328,8 @@ def run(
     templates_dir: Path = TemplatesDirOpt,
 ) -> None:
     """Propose ideas, run their experiments in the sandbox, score them sealed; resumable, within budget."""
+    from base.llm import LLMError
     from scientist import session
-    from scientist.llm import LLMError
     from scientist.progress import JsonReporter, RichReporter
 
     t = _load(template, templates_dir)
@@ -413,7 +413,7 @@ def writeup(
     templates_dir: Path = TemplatesDirOpt,
 ) -> None:
     """(Re)write the papers of a finished run from its logged results, without re-running experiments."""
-    from scientist.llm import LLM, Budget, BudgetExceeded, LLMError
+    from base.llm import LLM, Budget, BudgetExceeded, LLMError
     from scientist.writeup import RunFilesMissing, write_papers
 
     summary_path = run_dir / "summary.json"
@@ -482,10 +482,10 @@ def review(
     """Review PDFs with the NeurIPS form: ensemble, reflections, area-chair meta-review, injection guard."""
     import threading
 
+    from base.llm import LLM, Budget, LLMError
     from reviewer.batch import llm_factory, review_papers
     from reviewer.calibrate import best_threshold, load_labels, metrics
     from reviewer.review import ReviewSettings, default_fewshot
-    from scientist.llm import LLM, Budget, LLMError
 
     labels: list[tuple[Path, bool]] = []
     if calibrate is not None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import ast
 import difflib
 
-from scientist.formats import NEWLINE_MARK, Edit, one_line
+from base.formats import NEWLINE_MARK, Edit, one_line
 
 MAX_SHOWN_LINES = 8  # nearest lines quoted when a SEARCH block is not found
 SCORED_LINES = 12  # SEARCH lines used to find those nearest lines

@@ -17,9 +17,9 @@ import sys
 import time
 from pathlib import Path
 
+from base.stats import summarize
+from base.template import Metric, load_template
 from jax_workloads.sealed import FAIL_MARKER, ArtifactError, describe
-from scientist.stats import summarize
-from scientist.template import Metric, load_template
 
 ARTIFACT_REJECTED = 3
 

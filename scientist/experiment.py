@@ -13,13 +13,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from base.llm import Budget
+from base.stats import better, compare, normalized
+from base.store import Run, Store
+from base.template import Template
 from sandbox.backends import Sandbox
 from scientist import runner
-from scientist.llm import Budget
 from scientist.proposers import Attempt, IdeaContext, Proposer
-from scientist.stats import better, compare, normalized
-from scientist.store import Run, Store
-from scientist.template import Template
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,7 @@
 """The prompts of the LLM proposer, in one place so they can be read and changed together.
 
 They follow The AI Scientist's, and ask explicitly for the response formats that
-scientist.formats parses: a fenced json block for ideas, SEARCH/REPLACE blocks
+base.formats parses: a fenced json block for ideas, SEARCH/REPLACE blocks
 for code edits, "I am done" to stop early.
 """
 

@@ -28,12 +28,12 @@ from pathlib import Path
 
 from filelock import FileLock
 
+from base.store import INTERRUPTED, Run, Store, run_key, source_hash
+from base.template import PROJECT_ROOT, Template
 from jax_workloads.sealed import FAIL_MARKER
 from sandbox import backends
 from sandbox.limits import Limits, Outcome, supervise
 from sandbox.logs import MiB, kept_text
-from scientist.store import INTERRUPTED, Run, Store, run_key, source_hash
-from scientist.template import PROJECT_ROOT, Template
 
 
 @dataclass(frozen=True)

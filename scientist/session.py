@@ -15,18 +15,18 @@ from dataclasses import asdict, dataclass
 from difflib import SequenceMatcher
 from pathlib import Path
 
+from base.formats import FormatError
+from base.llm import LLM, Budget, BudgetExceeded, LLMError
+from base.stats import better, holm
+from base.store import Run, Store
+from base.template import Template
 from sandbox.backends import Sandbox
 from scientist import runner
 from scientist.experiment import LoopConfig, run_idea
-from scientist.formats import FormatError
 from scientist.literature import LiteratureError, cached_search
-from scientist.llm import LLM, Budget, BudgetExceeded, LLMError
 from scientist.proposers import NoValidAnswer, Proposer
 from scientist.proposers.evolve import EvolveProposer, load_search_space
 from scientist.proposers.llm import LLMProposer
-from scientist.stats import better, holm
-from scientist.store import Run, Store
-from scientist.template import Template
 from scientist.writeup import RunFilesMissing, write_papers
 
 DUPLICATE_SIMILARITY = 0.8

@@ -12,12 +12,12 @@ import json
 import os
 from pathlib import Path
 
+from base.llm import LLM
+from base.store import Store
+from base.template import Template
 from papers.facts import load_input, run_name
 from papers.paper import write_paper
-from scientist.llm import LLM
 from scientist.runner import materialize
-from scientist.store import Store
-from scientist.template import Template
 
 
 class RunFilesMissing(Exception):

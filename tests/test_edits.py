@@ -2,8 +2,8 @@
 
 import pytest
 
+from base.formats import Edit, parse_edits
 from scientist.edits import EditError, apply_edits, static_check
-from scientist.formats import Edit, parse_edits
 
 LOSS = '''"""A preference loss."""
 

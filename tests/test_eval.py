@@ -7,7 +7,7 @@ import psutil
 import pytest
 from conftest import DPO_SOURCE, scientist
 
-from scientist.store import Store
+from base.store import Store
 
 
 def run_eval(templates, home, *args):

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from scientist.formats import (
+from base.formats import (
     Edit,
     FormatError,
     Idea,

@@ -24,8 +24,8 @@ import psutil
 import pytest
 from conftest import DPO_SOURCE, ROOT, scientist, write_tiny_template
 
+from base.store import Store
 from sandbox.logs import MiB
-from scientist.store import Store
 
 BACKENDS = ["bwrap", "docker"]
 TMP_MB = 32

@@ -84,19 +84,19 @@ def test_the_wheel_holds_every_template_file_and_the_data_files(wheel):
                  "reviewer/fewshot/example_paper.json"):
         assert data in names
     # Every module of the packages: a new subpackage must be added to pyproject.toml's list.
-    for pkg in ("scientist", "sandbox", "jax_workloads", "reviewer", "papers"):
+    for pkg in ("base", "scientist", "sandbox", "jax_workloads", "reviewer", "papers"):
         modules = {str(p.relative_to(ROOT)) for p in (ROOT / pkg).rglob("*.py") if "__pycache__" not in p.parts}
         assert modules <= names, sorted(modules - names)
 
 
 def test_the_installed_tool_finds_its_files_in_site_packages(installed, tmp_path):
     probe = """if True:
-        import json, papers, reviewer, sandbox, scientist, scientist_templates
+        import base, json, papers, reviewer, sandbox, scientist, scientist_templates
         from papers.render import PAPERS_DIR
         from reviewer.review import default_fewshot
         from sandbox.image import SANDBOX_DIR
-        from scientist.template import DEFAULT_TEMPLATES_DIR, PROJECT_ROOT
-        mods = [m.__file__ for m in (papers, reviewer, sandbox, scientist, scientist_templates)]
+        from base.template import DEFAULT_TEMPLATES_DIR, PROJECT_ROOT
+        mods = [m.__file__ for m in (base, papers, reviewer, sandbox, scientist, scientist_templates)]
         files = [DEFAULT_TEMPLATES_DIR / "discopop" / "template.toml", PROJECT_ROOT / "jax_workloads" / "sealed.py",
                  PAPERS_DIR / "paper.tex.j2", PAPERS_DIR / "references.bib", SANDBOX_DIR / "Dockerfile",
                  SANDBOX_DIR / "Dockerfile.cuda", SANDBOX_DIR / "requirements.txt", *default_fewshot()]

@@ -9,7 +9,7 @@ import time
 import pytest
 from llm_server import ScriptedServer
 
-from scientist.llm import LLM, Budget, BudgetExceeded, LLMError
+from base.llm import LLM, Budget, BudgetExceeded, LLMError
 
 MODEL = "openai/test-model"
 HELLO = [{"role": "user", "content": "Say hello."}]

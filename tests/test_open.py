@@ -17,11 +17,11 @@ import optax
 import pytest
 from conftest import ROOT, scientist
 
+from base.store import Store
+from base.template import load_template
 from jax_workloads import open_features as of
 from jax_workloads import ppo
 from scientist.proposers.evolve import EvolveProposer
-from scientist.store import Store
-from scientist.template import load_template
 
 OPEN = ROOT / "templates" / "open"
 CANDIDATES = ["adam", "sgd_momentum", "rmsprop", "hand_open"]

@@ -19,15 +19,15 @@ from conftest import ROOT
 from llm_server import ScriptedServer
 from test_llm import MemoryRecorder
 
+from base.llm import LLM, Budget
+from base.stats import normalized
+from base.template import load_template
 from papers import verdicts
 from papers.claims import Kind, check
 from papers.facts import PaperInput, collect, fmt_p
 from papers.paper import write_paper
 from papers.render import bib_keys, bibliography
 from papers.writers import template_sections
-from scientist.llm import LLM, Budget
-from scientist.stats import normalized
-from scientist.template import load_template
 
 METRIC = "reward_gain_at_kl"
 SEEDS = 16
@@ -369,7 +369,7 @@ def test_a_bounded_metric_paper_names_its_interval_and_keeps_it_in_range(tmp_pat
     toml = root / "template.toml"
     toml.write_text(toml.read_text().replace('direction = "max"\n', 'direction = "max"\nlow = 0.0\nhigh = 1.0\n', 1))
     inp = make_input(template_root=root)
-    from scientist.stats import summarize
+    from base.stats import summarize
 
     near_zero = summarize([0.0] * 15 + [0.0024], low=0.0, high=1.0)
     inp.baseline["metrics"][METRIC] = near_zero

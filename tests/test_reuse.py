@@ -12,7 +12,7 @@ import sys
 
 from conftest import ROOT, scientist
 
-from scientist.store import Store
+from base.store import Store
 
 
 def run_args(templates, home, out, *extra):

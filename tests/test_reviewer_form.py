@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from base.formats import FormatError
 from reviewer.calibrate import Metrics, best_threshold, load_labels, metrics
 from reviewer.form import FIELDS, FORM_TEXT, SCORES, Review, aggregate, parse_review
-from scientist.formats import FormatError
 
 REVIEW = {
     "Summary": "The paper adds a margin to DPO.",

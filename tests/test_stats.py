@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from scientist.stats import compare, normalized, summarize
+from base.stats import compare, normalized, summarize
 
 
 def test_summarize_gives_t_interval():
@@ -63,7 +63,7 @@ def test_normalized_rejects_zero_baseline():
 
 
 def test_holm_adjustment_matches_the_definition():
-    from scientist.stats import holm
+    from base.stats import holm
 
     got = holm([0.01, 0.04, 0.03, float("nan"), 0.5])
     # sorted: 0.01 (x4) = 0.04, 0.03 (x3) = 0.09, 0.04 (x2) = 0.08 -> monotone 0.09, 0.5 (x1) = 0.5

@@ -3,7 +3,7 @@
 import subprocess
 import sys
 
-from scientist.store import ABANDONED, INTERRUPTED, Store, run_key, source_hash
+from base.store import ABANDONED, INTERRUPTED, Store, run_key, source_hash
 
 SOURCES = {"loss.py": "def loss(a, b, c, d, beta):\n    return a\n"}
 

@@ -5,7 +5,7 @@ import re
 import pytest
 from conftest import scientist, write_tiny_template
 
-from scientist.template import TemplateError, load_template
+from base.template import TemplateError, load_template
 
 
 def break_toml(tmp_path, pattern: str, replacement: str):

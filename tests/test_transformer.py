@@ -21,9 +21,9 @@ import numpy as np
 import pytest
 from conftest import ROOT, copy_template, scientist
 
+from base.template import load_template
 from jax_workloads import sealed
 from jax_workloads import transformer as tf
-from scientist.template import load_template
 
 TEMPLATE = ROOT / "templates" / "transformer"
 UNIFORM_BPC = float(np.log2(tf.VOCAB_SIZE))  # an untrained model's ~6.6 bits

@@ -15,9 +15,9 @@ import json
 import random
 from types import ModuleType
 
+from base.stats import better
+from base.template import Template
 from scientist.proposers import IdeaContext, Proposal
-from scientist.stats import better
-from scientist.template import Template
 
 EXPLORE = 0.2
 CROSSOVER = 0.3

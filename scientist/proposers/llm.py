@@ -10,12 +10,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TypeVar
 
+from base.formats import FormatError, is_done, parse_edits, parse_idea, parse_json_block
+from base.llm import LLM, InvalidAnswer, ask_parsed
+from base.template import Template
 from scientist import prompts
 from scientist.edits import EditError, apply_edits, static_check
-from scientist.formats import FormatError, is_done, parse_edits, parse_idea, parse_json_block
-from scientist.llm import LLM, InvalidAnswer, ask_parsed
 from scientist.proposers import Attempt, IdeaContext, NoValidAnswer, Proposal
-from scientist.template import Template
 
 T = TypeVar("T")
 _DONE = object()

@@ -13,8 +13,8 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import numpy as np
 
+from base.stats import summarize
 from papers.figures import Figure, FigureError, figure_style, save_figure
-from scientist.stats import summarize
 
 BEST = ("best candidate", "#0072B2")
 BASELINE = ("DDPM (baseline)", "#555555")

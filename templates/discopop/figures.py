@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 from matplotlib.axes import Axes
 
+from base.stats import summarize
 from papers.figures import Figure, FigureError, figure_style, new_figure, save_figure
-from scientist.stats import summarize
 
 BEST = ("best candidate", "#0072B2", "o")
 BASELINE = ("DPO (baseline)", "#555555", "s")

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
+from base.stats import summarize
 from papers.figures import Figure, FigureError, figure_style, new_figure, save_figure
 from papers.tex import tex_escape
-from scientist.stats import summarize
 
 BEST = ("best candidate", "#0072B2", "o")
 BASELINE = ("baseline agent", "#555555", "s")

@@ -316,7 +316,7 @@ class Store:
         rows = self.db.execute("SELECT * FROM steps WHERE idea_id=? ORDER BY run_idx, attempt", (idea_id,))
         return [dict(r) for r in rows.fetchall()]
 
-    # --- the LLM call log (implements scientist.llm.Recorder for one session) ---
+    # --- the LLM call log (implements base.llm.Recorder for one session) ---
 
     def recorder(self, session_id: int | None) -> CallLog:
         return CallLog(self, session_id)
