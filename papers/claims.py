@@ -8,6 +8,7 @@
 Tables are generated from the logs by the framework and are trusted, so they are not checked. Citation keys,
 references, labels, lengths and identifiers such as GPT-4 are not claims and are skipped. The check errs on the
 side of flagging: a number it cannot place is reported, never silently passed.
+LaTeX's comments, groups, math spans and command arguments are found with papers.lexer.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ import re
 from dataclasses import asdict, dataclass
 from decimal import ROUND_HALF_EVEN, ROUND_HALF_UP, Decimal, InvalidOperation
 from enum import StrEnum
+
+from papers import lexer
 
 SENTENCE_CHARS = 200  # how much of a claim's sentence the report and the feedback show
 
@@ -144,7 +147,7 @@ _SKIP_ARGS = {
     "definecolor": 3, "graphicspath": 1, "nocite": 1,
 }
 _CITE = re.compile(r"[cC]ite[a-zA-Z]*\*?")  # \cite, \citep, \citet, \citealp, \citeauthor, \Citet, ...
-_TABLE_ENVS = r"(?:table|tabular|tabularx|tabulary|longtable)\*?"
+_TABLE_ENV = re.compile(r"(?:table|tabular|tabularx|tabulary|longtable)\*?")
 _LENGTH_AFTER = re.compile(r"\s*\\(?:linewidth|textwidth|columnwidth|textheight|hsize|vsize|paperwidth|"
                            r"paperheight|baselineskip|parindent|parskip)\b")
 _LENGTH_BEFORE = re.compile(r"(?:width|height|totalheight|scale|angle)\s*=\s*$")
@@ -163,85 +166,28 @@ _NUMBER = re.compile(
 _SIGN_BEFORE = re.compile(r"(?:\$-\$|\\textminus\s*(?:\{\})?\s*)$")
 
 
-def _find_close(text: str, i: int, open_ch: str, close_ch: str) -> int:
-    """Index just after the group opened at text[i] (balanced, escaped characters ignored); len(text) if open."""
-    depth = 0
-    j = i
-    while j < len(text):
-        ch = text[j]
-        if ch == "\\":
-            j += 2
-            continue
-        if ch == open_ch:
-            depth += 1
-        elif ch == close_ch:
-            depth -= 1
-            if depth == 0:
-                return j + 1
-        j += 1
-    return len(text)
-
-
-def _blank(chars: list[str], a: int, b: int) -> None:
-    # Blank with spaces, keeping newlines, so offsets and line structure survive.
-    for k in range(a, min(b, len(chars))):
-        if chars[k] != "\n":
-            chars[k] = " "
-
-
-def _mask_comments(latex: str) -> str:
-    """The text with comments (% to end of line, not \\%) blanked, offsets unchanged."""
-    chars = list(latex)
-    i = 0
-    while i < len(latex):
-        ch = latex[i]
-        if ch == "\\":
-            i += 2  # \% and \\ are both two-character tokens
-            continue
-        if ch == "%":
-            j = latex.find("\n", i)
-            j = len(latex) if j < 0 else j
-            _blank(chars, i, j)
-            i = j
-            continue
-        i += 1
-    return "".join(chars)
-
-
 def _mask_nonprose(text: str) -> str:
     """Blank tables and the arguments of commands that are not prose (citations, refs, labels, lengths...)."""
     chars = list(text)
     # Tables (and tabulars anywhere) come from the logs via the framework: trusted, so not checked.
     stack: list[tuple[str, int]] = []
-    for m in re.finditer(r"\\(begin|end)\s*\{(" + _TABLE_ENVS + r")\}", text):
+    for m in lexer.ENVIRONMENT.finditer(text):
         kind, env = m.group(1), m.group(2)
+        if not _TABLE_ENV.fullmatch(env):
+            continue
         if kind == "begin":
             stack.append((env, m.start()))
         elif stack and stack[-1][0] == env:
             _, a = stack.pop()
             if not stack:
-                _blank(chars, a, m.end())
+                lexer.blank(chars, a, m.end())
     # An unclosed table is left unmasked: its numbers are checked rather than trusted.
     masked = "".join(chars)
     for m in re.finditer(r"\\([A-Za-z]+\*?)", masked):
         name = m.group(1)
         n_args = 1 if _CITE.fullmatch(name) else _SKIP_ARGS.get(name.rstrip("*"), 0)
-        if not n_args:
-            continue
-        i = m.end()
-        while n_args > 0 or (i < len(masked) and masked[i] == "["):
-            while i < len(masked) and masked[i] in " \t\n":
-                i += 1
-            if i < len(masked) and masked[i] == "[":
-                i = _find_close(masked, i, "[", "]")
-            elif i < len(masked) and masked[i] == "{" and n_args > 0:
-                i = _find_close(masked, i, "{", "}")
-                n_args -= 1
-            else:
-                break
-            if name == "begin" and n_args == 0 and not (i < len(masked) and masked[i] == "["):
-                break
-        _blank(chars, m.start(), i)
+        if n_args:
+            lexer.blank(chars, m.start(), lexer.skip_arguments(masked, m.end(), n_args))
     return "".join(chars)
 
 
@@ -270,7 +216,7 @@ def _letters_are_word(text: str, last: int) -> bool:
 
 
 def _scan(latex: str) -> list[_Number]:
-    text = _mask_nonprose(_mask_comments(latex))
+    text = _mask_nonprose(lexer.mask_comments(latex))
     out: list[_Number] = []
     for m in _NUMBER.finditer(text):
         start, end = m.start(), m.end()
@@ -389,46 +335,15 @@ class _Layout:
 
 
 def _layout(latex: str) -> _Layout:
-    text = _mask_comments(latex)
+    text = lexer.mask_comments(latex)
     n = len(text)
-    depth = [0] * (n + 1)
-    groups: list[tuple[int, int]] = []
-    stack: list[int] = []
-    math: list[tuple[int, int]] = []
-    math_open: tuple[str, int] | None = None
-    i = 0
-    while i < n:
-        ch = text[i]
-        step = 1
-        if ch == "\\" and i + 1 < n:
-            pair = text[i:i + 2]
-            if pair in (r"\(", r"\[") and math_open is None:
-                math_open = (pair, i)
-            elif math_open is not None and pair == {r"\(": r"\)", r"\[": r"\]"}.get(math_open[0]):
-                math.append((math_open[1], i + 2))
-                math_open = None
-            step = 2
-        elif ch == "$":
-            token = "$$" if text[i:i + 2] == "$$" else "$"
-            step = len(token)
-            if math_open is None:
-                math_open = (token, i)
-            elif math_open[0] == token:
-                math.append((math_open[1], i + step))
-                math_open = None
-        elif ch == "{":
-            stack.append(i)
-        elif ch == "}" and stack:
-            groups.append((stack.pop(), i))
-        # depth[k] is the depth *before* character k: a "{" is outside its group, a "}" still inside.
-        depth[i + 1: i + step + 1] = [len(stack)] * step
-        i += step
-    groups += [(o, n) for o in stack]  # unclosed groups run to the end
+    depth, groups = lexer.brace_groups(text)
+    math = lexer.math_spans(text)
     walls = []
     for m in _WALLS.finditer(text):
         b = m.end()
         if b < n and text[b] == "{":  # a heading's title belongs to the wall
-            b = _find_close(text, b, "{", "}")
+            b = lexer.balanced_end(text, b)
         walls.append((m.start(), b))
     cuts = []
     for m in re.finditer(r"[.?!]", text):
@@ -453,15 +368,6 @@ def _layout(latex: str) -> _Layout:
     return _Layout(text, depth, groups, math, walls, cuts)
 
 
-def _command_before(text: str, open_brace: int) -> str:
-    # The name of the command whose argument starts here (skipping an optional [..]): \caption[x]{ -> caption.
-    k = open_brace
-    if k > 0 and text[k - 1] == "]":
-        k = text.rfind("[", 0, k - 1)
-    m = re.search(r"\\([A-Za-z]+)\*?\s*$", text[max(0, k - 30):max(k, 0)])
-    return m.group(1) if m else ""
-
-
 def _sentence_span(layout: _Layout, start: int, end: int) -> tuple[int, int]:
     """The sentence around text[start:end]: never crossing a wall, an unbalanced brace or inline math."""
     text, depth = layout.text, layout.depth
@@ -480,7 +386,7 @@ def _sentence_span(layout: _Layout, start: int, end: int) -> tuple[int, int]:
         s_cut = max([s] + [c for c in layout.cuts if s <= c <= a and depth[c] == d])
         e_cut = min([e] + [c for c in layout.cuts if b <= c <= e and depth[c] == d])
         # Inline formatting (\textbf{1.52}, {\bf ...}) holds part of a sentence: look outside it.
-        if group and s_cut == lo and e_cut == hi and _command_before(text, group[0]) not in _CONTAINERS:
+        if group and s_cut == lo and e_cut == hi and lexer.command_before(text, group[0]) not in _CONTAINERS:
             a, b = group[0], min(group[1] + 1, len(text))
             continue
         break

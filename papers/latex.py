@@ -4,6 +4,7 @@ The model that writes a paper sees at most one LaTeX error per round, so `first_
 one line that names the file, the line and the offending source. `compile_pdf` runs latexmk in its own process
 group so that a macro that loops forever costs a timeout, not a hung session. `check_installation` runs before any
 model call is paid for, so a machine without a working TeX fails at once with the command that fixes it.
+The cheap fixes find math, verbatim, comments and command arguments with papers.lexer.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
+
+from papers import lexer
 
 INSTALL_HINT = ("sudo apt-get install -y texlive-latex-base texlive-latex-recommended texlive-fonts-recommended "
                 "texlive-latex-extra latexmk chktex lmodern")
@@ -361,12 +364,7 @@ def chktex_warnings(tex_path: Path) -> list[str]:
 # Cheap fixes
 
 # Environments whose content is math, code or drawing: never edited.
-_RAW_ENVIRONMENTS = {
-    "equation", "equation*", "align", "align*", "alignat", "alignat*", "gather", "gather*", "multline", "multline*",
-    "flalign", "flalign*", "eqnarray", "eqnarray*", "math", "displaymath",
-    "verbatim", "verbatim*", "Verbatim", "lstlisting", "minted", "comment", "filecontents", "filecontents*",
-    "tikzpicture", "alltt",
-}
+_RAW_ENVIRONMENTS = lexer.MATH_ENVIRONMENTS | lexer.VERBATIM_ENVIRONMENTS | {"tikzpicture"}
 # Commands whose arguments are keys, labels, file names, URLs, options or definitions: never edited.
 _ARGUMENT_COMMANDS = {
     "label", "ref", "eqref", "pageref", "autoref", "cref", "Cref", "nameref", "hyperref",
@@ -377,13 +375,6 @@ _ARGUMENT_COMMANDS = {
     "definecolor", "color", "textcolor", "colorbox", "graphicspath", "newtheorem", "begin", "end", "multicolumn",
     "vspace", "hspace", "ensuremath", "SI", "si", "num", "qty", "tikzset", "pgfplotsset", "usetikzlibrary",
 }
-# Definitions may take a bare control sequence as their first argument (\newcommand\foo{...}).
-_DEFINING_COMMANDS = {
-    "newcommand", "renewcommand", "providecommand", "DeclareRobustCommand", "DeclareMathOperator",
-    "newenvironment", "renewenvironment",
-}
-_TEX_DEFINITIONS = {"def", "gdef", "edef", "xdef"}
-_VERB_LIKE = {"verb", "lstinline", "mintinline"}
 _LINK_COMMANDS = ("cite", "citep", "ref", "eqref", "pageref")  # chktex wants "~" before these (warning 2)
 
 
@@ -486,135 +477,39 @@ def _protected_mask(text: str) -> bytearray:
     while i < n:
         c = text[i]
         if c == "%":
-            end = text.find("\n", i)
-            end = n if end < 0 else end + 1  # the comment eats its line break too
-            protect(i, end)
-            i = end
+            end = min(lexer.comment_end(text, i) + 1, n)  # the comment eats its line break too
         elif c == "$":
-            end = _math_end(text, i)
-            protect(i, end)
-            i = end
+            end = lexer.math_end(text, i, first_closer=True)
         elif c == "\\":
             end = _command_end(text, i)
-            protect(i, end)
-            i = end
         else:
             i += 1
+            continue
+        protect(i, end)
+        i = end
     return mask
-
-
-def _math_end(text: str, i: int) -> int:
-    """The end of the $...$ or $$...$$ starting at i (the end of the text if it is never closed)."""
-    if text.startswith("$$", i):
-        end = text.find("$$", i + 2)
-        return len(text) if end < 0 else end + 2
-    j = i + 1
-    while j < len(text):
-        if text[j] == "\\":
-            j += 2
-        elif text[j] == "$":
-            return j + 1
-        else:
-            j += 1
-    return len(text)
 
 
 def _command_end(text: str, i: int) -> int:
     """The end of the protected stretch starting at the backslash at i.
 
     A command name alone, or with its arguments for the commands in _ARGUMENT_COMMANDS; a whole \\verb, \\(...\\),
-    \\[...\\] or raw environment; two characters for a control symbol such as \\% or \\".
+    \\[...\\], definition or raw environment; two characters for a control symbol such as \\% or \\".
     """
-    n = len(text)
-    if i + 1 >= n:
-        return n
-    nxt = text[i + 1]
-    if nxt == "(":
-        end = text.find("\\)", i + 2)
-        return n if end < 0 else end + 2
-    if nxt == "[":
-        end = text.find("\\]", i + 2)
-        return n if end < 0 else end + 2
-    if not (nxt.isascii() and (nxt.isalpha() or nxt == "@")):
-        return i + 2
-    m = re.compile(r"[A-Za-z@]+").match(text, i + 1)
-    assert m is not None
-    name, j = m.group(), m.end()
-    if name in _VERB_LIKE:
-        return _verb_end(text, name, j)
+    if text.startswith(("\\(", "\\["), i):
+        return lexer.math_end(text, i, first_closer=True)
+    name, j = lexer.control_sequence(text, i)
+    if not lexer.NAME.fullmatch(name):  # a control symbol, or a backslash ending the text
+        return j
+    if name in lexer.VERB_COMMANDS:
+        return lexer.verb_end(text, name, j)
     if name == "begin":
-        env = re.compile(r"\s*\{([^{}]*)\}").match(text, j)
-        if env and env[1].strip() in _RAW_ENVIRONMENTS:
-            close = text.find(f"\\end{{{env[1].strip()}}}", env.end())
-            return n if close < 0 else close + len(f"\\end{{{env[1].strip()}}}")
-        return _arguments_end(text, j)
-    if name in _TEX_DEFINITIONS:
-        # \def\name#1#2{body}: through the body's closing brace.
-        brace = text.find("{", j)
-        return n if brace < 0 else _group_end(text, brace)
-    if name == "let":
-        end = text.find("\n", j)
-        return n if end < 0 else end
-    if name in _DEFINING_COMMANDS:
-        cs = re.compile(r"\s*\*?\s*\\[A-Za-z@]+").match(text, j)
-        return _arguments_end(text, cs.end() if cs else j)
+        env = lexer.ENVIRONMENT.match(text, i)
+        if env and env[2].strip() in _RAW_ENVIRONMENTS:
+            return lexer.environment_end(text, env[2].strip(), env.end())
+        return lexer.arguments_end(text, j)
+    if name in lexer.DEFINITIONS:
+        return lexer.definition_end(text, name, j)
     if name in _ARGUMENT_COMMANDS:
-        return _arguments_end(text, j)
+        return lexer.arguments_end(text, j)
     return j
-
-
-def _verb_end(text: str, name: str, j: int) -> int:
-    """The end of \\verb|...| (also \\verb*), \\lstinline[..]{...} or \\mintinline{lang}|...|."""
-    n = len(text)
-    if j < n and text[j] == "*":
-        j += 1
-    if j < n and text[j] == "[" and name != "verb":
-        j = _group_end(text, j)
-    if name == "mintinline" and j < n and text[j] == "{":
-        j = _group_end(text, j)
-    if j >= n:
-        return n
-    if text[j] == "{" and name != "verb":
-        return _group_end(text, j)
-    close = text.find(text[j], j + 1)
-    line_end = text.find("\n", j + 1)
-    if close < 0 or (0 <= line_end < close):
-        return n if line_end < 0 else line_end  # unclosed: protect the rest of the line
-    return close + 1
-
-
-def _arguments_end(text: str, j: int) -> int:
-    """The end of a star and the [..]/{..} arguments that follow j (spaces and one line break allowed between)."""
-    n = len(text)
-    if j < n and text[j] == "*":
-        j += 1
-    while True:
-        gap = re.compile(r"[ \t]*(?:\n[ \t]*)?").match(text, j)
-        k = gap.end() if gap else j
-        if k < n and text[k] in "[{":
-            j = _group_end(text, k)
-        else:
-            return j
-
-
-def _group_end(text: str, i: int) -> int:
-    """The end of the {...} or [...] group opening at i, honouring nested braces and escapes; the text's end if open."""
-    n = len(text)
-    square = text[i] == "["
-    depth = 0
-    j = i + 1
-    while j < n:
-        c = text[j]
-        if c == "\\":
-            j += 2
-            continue
-        if c == "{":
-            depth += 1
-        elif c == "}":
-            if depth == 0 and not square:
-                return j + 1
-            depth = max(depth - 1, 0)
-        elif c == "]" and square and depth == 0:
-            return j + 1
-        j += 1
-    return n

@@ -135,6 +135,15 @@ def test_matches_scientific_notation_and_non_finite():
     assert not matches(1.0, 2, float("nan"))
 
 
+def test_broken_latex_is_read_to_the_end():
+    # An open group or math span hides nothing; an open \cite argument runs to the end, as TeX would read it.
+    assert written("We get 1.36 in {an open group 2.5") == ["1.36", "2.5"]
+    assert written("Open math $1.36 and 2.5 % a 3.5 comment") == ["1.36", "2.5"]
+    assert written(r"See \cite{open 2020 and 1.5") == []
+    report = check({"S": "A } stray 1.5. Then 2.5."}, [])
+    assert [c.sentence for c in report.claims] == ["A } stray 1.5.", "Then 2.5."]
+
+
 # --------------------------------------------------------------------------------------------------
 # check()
 

@@ -191,6 +191,15 @@ def test_cheap_fixes_leave_protected_text_alone(kept):
     assert cheap_fixes(kept) == (kept, [])
 
 
+@pytest.mark.parametrize("broken", [
+    "Open math $a ... b , c", "Open \\(a ... b , c", "Open \\verb|x ... y , z", "\\begin{equation} a ... b , c",
+    '% an open comment ... "x" , y',
+])
+def test_cheap_fixes_leave_unclosed_protected_text_alone_to_the_end(broken):
+    # Broken LaTeX from a model: what is never closed stays protected up to the end of the text.
+    assert cheap_fixes(broken) == (broken, [])
+
+
 def test_cheap_fixes_leave_the_preamble_alone():
     doc = '\\documentclass{article}\n\\newcommand{\\x}{a...b}\n\\begin{document}\nSee... "it"\n\\end{document}\n'
     text, _ = cheap_fixes(doc)
