@@ -10,7 +10,6 @@ import hashlib
 import json
 import logging
 import os
-import random
 import re
 import time
 from collections.abc import Callable
@@ -18,10 +17,8 @@ from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any, Protocol, TypeVar
 
-# Without this litellm fetches its price map from the internet at import, and waits when offline.
-os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+from base import retry
 
-MAX_BACKOFF_S = 30.0
 NO_KEY = "sk-no-key"  # local OpenAI-compatible servers (vLLM, Ollama) want some key, not a real one
 
 
@@ -49,15 +46,22 @@ class Budget:
         """Minutes since the budget started."""
         return (time.time() - self.started) / 60.0
 
-    def check(self) -> None:
-        """Raise BudgetExceeded when dollars or minutes are used up (a budget of 0 is used up at once)."""
+    def check(self, wait_s: float = 0.0) -> None:
+        """Raise BudgetExceeded when dollars or minutes are used up, or the minutes would be after waiting wait_s.
+
+        A budget of 0 is used up at once; wait_s is the seconds a retry is about to wait.
+        """
         if self.usd is not None and self.spent_usd >= self.usd:
             raise BudgetExceeded(f"dollar budget of ${self.usd:.2f} reached: ${self.spent_usd:.4f} spent")
+        if self.minutes is None:
+            return
         elapsed = self.elapsed_minutes()
-        if self.minutes is not None and elapsed >= self.minutes:
-            raise BudgetExceeded(
-                f"time budget of {self.minutes:g} min reached: {elapsed:.1f} min elapsed, ${self.spent_usd:.4f} spent"
-            )
+        spent = f"{elapsed:.1f} min elapsed, ${self.spent_usd:.4f} spent"
+        if elapsed >= self.minutes:
+            raise BudgetExceeded(f"time budget of {self.minutes:g} min reached: {spent}")
+        if elapsed + wait_s / 60.0 >= self.minutes:
+            raise BudgetExceeded(f"time budget of {self.minutes:g} min would run out in a {wait_s:.0f} s wait "
+                                 f"to retry: {spent}")
 
     def add(self, usd: float) -> None:
         """Count the cost of a call."""
@@ -139,35 +143,32 @@ class LLM:
         return text
 
     def _complete(self, messages: list[dict], temperature: float) -> tuple[Any, float]:
-        """Call litellm, retrying transient failures with exponential backoff; return (response, latency)."""
+        """Call litellm under the retry policy (base/retry.py); return (response, latency)."""
         litellm = _litellm()
         kwargs: dict[str, Any] = dict(model=self.model, messages=messages, temperature=temperature,
                                       api_base=self.api_base, timeout=self.timeout_s, num_retries=0)
         api_key = _api_key(litellm, self.model, self.api_base)
         if api_key:
             kwargs["api_key"] = api_key
-        for attempt in range(self.max_retries + 1):
-            self.budget.check()  # also between retries: waiting out an outage must not overrun the time budget
-            start = time.monotonic()
-            try:
-                return litellm.completion(**kwargs), time.monotonic() - start
-            except Exception as exc:  # litellm raises many types; sort them into retryable or not
-                if not _retryable(exc):
-                    raise LLMError(f"{self.where} failed: {_reason(exc, self.timeout_s)}") from None
-                if attempt == self.max_retries:
-                    unreachable = _is_connection_error(exc) and not _is_timeout(exc)
-                    verb = "unreachable" if unreachable else "failed"
-                    raise LLMError(
-                        f"{self.where} {verb} after {self.max_retries} retries: {_reason(exc, self.timeout_s)}"
-                    ) from None
-                time.sleep(self._delay(attempt, exc))
-        raise AssertionError("unreachable")  # the loop returns or raises
 
-    def _delay(self, attempt: int, exc: Exception) -> float:
-        """Seconds to wait before the next attempt: exponential, capped, jittered, at least a 429's Retry-After."""
-        delay = min(MAX_BACKOFF_S, self.backoff_s * 2**attempt)
-        delay = max(delay, min(MAX_BACKOFF_S, _retry_after(exc)))
-        return delay * (1 + random.uniform(0, 0.1))  # jitter, so parallel callers do not retry in lockstep
+        def attempt() -> tuple[Any, float]:
+            start = time.monotonic()
+            return litellm.completion(**kwargs), time.monotonic() - start
+
+        try:
+            # The budget is checked before every try and every wait: waiting out an outage must not overrun it.
+            return retry.call(attempt, retries=self.max_retries, retryable=_retryable, retry_after=_retry_after,
+                              backoff_s=self.backoff_s, limit=self.budget)
+        except retry.RetriesExhausted as e:
+            unreachable = _is_connection_error(e.last) and not _is_timeout(e.last)
+            verb = "unreachable" if unreachable else "failed"
+            raise LLMError(
+                f"{self.where} {verb} after {self.max_retries} retries: {_reason(e.last, self.timeout_s)}"
+            ) from None
+        except BudgetExceeded:
+            raise
+        except Exception as exc:  # litellm raises many types; one that is not retryable fails at once
+            raise LLMError(f"{self.where} failed: {_reason(exc, self.timeout_s)}") from None
 
     def _parse(self, resp: Any) -> tuple[str, int, int]:
         """The answer text and token counts of a completion, or LLMError when it is malformed."""
@@ -214,6 +215,10 @@ def _litellm() -> ModuleType:
     """Import litellm on first use (the import takes seconds) and quiet its console output."""
     global _LITELLM
     if _LITELLM is None:
+        # litellm reads this once, while it is imported (get_model_cost_map in its __init__): without it the import
+        # fetches the price map from the internet, and waits when offline. Set here, just before that import, so
+        # importing base.llm leaves the environment alone; setdefault keeps a user's own choice.
+        os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
         import litellm
 
         litellm.suppress_debug_info = True
@@ -263,19 +268,12 @@ def _is_connection_error(exc: BaseException) -> bool:
 
 def _retryable(exc: BaseException) -> bool:
     """Rate limits, timeouts, connection errors and server errors are worth retrying; 4xx requests are not."""
-    if _is_timeout(exc) or _is_connection_error(exc):
-        return True
-    status = getattr(exc, "status_code", None)
-    return isinstance(status, int) and (status in (408, 429) or status >= 500)
+    return _is_timeout(exc) or _is_connection_error(exc) or retry.retryable_status(getattr(exc, "status_code", None))
 
 
 def _retry_after(exc: BaseException) -> float:
-    """A 429's Retry-After header in seconds, or 0."""
-    headers = getattr(exc, "litellm_response_headers", None) or {}
-    try:
-        return float(headers.get("retry-after", 0))
-    except (TypeError, ValueError, AttributeError):
-        return 0.0
+    """The Retry-After of the response behind a litellm error, in seconds, or 0."""
+    return retry.retry_after_s(getattr(exc, "litellm_response_headers", None))
 
 
 def _reason(exc: BaseException, timeout_s: float) -> str:

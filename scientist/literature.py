@@ -1,4 +1,4 @@
-"""Literature search for the novelty check: Semantic Scholar or OpenAlex, with backoff on 429s.
+"""Literature search for the novelty check: Semantic Scholar or OpenAlex, retried as model calls are (base/retry.py).
 
 Results are cached in the store by (source, query), so a resumed session sees
 the same papers (and so asks the model the same question, answered from the
@@ -8,12 +8,13 @@ record) and a rate-limited API is not asked twice.
 from __future__ import annotations
 
 import json
-import random
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 import httpx
+
+from base import retry
 
 SOURCES = {
     "semantic-scholar": "https://api.semanticscholar.org",
@@ -69,34 +70,47 @@ _API: dict[str, tuple[Callable, Callable]] = {
 
 
 def search(source: str, query: str, *, base_url: str | None = None, api_key: str | None = None, limit: int = 5,
-           retries: int = 5, backoff_s: float = 1.0, timeout_s: float = 30.0) -> list[Paper]:
-    """The top papers for a query; retries 429s, 5xx and network errors with exponential backoff."""
+           retries: int = 5, backoff_s: float = 1.0, timeout_s: float = 30.0,
+           budget: retry.Limit | None = None) -> list[Paper]:
+    """The top papers for a query; 429s, 5xx and network errors are retried by the policy of base/retry.py.
+
+    With a budget (base.llm.Budget), a retry wait that would pass it raises BudgetExceeded instead.
+    """
     if source not in _API:
         raise LiteratureError(f"unknown literature source {source!r}; choose {' or '.join(SOURCES)}")
     build, parse = _API[source]
     url, params, headers = build(base_url or SOURCES[source], query, limit, api_key)
-    problem = ""
-    for attempt in range(retries + 1):
-        try:
-            resp = httpx.get(url, params=params, headers=headers, timeout=timeout_s)
-        except httpx.HTTPError as e:
-            problem = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
-        else:
-            if resp.status_code == 200:
-                try:
-                    return parse(resp.json())
-                except (ValueError, AttributeError) as e:
-                    raise LiteratureError(f"{source} at {url} answered with unreadable data: {e}") from None
-            if resp.status_code != 429 and resp.status_code < 500:
-                raise LiteratureError(f"{source} at {url} refused the search: HTTP {resp.status_code}")
-            problem = f"HTTP {resp.status_code}"
-            retry_after = resp.headers.get("retry-after", "")
-            if attempt < retries and retry_after.replace(".", "", 1).isdigit():
-                time.sleep(min(float(retry_after), 60.0))
-                continue
-        if attempt < retries:
-            time.sleep(min(backoff_s * 2**attempt, 60.0) * (1 + 0.1 * random.random()))
-    raise LiteratureError(f"{source} at {url} failed after {retries} retries: {problem}")
+
+    def get() -> httpx.Response:
+        resp = httpx.get(url, params=params, headers=headers, timeout=timeout_s)
+        if retry.retryable_status(resp.status_code):  # raised, so that the policy retries it
+            raise httpx.HTTPStatusError(f"HTTP {resp.status_code}", request=resp.request, response=resp)
+        return resp
+
+    try:
+        # Capped at 60 s, not the model calls' 30: a public API's Retry-After can ask for a minute.
+        resp = retry.call(get, retries=retries, retryable=lambda e: isinstance(e, httpx.HTTPError),
+                          retry_after=_retry_after, backoff_s=backoff_s, max_backoff_s=60.0, limit=budget)
+    except retry.RetriesExhausted as e:
+        raise LiteratureError(f"{source} at {url} failed after {retries} retries: {_problem(e.last)}") from None
+    if resp.status_code != 200:
+        raise LiteratureError(f"{source} at {url} refused the search: HTTP {resp.status_code}")
+    try:
+        return parse(resp.json())
+    except (ValueError, AttributeError) as e:
+        raise LiteratureError(f"{source} at {url} answered with unreadable data: {e}") from None
+
+
+def _retry_after(exc: BaseException) -> float:
+    """The Retry-After of a 429 or 5xx answer, in seconds, or 0."""
+    return retry.retry_after_s(exc.response.headers) if isinstance(exc, httpx.HTTPStatusError) else 0.0
+
+
+def _problem(exc: BaseException) -> str:
+    """One line for the last failure: the HTTP status, or the network error."""
+    if isinstance(exc, httpx.HTTPStatusError):
+        return f"HTTP {exc.response.status_code}"
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
 
 def cached_search(store, source: str, query: str, **kwargs) -> list[Paper]:

@@ -2,6 +2,7 @@
 
 import json
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -9,6 +10,7 @@ from conftest import scientist
 from llm_server import ScriptedServer
 from test_run import edit
 
+from base.llm import Budget, BudgetExceeded
 from scientist.literature import LiteratureError, search
 
 S2_HIT = {"data": [{"title": "Direct Preference Optimization", "year": 2023, "venue": "NeurIPS",
@@ -19,9 +21,9 @@ OPENALEX_HIT = {"results": [{"display_name": "Discovering Preference Optimizatio
 
 
 class LiteratureServer:
-    """Answers GET requests from a script of (status, json body); records the paths asked."""
+    """Answers GET requests from a script of (status, json body); records the paths asked. 429s carry Retry-After."""
 
-    def __init__(self, script):
+    def __init__(self, script, retry_after: str = "0"):
         self.script, self.paths = list(script), []
         outer = self
 
@@ -33,7 +35,7 @@ class LiteratureServer:
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 if status == 429:
-                    self.send_header("Retry-After", "0")
+                    self.send_header("Retry-After", retry_after)
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
                 self.wfile.write(data)
@@ -57,6 +59,24 @@ def test_semantic_scholar_search_backs_off_on_429():
         papers = search("semantic-scholar", "preference losses", base_url=api.url, backoff_s=0.01)
     assert [p.title for p in papers] == ["Direct Preference Optimization"] and papers[0].year == 2023
     assert len(api.paths) == 2 and api.paths[0].startswith("/graph/v1/paper/search?query=preference+losses")
+
+
+def test_retry_after_is_honoured():
+    with LiteratureServer([(429, {}), (200, S2_HIT)], retry_after="1") as api:
+        start = time.monotonic()
+        papers = search("semantic-scholar", "q", base_url=api.url, backoff_s=0.01)
+        waited = time.monotonic() - start
+    assert len(papers) == 1 and len(api.paths) == 2
+    assert 1.0 <= waited < 3  # the server's second, not the 0.01 s backoff
+
+
+def test_time_budget_stops_a_retry_wait():
+    # Retry-After asks for 2 minutes (capped at 60 s): more than the 15 s budget left, so no waiting at all.
+    with LiteratureServer([(429, {}), (200, S2_HIT)], retry_after="120") as api:
+        start = time.monotonic()
+        with pytest.raises(BudgetExceeded, match=r"time budget of 0.25 min would run out in a \d+ s wait"):
+            search("semantic-scholar", "q", base_url=api.url, backoff_s=0.01, budget=Budget(minutes=0.25))
+    assert time.monotonic() - start < 5 and len(api.paths) == 1
 
 
 def test_openalex_search_parses_works():

@@ -3,8 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
 import socket
+import subprocess
+import sys
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from threading import Thread
 
 import pytest
 from llm_server import ScriptedServer
@@ -137,6 +143,58 @@ def test_exhausted_minutes_stop_before_any_request():
         with pytest.raises(BudgetExceeded, match="time budget of 1 min reached"):
             make_llm(server.url, budget=budget).chat("s", HELLO)
     assert server.requests == []
+
+
+def test_time_budget_stops_a_retry_wait_instead_of_sleeping_past_it():
+    # 15 s of budget left; after the 500 the policy would wait 20 s: it stops at once instead.
+    with ScriptedServer([{"status": 500}, "never"]) as server:
+        start = time.monotonic()
+        with pytest.raises(BudgetExceeded, match=r"time budget of 0.25 min would run out in a \d+ s wait to retry"):
+            make_llm(server.url, budget=Budget(minutes=0.25), backoff_s=20).chat("s", HELLO)
+    assert time.monotonic() - start < 5 and len(server.requests) == 1
+
+
+FIRST_CALL = """
+import os, sys
+before = dict(os.environ)
+from base.llm import LLM, Budget
+assert dict(os.environ) == before, "importing base.llm changed os.environ"
+assert "litellm" not in sys.modules
+class Forgetful:
+    def lookup(self, key): return None
+    def record(self, key, call): pass
+llm = LLM("openai/test-model", recorder=Forgetful(), budget=Budget(), api_base=sys.argv[1], max_retries=0)
+print(llm.chat("s", [{"role": "user", "content": "hi"}]))
+"""
+
+
+def test_import_leaves_the_environment_alone_and_the_first_call_fetches_no_price_map():
+    # litellm fetches its price map from LITELLM_MODEL_COST_MAP_URL when imported without
+    # LITELLM_LOCAL_MODEL_COST_MAP; point that URL at a local server and check nothing asks it.
+    asked: list[str] = []
+
+    class PriceMap(BaseHTTPRequestHandler):
+        def do_GET(self):
+            asked.append(self.path)
+            self.send_response(404)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    prices = ThreadingHTTPServer(("127.0.0.1", 0), PriceMap)
+    Thread(target=prices.serve_forever, daemon=True).start()
+    env = {k: v for k, v in os.environ.items() if k != "LITELLM_LOCAL_MODEL_COST_MAP"}
+    env["LITELLM_MODEL_COST_MAP_URL"] = f"http://127.0.0.1:{prices.server_address[1]}/prices.json"
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parent.parent)
+    try:
+        with ScriptedServer(["priced locally"]) as server:
+            p = subprocess.run([sys.executable, "-c", FIRST_CALL, server.url], capture_output=True, text=True,
+                               env=env, timeout=120)
+    finally:
+        prices.shutdown()
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert p.stdout.strip() == "priced locally" and asked == []
 
 
 def test_budget_accumulates_spending():
