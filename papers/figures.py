@@ -4,7 +4,11 @@ Every figure is a vector PDF for LaTeX, sized for one column, with a LaTeX-safe
 caption that says what is shown and that error bars are 95% t-intervals over
 seeds. The framework draws the metric of every run against the baseline; a
 template may add figures of its own in `<template>/figures.py` (see
-`template_figures`).
+`template_figures`), made with the helpers here: the style and size
+(`figure_style`, `new_figure`, `save_figure`, `legend_above`), the evaluator's
+`extra` read with one-line errors (`read_extra`), the mean and 95% interval over
+seeds per x (`mean_ci95`), "n seeds" for captions (`seeds_phrase`) and LaTeX
+escaping (`tex_escape`, `texttt`, from papers.tex).
 """
 
 from __future__ import annotations
@@ -12,12 +16,14 @@ from __future__ import annotations
 import importlib.util
 import math
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import matplotlib
+import numpy as np
+from numpy.typing import ArrayLike
 
 matplotlib.use("Agg")  # no display here; must precede the pyplot import
 
@@ -26,7 +32,14 @@ from matplotlib.axes import Axes  # noqa: E402
 from matplotlib.figure import Figure as MplFigure  # noqa: E402
 from matplotlib.transforms import blended_transform_factory  # noqa: E402
 
-from papers.tex import tex_escape  # noqa: E402
+from base.stats import summarize  # noqa: E402
+from papers.tex import tex_escape, texttt  # noqa: E402
+
+__all__ = [  # the framework's figures, and what a template's figures.py may use
+    "BASELINE_COLOR", "FAILED_COLOR", "FIGSIZE", "RUN_COLOR", "STYLE", "Band", "Figure", "FigureError",
+    "figure_style", "legend_above", "mean_ci95", "metric_per_run", "n_seeds", "new_figure", "plain_text",
+    "read_extra", "save_figure", "seeds_phrase", "template_figures", "tex_escape", "texttt",
+]
 
 # One column of a two-column paper is about 3.3 in wide; LaTeX scales the PDF to
 # \linewidth, so 5 x 3.2 in with 9 pt text stays legible at either width.
@@ -105,6 +118,77 @@ def plain_text(text: object) -> str:
     return str(text).replace("$", r"\$")
 
 
+def legend_above(ax: Axes, ncol: int, handles: list | None = None, labels: list[str] | None = None,
+                 **kwargs: object) -> None:
+    """The legend in rows above the axes, so that it never covers data (handles and labels: their order)."""
+    args = () if handles is None else (handles, labels)
+    ax.legend(*args, loc="lower left", bbox_to_anchor=(0.0, 1.01), ncol=ncol, borderaxespad=0.0, **kwargs)
+
+
+# ---------------------------------------------------------------- what a template's figures.py reads and draws
+
+
+def read_extra(info: dict, who: str, keys: Sequence[str]) -> dict:
+    """The evaluator's `extra` of a final_info.json, or a FigureError naming every one of `keys` it lacks.
+
+    who: whose final_info this is, for the message ("best candidate's", "baseline's").
+    """
+    extra = info.get("extra") or {}
+    missing = [k for k in keys if k not in extra]
+    if missing:
+        raise FigureError(f"{who} final_info.json has no extra.{', extra.'.join(missing)}")
+    return extra
+
+
+@dataclass(frozen=True)
+class Band:
+    """Mean and 95% t-interval over seeds at each x; where there is no interval (one seed), lo = hi = mean."""
+
+    mean: np.ndarray  # [x]
+    lo: np.ndarray    # [x]
+    hi: np.ndarray    # [x]
+    n: int            # seeds
+
+    @property
+    def err(self) -> np.ndarray:
+        """[2][x]: the interval as lengths below and above the mean, for errorbar's yerr (or xerr)."""
+        return np.nan_to_num(np.stack([self.mean - self.lo, self.hi - self.mean]), nan=0.0)
+
+
+def mean_ci95(values: ArrayLike, clip: tuple[float, float] | None = None) -> Band:
+    """The mean and 95% t-interval over seeds (base.stats.summarize) of values [seeds][x], per x.
+
+    clip: a range the quantity cannot leave (a rate: (0, 1)); the interval is clipped into it.
+    """
+    values = np.asarray(values, dtype=float)
+    if values.ndim != 2:
+        raise FigureError(f"per-seed values must be [seeds][points], not of shape {values.shape}")
+    stats = [summarize(values[:, j]) for j in range(values.shape[1])]
+    mean = np.array([s["mean"] for s in stats])
+    lo, hi = np.array([s["ci95"] for s in stats]).reshape(-1, 2).T
+    # One seed has no interval (NaN): draw the mean alone rather than fail.
+    lo, hi = np.where(np.isfinite(lo), lo, mean), np.where(np.isfinite(hi), hi, mean)
+    if clip is not None:
+        lo, hi = np.clip(lo, *clip), np.clip(hi, *clip)
+    return Band(mean=mean, lo=lo, hi=hi, n=values.shape[0])
+
+
+def n_seeds(n: int) -> str:
+    """'1 seed', '8 seeds'."""
+    return f"{n} seed" + ("" if n == 1 else "s")
+
+
+def seeds_phrase(best_n: int, baseline_n: int, baseline: str = "baseline") -> str:
+    """How many seeds a best-against-baseline figure averages, for its caption.
+
+    '8 seeds', or '8 seeds (best candidate) and 4 seeds (DPO)' when the two runs differ;
+    baseline names the baseline in the second form.
+    """
+    if best_n == baseline_n:
+        return n_seeds(best_n)
+    return f"{n_seeds(best_n)} (best candidate) and {n_seeds(baseline_n)} ({baseline})"
+
+
 def _finite(x: object) -> bool:
     return isinstance(x, int | float) and math.isfinite(x)
 
@@ -122,7 +206,7 @@ def _seeds_phrase(ns: list[int]) -> str:
     if not ns:
         return "seeds"
     if len(ns) == 1:
-        return f"{ns[0]} seed" + ("" if ns[0] == 1 else "s")
+        return n_seeds(ns[0])
     return f"{ns[0]}--{ns[-1]} seeds"
 
 
@@ -181,16 +265,15 @@ def metric_per_run(runs: list[dict], baseline: dict, metric: str, direction: str
             ax.set_xticks([])
         ax.grid(axis="x", visible=False)
         ax.set_ylabel(f"{plain_text(metric)} ({'higher' if direction == 'max' else 'lower'} is better)")
-        # Above the axes, so that the legend never covers a point.
-        ax.legend(loc="lower left", bbox_to_anchor=(0.0, 1.01), ncol=3, borderaxespad=0.0, handletextpad=0.4)
+        legend_above(ax, ncol=3, handletextpad=0.4)
         path = save_figure(fig, Path(out_dir) / "metric_per_run.pdf")
 
     parts = []
     if ok:
-        parts.append(f"Mean \\texttt{{{tex_escape(metric)}}} of each successful run (points); error bars are "
+        parts.append(f"Mean {texttt(metric)} of each successful run (points); error bars are "
                      f"95\\% t-intervals over {_seeds_phrase([r.get('n', 0) for _, r in ok])}.")
     else:
-        parts.append(f"No run of \\texttt{{{tex_escape(metric)}}} succeeded.")
+        parts.append(f"No run of {texttt(metric)} succeeded.")
     if has_base:
         parts.append("The dashed line is the baseline's mean and the shaded band its 95\\% t-interval over "
                      f"{_seeds_phrase([baseline.get('n', 0)])}.")

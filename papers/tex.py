@@ -7,3 +7,8 @@ _TEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "
 def tex_escape(text: str) -> str:
     """Escape LaTeX's special characters in plain text (titles, captions, reasons)."""
     return "".join(_TEX_SPECIAL.get(ch, ch) for ch in str(text))
+
+
+def texttt(text: str) -> str:
+    r"""Plain text in typewriter type, escaped: a metric or file name, e.g. \texttt{val\_bpc}."""
+    return f"\\texttt{{{tex_escape(text)}}}"

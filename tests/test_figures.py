@@ -10,7 +10,18 @@ import numpy as np
 import pytest
 from pypdf import PdfReader
 
-from papers.figures import Figure, FigureError, metric_per_run, template_figures
+from base.stats import summarize
+from papers.figures import (
+    Figure,
+    FigureError,
+    mean_ci95,
+    metric_per_run,
+    n_seeds,
+    read_extra,
+    seeds_phrase,
+    template_figures,
+    texttt,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 DISCOPOP = ROOT / "templates" / "discopop"
@@ -132,3 +143,78 @@ def test_broken_template_figures(tmp_path: Path) -> None:
     (root / "figures.py").write_text("def figures(best, baseline, out_dir):\n    return ['not a figure']\n")
     with pytest.raises(FigureError, match="template mytemplate: .*not a list of Figure"):
         template_figures(root, {}, {}, tmp_path / "out")
+
+
+# ---------------------------------------------------------------- the helpers templates' figures use
+
+
+def test_mean_ci95_per_x_over_seeds() -> None:
+    values = np.array([[1.0, 0.2], [2.0, 0.4], [4.0, 0.9]])
+    band = mean_ci95(values)
+    for j in range(2):
+        s = summarize(values[:, j])
+        assert band.mean[j] == s["mean"] and [band.lo[j], band.hi[j]] == s["ci95"]
+    assert band.n == 3 and band.err.shape == (2, 2)
+    np.testing.assert_allclose(band.err, [band.mean - band.lo, band.hi - band.mean])
+    rate = mean_ci95(values[:, 1:], clip=(0.0, 1.0))
+    assert rate.lo[0] >= 0.0 and rate.hi[0] == 1.0  # a rate's interval stays in [0, 1]
+    one = mean_ci95([[0.5, 0.7]])  # one seed: no interval, no error bar, no NaN
+    assert list(one.lo) == list(one.hi) == list(one.mean) == [0.5, 0.7] and not one.err.any()
+    with pytest.raises(FigureError, match="must be \\[seeds\\]\\[points\\]"):
+        mean_ci95([1.0, 2.0])
+
+
+def test_seeds_phrase_and_tex() -> None:
+    assert (n_seeds(1), n_seeds(8)) == ("1 seed", "8 seeds")
+    assert seeds_phrase(8, 8) == "8 seeds"
+    assert seeds_phrase(1, 4, "DPO") == "1 seed (best candidate) and 4 seeds (DPO)"
+    assert texttt("reward_gain_at_kl") == "\\texttt{reward\\_gain\\_at\\_kl}"
+
+
+def test_read_extra_names_every_missing_key() -> None:
+    assert read_extra({"extra": {"a": 1, "b": 2}}, "x", ("a",)) == {"a": 1, "b": 2}
+    with pytest.raises(FigureError, match="^baseline's final_info.json has no extra.b, extra.c$"):
+        read_extra({"extra": {"a": 1}}, "baseline's", ("a", "b", "c"))
+
+
+def synthetic(template: str, seeds: int, rng: np.random.Generator) -> dict:
+    """A final_info.json-shaped dict holding what the template's figures.py reads, with `seeds` seeds."""
+    if template == "discopop":
+        return final_info(0.1, seeds)
+    if template == "diffusion":
+        return {"extra": {"datasets": ["moons", "rings"], "figure_heldout": rng.uniform(-2, 2, (2, 40, 2)).tolist(),
+                          "figure_samples": rng.uniform(-2, 2, (2, 40, 2)).tolist(),
+                          "per_dataset": {"mmd": rng.uniform(0, 0.1, (seeds, 2)).tolist(),
+                                          "mmd_noise": rng.uniform(0.3, 0.4, (seeds, 2)).tolist()}}}
+    if template == "kinetix":
+        solved = rng.uniform(0, 1, (seeds, 6))
+        return {"extra": {"levels": ["s/h2_one_wheel_car", "s/h4_thrust_aim"], "episodes_per_level": 8,
+                          "per_level_solve_rate": rng.uniform(0, 1, (seeds, 2)).tolist(),
+                          "train_curves": {"steps": list(range(0, 6000, 1000)), "solved": solved.tolist(),
+                                           "return": solved.tolist()}}}
+    if template == "open":
+        return {"extra": {"train_return": rng.normal(size=(seeds, 5)).tolist(), "curve_timesteps": [1, 2, 3, 4, 5],
+                          "env": "Breakout-MinAtar&#"},
+                "metrics": {"return": {"values": rng.normal(20, 3, seeds).tolist()}}}
+    return {"extra": {"checkpoint_steps": [100, 200, 300], "val_bpc_curve": rng.uniform(2, 4, (seeds, 3)).tolist()},
+            "metrics": {"val_bpc": {"values": rng.uniform(2, 4, seeds).tolist()}}}
+
+
+@pytest.mark.parametrize("template", ["discopop", "diffusion", "kinetix", "open", "transformer"])
+def test_every_template_figures_from_synthetic_results(template: str, tmp_path: Path) -> None:
+    """Equal seed counts, then one seed against four (no interval, and the two counts named)."""
+    rng = np.random.default_rng(0)
+    root = ROOT / "templates" / template
+    for best_n, base_n in ((3, 3), (1, 4)):
+        figs = template_figures(root, synthetic(template, best_n, rng), synthetic(template, base_n, rng),
+                                tmp_path / f"{best_n}_{base_n}")
+        assert len(figs) == 2
+        for fig in figs:
+            assert_pdf(fig.path)
+            assert fig.caption and not UNESCAPED.search(fig.caption), fig.caption
+        captions = " ".join(f.caption for f in figs)
+        assert "1 seeds" not in captions
+        assert ("3 seeds" if best_n == base_n else "1 seed (best candidate) and 4 seeds") in captions
+    with pytest.raises(FigureError, match=f"template {template}: .*final_info.json has no extra"):
+        template_figures(root, {"extra": {}}, synthetic(template, 3, rng), tmp_path / "missing")
+    assert plt.get_fignums() == []

@@ -236,8 +236,8 @@ def test_validate_rejects_malformed_genomes():
 def test_evolve_proposer_uses_the_space():
     proposer = EvolveProposer(ss, "max", seed=1, baseline_metric=1.0)
     idea = proposer.next_idea(0, [])
-    ss.validate(idea["genome"])
-    assert idea["genome"] != ss.known()["adam"] and idea["title"].startswith("Evolved")
+    ss.validate(idea.genome)
+    assert idea.genome != ss.known()["adam"] and idea.title.startswith("Evolved")
 
 
 # ---------------------------------------------------------------- the evaluator's reference, and figures

@@ -1,16 +1,24 @@
-"""The DiscoPOP search space: known members are the candidate losses, random members are safe losses."""
+"""Search spaces: the DiscoPOP space (known members are the candidate losses, random members are safe losses),
+the declared interface every template's search_space.py is checked against, and the shared genome helpers."""
 
 import copy
 import importlib.util
 import inspect
 import json
 import random
+import shutil
+from types import ModuleType, SimpleNamespace
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import DISCOPOP
+from conftest import DISCOPOP, ROOT
+
+from base import search_space as bss
+from base.search_space import SearchSpaceError, check_search_space
+from base.template import load_template
+from scientist.proposers.evolve import EvolveProposer, load_search_space
 
 BETAS = [0.01, 0.1, 1.0, 5.0]
 N_RANDOM = 200
@@ -145,15 +153,188 @@ def test_rendered_members_pass_the_harness_gate():
 
 def test_evolved_ideas_never_repeat_the_baseline():
     """A mutation that lands back on the shipped baseline would be an idea that is the baseline itself."""
-    from types import SimpleNamespace
-
-    from scientist.proposers.evolve import EvolveProposer
-
     baseline = {"lr": 1}
-    space = SimpleNamespace(BASELINE="base", known=lambda: {"base": baseline}, describe=str,
+    space = SimpleNamespace(BASELINE="base", NOUN="rate", GOAL="is better", known=lambda: {"base": baseline},
+                            describe=str, render=lambda g: {"f.py": str(g)},
                             sample=lambda rng: {"lr": rng.choice([1, 2])},
                             mutate=lambda g, rng: {"lr": rng.choice([1, 2])},
                             crossover=lambda a, b, rng: a)
+    check_search_space(space, "test")
     for seed in range(20):
         idea = EvolveProposer(space, "max", seed=seed, baseline_metric=0.5).next_idea(0, [])
-        assert idea["genome"] != baseline
+        assert idea.genome != baseline
+
+
+# ---------------------------------------------------------------- the declared interface
+
+TEMPLATES = ("discopop", "diffusion", "kinetix", "open", "transformer")
+
+
+@pytest.mark.parametrize("name", TEMPLATES)
+def test_every_template_provides_the_interface(name):
+    """Each shipped search space passes the check on load and names its baseline, noun and goal itself."""
+    raw = load_module(ROOT / "templates" / name / "search_space.py", f"raw_{name}")
+    assert all(isinstance(getattr(raw, k, None), str) for k in ("BASELINE", "NOUN", "GOAL")), name
+    space = load_search_space(load_template(name))
+    assert space.BASELINE in space.known()
+    idea = EvolveProposer(space, "max", seed=0, baseline_metric=0.0).next_idea(0, [])
+    assert idea.title.startswith(f"Evolved {raw.NOUN}: ") and raw.GOAL in idea.hypothesis
+
+
+def test_the_fixture_template_written_from_the_docs_provides_the_interface():
+    space = load_search_space(load_template(str(ROOT / "tests" / "fixtures" / "grokking")))
+    assert space.NOUN == "optimizer recipe"
+
+
+GOOD = r"""
+import random
+BASELINE = "a"
+NOUN = "rule"
+GOAL = "is better"
+def known():
+    return {"a": {"x": 1.0}, "b": {"x": 2.0}}
+def sample(rng):
+    return {"x": rng.choice([1.0, 2.0, 3.0])}
+def mutate(genome, rng):
+    return {"x": genome["x"] + 1.0}
+def crossover(a, b, rng):
+    return dict(a)
+def describe(genome):
+    return f"x = {genome['x']:g}"
+def render(genome):
+    return {"rule.py": f"X = {genome['x']!r}\n"}
+"""
+
+
+def module_from(source: str) -> ModuleType:
+    module = ModuleType("search_space_under_test")
+    exec(compile(source, "search_space.py", "exec"), module.__dict__)
+    return module
+
+
+WHERE = "templates/x/search_space.py"
+BROKEN = {
+    "no mutate": (GOOD.replace("def mutate(", "def mutate_("),
+                  f"{WHERE}: no function mutate(genome, rng), which --proposer evolve needs"),
+    "mutate without rng": (GOOD.replace("def mutate(genome, rng):", "def mutate(genome):"),
+                           f"{WHERE}: mutate must take (genome, rng), not mutate(genome)"),
+    "unknown baseline": (GOOD.replace('BASELINE = "a"', 'BASELINE = "c"'),
+                         f"{WHERE}: BASELINE must be None or the name of a member of known() (a, b), not 'c'"),
+    "tuple in a genome": (GOOD.replace('"b": {"x": 2.0}', '"b": {"x": (2.0,)}'),
+                          f"{WHERE}: known() member 'b' is not plain JSON"),
+    "empty noun": (GOOD.replace('NOUN = "rule"', 'NOUN = ""'), f"{WHERE}: NOUN must be a non-empty one-line string"),
+    "known fails": (GOOD.replace('return {"a": {"x": 1.0}', 'return 1 / 0, {"a": {"x": 1.0}'),
+                    f"{WHERE}: known() failed: ZeroDivisionError: division by zero"),
+    "mutate in place": (GOOD.replace('return {"x": genome["x"] + 1.0}', 'genome["x"] += 1.0\n    return genome'),
+                        f"{WHERE}: mutate or crossover modified its parent genome"),
+    "sample not JSON": (GOOD.replace('return {"x": rng.choice([1.0, 2.0, 3.0])}', 'return {"x": float("nan")}'),
+                        f"{WHERE}: sample(rng) returned a genome that is not plain JSON"),
+    "two-line description": (GOOD.replace("return f\"x = {genome['x']:g}\"", 'return "x\\ny"'),
+                             f"{WHERE}: describe(genome) must return one line of text"),
+    "render not a dict": (GOOD.replace('return {"rule.py": f"X = {genome[\'x\']!r}\\n"}', 'return "X = 1"'),
+                          f"{WHERE}: render(genome) must return a non-empty dict of path -> source, not str"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BROKEN))
+def test_a_broken_search_space_is_one_line_naming_the_piece(case):
+    source, message = BROKEN[case]
+    assert source != GOOD, case
+    with pytest.raises(SearchSpaceError) as e:
+        check_search_space(module_from(source), WHERE)
+    assert str(e.value).startswith(message) and "\n" not in str(e.value)
+
+
+def test_render_may_write_only_editable_files():
+    check_search_space(module_from(GOOD), WHERE, editable=["rule.py"])
+    with pytest.raises(SearchSpaceError, match=r"render\(genome\) wrote rule.py, which is not among the "
+                                               r"template's editable files \(loss.py\)"):
+        check_search_space(module_from(GOOD), WHERE, editable=["loss.py"])
+
+
+def test_optional_constants_get_their_defaults():
+    source = "\n".join(line for line in GOOD.splitlines() if not line.startswith(("BASELINE", "NOUN", "GOAL")))
+    space = check_search_space(module_from(source), WHERE)
+    assert (space.BASELINE, space.NOUN, space.GOAL) == (None, bss.DEFAULTS["NOUN"], bss.DEFAULTS["GOAL"])
+    idea = EvolveProposer(space, "max").next_idea(0, [])
+    assert idea.title.startswith("Evolved candidate: ")
+
+
+def test_load_search_space_reports_a_missing_file_and_an_import_error(tmp_path):
+    root = tmp_path / "grokking"
+    shutil.copytree(ROOT / "tests" / "fixtures" / "grokking", root, ignore=shutil.ignore_patterns("__pycache__"))
+    (root / "search_space.py").write_text("def broken(:\n")
+    with pytest.raises(SearchSpaceError, match=r"search_space.py: cannot be loaded: SyntaxError"):
+        load_search_space(load_template(str(root)))
+    (root / "search_space.py").unlink()
+    with pytest.raises(SearchSpaceError, match="template grokking has no search_space.py, which --proposer evolve"):
+        load_search_space(load_template(str(root)))
+
+
+# ---------------------------------------------------------------- the shared genome helpers
+
+
+def test_round_sig():
+    assert bss.round_sig(0.000123456) == 0.000123 and bss.round_sig(123456.0) == 123000.0
+    assert bss.round_sig(2.0 / 3.0, digits=2) == 0.67
+    assert json.dumps(bss.round_sig(-0.0)) == "0.0"  # never "-0.0"
+
+
+def test_draws_and_perturbations_stay_in_range_with_one_rng_call_each():
+    for seed in range(300):
+        for log, (lo, hi) in ((False, (-1.0, 1.0)), (True, (1e-5, 3.0))):
+            rng, ref = random.Random(seed), random.Random(seed)
+            x = bss.uniform(rng, lo, hi, log=log)
+            ref.uniform(0.0, 1.0)
+            assert lo <= x <= hi and x == bss.round_sig(x) and rng.getstate() == ref.getstate()
+            y = bss.perturb(x, rng, lo, hi, sigma=2.0, log=log)
+            ref.gauss(0.0, 1.0)
+            assert lo <= y <= hi and y == bss.round_sig(y) and rng.getstate() == ref.getstate()
+    assert bss.perturb(1.0, random.Random(0), 0.0, 1.0, sigma=1e-9) == 1.0  # at a bound it may not move
+    r = bss.Range(0.1, 2.0, 0.3, log=True)
+    assert r.draw(random.Random(1)) == bss.uniform(random.Random(1), 0.1, 2.0, log=True)
+    assert r.perturb(1.0, random.Random(1)) == bss.perturb(1.0, random.Random(1), 0.1, 2.0, 0.3, log=True)
+    r.check(2.0, "w")
+    for bad in (2.5, float("nan"), True, "1"):
+        with pytest.raises(ValueError, match=r"w must be a number in \[0.1, 2.0\]"):
+            r.check(bad, "w")
+
+
+def test_choices():
+    options = (32, 64, 128)
+    for seed in range(50):
+        assert bss.choose_other(options, 64, random.Random(seed)) in (32, 128)
+        assert bss.neighbour(options, 64, random.Random(seed)) in (32, 128)
+        assert bss.neighbour(options, 32, random.Random(seed)) in (32, 64)  # clamped at the end
+        assert bss.neighbour(options, 32, random.Random(seed), bounce=True) == 64
+        assert bss.neighbour(options, 128, random.Random(seed), bounce=True) == 64
+        assert bss.weighted_choice(random.Random(seed), [("a", 1.0), ("b", 0.0)]) == "a"
+
+
+def test_mutate_until_changed_retries_with_a_bound():
+    calls = []
+
+    def step(g, rng):
+        calls.append(1)
+        return None if len(calls) == 1 else g if len(calls) == 2 else {**g, "x": rng.random()}
+
+    parent = {"x": 0.0}
+    child = bss.mutate_until_changed(step, parent, random.Random(0))
+    assert len(calls) == 3 and child != parent and parent == {"x": 0.0}
+    calls.clear()
+    stuck = bss.mutate_until_changed(lambda g, rng: calls.append(1) or g, parent, random.Random(0), tries=7)
+    assert len(calls) == 7 and stuck == parent and stuck is not parent
+
+
+def test_transformer_mutate_now_retries_when_nothing_changed(monkeypatch):
+    """Its mutate used to return the parent unchanged when a perturbation landed back on the same value."""
+    tss = load_module(ROOT / "templates" / "transformer" / "search_space.py", "transformer_space_retry")
+    parent = tss.known()["baseline"]
+    attempts = []
+
+    def change(g, rng):
+        attempts.append(1)
+        return dict(g) if len(attempts) < 3 else {**g, "norm": "rmsnorm"}
+
+    monkeypatch.setattr(tss, "_change_genes", change)
+    assert tss.mutate(parent, random.Random(0))["norm"] == "rmsnorm" and len(attempts) == 3

@@ -352,19 +352,20 @@ def test_every_block_variant_fits_the_parameter_budget_and_schedules_reach_their
 
 
 def test_evolve_proposer_drives_the_search_space():
+    from base.records import ArchiveEntry
     from scientist.proposers import Attempt, IdeaContext
     from scientist.proposers.evolve import EvolveProposer
 
     proposer = EvolveProposer(ss, direction="min", seed=3, baseline_metric=3.0)
     first = proposer.next_idea(0, [])
-    second = proposer.next_idea(1, [{"idea": first, "metric": 2.9}])
-    assert first["genome"] != second["genome"] and first == proposer.next_idea(0, [])
-    ok = Attempt(run_idx=1, attempt=1, status="ok", sources=None, metric=2.9, meta={"genome": first["genome"]})
+    second = proposer.next_idea(1, [ArchiveEntry(idea=first, metric=2.9)])
+    assert first.genome != second.genome and first == proposer.next_idea(0, [])
+    ok = Attempt(run_idx=1, attempt=1, status="ok", sources=None, metric=2.9, meta={"genome": first.genome})
     ctx = IdeaContext(idx=0, idea=first, run_idx=2, runs=3, attempt=1, attempts=2, files={}, history=[ok],
                       baseline="3.0", direction="min")
     proposal = proposer.propose(ctx)
     ss.validate(proposal.meta["genome"])
-    assert proposal.meta["genome"] != first["genome"] and set(proposal.sources) == {"recipe.py"}
+    assert proposal.meta["genome"] != first.genome and set(proposal.sources) == {"recipe.py"}
 
 
 MISSING = ("no fortune files under /nonexistent/fortunes: install Debian's `fortunes` package "

@@ -13,21 +13,29 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import numpy as np
 
-from base.stats import summarize
-from papers.figures import Figure, FigureError, figure_style, save_figure
+from papers.figures import (
+    BASELINE_COLOR,
+    FIGSIZE,
+    RUN_COLOR,
+    Figure,
+    FigureError,
+    figure_style,
+    legend_above,
+    mean_ci95,
+    read_extra,
+    save_figure,
+    seeds_phrase,
+)
 
-BEST = ("best candidate", "#0072B2")
-BASELINE = ("DDPM (baseline)", "#555555")
+BEST = ("best candidate", RUN_COLOR)
+BASELINE = ("DDPM (baseline)", BASELINE_COLOR)
 DATA_COLOR = "#D55E00"
 LIMIT = 2.6  # every data set lies inside [-2.2, 2.2]^2
 
 
 def _read(info: dict, who: str) -> dict:
     """Data set names, seed-0 points and per-seed MMD of one final_info.json, checked."""
-    extra = info.get("extra") or {}
-    missing = [k for k in ("datasets", "figure_heldout", "figure_samples", "per_dataset") if k not in extra]
-    if missing:
-        raise FigureError(f"{who} final_info.json has no extra.{', extra.'.join(missing)}")
+    extra = read_extra(info, who, ("datasets", "figure_heldout", "figure_samples", "per_dataset"))
     names = list(extra["datasets"])
     samples, heldout = np.asarray(extra["figure_samples"], float), np.asarray(extra["figure_heldout"], float)
     mmd = np.asarray(extra["per_dataset"].get("mmd", []), float)
@@ -83,26 +91,22 @@ def mmd_figure(best: dict, base: dict, out_dir: Path) -> Figure:
     x = np.arange(len(names))
     width = 0.38
     with figure_style():
-        fig, ax = plt.subplots(figsize=(5.0, 3.2))
+        fig, ax = plt.subplots(figsize=FIGSIZE)
         for i, (run, (label, color)) in enumerate(((base, BASELINE), (best, BEST))):
-            stats = [summarize(run["mmd"][:, d]) for d in range(len(names))]
-            mean = np.array([s["mean"] for s in stats])
-            lo, hi = np.array([s["ci95"] for s in stats]).T
-            err = np.nan_to_num(np.stack([mean - lo, hi - mean]), nan=0.0)  # one seed: no interval
-            ax.bar(x + (i - 0.5) * width, mean, width, yerr=err, color=color, label=label)
+            band = mean_ci95(run["mmd"])
+            ax.bar(x + (i - 0.5) * width, band.mean, width, yerr=band.err, color=color, label=label)
         noise = best["noise"].mean(0)
         ax.scatter(x, noise, marker="_", s=300, color="black", zorder=3, label="Gaussian noise")
         ax.set_xticks(x)
         ax.set_xticklabels(names)
         ax.grid(axis="x", visible=False)
         ax.set_ylabel("MMD to held-out data (lower is better)")
-        ax.legend(loc="lower left", bbox_to_anchor=(0.0, 1.01), ncol=3, borderaxespad=0.0)
+        legend_above(ax, ncol=3)
         path = save_figure(fig, out_dir / "mmd_per_dataset.pdf")
-    seeds = best["mmd"].shape[0] if best["mmd"].shape[0] == base["mmd"].shape[0] else \
-        f"{best['mmd'].shape[0]} (best candidate) and {base['mmd'].shape[0]} (baseline)"
+    seeds = seeds_phrase(best["mmd"].shape[0], base["mmd"].shape[0])
     caption = (
         "MMD between samples and held-out points per data set, for the DDPM baseline and the best candidate: "
-        f"mean over {seeds} seeds, error bars are 95\\% t-intervals over seeds. Samples judged to copy training "
+        f"mean over {seeds}, error bars are 95\\% t-intervals over seeds. Samples judged to copy training "
         "points count as Gaussian noise; the black marks are the MMD of standard Gaussian noise itself, the value "
         "of a model that learned nothing."
     )

@@ -25,17 +25,19 @@ contract, for whichever target the network predicts.
 
 Numbers stay in fixed ranges (RANGES), rounded to three significant digits, so genomes and the code
 rendered from them stay short. The proposer calls known(), sample(), mutate(), crossover(), render()
-and describe(); validate() checks a genome from elsewhere (a file, a hand edit).
+and describe() (the interface base.search_space.SearchSpace); validate() checks a genome from elsewhere
+(a file, a hand edit).
 """
 
 from __future__ import annotations
 
 import copy
 import json
-import math
 import random
 import textwrap
 from typing import Any
+
+from base.search_space import Range, mutate_until_changed, neighbour, weighted_choice
 
 Genome = dict[str, Any]
 
@@ -52,22 +54,20 @@ SCHEDULE_FIELDS = {
     "sigmoid": ("start", "end", "tau"),
 }
 WEIGHTING_FIELDS = {"none": (), "min_snr": ("gamma",), "snr_power": ("power",)}
-RANGES: dict[str, tuple[float, float]] = {
-    "beta_start": (1e-5, 1e-3),
-    "beta_end": (0.005, 0.05),
-    "offset": (0.001, 0.1),
-    "power": (0.5, 4.0),       # the cosine's exponent
-    "start": (-6.0, 0.0),
-    "end": (1.0, 6.0),
-    "tau": (0.2, 2.0),
-    "gamma": (0.5, 20.0),
-    "snr_power": (-1.0, 1.0),  # the weighting's exponent (a field named "power" too; see _range_key)
-    "eta": (0.0, 1.0),
-}
-# Positive scale-like numbers are perturbed multiplicatively, the others additively.
-LOG_SCALED = {"beta_start", "beta_end", "offset", "power", "tau", "gamma"}
-ADDITIVE_SIGMA = {"start": 0.7, "end": 0.7, "snr_power": 0.2, "eta": 0.2}
+# Positive scale-like numbers are drawn log-uniformly and perturbed multiplicatively, the others additively.
 LOG_SIGMA = 0.3
+RANGES: dict[str, Range] = {
+    "beta_start": Range(1e-5, 1e-3, LOG_SIGMA, log=True),
+    "beta_end": Range(0.005, 0.05, LOG_SIGMA, log=True),
+    "offset": Range(0.001, 0.1, LOG_SIGMA, log=True),
+    "power": Range(0.5, 4.0, LOG_SIGMA, log=True),   # the cosine's exponent
+    "start": Range(-6.0, 0.0, 0.7),
+    "end": Range(1.0, 6.0, 0.7),
+    "tau": Range(0.2, 2.0, LOG_SIGMA, log=True),
+    "gamma": Range(0.5, 20.0, LOG_SIGMA, log=True),
+    "snr_power": Range(-1.0, 1.0, 0.2),  # the weighting's exponent (a field named "power" too; see _range_key)
+    "eta": Range(0.0, 1.0, 0.2),
+}
 
 
 # ---------------------------------------------------------------- known members
@@ -106,12 +106,6 @@ def _range_key(part: str, field: str) -> str:
     return "snr_power" if (part, field) == ("weighting", "power") else field
 
 
-def _check_number(x: Any, key: str) -> None:
-    lo, hi = RANGES[key]
-    if not isinstance(x, int | float) or isinstance(x, bool) or not lo <= x <= hi:
-        raise ValueError(f"{key} must be a number in [{lo}, {hi}], got {x!r}")
-
-
 def validate(genome: Genome) -> None:
     """Raise ValueError unless `genome` is a well-formed member of the space (parts, kinds, fields, ranges)."""
     if not isinstance(genome, dict) or set(genome) != set(PARTS):
@@ -124,51 +118,29 @@ def validate(genome: Genome) -> None:
         if set(node) != {"kind", *table[kind]}:
             raise ValueError(f"a {kind} {part} has the fields {list(table[kind])}")
         for field in table[kind]:
-            _check_number(node[field], _range_key(part, field))
+            key = _range_key(part, field)
+            RANGES[key].check(node[field], key)
     if genome["target"] not in TARGETS:
         raise ValueError(f"target must be one of {list(TARGETS)}, got {genome['target']!r}")
     sampler = genome["sampler"]
     if not isinstance(sampler, dict) or set(sampler) != {"eta", "steps"}:
         raise ValueError("a sampler has the fields eta and steps")
-    _check_number(sampler["eta"], "eta")
+    RANGES["eta"].check(sampler["eta"], "eta")
     if sampler["steps"] not in STEPS or isinstance(sampler["steps"], bool):
         raise ValueError(f"sampler steps must be one of {list(STEPS)}, got {sampler['steps']!r}")
 
 
-# ---------------------------------------------------------------- random numbers and parts
-
-
-def _round(x: float) -> float:
-    """Three significant digits: short genomes, short code, exact JSON round trips."""
-    return 0.0 if x == 0 else float(f"{x:.3g}")
-
-
-def _clip(x: float, key: str) -> float:
-    lo, hi = RANGES[key]
-    return _round(min(max(x, lo), hi))
-
-
-def _uniform(rng: random.Random, key: str) -> float:
-    lo, hi = RANGES[key]
-    if key in LOG_SCALED:
-        return _clip(math.exp(rng.uniform(math.log(lo), math.log(hi))), key)
-    return _clip(rng.uniform(lo, hi), key)
-
-
-def _perturb(x: float, key: str, rng: random.Random) -> float:
-    if key in LOG_SCALED:
-        return _clip(x * math.exp(rng.gauss(0.0, LOG_SIGMA)), key)
-    return _clip(x + rng.gauss(0.0, ADDITIVE_SIGMA[key]), key)
+# ---------------------------------------------------------------- random parts
 
 
 def _random_part(part: str, rng: random.Random) -> Any:
     if part == "target":
         return rng.choice(TARGETS)
     if part == "sampler":
-        return {"eta": rng.choice([0.0, 1.0, _uniform(rng, "eta")]), "steps": rng.choice(STEPS)}
+        return {"eta": rng.choice([0.0, 1.0, RANGES["eta"].draw(rng)]), "steps": rng.choice(STEPS)}
     table = SCHEDULE_FIELDS if part == "schedule" else WEIGHTING_FIELDS
     kind = rng.choice(list(table))
-    return {"kind": kind, **{f: _uniform(rng, _range_key(part, f)) for f in table[kind]}}
+    return {"kind": kind, **{f: RANGES[_range_key(part, f)].draw(rng) for f in table[kind]}}
 
 
 def sample(rng: random.Random) -> Genome:
@@ -188,14 +160,13 @@ def _numbers(genome: Genome) -> list[tuple[str, str, str]]:
 def _mutate_number(g: Genome, rng: random.Random) -> Genome:
     part, field, key = rng.choice(_numbers(g))
     g = copy.deepcopy(g)
-    g[part][field] = _perturb(g[part][field], key, rng)
+    g[part][field] = RANGES[key].perturb(g[part][field], rng)
     return g
 
 
 def _mutate_steps(g: Genome, rng: random.Random) -> Genome:
-    i = STEPS.index(g["sampler"]["steps"])
-    j = min(max(i + rng.choice([-1, 1]), 0), len(STEPS) - 1)  # a neighbouring step count
-    return {**copy.deepcopy(g), "sampler": {**g["sampler"], "steps": STEPS[j]}}
+    steps = neighbour(STEPS, g["sampler"]["steps"], rng)  # at either end, a step off the list changes nothing
+    return {**copy.deepcopy(g), "sampler": {**g["sampler"], "steps": steps}}
 
 
 def _replace_part(g: Genome, rng: random.Random) -> Genome:
@@ -215,12 +186,7 @@ def mutate(genome: Genome, rng: random.Random) -> Genome:
 
     Retries until the genome actually changes (a number at its bound may not move); `genome` is not modified.
     """
-    ops, weights = zip(*MUTATIONS, strict=True)
-    for _ in range(50):
-        child = rng.choices(ops, weights=weights)[0](genome, rng)
-        if child != genome:
-            return child
-    return copy.deepcopy(genome)
+    return mutate_until_changed(lambda g, r: weighted_choice(r, MUTATIONS)(g, r), genome, rng)
 
 
 def crossover(a: Genome, b: Genome, rng: random.Random) -> Genome:

@@ -13,19 +13,28 @@ from pathlib import Path
 import numpy as np
 from matplotlib.axes import Axes
 
-from base.stats import summarize
-from papers.figures import Figure, FigureError, figure_style, new_figure, save_figure
+from papers.figures import (
+    BASELINE_COLOR,
+    RUN_COLOR,
+    Figure,
+    FigureError,
+    figure_style,
+    legend_above,
+    mean_ci95,
+    new_figure,
+    read_extra,
+    save_figure,
+    seeds_phrase,
+    texttt,
+)
 
-BEST = ("best candidate", "#0072B2", "o")
-BASELINE = ("DPO (baseline)", "#555555", "s")
+BEST = ("best candidate", RUN_COLOR, "o")
+BASELINE = ("DPO (baseline)", BASELINE_COLOR, "s")
 
 
 def _sweep(info: dict, who: str) -> dict:
     """Betas, and per beta the mean and 95% t-interval over seeds of KL and reward gain."""
-    extra = info.get("extra") or {}
-    missing = [k for k in ("betas", "kl", "reward_gain", "kl_budget") if k not in extra]
-    if missing:
-        raise FigureError(f"{who} final_info.json has no extra.{', extra.'.join(missing)}")
+    extra = read_extra(info, who, ("betas", "kl", "reward_gain", "kl_budget"))
     betas = np.asarray(extra["betas"], dtype=float)
     kl, gain = np.asarray(extra["kl"], dtype=float), np.asarray(extra["reward_gain"], dtype=float)
     if kl.ndim != 2 or kl.shape != gain.shape or kl.shape[1] != betas.size:
@@ -34,28 +43,21 @@ def _sweep(info: dict, who: str) -> dict:
     order = np.argsort(betas)  # points are joined in beta order
     out = {"betas": betas[order], "n": kl.shape[0], "budget": float(extra["kl_budget"])}
     for key, values in (("kl", kl), ("gain", gain)):
-        stats = [summarize(values[:, b]) for b in order]
-        mean = np.array([s["mean"] for s in stats])
-        lo, hi = np.array([s["ci95"] for s in stats]).T
-        # One seed has no interval (nan): draw no bar rather than fail.
-        out[key] = mean
-        out[key + "_err"] = np.nan_to_num(np.stack([mean - lo, hi - mean]), nan=0.0)
+        band = mean_ci95(values[:, order])
+        out[key], out[key + "_err"] = band.mean, band.err
     return out
 
 
-def _legend_above(ax: Axes, ncol: int) -> None:
+def _legend_sweeps_first(ax: Axes, ncol: int) -> None:
     """The legend above the axes, so that it never covers data, with the two sweeps first."""
     handles, labels = ax.get_legend_handles_labels()
     first = [labels.index(name) for name in (BEST[0], BASELINE[0])]
     order = first + [i for i in range(len(labels)) if i not in first]
-    ax.legend([handles[i] for i in order], [labels[i] for i in order], loc="lower left",
-              bbox_to_anchor=(0.0, 1.01), ncol=ncol, borderaxespad=0.0)
+    legend_above(ax, ncol, [handles[i] for i in order], [labels[i] for i in order])
 
 
 def _seeds(best: dict, base: dict) -> str:
-    if best["n"] == base["n"]:
-        return f"{best['n']} seeds"
-    return f"{best['n']} seeds (best candidate) and {base['n']} seeds (DPO)"
+    return seeds_phrase(best["n"], base["n"], "DPO")
 
 
 def frontier_figure(best: dict, base: dict, out_dir: Path) -> Figure:
@@ -72,7 +74,7 @@ def frontier_figure(best: dict, base: dict, out_dir: Path) -> Figure:
         ax.set_xlabel("KL(policy || reference), nats (mean over seeds)")
         ax.set_ylabel("reward gain over reference")
         ax.set_xlim(left=min(0.0, ax.get_xlim()[0]))
-        _legend_above(ax, ncol=2)
+        _legend_sweeps_first(ax, ncol=2)
         path = save_figure(fig, out_dir / "reward_kl_frontier.pdf")
     caption = (
         "Reward--KL frontier of the best candidate and of the DPO baseline. Each point is one $\\beta$ of the "
@@ -81,7 +83,7 @@ def frontier_figure(best: dict, base: dict, out_dir: Path) -> Figure:
         f"{_seeds(best, base)}; error bars in both directions are 95\\% t-intervals over seeds, and points are "
         "joined in $\\beta$ order. The star is the reference policy at $(0, 0)$ and the dashed line the KL "
         f"budget, {best['budget']:g} nat{'' if best['budget'] == 1 else 's'}. The metric "
-        "\\texttt{reward\\_gain\\_at\\_kl} is the reward gain reachable within this budget on the upper "
+        f"{texttt('reward_gain_at_kl')} is the reward gain reachable within this budget on the upper "
         "envelope of each seed's frontier (with the reference at $(0, 0)$), averaged over seeds."
     )
     return Figure(path=path, caption=caption, label="fig:reward_kl_frontier")
@@ -98,13 +100,13 @@ def gain_per_beta_figure(best: dict, base: dict, out_dir: Path) -> Figure:
         ax.set_xscale("log")
         ax.set_xlabel("β (log scale)")
         ax.set_ylabel("reward gain over reference")
-        _legend_above(ax, ncol=3)
+        _legend_sweeps_first(ax, ncol=3)
         path = save_figure(fig, out_dir / "reward_gain_per_beta.pdf")
     caption = (
         "Expected true-reward gain over the reference policy on held-out prompts for each $\\beta$ of the sweep, "
         f"for the best candidate and the DPO baseline: mean over {_seeds(best, base)}, error bars are 95\\% "
         "t-intervals over seeds. Only gains reached within the KL budget count towards "
-        "\\texttt{reward\\_gain\\_at\\_kl} (see the frontier figure)."
+        f"{texttt('reward_gain_at_kl')} (see the frontier figure)."
     )
     return Figure(path=path, caption=caption, label="fig:reward_gain_per_beta")
 

@@ -30,18 +30,19 @@ finite margin: the only exponential is clipped, and squares are of at most linea
 Constants stay in fixed ranges (RANGES) and are rounded to three significant digits, so genomes and
 the code rendered from them stay short and readable.
 
-The proposer calls known(), sample(), mutate(), crossover(), render() and describe(); validate()
-checks a genome that came from elsewhere (a file, a hand edit).
+The proposer calls known(), sample(), mutate(), crossover(), render() and describe() (the interface
+base.search_space.SearchSpace); validate() checks a genome that came from elsewhere (a file, a hand edit).
 """
 
 from __future__ import annotations
 
 import copy
 import json
-import math
 import random
 import textwrap
 from typing import Any
+
+from base.search_space import Range, choose_other, mutate_until_changed, round_sig, weighted_choice
 
 Genome = dict[str, Any]
 NodePath = tuple[int, ...]  # child indices from the root to a node
@@ -53,18 +54,17 @@ GOAL = "trades reward against KL better"         # ... and what better means her
 MAX_DEPTH = 3
 EXP_FLOOR = -50.0  # exp(-u) is evaluated at max(u, EXP_FLOOR): at most e^50 ~ 5e21, far from float32's 3e38
 PRIMITIVES = ("logistic", "exp", "hinge", "sq_hinge", "softplus_sq", "square", "sigmoid")
-RANGES: dict[str, tuple[float, float]] = {
-    "scale": (0.1, 4.0),
-    "margin": (0.0, 5.0),
-    "weight": (0.1, 2.0),
-    "tau": (0.01, 1.0),
-    "shift": (0.0, 5.0),
-    "eps": (0.01, 0.45),  # eps >= 0.5 would prefer the rejected response
-}
-# Positive scale-like constants are perturbed multiplicatively, offsets additively.
-LOG_SCALED = {"scale", "weight", "tau", "eps"}
+# Positive scale-like constants are drawn log-uniformly and perturbed multiplicatively, offsets additively.
 ADDITIVE_SIGMA = 0.5
 LOG_SIGMA = 0.3
+RANGES: dict[str, Range] = {
+    "scale": Range(0.1, 4.0, LOG_SIGMA, log=True),
+    "margin": Range(0.0, 5.0, ADDITIVE_SIGMA),
+    "weight": Range(0.1, 2.0, LOG_SIGMA, log=True),
+    "tau": Range(0.01, 1.0, LOG_SIGMA, log=True),
+    "shift": Range(0.0, 5.0, ADDITIVE_SIGMA),
+    "eps": Range(0.01, 0.45, LOG_SIGMA, log=True),  # eps >= 0.5 would prefer the rejected response
+}
 
 
 # ---------------------------------------------------------------- constructors and known members
@@ -119,28 +119,22 @@ def validate(genome: Genome) -> None:
                 raise ValueError(f"unknown primitive {node.get('prim')!r}")
             if node.get("units") not in ("z", "rho"):
                 raise ValueError(f"units must be 'z' or 'rho', not {node.get('units')!r}")
-            _check_range(node["scale"], "scale")
-            _check_range(node["margin"], "margin")
+            RANGES["scale"].check(node["scale"], "scale")
+            RANGES["margin"].check(node["margin"], "margin")
         elif op == "sum":
             if len(node["weights"]) != 2:
                 raise ValueError("a sum has two weights")
             for w in node["weights"]:
-                _check_range(w, "weight")
+                RANGES["weight"].check(w, "weight")
         elif op == "gate":
-            _check_range(node["shift"], "shift")
-            _check_range(node["tau"], "tau")
+            RANGES["shift"].check(node["shift"], "shift")
+            RANGES["tau"].check(node["tau"], "tau")
         elif op == "smooth":
-            _check_range(node["eps"], "eps")
+            RANGES["eps"].check(node["eps"], "eps")
         else:
             raise ValueError(f"unknown op {op!r}")
         if op != "term" and len(node["args"]) != (1 if op == "smooth" else 2):
             raise ValueError(f"wrong number of arguments for {op!r}")
-
-
-def _check_range(x: Any, kind: str) -> None:
-    lo, hi = RANGES[kind]
-    if not isinstance(x, int | float) or isinstance(x, bool) or not lo <= x <= hi:
-        raise ValueError(f"{kind} must be a number in [{lo}, {hi}], got {x!r}")
 
 
 def height(node: Genome) -> int:
@@ -171,34 +165,11 @@ def _replaced(root: Genome, path: NodePath, new: Genome) -> Genome:
 # ---------------------------------------------------------------- random constants and subtrees
 
 
-def _round(x: float) -> float:
-    """Three significant digits: short genomes, short code, exact JSON round trips."""
-    return 0.0 if x == 0 else float(f"{x:.3g}")
-
-
-def _clip(x: float, kind: str) -> float:
-    lo, hi = RANGES[kind]
-    return _round(min(max(x, lo), hi))
-
-
-def _uniform(rng: random.Random, kind: str) -> float:
-    lo, hi = RANGES[kind]
-    if kind in LOG_SCALED:
-        return _clip(math.exp(rng.uniform(math.log(lo), math.log(hi))), kind)
-    return _clip(rng.uniform(lo, hi), kind)
-
-
-def _perturb(x: float, kind: str, rng: random.Random) -> float:
-    if kind in LOG_SCALED:
-        return _clip(x * math.exp(rng.gauss(0.0, LOG_SIGMA)), kind)
-    return _clip(x + rng.gauss(0.0, ADDITIVE_SIGMA), kind)
-
-
 def _random_term(rng: random.Random) -> Genome:
     prim = rng.choice(PRIMITIVES)
     # Unit scale and zero margin are the natural defaults, so they stay common.
-    scale = 1.0 if rng.random() < 0.5 else _uniform(rng, "scale")
-    margin = 0.0 if prim != "square" and rng.random() < 0.4 else _uniform(rng, "margin")
+    scale = 1.0 if rng.random() < 0.5 else RANGES["scale"].draw(rng)
+    margin = 0.0 if prim != "square" and rng.random() < 0.4 else RANGES["margin"].draw(rng)
     units = "rho" if rng.random() < (0.5 if prim == "square" else 0.1) else "z"
     return term(prim, scale, margin, units)
 
@@ -208,12 +179,12 @@ def _random_tree(rng: random.Random, max_height: int, leaf_p: float = 0.35) -> G
         return _random_term(rng)
     op = rng.choices(["sum", "gate", "smooth"], weights=[0.4, 0.4, 0.2])[0]
     if op == "smooth":
-        return smooth(_random_tree(rng, max_height - 1, 0.7), _uniform(rng, "eps"))
+        return smooth(_random_tree(rng, max_height - 1, 0.7), RANGES["eps"].draw(rng))
     a, b = _random_tree(rng, max_height - 1, 0.6), _random_tree(rng, max_height - 1, 0.6)
     if op == "sum":
-        return weighted_sum(a, b, _uniform(rng, "weight"), _uniform(rng, "weight"))
-    shift = 0.0 if rng.random() < 0.3 else _uniform(rng, "shift")
-    return gate(a, b, shift, _uniform(rng, "tau"))
+        return weighted_sum(a, b, RANGES["weight"].draw(rng), RANGES["weight"].draw(rng))
+    shift = 0.0 if rng.random() < 0.3 else RANGES["shift"].draw(rng)
+    return gate(a, b, shift, RANGES["tau"].draw(rng))
 
 
 def sample(rng: random.Random) -> Genome:
@@ -229,13 +200,13 @@ def _mutate_constant(g: Genome, rng: random.Random) -> Genome:
     node = copy.deepcopy(node)
     if node["op"] == "term":
         key = rng.choice(["scale", "margin"])
-        node[key] = _perturb(node[key], key, rng)
+        node[key] = RANGES[key].perturb(node[key], rng)
     elif node["op"] == "sum":
         i = rng.randrange(2)
-        node["weights"][i] = _perturb(node["weights"][i], "weight", rng)
+        node["weights"][i] = RANGES["weight"].perturb(node["weights"][i], rng)
     else:
         key = {"gate": rng.choice(["shift", "tau"]), "smooth": "eps"}[node["op"]]
-        node[key] = _perturb(node[key], key, rng)
+        node[key] = RANGES[key].perturb(node[key], rng)
     return _replaced(g, path, node)
 
 
@@ -245,7 +216,7 @@ def _terms(g: Genome) -> list[tuple[NodePath, Genome]]:
 
 def _swap_primitive(g: Genome, rng: random.Random) -> Genome:
     path, node = rng.choice(_terms(g))
-    return _replaced(g, path, {**node, "prim": rng.choice([p for p in PRIMITIVES if p != node["prim"]])})
+    return _replaced(g, path, {**node, "prim": choose_other(PRIMITIVES, node["prim"], rng)})
 
 
 def _toggle_units(g: Genome, rng: random.Random) -> Genome:
@@ -261,12 +232,12 @@ def _wrap(g: Genome, rng: random.Random) -> Genome | None:
     path, node = rng.choice(room)
     op = rng.choice(["sum", "gate", "smooth"])
     if op == "smooth":
-        return _replaced(g, path, smooth(node, _uniform(rng, "eps")))
+        return _replaced(g, path, smooth(node, RANGES["eps"].draw(rng)))
     pair = [node, _random_term(rng)]
     rng.shuffle(pair)
     if op == "sum":
-        return _replaced(g, path, weighted_sum(*pair, _uniform(rng, "weight"), _uniform(rng, "weight")))
-    return _replaced(g, path, gate(*pair, _uniform(rng, "shift"), _uniform(rng, "tau")))
+        return _replaced(g, path, weighted_sum(*pair, RANGES["weight"].draw(rng), RANGES["weight"].draw(rng)))
+    return _replaced(g, path, gate(*pair, RANGES["shift"].draw(rng), RANGES["tau"].draw(rng)))
 
 
 def _unwrap(g: Genome, rng: random.Random) -> Genome | None:
@@ -306,13 +277,7 @@ def mutate(genome: Genome, rng: random.Random) -> Genome:
 
     Retries until the genome actually changes (a constant at its bound may not move); `genome` is not modified.
     """
-    ops, weights = zip(*MUTATIONS, strict=True)
-    child = genome
-    for _ in range(50):
-        child = rng.choices(ops, weights=weights)[0](genome, rng)
-        if child is not None and child != genome:
-            return child
-    return copy.deepcopy(genome)
+    return mutate_until_changed(lambda g, r: weighted_choice(r, MUTATIONS)(g, r), genome, rng)
 
 
 def crossover(a: Genome, b: Genome, rng: random.Random) -> Genome:
@@ -324,8 +289,8 @@ def crossover(a: Genome, b: Genome, rng: random.Random) -> Genome:
         pair = [a, b]
         rng.shuffle(pair)
         if rng.random() < 0.5:
-            return copy.deepcopy(weighted_sum(*pair, _uniform(rng, "weight"), _uniform(rng, "weight")))
-        return copy.deepcopy(gate(*pair, _uniform(rng, "shift"), _uniform(rng, "tau")))
+            return copy.deepcopy(weighted_sum(*pair, RANGES["weight"].draw(rng), RANGES["weight"].draw(rng)))
+        return copy.deepcopy(gate(*pair, RANGES["shift"].draw(rng), RANGES["tau"].draw(rng)))
     path, node = rng.choice(_nodes(a))
     donors = [n for _, n in _nodes(b) if len(path) + height(n) <= MAX_DEPTH]  # b's terms always fit
     donor = rng.choice(donors)
@@ -414,7 +379,7 @@ def _describe(node: Genome, flip: bool) -> tuple[str, int]:
         e = node["eps"]
         a = _wrap_text(*_describe(args[0], flip), ATOM)
         b = _wrap_text(*_describe(args[0], not flip), ATOM)
-        return f"{_num(_round(1 - e), False)}*{a} + {_num(e, False)}*{b}", SUM
+        return f"{_num(round_sig(1 - e), False)}*{a} + {_num(e, False)}*{b}", SUM
     if op == "sum":
         parts = []
         for w, child in zip(node["weights"], args, strict=True):
@@ -467,7 +432,7 @@ def _code(node: Genome, flip: bool, out: _Code, root: bool = False) -> tuple[str
         e = node["eps"]
         a = _wrap_text(*_code(args[0], flip, out), UNARY)
         b = _wrap_text(*_code(args[0], not flip, out), UNARY)
-        text = f"{_num(_round(1 - e), True)} * {a} + {_num(e, True)} * {b}"
+        text = f"{_num(round_sig(1 - e), True)} * {a} + {_num(e, True)} * {b}"
     elif op == "sum":
         parts = []
         for w, child in zip(node["weights"], args, strict=True):

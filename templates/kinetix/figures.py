@@ -12,41 +12,29 @@ from pathlib import Path
 
 import numpy as np
 
-from base.stats import summarize
-from papers.figures import Figure, FigureError, figure_style, new_figure, save_figure
-from papers.tex import tex_escape
+from papers.figures import (
+    BASELINE_COLOR,
+    RUN_COLOR,
+    Figure,
+    FigureError,
+    figure_style,
+    legend_above,
+    mean_ci95,
+    new_figure,
+    read_extra,
+    save_figure,
+    seeds_phrase,
+    texttt,
+)
 
-BEST = ("best candidate", "#0072B2", "o")
-BASELINE = ("baseline agent", "#555555", "s")
-
-
-def _extra(info: dict, who: str, keys: tuple[str, ...]) -> dict:
-    extra = info.get("extra") or {}
-    missing = [k for k in keys if k not in extra]
-    if missing:
-        raise FigureError(f"{who} final_info.json has no extra.{', extra.'.join(missing)}")
-    return extra
-
-
-def _band(values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Mean and 95% t-interval over seeds (axis 0) per column, the interval clipped to [0, 1] where rates live.
-
-    One seed gives no interval (the mean twice).
-    """
-    stats = [summarize(values[:, j]) for j in range(values.shape[1])]
-    mean = np.array([s["mean"] for s in stats])
-    lo, hi = np.array([s["ci95"] for s in stats]).T
-    lo, hi = np.where(np.isfinite(lo), lo, mean), np.where(np.isfinite(hi), hi, mean)
-    return mean, np.clip(lo, 0.0, 1.0), np.clip(hi, 0.0, 1.0)
+BEST = ("best candidate", RUN_COLOR, "o")
+BASELINE = ("baseline agent", BASELINE_COLOR, "s")
+RATE = (0.0, 1.0)  # solve rates, and so their intervals, live in [0, 1]
 
 
 def _short(level: str) -> str:
     """A tick label: "s/h4_thrust_aim" -> "h4"."""
     return level.split("/")[-1].split("_", 1)[0]
-
-
-def _seeds(a: int, b: int) -> str:
-    return f"{a} seeds" if a == b else f"{a} seeds (best candidate) and {b} seeds (baseline)"
 
 
 def learning_curve_figure(best: dict, base: dict, out_dir: Path) -> Figure:
@@ -59,9 +47,9 @@ def learning_curve_figure(best: dict, base: dict, out_dir: Path) -> Figure:
             steps, solved = np.asarray(curves["steps"], float), np.asarray(curves["solved"], float)
             if solved.ndim != 2 or solved.shape[1] != steps.size:
                 raise FigureError(f"extra.train_curves.solved has shape {solved.shape}, not [seeds][{steps.size}]")
-            mean, lo, hi = _band(solved)
-            ax.plot(steps / 1e3, mean, color=color, label=label)
-            ax.fill_between(steps / 1e3, lo, hi, color=color, alpha=0.2, linewidth=0)
+            band = mean_ci95(solved, clip=RATE)
+            ax.plot(steps / 1e3, band.mean, color=color, label=label)
+            ax.fill_between(steps / 1e3, band.lo, band.hi, color=color, alpha=0.2, linewidth=0)
             ns.append(solved.shape[0])
         ax.set_xlabel("environment steps per seed (thousands)")
         ax.set_ylabel("solved training episodes")
@@ -71,9 +59,9 @@ def learning_curve_figure(best: dict, base: dict, out_dir: Path) -> Figure:
     caption = (
         "Learning curves: the fraction of training episodes (random variants of the training levels, played "
         "by the stochastic policy) whose last completed episode reached the goal, against environment steps "
-        f"per seed; lines are the mean over {_seeds(ns[1], ns[0])}, bands 95\\% t-intervals over seeds (clipped to "
-        "$[0, 1]$). These are the harness's own training statistics; the metric is measured separately by the "
-        "sealed evaluator with the greedy policy on held-out variants."
+        f"per seed; lines are the mean over {seeds_phrase(ns[1], ns[0])}, bands 95\\% t-intervals over seeds "
+        "(clipped to $[0, 1]$). These are the harness's own training statistics; the metric is measured "
+        "separately by the sealed evaluator with the greedy policy on held-out variants."
     )
     return Figure(path=path, caption=caption, label="fig:learning_curves")
 
@@ -92,22 +80,21 @@ def per_level_figure(best: dict, base: dict, out_dir: Path) -> Figure:
             rates = np.asarray(extra["per_level_solve_rate"], float)
             if rates.ndim != 2 or rates.shape[1] != len(levels):
                 raise FigureError(f"extra.per_level_solve_rate has shape {rates.shape}, not [seeds][{len(levels)}]")
-            mean, lo, hi = _band(rates)
-            ax.bar(x + (i - 0.5) * width, mean, width, color=color, label=label,
-                   yerr=np.stack([mean - lo, hi - mean]), error_kw={"elinewidth": 0.9, "capsize": 2})
+            band = mean_ci95(rates, clip=RATE)
+            ax.bar(x + (i - 0.5) * width, band.mean, width, color=color, label=label, yerr=band.err,
+                   error_kw={"elinewidth": 0.9, "capsize": 2})
             ns.append(rates.shape[0])
         ax.set_xticks(x, [_short(name) for name in levels])
         ax.set_xlabel("level (kinetix/levels/" + levels[0].split("/")[0] + ")")
         ax.set_ylabel("held-out solve rate")
         ax.set_ylim(0.0, 1.02)
-        # Above the axes, so that it never covers a bar.
-        ax.legend(loc="lower left", bbox_to_anchor=(0.0, 1.01), ncol=2, borderaxespad=0.0)
+        legend_above(ax, ncol=2)
         path = save_figure(fig, out_dir / "solve_rate_per_level.pdf")
-    names = ", ".join(f"{_short(name)} = \\texttt{{{tex_escape(name)}}}" for name in levels)
+    names = ", ".join(f"{_short(name)} = {texttt(name)}" for name in levels)
     caption = (
         f"Solve rate per level on held-out variants ({base['episodes_per_level']} per level, drawn by the sealed "
-        f"evaluator from a private seed), greedy policy: mean over {_seeds(ns[1], ns[0])}, error bars 95\\% "
-        f"t-intervals over seeds (clipped to $[0, 1]$). The metric \\texttt{{solve\\_rate}} is the mean of these "
+        f"evaluator from a private seed), greedy policy: mean over {seeds_phrase(ns[1], ns[0])}, error bars "
+        f"95\\% t-intervals over seeds (clipped to $[0, 1]$). The metric {texttt('solve_rate')} is the mean of these "
         f"bars. Levels: {names}."
     )
     return Figure(path=path, caption=caption, label="fig:solve_rate_per_level")
@@ -116,7 +103,7 @@ def per_level_figure(best: dict, base: dict, out_dir: Path) -> Figure:
 def figures(best_final_info: dict, baseline_final_info: dict, out_dir: Path) -> list[Figure]:
     """Learning curves and the held-out solve rate per level, best candidate against the baseline agent."""
     keys = ("levels", "per_level_solve_rate", "episodes_per_level", "train_curves")
-    best = _extra(best_final_info, "best candidate's", keys)
-    base = _extra(baseline_final_info, "baseline's", keys)
+    best = read_extra(best_final_info, "best candidate's", keys)
+    base = read_extra(baseline_final_info, "baseline's", keys)
     out_dir = Path(out_dir)
     return [learning_curve_figure(best, base, out_dir), per_level_figure(best, base, out_dir)]

@@ -19,35 +19,38 @@ check this), so a genome and its code never disagree. Every member trains: sizes
 largest network, 512 x 4, is 1.7M parameters per seed, under the harness's 5M limit) and every
 coefficient stays in a range where PPO is well defined.
 
-The proposer calls known(), sample(), mutate(), crossover(), render() and describe(); validate()
-checks a genome that came from elsewhere (a file, a hand edit).
+The proposer calls known(), sample(), mutate(), crossover(), render() and describe() (the interface
+base.search_space.SearchSpace); validate() checks a genome that came from elsewhere (a file, a hand edit).
 """
 
 from __future__ import annotations
 
-import math
 import random
 from typing import Any
+
+from base.search_space import Range, choose_other, mutate_until_changed, neighbour
 
 Genome = dict[str, Any]
 
 # The member of known() that the template ships as its editable file (its baseline).
 BASELINE = "baseline"
+NOUN = "agent"  # how ideas name what is evolved
+GOAL = "solves more held-out level variants"  # ... and what better means here
 HIDDEN_SIZES = (32, 64, 128, 256, 512)
 LAYERS = (1, 2, 3, 4)
 ACTIVATIONS = ("tanh", "relu", "gelu")
 BOOLS = ("continuous", "layer_norm", "clip_value")
-# Continuous knobs: (low, high, log-scaled).
-RANGES: dict[str, tuple[float, float, bool]] = {
-    "policy_init_scale": (0.01, 1.0, True),
-    "ent_coef": (1e-4, 0.1, True),
-    "vf_coef": (0.1, 2.0, True),
-    "clip_eps": (0.05, 0.4, False),
+LOG_SIGMA = 0.4       # multiplicative perturbation of log-scaled knobs
+ADDITIVE_SIGMA = 0.05  # additive perturbation of clip_eps
+# Continuous knobs: coefficients are drawn log-uniformly and perturbed multiplicatively, clip_eps additively.
+RANGES: dict[str, Range] = {
+    "policy_init_scale": Range(0.01, 1.0, LOG_SIGMA, log=True),
+    "ent_coef": Range(1e-4, 0.1, LOG_SIGMA, log=True),
+    "vf_coef": Range(0.1, 2.0, LOG_SIGMA, log=True),
+    "clip_eps": Range(0.05, 0.4, ADDITIVE_SIGMA),
 }
 KEYS = ("continuous", "hidden", "layers", "activation", "layer_norm", "policy_init_scale", "ent_coef", "vf_coef",
         "clip_eps", "clip_value")
-LOG_SIGMA = 0.4       # multiplicative perturbation of log-scaled knobs
-ADDITIVE_SIGMA = 0.05  # additive perturbation of clip_eps
 
 
 def genome(**changes: Any) -> Genome:
@@ -90,37 +93,11 @@ def validate(g: Genome) -> None:
         raise ValueError(f"layers must be one of {LAYERS}, got {g['layers']!r}")
     if g["activation"] not in ACTIVATIONS:
         raise ValueError(f"activation must be one of {ACTIVATIONS}, got {g['activation']!r}")
-    for key, (lo, hi, _) in RANGES.items():
-        x = g[key]
-        if not isinstance(x, int | float) or isinstance(x, bool) or not lo <= x <= hi:
-            raise ValueError(f"{key} must be a number in [{lo:g}, {hi:g}], got {x!r}")
+    for key, r in RANGES.items():
+        r.check(g[key], key)
 
 
 # ---------------------------------------------------------------- sampling, mutation, crossover
-
-
-def _round(x: float) -> float:
-    """Three significant digits: short genomes, short code, exact JSON round trips."""
-    return float(f"{x:.3g}")
-
-
-def _uniform(rng: random.Random, key: str) -> float:
-    lo, hi, log = RANGES[key]
-    x = math.exp(rng.uniform(math.log(lo), math.log(hi))) if log else rng.uniform(lo, hi)
-    return min(max(_round(x), lo), hi)
-
-
-def _perturb(rng: random.Random, key: str, x: float) -> float:
-    lo, hi, log = RANGES[key]
-    y = x * math.exp(rng.gauss(0.0, LOG_SIGMA)) if log else x + rng.gauss(0.0, ADDITIVE_SIGMA)
-    return min(max(_round(y), lo), hi)
-
-
-def _step(options: tuple, current: Any, rng: random.Random) -> Any:
-    """A neighbour in an ordered list of options (sizes change by one notch at a time)."""
-    i = options.index(current)
-    j = min(max(i + rng.choice((-1, 1)), 0), len(options) - 1)
-    return options[j] if j != i else options[i - 1 if i else 1]
 
 
 def sample(rng: random.Random) -> Genome:
@@ -131,29 +108,34 @@ def sample(rng: random.Random) -> Genome:
         "layers": rng.choice(LAYERS),
         "activation": rng.choice(ACTIVATIONS),
         "layer_norm": rng.random() < 0.5,
-        **{key: _uniform(rng, key) for key in ("policy_init_scale", "ent_coef", "vf_coef", "clip_eps")},
+        **{key: RANGES[key].draw(rng) for key in ("policy_init_scale", "ent_coef", "vf_coef", "clip_eps")},
         "clip_value": rng.random() < 0.5,
     }
 
 
-def mutate(g: Genome, rng: random.Random) -> Genome:
-    """One or two knobs changed: a size by one notch, a coefficient perturbed, a switch flipped; g is not modified."""
+def _change_knobs(g: Genome, rng: random.Random) -> Genome:
+    """One or two knobs changed (sizes by one notch at a time); a coefficient at its bound may not move."""
     child = dict(g)
-    for _ in range(50):
-        for key in rng.sample(KEYS, rng.choice((1, 1, 2))):
-            if key in BOOLS:
-                child[key] = not child[key]
-            elif key == "hidden":
-                child[key] = _step(HIDDEN_SIZES, child[key], rng)
-            elif key == "layers":
-                child[key] = _step(LAYERS, child[key], rng)
-            elif key == "activation":
-                child[key] = rng.choice([a for a in ACTIVATIONS if a != child[key]])
-            else:
-                child[key] = _perturb(rng, key, child[key])
-        if child != g:
-            return child
-    return dict(g)
+    for key in rng.sample(KEYS, rng.choice((1, 1, 2))):
+        if key in BOOLS:
+            child[key] = not child[key]
+        elif key == "hidden":
+            child[key] = neighbour(HIDDEN_SIZES, child[key], rng, bounce=True)
+        elif key == "layers":
+            child[key] = neighbour(LAYERS, child[key], rng, bounce=True)
+        elif key == "activation":
+            child[key] = choose_other(ACTIVATIONS, child[key], rng)
+        else:
+            child[key] = RANGES[key].perturb(child[key], rng)
+    return child
+
+
+def mutate(g: Genome, rng: random.Random) -> Genome:
+    """One or two knobs changed: a size by one notch, a coefficient perturbed, a switch flipped; g is not modified.
+
+    Retries until the genome actually changes.
+    """
+    return mutate_until_changed(_change_knobs, g, rng)
 
 
 def crossover(a: Genome, b: Genome, rng: random.Random) -> Genome:

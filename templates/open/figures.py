@@ -11,40 +11,34 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from scipy import stats as st
 
-from papers.figures import Figure, FigureError, figure_style, new_figure, save_figure
+from papers.figures import (
+    BASELINE_COLOR,
+    RUN_COLOR,
+    Figure,
+    FigureError,
+    figure_style,
+    mean_ci95,
+    new_figure,
+    read_extra,
+    save_figure,
+    seeds_phrase,
+    tex_escape,
+    texttt,
+)
 
-BEST = ("best candidate", "#0072B2", "o")
-BASELINE = ("tuned Adam (baseline)", "#555555", "s")
-
-
-def _half_width(y: np.ndarray) -> np.ndarray:
-    """Half-width of the 95% t-interval of the mean over axis 0; zero for a single seed (no interval)."""
-    n = y.shape[0]
-    if n < 2:
-        return np.zeros(y.shape[1:])
-    return st.t.ppf(0.975, n - 1) * y.std(0, ddof=1) / np.sqrt(n)
+BEST = ("best candidate", RUN_COLOR, "o")
+BASELINE = ("tuned Adam (baseline)", BASELINE_COLOR, "s")
 
 
 def _curve(info: dict, who: str) -> dict:
     """Timesteps, and per point the mean and 95% t-interval over seeds of the training return."""
-    extra = info.get("extra") or {}
-    missing = [k for k in ("train_return", "curve_timesteps") if k not in extra]
-    if missing:
-        raise FigureError(f"{who} final_info.json has no extra.{', extra.'.join(missing)}")
+    extra = read_extra(info, who, ("train_return", "curve_timesteps"))
     x = np.asarray(extra["curve_timesteps"], dtype=float)
     y = np.asarray(extra["train_return"], dtype=float)
     if y.ndim != 2 or y.shape[1] != x.size:
         raise FigureError(f"{who} extra.train_return {y.shape} is not [seeds][{x.size} points]")
-    mean, half = y.mean(0), _half_width(y)
-    return {"x": x, "mean": mean, "lo": mean - half, "hi": mean + half, "n": y.shape[0], "env": extra.get("env", "")}
-
-
-def _seeds(best: dict, base: dict) -> str:
-    if best["n"] == base["n"]:
-        return f"{best['n']} seeds"
-    return f"{best['n']} seeds (best candidate) and {base['n']} seeds (Adam)"
+    return {"x": x, "band": mean_ci95(y), "env": extra.get("env", "")}
 
 
 def learning_curve_figure(best: dict, base: dict, out_dir: Path) -> Figure:
@@ -52,17 +46,18 @@ def learning_curve_figure(best: dict, base: dict, out_dir: Path) -> Figure:
     with figure_style():
         fig, ax = new_figure()
         for curve, (label, color, _) in ((base, BASELINE), (best, BEST)):
-            ax.plot(curve["x"], curve["mean"], color=color, label=label)
-            ax.fill_between(curve["x"], curve["lo"], curve["hi"], color=color, alpha=0.2, linewidth=0)
+            band = curve["band"]
+            ax.plot(curve["x"], band.mean, color=color, label=label)
+            ax.fill_between(curve["x"], band.lo, band.hi, color=color, alpha=0.2, linewidth=0)
         ax.set_xlabel("environment steps")
         ax.set_ylabel("training episode return")
         ax.legend(loc="upper left")
         path = save_figure(fig, out_dir / "learning_curves.pdf")
-    env = best["env"].replace("_", "\\_")
+    seeds = seeds_phrase(best["band"].n, base["band"].n, "Adam")
     caption = (
-        f"Training curves of PPO on {env} with the best candidate update rule and with tuned Adam: the return "
-        "of the last finished training episode per environment, averaged over environments, at each PPO update; "
-        f"lines are means over {_seeds(best, base)} and bands 95\\% t-intervals over seeds. These are the "
+        f"Training curves of PPO on {tex_escape(best['env'])} with the best candidate update rule and with tuned "
+        "Adam: the return of the last finished training episode per environment, averaged over environments, at "
+        f"each PPO update; lines are means over {seeds} and bands 95\\% t-intervals over seeds. These are the "
         "harness's own training logs (stochastic policy) and are informational; the metric is the greedy "
         "return measured afterwards by the sealed evaluator."
     )
@@ -85,8 +80,8 @@ def final_return_figure(best_info: dict, base_info: dict, out_dir: Path) -> Figu
         for i, (values, (label, color, marker)) in enumerate(((base, BASELINE), (best, BEST))):
             ax.scatter(i + rng.uniform(-0.08, 0.08, values.size), values, color=color, marker=marker, alpha=0.6,
                        label=f"{label}, per seed")
-            mean, half = values.mean(), float(_half_width(values[:, None])[0])
-            ax.errorbar([i + 0.25], [mean], yerr=[[half], [half]], color=color, marker="D", capsize=3)
+            band = mean_ci95(values[:, None])
+            ax.errorbar([i + 0.25], band.mean, yerr=band.err, color=color, marker="D", capsize=3)
         ax.set_xticks([0, 1], ["tuned Adam", "best candidate"])
         ax.set_xlim(-0.5, 1.6)
         ax.set_ylabel("greedy evaluation return")
@@ -94,7 +89,7 @@ def final_return_figure(best_info: dict, base_info: dict, out_dir: Path) -> Figu
     caption = (
         "Sealed evaluation: mean greedy return over the evaluator's episodes for each training seed (points), "
         "and their mean with a 95\\% t-interval over seeds (diamonds), for tuned Adam and the best candidate. "
-        "The metric \\texttt{normalized\\_return} is this return divided by tuned Adam's reference return."
+        f"The metric {texttt('normalized_return')} is this return divided by tuned Adam's reference return."
     )
     return Figure(path=path, caption=caption, label="fig:final_returns")
 

@@ -18,18 +18,19 @@ finite features: denominators are at least eps, bias corrections at least 1 - 0.
 exponent of the layer factor is at most 1 in size. Constants stay in RANGES and are rounded to three
 significant digits, so genomes and rendered code stay short.
 
-The proposer calls known(), sample(), mutate(), crossover(), render() and describe(); validate() checks a
-genome from elsewhere.
+The proposer calls known(), sample(), mutate(), crossover(), render() and describe() (the interface
+base.search_space.SearchSpace); validate() checks a genome from elsewhere.
 """
 
 from __future__ import annotations
 
 import copy
 import json
-import math
 import random
 import textwrap
 from typing import Any
+
+from base.search_space import Range, choose_other, clip, mutate_until_changed, neighbour, uniform
 
 Genome = dict[str, Any]
 
@@ -41,17 +42,24 @@ BASELINE = "adam"
 NOUN = "update rule"  # how ideas name what is evolved
 GOAL = "trains Breakout agents to higher returns"  # ... and what better means here
 TUNED_LR = 8e-3  # the tuned Adam learning rate (README.md)
-RANGES: dict[str, tuple[float, float]] = {
-    "lr": (1e-5, 3.0),
-    "eps": (1e-8, 1e-2),
-    "batch_slope": (-1.0, 1.0),
-    "layer_slope": (-1.0, 1.0),
-    "dormant_boost": (0.0, 5.0),
-    "dormant_threshold": (0.01, 0.5),
-    "noise": (0.0, 2.0),
-    "weight_decay": (0.0, 0.1),
+LOG_SIGMA = 0.5  # multiplicative perturbation of the step size and eps
+
+
+def _additive(lo: float, hi: float) -> Range:
+    """A range perturbed additively, by a quarter of its width."""
+    return Range(lo, hi, 0.25 * (hi - lo))
+
+
+RANGES: dict[str, Range] = {
+    "lr": Range(1e-5, 3.0, LOG_SIGMA, log=True),
+    "eps": Range(1e-8, 1e-2, LOG_SIGMA, log=True),
+    "batch_slope": _additive(-1.0, 1.0),
+    "layer_slope": _additive(-1.0, 1.0),
+    "dormant_boost": _additive(0.0, 5.0),
+    "dormant_threshold": _additive(0.01, 0.5),
+    "noise": _additive(0.0, 2.0),
+    "weight_decay": _additive(0.0, 0.1),
 }
-LOG_SCALED = {"lr", "eps"}
 # Natural learning rates differ by direction: a fresh sample starts in the right decade.
 LR_START = {"adam": (1e-3, 3e-2), "rmsprop": (2e-4, 5e-3), "sgdm": (0.1, 3.0), "signum": (1e-4, 1e-2)}
 DEFAULTS: Genome = {"b1": 2, "b2": 4, "eps": 1e-5, "schedule": "linear", "batch_slope": 0.0, "layer_slope": 0.0,
@@ -93,60 +101,38 @@ def validate(genome: Genome) -> None:
     if genome["schedule"] not in SCHEDULES:
         raise ValueError(f"unknown schedule {genome['schedule']!r}")
     for key in ("b1", "b2"):
-        if not isinstance(genome[key], int) or not 0 <= genome[key] < len(DECAYS):
+        if not isinstance(genome[key], int) or isinstance(genome[key], bool) or not 0 <= genome[key] < len(DECAYS):
             raise ValueError(f"{key} must be an index into {DECAYS}, not {genome[key]!r}")
-    for key, (lo, hi) in RANGES.items():
-        x = genome[key]
-        if not isinstance(x, int | float) or not math.isfinite(x) or not lo <= x <= hi:
-            raise ValueError(f"{key} = {x!r} is outside [{lo}, {hi}]")
+    for key, r in RANGES.items():
+        r.check(genome[key], key)
 
 
 # ---------------------------------------------------------------- sampling, mutation, crossover
 
 
-def _round(x: float) -> float:
-    return float(f"{x:.3g}")
-
-
-def _clip(x: float, key: str) -> float:
-    lo, hi = RANGES[key]
-    return _round(min(max(x, lo), hi))
-
-
-def _uniform(rng: random.Random, key: str, lo: float | None = None, hi: float | None = None) -> float:
-    lo, hi = (RANGES[key] if lo is None else (lo, hi))
-    if key in LOG_SCALED:
-        return _clip(math.exp(rng.uniform(math.log(lo), math.log(hi))), key)
-    return _clip(rng.uniform(lo, hi), key)
-
-
 def sample(rng: random.Random) -> Genome:
     """A random member: a direction and learning rate, and each feature modulation switched on with probability 1/2."""
     direction = rng.choice(DIRECTIONS)
-    g = rule(direction, _uniform(rng, "lr", *LR_START[direction]),
+    g = rule(direction, uniform(rng, *LR_START[direction], log=True),
              b1=rng.choice([2, 3, 4]), b2=rng.choice([3, 4, 5]), schedule=rng.choice(SCHEDULES))
     for key in ("batch_slope", "layer_slope", "dormant_boost", "noise", "weight_decay"):
         if rng.random() < 0.5:
-            g[key] = _uniform(rng, key)
+            g[key] = RANGES[key].draw(rng)
     if g["dormant_boost"]:
-        g["dormant_threshold"] = _uniform(rng, "dormant_threshold")
+        g["dormant_threshold"] = RANGES["dormant_threshold"].draw(rng)
     return g
 
 
 def _perturb(g: Genome, key: str, rng: random.Random) -> None:
     if key in ("b1", "b2"):
-        g[key] = min(max(g[key] + rng.choice([-1, 1]), 0), len(DECAYS) - 1)
+        g[key] = neighbour(range(len(DECAYS)), g[key], rng)  # a neighbouring decay index
     elif key == "direction":
-        g[key] = rng.choice([d for d in DIRECTIONS if d != g[key]])
-        lo, hi = LR_START[g[key]]
-        g["lr"] = _clip(min(max(g["lr"], lo), hi), "lr")  # keep the step size sensible for the new direction
+        g[key] = choose_other(DIRECTIONS, g[key], rng)
+        g["lr"] = clip(g["lr"], *LR_START[g[key]])  # keep the step size sensible for the new direction
     elif key == "schedule":
-        g[key] = rng.choice([s for s in SCHEDULES if s != g[key]])
-    elif key in LOG_SCALED:
-        g[key] = _clip(g[key] * math.exp(rng.gauss(0.0, 0.5)), key)
+        g[key] = choose_other(SCHEDULES, g[key], rng)
     else:
-        lo, hi = RANGES[key]
-        g[key] = _clip(g[key] + rng.gauss(0.0, 0.25 * (hi - lo)), key)
+        g[key] = RANGES[key].perturb(g[key], rng)
 
 
 def mutate(genome: Genome, rng: random.Random) -> Genome:
@@ -156,13 +142,14 @@ def mutate(genome: Genome, rng: random.Random) -> Genome:
     """
     fields = ["lr", "lr", "batch_slope", "layer_slope", "dormant_boost", "dormant_threshold", "noise",
               "weight_decay", "schedule", "direction", *sorted(_uses(genome["direction"]))]
-    for _ in range(50):
-        child = copy.deepcopy(genome)
+
+    def change(g: Genome, rng: random.Random) -> Genome:
+        child = copy.deepcopy(g)
         for key in rng.sample(fields, rng.choice([1, 1, 2])):
             _perturb(child, key, rng)
-        if child != genome:
-            return child
-    return copy.deepcopy(genome)
+        return child
+
+    return mutate_until_changed(change, genome, rng)
 
 
 def crossover(a: Genome, b: Genome, rng: random.Random) -> Genome:

@@ -12,34 +12,38 @@ from pathlib import Path
 
 import numpy as np
 
-from base.stats import summarize
-from papers.figures import Figure, FigureError, figure_style, new_figure, save_figure
+from papers.figures import (
+    BASELINE_COLOR,
+    RUN_COLOR,
+    Figure,
+    FigureError,
+    figure_style,
+    mean_ci95,
+    new_figure,
+    read_extra,
+    save_figure,
+    seeds_phrase,
+    texttt,
+)
 
-BEST = ("best candidate", "#0072B2", "o")
-BASELINE = ("baseline", "#555555", "s")
+BEST = ("best candidate", RUN_COLOR, "o")
+BASELINE = ("baseline", BASELINE_COLOR, "s")
 
 
 def _curve(info: dict, who: str) -> dict:
     """Checkpoint steps, and per checkpoint the mean and 95% t-interval over seeds of held-out bits per character."""
-    extra = info.get("extra") or {}
-    missing = [k for k in ("checkpoint_steps", "val_bpc_curve") if k not in extra]
-    if missing:
-        raise FigureError(f"{who} final_info.json has no extra.{', extra.'.join(missing)}")
+    extra = read_extra(info, who, ("checkpoint_steps", "val_bpc_curve"))
     steps = np.asarray(extra["checkpoint_steps"], dtype=float)
     curve = np.asarray(extra["val_bpc_curve"], dtype=float)
     if curve.ndim != 2 or curve.shape[1] != steps.size:
         raise FigureError(f"{who} extra.val_bpc_curve has shape {curve.shape}, not [seeds][{steps.size} checkpoints]")
-    stats = [summarize(curve[:, c]) for c in range(steps.size)]
-    mean = np.array([s["mean"] for s in stats])
-    lo, hi = np.array([s["ci95"] for s in stats]).T
-    return {"steps": steps, "mean": mean, "err": np.nan_to_num(np.stack([mean - lo, hi - mean]), nan=0.0),
-            "final": curve[:, -1], "n": curve.shape[0], "uniform": extra.get("uniform_bpc")}
+    band = mean_ci95(curve)
+    return {"steps": steps, "mean": band.mean, "err": band.err, "final": curve[:, -1], "n": band.n,
+            "uniform": extra.get("uniform_bpc")}
 
 
 def _seeds(best: dict, base: dict) -> str:
-    if best["n"] == base["n"]:
-        return f"{best['n']} seeds"
-    return f"{best['n']} seeds (best candidate) and {base['n']} seeds (baseline)"
+    return seeds_phrase(best["n"], base["n"])
 
 
 def learning_curve_figure(best: dict, base: dict, out_dir: Path) -> Figure:
@@ -56,7 +60,7 @@ def learning_curve_figure(best: dict, base: dict, out_dir: Path) -> Figure:
     caption = ("Held-out cross-entropy (bits per character, lower is better) of the best candidate and of the "
                "baseline at evenly spaced checkpoints of training, measured by the sealed evaluator on held-out "
                f"fortunes: mean over {_seeds(best, base)}, error bars are 95\\% t-intervals over seeds. The last "
-               "checkpoint is the metric \\texttt{val\\_bpc}.")
+               f"checkpoint is the metric {texttt('val_bpc')}.")
     return Figure(path=path, caption=caption, label="fig:val_bpc_curve")
 
 

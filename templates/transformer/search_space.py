@@ -19,17 +19,18 @@ of the known member of the same name. Every member has at most as many parameter
 baseline (mlp_ratio <= 4), so none is refused for its size. Constants are rounded to three
 significant digits, so genomes and the code rendered from them stay short.
 
-The proposer calls known(), sample(), mutate(), crossover(), render() and describe(); validate()
-checks a genome that came from elsewhere (a file, a hand edit).
+The proposer calls known(), sample(), mutate(), crossover(), render() and describe() (the interface
+base.search_space.SearchSpace); validate() checks a genome that came from elsewhere (a file, a hand edit).
 """
 
 from __future__ import annotations
 
 import json
-import math
 import random
 import textwrap
 from typing import Any
+
+from base.search_space import Range, choose_other, mutate_until_changed, round_sig
 
 Genome = dict[str, Any]
 
@@ -45,22 +46,23 @@ CHOICES: dict[str, tuple] = {
     "schedule": ("constant", "cosine", "linear"),
     "b2": (0.95, 0.99, 0.999),
 }
-# Continuous genes: (low, high, log-scaled). Log-scaled ones are perturbed multiplicatively, the others additively.
-RANGES: dict[str, tuple[float, float, bool]] = {
-    "warmup": (0.01, 0.3, False),
-    "peak_lr": (3e-4, 1e-2, True),
-    "weight_decay": (0.0, 0.3, False),
-    "label_smoothing": (0.0, 0.2, False),
-}
-GENES = (*CHOICES, *RANGES)
 ADDITIVE_SIGMA = 0.2  # as a fraction of the range
 LOG_SIGMA = 0.4
+
+
+def _additive(lo: float, hi: float) -> Range:
+    return Range(lo, hi, ADDITIVE_SIGMA * (hi - lo))
+
+
+# Continuous genes. The learning rate is drawn log-uniformly and perturbed multiplicatively, the others additively.
+RANGES: dict[str, Range] = {
+    "warmup": _additive(0.01, 0.3),
+    "peak_lr": Range(3e-4, 1e-2, LOG_SIGMA, log=True),
+    "weight_decay": _additive(0.0, 0.3),
+    "label_smoothing": _additive(0.0, 0.2),
+}
+GENES = (*CHOICES, *RANGES)
 FINAL_LR = 0.1  # decaying schedules end at this fraction of the peak (nanoGPT's min_lr)
-
-
-def _round(x: float) -> float:
-    return float(f"{x:.3g}")
-
 
 # ---------------------------------------------------------------- known members
 
@@ -93,19 +95,14 @@ def validate(genome: Genome) -> None:
     for gene, options in CHOICES.items():
         if genome[gene] not in options or type(genome[gene]) is not type(options[0]):
             raise ValueError(f"gene {gene!r} must be one of {list(options)}, not {genome[gene]!r}")
-    for gene, (lo, hi, _) in RANGES.items():
-        value = genome[gene]
-        if not isinstance(value, int | float) or isinstance(value, bool) or not lo <= value <= hi:
-            raise ValueError(f"gene {gene!r} must be a number in [{lo:g}, {hi:g}], not {value!r}")
+    for gene, r in RANGES.items():
+        r.check(genome[gene], f"gene {gene!r}")
 
 
 def _sample_gene(gene: str, rng: random.Random) -> Any:
     if gene in CHOICES:
         return rng.choice(CHOICES[gene])
-    lo, hi, log = RANGES[gene]
-    if log:
-        return _round(math.exp(rng.uniform(math.log(lo), math.log(hi))))
-    return _round(rng.uniform(lo, hi))
+    return RANGES[gene].draw(rng)
 
 
 def sample(rng: random.Random) -> Genome:
@@ -115,11 +112,9 @@ def sample(rng: random.Random) -> Genome:
 
 def _perturb(gene: str, value: Any, rng: random.Random) -> Any:
     if gene in CHOICES:
-        return rng.choice([v for v in CHOICES[gene] if v != value])
-    lo, hi, log = RANGES[gene]
+        return choose_other(CHOICES[gene], value, rng)
     for _ in range(20):
-        new = value * math.exp(rng.gauss(0.0, LOG_SIGMA)) if log else value + rng.gauss(0.0, ADDITIVE_SIGMA * (hi - lo))
-        new = _round(min(hi, max(lo, new)))
+        new = RANGES[gene].perturb(value, rng)
         if gene == "label_smoothing" and new < 0.01:
             new = 0.0  # "none" stays reachable
         if new != value:
@@ -127,12 +122,19 @@ def _perturb(gene: str, value: Any, rng: random.Random) -> Any:
     return _sample_gene(gene, rng)
 
 
-def mutate(genome: Genome, rng: random.Random) -> Genome:
-    """A copy with one gene changed (sometimes two); the parent is not modified."""
+def _change_genes(genome: Genome, rng: random.Random) -> Genome:
     child = dict(genome)
     for gene in rng.sample(GENES, 2 if rng.random() < 0.3 else 1):
         child[gene] = _perturb(gene, child[gene], rng)
     return child
+
+
+def mutate(genome: Genome, rng: random.Random) -> Genome:
+    """A copy with one gene changed (sometimes two); the parent is not modified.
+
+    Retries until the genome actually changes (a perturbed number may land back on its value).
+    """
+    return mutate_until_changed(_change_genes, genome, rng)
 
 
 def crossover(a: Genome, b: Genome, rng: random.Random) -> Genome:
@@ -148,7 +150,7 @@ MLPS = {"gelu": "GELU", "swiglu": "SwiGLU", "relu2": "squared-ReLU"}
 
 
 def _pct(x: float) -> str:
-    return f"{_round(100 * x):g}%"
+    return f"{round_sig(100 * x):g}%"
 
 
 def describe(genome: Genome) -> str:
@@ -239,7 +241,7 @@ def _block(g: Genome) -> list[str]:
 
 
 def _optimizer(g: Genome) -> list[str]:
-    lr, end = g["peak_lr"], _round(FINAL_LR * g["peak_lr"])
+    lr, end = g["peak_lr"], round_sig(FINAL_LR * g["peak_lr"])
     schedule = {
         "constant": (f"linear warmup over the first {_pct(g['warmup'])} of the steps to {lr:g}, then constant",
                      [f"schedule = optax.linear_schedule(0.0, {lr!r}, warmup)"]),
