@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 import pydantic
 
+from base import records
+
 NEWLINE_MARK = " ⏎ "  # stands for a line break inside a one-line message
 
 
@@ -178,13 +180,11 @@ def parse_score(value: object, low: int, high: int) -> int:
     return score
 
 
-class Idea(pydantic.BaseModel):
-    """A research idea in The AI Scientist's format; scores are integers from 1 to 10."""
+class Idea(records.Idea):
+    """An idea as a model must answer it: The AI Scientist's fields, every one given, scores from 1 to 10."""
 
     model_config = pydantic.ConfigDict(extra="ignore", frozen=True)
 
-    name: str
-    title: str
     hypothesis: str
     experiment: str
     interestingness: int
@@ -219,7 +219,7 @@ class Idea(pydantic.BaseModel):
         return parse_score(value, 1, 10)
 
 
-_IDEA_FIELDS = tuple(Idea.model_fields)
+_IDEA_FIELDS = ("name", "title", "hypothesis", "experiment", "interestingness", "feasibility", "novelty")
 _KEY_ALIASES = {"short_hypothesis": "hypothesis"}
 
 

@@ -7,7 +7,8 @@ import warnings
 from collections.abc import Sequence
 
 import numpy as np
-from scipy import stats
+
+from base.records import Comparison
 
 
 def summarize(values: Sequence[float], low: float | None = None, high: float | None = None) -> dict:
@@ -25,7 +26,7 @@ def summarize(values: Sequence[float], low: float | None = None, high: float | N
     method = "t"
     if n > 1:
         stderr = float(x.std(ddof=1) / math.sqrt(n))
-        t = float(stats.t.ppf(0.975, n - 1))
+        t = _t_quantile(n - 1)
         ci = [mean - t * stderr, mean + t * stderr]
         if low is not None or high is not None:
             method, ci = _bounded_interval(mean, stderr, t, low, high)
@@ -39,6 +40,13 @@ def summarize(values: Sequence[float], low: float | None = None, high: float | N
         "ci95_method": method,
         "n": n,
     }
+
+
+def _t_quantile(dof: int) -> float:
+    """The 97.5% quantile of Student's t with dof degrees of freedom (scipy imported when first needed)."""
+    from scipy import stats
+
+    return float(stats.t.ppf(0.975, dof))
 
 
 def _bounded_interval(mean: float, stderr: float, t: float, low: float | None,
@@ -79,7 +87,8 @@ def better(a: float, b: float, direction: str) -> bool:
     return a > b if direction == "max" else a < b
 
 
-def compare(candidate: Sequence[float], baseline: Sequence[float], direction: str, alpha: float = 0.05) -> dict:
+def compare(candidate: Sequence[float], baseline: Sequence[float], direction: str,
+            alpha: float = 0.05) -> Comparison:
     """Welch's two-sided t-test of candidate against baseline over seeds.
 
     `verdict` is "better" or "worse" only when the difference is significant at
@@ -94,13 +103,14 @@ def compare(candidate: Sequence[float], baseline: Sequence[float], direction: st
     else:
         with warnings.catch_warnings():  # nearly identical samples only cost precision, said by p
             warnings.simplefilter("ignore", RuntimeWarning)
+            from scipy import stats  # imported when first needed: it costs half a second
+
             p = float(stats.ttest_ind(a, b, equal_var=False).pvalue)
     if not p < alpha:  # also catches NaN
         verdict = "no significant difference"
     else:
         verdict = "better" if better(a.mean(), b.mean(), direction) else "worse"
-    return {"test": "Welch's t-test (two-sided)", "alpha": alpha, "difference": diff, "p_value": p,
-            "verdict": verdict}
+    return Comparison(test="Welch's t-test (two-sided)", alpha=alpha, difference=diff, p_value=p, verdict=verdict)
 
 
 def holm(p_values: Sequence[float]) -> list[float]:

@@ -7,7 +7,9 @@ never runs inside the sandbox. The contract is written down in docs/templates.md
 
 from __future__ import annotations
 
+import ast
 import hashlib
+import json
 import tomllib
 from dataclasses import dataclass
 from importlib import resources
@@ -16,6 +18,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from base.records import Idea
+from sandbox.limits import Limits
+
 # Found as installed packages: the checkout's folders in an editable install, site-packages' from a wheel.
 # The bundled templates: templates/ in the repository, installed as the package scientist_templates.
 DEFAULT_TEMPLATES_DIR = Path(resources.files("scientist_templates"))
@@ -23,6 +28,9 @@ DEFAULT_TEMPLATES_DIR = Path(resources.files("scientist_templates"))
 WORKLOADS_DIR = Path(resources.files("jax_workloads"))
 # The folder holding jax_workloads, which the sandbox puts on its PYTHONPATH.
 PROJECT_ROOT = WORKLOADS_DIR.parent
+# Part of every template's content hash: raise it when the framework's scoring changes what a run's
+# final_info.json holds (2: intervals of bounded metrics), so no run scored the old way is reused.
+SCORING_VERSION = 2
 
 
 class TemplateError(Exception):
@@ -43,18 +51,6 @@ class Metric(BaseModel):
         if self.low is not None and self.high is not None and not self.low < self.high:
             raise ValueError(f"low ({self.low:g}) must be below high ({self.high:g})")
         return self
-
-
-class Limits(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    time_s: float = Field(600.0, gt=0)
-    memory_mb: int = Field(4096, gt=0)
-    eval_time_s: float = Field(300.0, gt=0)
-    processes: int = Field(1024, ge=16)        # tasks, threads included (JAX starts one per core and more)
-    disk_mb: int = Field(4096, gt=0)           # all the run may write in its folder
-    tmp_mb: int = Field(256, gt=0)             # its private /tmp
-    output_mb: int = Field(256, gt=0)          # its stdout and stderr, in all (the log keeps head and tail)
-    cpus: float | None = Field(None, gt=0)     # docker: CPU share; default all
 
 
 class TemplateSpec(BaseModel):
@@ -98,16 +94,95 @@ class Template:
         """The shipped editable files (the baseline candidate), by relative path."""
         return {f: (self.root / f).read_text() for f in self.spec.editable}
 
+    def seed_ideas(self) -> list[Idea]:
+        """The template's example ideas (seed_ideas.json), which start every session's archive of ideas."""
+        path = self.root / "seed_ideas.json"
+        if not path.is_file():
+            return []
+        try:
+            return [Idea.model_validate(i) for i in json.loads(path.read_text())]
+        except (ValueError, TypeError) as e:
+            raise TemplateError(f"{path}: not a list of ideas ({' '.join(str(e).split())[:200]})") from None
+
+    def read_candidate(self, path: Path) -> dict[str, str]:
+        """A user's candidate: a file replacing the one editable file, or a folder holding every editable file."""
+        editable = self.spec.editable
+        if not path.exists():
+            raise TemplateError(f"candidate {path} does not exist")
+        if path.is_dir():
+            missing = [f for f in editable if not (path / f).is_file()]
+            if missing:
+                raise TemplateError(f"candidate folder {path} lacks the editable file(s) {', '.join(missing)}")
+            return {f: (path / f).read_text() for f in editable}
+        if len(editable) != 1:
+            raise TemplateError(f"template {self.name} has several editable files ({', '.join(editable)}); "
+                                "pass a folder holding them as --candidate")
+        try:
+            return {editable[0]: path.read_text()}
+        except UnicodeDecodeError:
+            raise TemplateError(f"candidate {path} is not a text file") from None
+
     def content_hash(self) -> str:
-        """Hash of every file of the template and of the shared workload code."""
-        h = hashlib.sha256()
-        for base in (self.root, WORKLOADS_DIR):
-            for path in sorted(p for p in base.rglob("*") if p.is_file()):
-                if "__pycache__" in path.parts or path.suffix == ".pyc":
-                    continue
-                h.update(str(path.relative_to(base)).encode())
-                h.update(path.read_bytes())
+        """Hash of what computes the template's results (see computing_files()), and of its settings.
+
+        Papers-only files (latex/, README.md, prompt.md, figures.py, search_space.py, candidates/)
+        and shared code the template does not import leave it unchanged, so editing them reuses runs.
+        """
+        settings = self.spec.model_dump(mode="json", include={"metric", "editable", "harness", "entrypoint",
+                                                               "evaluator", "limits", "config", "private"})
+        settings["metric"].pop("description", None)
+        h = hashlib.sha256(f"scoring-{SCORING_VERSION}".encode())
+        h.update(json.dumps(settings, sort_keys=True).encode())
+        for name, digest in sorted(self.file_hashes().items()):
+            h.update(f"{name}:{digest}".encode())
         return h.hexdigest()[:16]
+
+    def file_hashes(self) -> dict[str, str]:
+        """The files that compute the template's results, each with the hash of its contents."""
+        return {name: hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+                for name, path in self.computing_files().items()}
+
+    def computing_files(self) -> dict[str, Path]:
+        """The editable, harness and evaluator files, and every module they import, transitively.
+
+        Imports are read from the source (never executed): modules of the template's own folder
+        (`import confine`) and of the shared jax_workloads package. Keys are the names shown to
+        users: paths inside the template, or jax_workloads/<module>.py.
+        """
+        found: dict[str, Path] = {}
+        todo = [self.root / f for f in (*self.spec.editable, *self.spec.harness, self.spec.evaluator)]
+        while todo:
+            path = todo.pop()
+            name = (str(path.relative_to(self.root)) if path.is_relative_to(self.root)
+                    else str(path.relative_to(PROJECT_ROOT)))
+            if name in found or not path.is_file():
+                continue
+            found[name] = path
+            if path.suffix == ".py":
+                todo += self._imported_files(path)
+        return found
+
+    def _imported_files(self, path: Path) -> list[Path]:
+        try:
+            tree = ast.parse(path.read_text())
+        except SyntaxError:  # an editable file may not parse (a candidate's problem, found when it runs)
+            return []
+        modules: list[str] = []
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                modules += [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                modules.append(node.module)
+                modules += [f"{node.module}.{a.name}" for a in node.names]  # from package import module
+        files = []
+        for module in modules:
+            parts = module.split(".")
+            if parts[0] == WORKLOADS_DIR.name:
+                candidates = [WORKLOADS_DIR.joinpath(*parts[1:]).with_suffix(".py"), WORKLOADS_DIR / "__init__.py"]
+            else:
+                candidates = [self.root.joinpath(*parts).with_suffix(".py")]
+            files += [c for c in candidates if c.is_file()]
+        return files
 
 
 def _field_path(loc: tuple) -> str:
@@ -139,7 +214,9 @@ def load_template(name_or_path: str, templates_dir: Path = DEFAULT_TEMPLATES_DIR
             raise TemplateError(f"{toml_path}: file {f!r} named in the template does not exist")
     if spec.entrypoint not in spec.harness:
         raise TemplateError(f"{toml_path}: field 'entrypoint': {spec.entrypoint!r} is not among 'harness'")
-    return Template(root=root.resolve(), spec=spec)
+    template = Template(root=root.resolve(), spec=spec)
+    template.seed_ideas()  # a malformed seed_ideas.json is the template's error, said when it is loaded
+    return template
 
 
 def list_template_names(templates_dir: Path = DEFAULT_TEMPLATES_DIR) -> list[str]:

@@ -13,6 +13,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from base.records import Idea, IdeaOutcome, RunEntry, SessionSummary
 from base.stats import interval_method
 from base.template import Template
 from papers.claims import Fact, Kind, numbers
@@ -24,8 +25,8 @@ class PaperInput:
     """One idea's results, as the paper writer needs them."""
 
     template: Template
-    idea: dict                    # the idea in the idea format
-    entry: dict                   # the idea's entry in summary.json (status, reason, best, runs)
+    idea: Idea
+    entry: IdeaOutcome            # the idea's outcome in summary.json (status, reason, best, runs)
     baseline: dict                # the baseline's final_info.json
     infos: dict[str, dict]        # final_info.json of each successful run, by "run_<j>[_attempt_<k>]"
     notes: str = ""
@@ -41,13 +42,13 @@ class PaperInput:
         return self.template.spec.metric.direction
 
     @property
-    def ok_runs(self) -> list[dict]:
-        return [r for r in self.entry["runs"] if r.get("status") == "ok" and r.get("metric")]
+    def ok_runs(self) -> list[RunEntry]:
+        return self.entry.ok_runs
 
     @property
     def best_info(self) -> dict | None:
-        best = self.entry.get("best")
-        return self.infos.get(run_name(best)) if best else None
+        best = self.entry.best
+        return self.infos.get(best.folder) if best else None
 
     @property
     def interval(self) -> str:
@@ -57,30 +58,25 @@ class PaperInput:
         return interval_method(method, spec.low, spec.high)
 
 
-def run_name(entry: dict) -> str:
-    """The folder name of a run entry: run_<j> or run_<j>_attempt_<k>."""
-    return f"run_{entry['run']}" if entry["attempt"] == 1 else f"run_{entry['run']}_attempt_{entry['attempt']}"
-
-
-def load_input(template: Template, out_dir: Path, entry: dict, summary: dict) -> PaperInput:
+def load_input(template: Template, out_dir: Path, entry: IdeaOutcome, summary: SessionSummary) -> PaperInput:
     """Read an idea's logged results from a finished run folder."""
-    idea_dir = out_dir / entry["folder"]
+    idea_dir = out_dir / entry.folder
     baseline = json.loads((out_dir / "baseline" / "final_info.json").read_text())
     infos = {}
-    for r in entry["runs"]:
-        path = idea_dir / run_name(r) / "final_info.json"
-        if r.get("status") == "ok" and path.is_file():
-            infos[run_name(r)] = json.loads(path.read_text())
+    for r in entry.runs:
+        path = idea_dir / r.folder / "final_info.json"
+        if r.status == "ok" and path.is_file():
+            infos[r.folder] = json.loads(path.read_text())
     sources = {}
-    if entry.get("best"):
-        cand = idea_dir / run_name(entry["best"]) / "candidate"
+    if entry.best:
+        cand = idea_dir / entry.best.folder / "candidate"
         sources = {str(p.relative_to(cand)): p.read_text() for p in sorted(cand.rglob("*")) if p.is_file()}
     ideas_path = out_dir / "ideas.json"  # the idea's full text; its name and title are in summary.json too
     ideas = {i.get("idx"): i for i in json.loads(ideas_path.read_text())} if ideas_path.is_file() else {}
-    idea = ideas.get(entry["idx"], {"name": entry["name"], "title": entry["title"]})
+    idea = Idea.model_validate(ideas.get(entry.idx, {"name": entry.name, "title": entry.title}))
     notes = (idea_dir / "notes.md").read_text() if (idea_dir / "notes.md").is_file() else ""
     return PaperInput(template=template, idea=idea, entry=entry, baseline=baseline, infos=infos, notes=notes,
-                      significance=summary.get("significance_test", ""), sources=sources)
+                      significance=summary.significance_test, sources=sources)
 
 
 def _summary_facts(prefix: str, info: dict) -> list[Fact]:
@@ -123,23 +119,24 @@ def collect(inp: PaperInput) -> list[Fact]:
     facts += _flatten("baseline.extra", inp.baseline.get("extra", {}), Kind.EXTRA, lists=False)
     p_values = []
     for r in inp.ok_runs:
-        name = run_name(r)
+        name = r.folder
         facts += _summary_facts(name, inp.infos[name]) if name in inp.infos else []
-        c = r["metric"].get("comparison") or {}
+        c = r.metric.comparison
         for key, kind in (("difference", Kind.DIFFERENCE), ("p_value", Kind.P_VALUE), ("p_value_holm", Kind.P_VALUE)):
-            if isinstance(c.get(key), int | float):
-                facts.append(Fact(f"{name}.comparison.{key}", c[key], kind))
-                p_values += [c[key]] if kind == Kind.P_VALUE else []
-        if "normalized" in r["metric"]:
-            facts.append(Fact(f"{name}.normalized", r["metric"]["normalized"], Kind.NORMALIZED))
-            facts.append(Fact(f"{name}.normalized_percent_change", (r["metric"]["normalized"] - 1.0) * 100,
+            value = getattr(c, key) if c is not None else None
+            if value is not None:
+                facts.append(Fact(f"{name}.comparison.{key}", value, kind))
+                p_values += [value] if kind == Kind.P_VALUE else []
+        if r.metric.normalized is not None:
+            facts.append(Fact(f"{name}.normalized", r.metric.normalized, Kind.NORMALIZED))
+            facts.append(Fact(f"{name}.normalized_percent_change", (r.metric.normalized - 1.0) * 100,
                               Kind.NORMALIZED))
     best = inp.best_info
     if best is not None:
         facts += _flatten("best.extra", best.get("extra", {}), Kind.EXTRA, lists=False)
     facts += _flatten("config", inp.template.spec.config, Kind.CONFIG)
-    runs = inp.entry["runs"]
-    facts += [Fact("count.runs", float(len({r["run"] for r in runs})), Kind.COUNT),
+    runs = inp.entry.runs
+    facts += [Fact("count.runs", float(len({r.run for r in runs})), Kind.COUNT),
               Fact("count.attempts", float(len(runs)), Kind.COUNT),
               Fact("count.successful_runs", float(len(inp.ok_runs)), Kind.COUNT),
               Fact("seeds", float(inp.baseline["n"]), Kind.COUNT)]
@@ -151,7 +148,7 @@ def collect(inp: PaperInput) -> list[Fact]:
     facts[:0] = [Fact(f"p_threshold_{t:g}", t, Kind.P_THRESHOLD) for t in P_THRESHOLDS if any(p < t for p in p_values)]
     # The numbers that define the idea and its code (a loss's constants, say) may be stated as they are.
     for key in ("title", "hypothesis", "experiment"):
-        facts += [Fact(f"idea.{key}", float(x), Kind.CONSTANT) for x in _NUMBER.findall(str(inp.idea.get(key, "")))]
+        facts += [Fact(f"idea.{key}", float(x), Kind.CONSTANT) for x in _NUMBER.findall(getattr(inp.idea, key))]
     for path, src in inp.sources.items():
         facts += [Fact(f"candidate.{path}", float(x), Kind.CONSTANT) for x in _NUMBER.findall(src)]
     # The template's own text is trusted input: its numbers ("all 47^2 = 2209 pairs") are facts as written.
@@ -183,11 +180,12 @@ def results_table(inp: PaperInput) -> dict:
     rows.append(f"Baseline & {fmt(b['mean'])} $\\pm$ {fmt(b['stderr'])} & [{fmt(b['ci95'][0])}, "
                 f"{fmt(b['ci95'][1])}] & {b['n']} & -- & -- & -- \\\\")
     for r in inp.ok_runs:
-        m, c = r["metric"], r["metric"].get("comparison") or {}
-        label = run_name(r).replace("_", " ").replace("attempt", "attempt")
-        rows.append(f"{label.capitalize()} & {fmt(m['mean'])} $\\pm$ {fmt(m['stderr'])} & [{fmt(m['ci95'][0])}, "
-                    f"{fmt(m['ci95'][1])}] & {m['n']} & {c.get('difference', 0.0):+.4f} & "
-                    f"{fmt_p(c.get('p_value', float('nan')))} & {fmt_p(c.get('p_value_holm', float('nan')))} \\\\")
+        m, c = r.metric, r.metric.comparison
+        difference, p, p_holm = (c.difference, c.p_value, c.p_value_holm) if c else (0.0, float("nan"), None)
+        label = r.folder.replace("_", " ")
+        rows.append(f"{label.capitalize()} & {fmt(m.mean)} $\\pm$ {fmt(m.stderr)} & [{fmt(m.ci95[0])}, "
+                    f"{fmt(m.ci95[1])}] & {m.n} & {difference:+.4f} & "
+                    f"{fmt_p(p)} & {fmt_p(p_holm if p_holm is not None else float('nan'))} \\\\")
     body = "\n".join([
         "\\begin{tabular}{lcccccc}", "\\toprule",
         "Run & Mean $\\pm$ s.e. & 95\\% CI & $n$ & $\\Delta$ vs.\\ baseline & $p$ (Welch) & $p$ (Holm) \\\\",
@@ -201,11 +199,11 @@ def results_table(inp: PaperInput) -> dict:
 
 def failures_table(inp: PaperInput) -> dict | None:
     """The runs that failed, with their one-line reasons (for negative results and honesty)."""
-    failed = [r for r in inp.entry["runs"] if r.get("status") != "ok"]
+    failed = [r for r in inp.entry.runs if r.status != "ok"]
     if not failed:
         return None
-    rows = [f"{r['run']} & {r['attempt']} & {tex_escape(r.get('status', ''))} & "
-            f"\\parbox[t]{{0.6\\linewidth}}{{{tex_escape((r.get('reason') or '')[:300])}}} \\\\" for r in failed]
+    rows = [f"{r.run} & {r.attempt} & {tex_escape(r.status)} & "
+            f"\\parbox[t]{{0.6\\linewidth}}{{{tex_escape((r.reason or '')[:300])}}} \\\\" for r in failed]
     body = "\n".join(["\\begin{tabular}{cclp{0.6\\linewidth}}", "\\toprule", "Run & Attempt & Status & Reason \\\\",
                       "\\midrule", *rows, "\\bottomrule", "\\end{tabular}"])
     return {"body": body, "caption": "Attempts that did not produce a result, with the recorded reason.",

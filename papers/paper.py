@@ -17,9 +17,10 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
+from base.records import PaperStatus
 from papers import latex, verdicts
 from papers.claims import Fact, Report, check, strip_unverified
-from papers.facts import PaperInput, collect, failures_table, results_table, run_name
+from papers.facts import PaperInput, collect, failures_table, results_table
 from papers.figures import FigureError, metric_per_run, template_figures
 from papers.render import SECTIONS, bib_keys, bibliography, fix_citations, literature_bib, render, section_at
 from papers.tex import tex_escape
@@ -32,9 +33,9 @@ COMPILE_ROUNDS = 3
 
 def _figures(inp: PaperInput, fig_dir: Path, problems: list[str]) -> list[dict]:
     figs = []
-    runs = [{"label": run_name(r).replace("_", " "), "status": "ok" if r.get("metric") else "failed",
-             **({k: r["metric"][k] for k in ("mean", "ci95", "n")} if r.get("metric") else {})}
-            for r in inp.entry["runs"]]
+    runs = [{"label": r.folder.replace("_", " "), "status": "ok" if r.metric else "failed",
+             **({"mean": r.metric.mean, "ci95": r.metric.ci95, "n": r.metric.n} if r.metric else {})}
+            for r in inp.entry.runs]
     b = inp.baseline["metrics"][inp.metric]
     try:
         figs.append(metric_per_run(runs, {"mean": b["mean"], "ci95": b["ci95"], "n": b["n"]}, inp.metric,
@@ -66,7 +67,7 @@ def _listing(inp: PaperInput) -> tuple[str, str]:
 
 
 def write_paper(inp: PaperInput, paper_dir: Path, *, llm=None, compile_timeout_s: float = 120.0,
-                report=None) -> dict:
+                report=None) -> PaperStatus:
     """Write and compile the paper of one idea into paper_dir; returns its status for summary.json."""
     started = time.time()
     paper_dir.mkdir(parents=True, exist_ok=True)
@@ -75,7 +76,7 @@ def write_paper(inp: PaperInput, paper_dir: Path, *, llm=None, compile_timeout_s
     tables = [t for t in (results_table(inp) if inp.ok_runs else None, failures_table(inp)) if t]
     facts = collect(inp)
     # What --literature found for this idea can be cited too.
-    found = [("the literature search", literature_bib(inp.idea["literature"]))] if inp.idea.get("literature") else []
+    found = [("the literature search", literature_bib(inp.idea.literature))] if inp.idea.literature else []
     bib, overridden = bibliography(inp.template.root, found)
     keys = bib_keys(bib)
     verdict = best_verdict(inp)
@@ -172,10 +173,10 @@ def write_paper(inp: PaperInput, paper_dir: Path, *, llm=None, compile_timeout_s
               "unverified_numbers": len(final_claims.unverified),
               "struck_sentences": len(struck) + len(struck_verdicts), "figures": len(figures)}
     if result is not None and result.ok:
-        return {"status": "ok", "pdf": str(result.pdf), **status}
-    return {"status": "writeup_failed", "reason": (result.first_error if result else "not compiled"),
-            "log": str(result.log_path) if result else None, **status}
+        return PaperStatus(status="ok", pdf=str(result.pdf), **status)
+    return PaperStatus(status="writeup_failed", reason=(result.first_error if result else "not compiled"),
+                       log=str(result.log_path) if result else None, **status)
 
 
 def _title(inp: PaperInput) -> str:
-    return tex_escape(inp.idea.get("title") or inp.entry["name"])
+    return tex_escape(inp.idea.title or inp.entry.name)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from base.formats import FormatError, parse_latex_block
 from base.llm import LLM, InvalidAnswer, ask_parsed
 from papers import verdicts
-from papers.facts import PaperInput, fmt, fmt_p, run_name, template_text
+from papers.facts import PaperInput, fmt, fmt_p, template_text
 from papers.render import HEADINGS, SECTIONS
 from papers.tex import tex_escape
 
@@ -27,19 +27,19 @@ VERDICT_TEXT = {verdicts.BETTER: "the idea is significantly better than the base
 
 
 def _verdict_sentence(inp: PaperInput) -> str:
-    best = inp.entry.get("best")
+    best = inp.entry.best
     verdict = best_verdict(inp)
     if not best or verdict is None:
         return ""
-    m, c = best["metric"], best["metric"]["comparison"]
+    m, c = best.metric, best.metric.comparison
     b = inp.baseline["metrics"][inp.metric]
     # The unadjusted p is a number here, never a verdict of its own: the verdict is the adjusted one.
-    tests = f"Welch's $t$-test \\cite{{welch1947generalization}} gives {_p_text(c['p_value'])}"
-    if c.get("p_value_holm") is not None:
+    tests = f"Welch's $t$-test \\cite{{welch1947generalization}} gives {_p_text(c.p_value)}"
+    if c.p_value_holm is not None:
         tests += (" and, after Holm's adjustment for all runs of the session compared with the baseline "
-                  f"\\cite{{holm1979simple}}, {_p_text(c['p_value_holm'])}")
-    return (f"The best run reached {fmt(m['mean'])} $\\pm$ {fmt(m['stderr'])} (mean $\\pm$ standard error; 95\\% "
-            f"interval [{fmt(m['ci95'][0])}, {fmt(m['ci95'][1])}], $n = {m['n']}$ seeds) against the baseline's "
+                  f"\\cite{{holm1979simple}}, {_p_text(c.p_value_holm)}")
+    return (f"The best run reached {fmt(m.mean)} $\\pm$ {fmt(m.stderr)} (mean $\\pm$ standard error; 95\\% "
+            f"interval [{fmt(m.ci95[0])}, {fmt(m.ci95[1])}], $n = {m.n}$ seeds) against the baseline's "
             f"{fmt(b['mean'])} $\\pm$ {fmt(b['stderr'])}. {tests}: {VERDICT_TEXT.get(verdict, verdict)}.")
 
 
@@ -63,19 +63,19 @@ def template_sections(inp: PaperInput) -> dict[str, str]:
     spec, root = inp.template.spec, inp.template.root
     metric = tex_escape(inp.metric)
     better = "higher" if inp.direction == "max" else "lower"
-    title = tex_escape(inp.idea.get("title", inp.entry["name"]))
-    hypothesis = tex_escape(inp.idea.get("hypothesis", ""))
-    experiment = tex_escape(inp.idea.get("experiment", ""))
-    runs = inp.entry["runs"]
+    title = tex_escape(inp.idea.title or inp.entry.name)
+    hypothesis = tex_escape(inp.idea.hypothesis)
+    experiment = tex_escape(inp.idea.experiment)
+    runs = inp.entry.runs
     ok = inp.ok_runs
-    n_runs = len({r["run"] for r in runs})
+    n_runs = len({r.run for r in runs})
     verdict = _verdict_sentence(inp)
     if ok:
         abstract = (f"We study the idea \\emph{{{title}}} on the \\texttt{{{tex_escape(spec.name)}}} template: "
                     f"{tex_escape(spec.description)}. {hypothesis} We ran {n_runs} runs of the idea, each trained "
                     f"and scored by a sealed evaluator on held-out data over several seeds. {verdict}")
     else:
-        reasons = sorted({tex_escape((r.get("reason") or "unknown")[:160]) for r in runs})
+        reasons = sorted({tex_escape((r.reason or "unknown")[:160]) for r in runs})
         abstract = (f"We study the idea \\emph{{{title}}} on the \\texttt{{{tex_escape(spec.name)}}} template. "
                     f"{hypothesis} No attempt of this idea produced a result, so this is a negative report: it "
                     f"records what was tried and why it failed ({'; '.join(reasons) or 'no attempt was made'}).")
@@ -95,11 +95,11 @@ def template_sections(inp: PaperInput) -> dict[str, str]:
         method += " Listing~\\ref{lst:candidate} shows the best run's version."
     if ok:
         results = ("Table~\\ref{tab:results} lists every successful run against the baseline. " + verdict)
-        if inp.entry.get("reason"):
-            results += f" The idea stopped early: {tex_escape(inp.entry['reason'])}."
+        if inp.entry.reason:
+            results += f" The idea stopped early: {tex_escape(inp.entry.reason)}."
     else:
         results = "No run of this idea succeeded; Table~\\ref{tab:failures} gives each attempt's recorded reason."
-    if any(r.get("status") != "ok" for r in runs) and ok:
+    if any(r.status != "ok" for r in runs) and ok:
         results += " Table~\\ref{tab:failures} lists the attempts that failed and why."
     related = ("The experiments were proposed, implemented, run and reported by an automated research pipeline in "
                "the style of The AI Scientist \\cite{lu2024aiscientist}; every number in this report is read from "
@@ -112,9 +112,7 @@ def template_sections(inp: PaperInput) -> dict[str, str]:
 
 def best_verdict(inp: PaperInput) -> str | None:
     """The idea's verdict: the Holm-adjusted verdict of its best run (None when no run produced a result)."""
-    best = inp.entry.get("best")
-    c = (best or {}).get("metric", {}).get("comparison")
-    return c.get("verdict_holm", c["verdict"]) if c else None
+    return inp.entry.verdict
 
 
 WRITER_SYSTEM = ("You are an expert machine learning researcher writing a paper for a top venue. You write "
@@ -131,17 +129,16 @@ def results_brief(inp: PaperInput) -> str:
     b = inp.baseline["metrics"][inp.metric]
     lines.append(f"Baseline: mean {b['mean']:.4f}, s.e. {b['stderr']:.4f}, 95% CI [{b['ci95'][0]:.4f}, "
                  f"{b['ci95'][1]:.4f}], n {b['n']}")
-    for r in inp.entry["runs"]:
-        name = run_name(r)
-        if r.get("status") == "ok" and r.get("metric"):
-            m, c = r["metric"], r["metric"]["comparison"]
-            holm = c.get("p_value_holm", float("nan"))
-            lines.append(f"{name}: mean {m['mean']:.4f}, s.e. {m['stderr']:.4f}, 95% CI [{m['ci95'][0]:.4f}, "
-                         f"{m['ci95'][1]:.4f}], n {m['n']}, difference {c['difference']:+.4f}, Welch p "
-                         f"{c['p_value']:.4g} ({c['verdict']}), Holm-adjusted p {holm:.4g}"
-                         f" ({c.get('verdict_holm', '')}). What was tried: {r.get('note', '')}")
+    for r in inp.entry.runs:
+        if r.status == "ok" and r.metric and r.metric.comparison:
+            m, c = r.metric, r.metric.comparison
+            holm = c.p_value_holm if c.p_value_holm is not None else float("nan")
+            lines.append(f"{r.folder}: mean {m.mean:.4f}, s.e. {m.stderr:.4f}, 95% CI [{m.ci95[0]:.4f}, "
+                         f"{m.ci95[1]:.4f}], n {m.n}, difference {c.difference:+.4f}, Welch p "
+                         f"{c.p_value:.4g} ({c.verdict}), Holm-adjusted p {holm:.4g}"
+                         f" ({c.verdict_holm or ''}). What was tried: {r.note}")
         else:
-            lines.append(f"{name}: {r.get('status')}: {r.get('reason')}")
+            lines.append(f"{r.folder}: {r.status}: {r.reason}")
     lines.append(f"Verdict of the idea (its best run after Holm's adjustment, as in the results table): "
                  f"{verdicts.describe(best_verdict(inp))}. Every section states this verdict and no other; the "
                  f"unadjusted Welch p is a number, not a verdict of its own.")
@@ -149,7 +146,7 @@ def results_brief(inp: PaperInput) -> str:
 
 
 def _literature_note(inp: PaperInput) -> str:
-    found = inp.idea.get("literature") or []
+    found = inp.idea.literature or []
     if not found:
         return ""
     listed = "; ".join(f"lit{i} = {p.get('title')} ({p.get('year') or 'n.d.'})" for i, p in enumerate(found, 1))
@@ -178,9 +175,9 @@ class LLMWriter:
         already = "\n\n".join(f"[{HEADINGS.get(k, 'Abstract')}]\n{v}" for k, v in context.items() if v)
         prompt = f"""Write the {heading} section of a paper about this idea.
 
-Idea: {inp.idea.get("title")}
-Hypothesis: {inp.idea.get("hypothesis")}
-Experiment: {inp.idea.get("experiment")}
+Idea: {inp.idea.title}
+Hypothesis: {inp.idea.hypothesis}
+Experiment: {inp.idea.experiment}
 
 Notes of what was tried:
 {inp.notes}

@@ -3,35 +3,38 @@
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from base.formats import FormatError
 from base.llm import LLM, BudgetExceeded, LLMError
+from base.records import SessionSummary
 from reviewer.pdf import PaperError, load_paper
 from reviewer.review import CountingRecorder, ReviewFailed, ReviewSettings, Usage, review
 
 CLAIMS_MISMATCH = "cannot be accepted: the paper's claims do not match its logged results"
 
 
-def run_context(run_dir: Path, pdf: Path) -> tuple[str, str | None]:
+def run_context(run_dir: Path, pdf: Path, summary: SessionSummary | None = None) -> tuple[str, str | None]:
     """For a paper made by this framework: its claim-check report and sealed results for the reviewer.
 
-    Returns (context text, a reason to force Reject or None). Raises PaperError if the
-    paper is not one of the run folder's papers.
+    Returns (context text, a reason to force Reject or None). The session's summary is read from
+    run_dir unless given. Raises PaperError if the paper is not one of the run folder's papers.
     """
-    summary = json.loads((run_dir / "summary.json").read_text())
-    for idea in summary.get("ideas", []):
-        paper = idea.get("paper") or {}
-        if paper.get("pdf") and Path(paper["pdf"]).resolve() == pdf.resolve():
-            claims = json.loads(Path(paper["claim_check"]).read_text())
+    summary = summary or SessionSummary.read(run_dir)
+    for idea in summary.ideas:
+        if idea.paper is not None and idea.paper.pdf and Path(idea.paper.pdf).resolve() == pdf.resolve():
+            claims = json.loads(Path(idea.paper.claim_check).read_text())
             unverified = claims["claims"]["unverified"]
+            best = idea.best.model_dump() if idea.best else None
+            baseline = summary.baseline.model_dump() if summary.baseline else None
             lines = [
                 "This paper was written by an automated research pipeline. Its sealed results (computed by an "
                 "evaluator the experiment code could not touch) and its claim-check report follow.",
-                f"Best result: {json.dumps(idea.get('best'), default=str)[:3000]}",
-                f"Baseline: {json.dumps(summary.get('baseline'), default=str)}",
+                f"Best result: {json.dumps(best, default=str)[:3000]}",
+                f"Baseline: {json.dumps(baseline, default=str)}",
                 f"Claim check: {claims['claims']['checked']} numbers checked, {claims['claims']['verified']} "
                 f"matched a logged value, {len(unverified)} unverified; sentences struck for unverified numbers: "
                 f"{len(claims.get('struck_sentences', []))}.",
@@ -41,14 +44,15 @@ def run_context(run_dir: Path, pdf: Path) -> tuple[str, str | None]:
 
 
 def review_one_paper(path: Path, make_llm: Callable[[Usage], LLM], settings: ReviewSettings,
-                     run_dir: Path | None = None, max_chars: int = 60_000) -> dict:
+                     run_dir: Path | None = None, max_chars: int = 60_000,
+                     summary: SessionSummary | None = None) -> dict:
     """Load, guard and review one paper; every failure is a result with a one-line error, not an exception."""
     usage = Usage()
     result: dict = {"paper": str(path), "status": "error", "error": None}
     try:
         paper = load_paper(path, max_chars=max_chars)
         result.update(injection_flags=paper.injection_flags, truncated=paper.truncated, note=paper.note)
-        context, force = run_context(run_dir, path) if run_dir is not None else ("", None)
+        context, force = run_context(run_dir, path, summary) if run_dir is not None else ("", None)
         llm = make_llm(usage)
         result.update(review(llm, paper, settings, context=context, force_reject=force), status="ok",
                       model=llm.model)
@@ -81,3 +85,17 @@ def llm_factory(model: str, *, recorder, budget, api_base: str | None, retries: 
                    max_retries=retries)
 
     return make
+
+
+class JsonLines:
+    """One JSON object per line, appended as results arrive (from several threads): nothing is lost on a stop."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self._lock = threading.Lock()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("")
+
+    def append(self, record: dict) -> None:
+        with self._lock, self.path.open("a") as f:
+            f.write(json.dumps(record) + "\n")

@@ -60,6 +60,14 @@ class ReviewSettings:
     fewshot: tuple[Path, ...] = ()   # example papers (.pdf or .txt), each with its review as a .json beside it
     max_reasks: int = 2
 
+    def __post_init__(self) -> None:
+        if self.ensemble < 1 or self.reflections < 0 or not self.temperature > 0:
+            raise ValueError("--ensemble must be at least 1, --reflections 0 or more, --temperature above 0")
+        for shot in self.fewshot:
+            if not shot.is_file() or not shot.with_suffix(".json").is_file():
+                raise ValueError(f"few-shot example {shot} needs the file itself and its review "
+                                 f"{shot.with_suffix('.json')}")
+
 
 class ReviewFailed(Exception):
     """No valid review could be obtained for a paper; one-line message."""

@@ -22,10 +22,12 @@ import resource
 import signal
 import subprocess
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Annotated
 
 import psutil
+from annotated_types import Ge, Gt
 
 from sandbox.logs import BoundedLog, MiB, Pump
 from sandbox.usage import DiskWatch
@@ -39,17 +41,28 @@ _CGROUP_ROOTS = (Path("/sys/fs/cgroup/pids"), Path("/sys/fs/cgroup"))
 
 @dataclass(frozen=True)
 class Limits:
-    """Per-run limits. Processes counts tasks (threads too), as the kernel's pids limit does."""
+    """Per-run limits, as template.toml's [limits] states them (validated there, this very class).
 
-    time_s: float
-    memory_mb: int
-    processes: int = 4096
-    disk_mb: int = 4096            # what the run may write in its folder, in all
-    tmp_mb: int = 256              # the private /tmp (docker: a tmpfs of this size)
-    cpus: float | None = None      # docker only: CPU share; None = all the machine's
-    output_mb: int = 256           # stdout and stderr together, in all; more stops the run (a flood)
-    log_head_mb: int = 1           # the log file keeps the output's first log_head_mb...
-    log_tail_mb: int = 3           # ...and its last log_tail_mb, with one line between saying what was dropped
+    Processes counts tasks (threads too), as the kernel's pids limit does. The annotations carry the
+    bounds pydantic checks when a template is loaded; here they are plain numbers.
+    """
+
+    __pydantic_config__ = {"extra": "forbid"}  # an unknown key in [limits] is a one-line error, not ignored
+
+    time_s: Annotated[float, Gt(0)] = 600.0          # wall time of the sandboxed run
+    memory_mb: Annotated[int, Gt(0)] = 4096         # resident memory of the run's whole process tree
+    eval_time_s: Annotated[float, Gt(0)] = 300.0    # wall time of the trusted evaluator process
+    processes: Annotated[int, Ge(16)] = 1024        # tasks, threads included (JAX starts several per core)
+    disk_mb: Annotated[int, Gt(0)] = 4096           # what the run may write in its folder, in all
+    tmp_mb: Annotated[int, Gt(0)] = 256             # the private /tmp (docker: a tmpfs of this size)
+    cpus: Annotated[float, Gt(0)] | None = None     # docker only: CPU share; None = all the machine's
+    output_mb: Annotated[int, Gt(0)] = 256          # stdout and stderr together, in all; more stops the run
+    log_head_mb: Annotated[int, Gt(0)] = 1          # the log file keeps the output's first log_head_mb...
+    log_tail_mb: Annotated[int, Gt(0)] = 3          # ...and its last log_tail_mb, a line between saying what is cut
+
+    def for_evaluator(self) -> Limits:
+        """The same limits with the evaluator's time limit: the trusted process that scores a run."""
+        return replace(self, time_s=self.eval_time_s)
 
     def bounded_log(self, path: Path) -> BoundedLog:
         """A log at path that keeps the head and tail of the output these limits allow."""
@@ -117,6 +130,18 @@ def pids_cgroup(max_tasks: int) -> Path | None:
         except OSError:
             _remove_cgroup(path)
     return None
+
+
+def _at_process_limit(cgroup: Path | None, procs: list[psutil.Process], limit: int) -> bool:
+    """Whether the run has reached its task limit: a fork the kernel refused, or as many tasks as allowed.
+
+    The kernel's count of refused forks (pids.events) is what makes this reliable: a fork bomb's
+    task count hovers just under the limit as its members die and respawn, and a poll may miss it.
+    """
+    if cgroup is None:
+        return len(procs) >= limit
+    refused = _read(cgroup / "pids.events").split()
+    return int(_read(cgroup / "pids.current") or 0) >= limit or (refused[:1] == ["max"] and refused[1] != "0")
 
 
 def _read(path: Path) -> str:
@@ -207,12 +232,11 @@ def supervise(argv: list[str], *, env: dict[str, str], cwd: Path, limits: Limits
             while proc.poll() is None:
                 procs = _tree(ps) or procs
                 peak = max(peak, _tree_rss_mb(procs))
-                tasks = int(_read(cgroup / "pids.current") or 0) if cgroup else len(procs)
                 if peak > limits.memory_mb:
                     oom = True
                 elif time.time() - started > limits.time_s:
                     timed_out = True
-                elif tasks >= limits.processes:
+                elif _at_process_limit(cgroup, procs, limits.processes):
                     exceeded = "processes"
                 elif disk is not None and disk.over():
                     exceeded = "disk"

@@ -66,6 +66,10 @@ class RichReporter:
         elif kind == "session":
             how = "resuming" if f["resumed"] else "starting"
             say(f"{how} {f['proposer']} run of [bold]{f['template']}[/bold] in {f['out_dir']}")
+        elif kind == "template_changed":
+            what = ", ".join(f["files"]) or "its settings in template.toml"
+            say(f"[yellow]note:[/yellow] template {f['template']} changed since this session started ({what}): "
+                "runs of the earlier version are not reused")
         elif kind == "baseline":
             say(f"baseline {f['metric']} = {f['mean']:.4f} (95% CI {f['ci95'][0]:.4f} to {f['ci95'][1]:.4f})")
         elif kind == "idea":

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 
+from base.records import Idea
+
 IDEA_SYSTEM = (
     "You are an ambitious AI researcher who is looking to publish a paper that will contribute "
     "significantly to the field. You design small, decisive experiments."
@@ -103,13 +105,13 @@ The SEARCH part must match the current file exactly (copy it), or be empty to re
 the function signature(s) unchanged. Use jax.numpy; the code must be differentiable and return finite values."""
 
 
-def coder_prompt(idea: dict, task: str, editable: list[str], runs: int, baseline: str) -> str:
+def coder_prompt(idea: Idea, task: str, editable: list[str], runs: int, baseline: str) -> str:
     """The first message of an idea's experiment conversation."""
     return f"""{task}
 
-Your goal is to implement the following idea: {idea["title"]}.
-Hypothesis: {idea["hypothesis"]}
-The proposed experiment is as follows: {idea["experiment"]}
+Your goal is to implement the following idea: {idea.title}.
+Hypothesis: {idea.hypothesis}
+The proposed experiment is as follows: {idea.experiment}
 
 You are given up to {runs} runs to complete the necessary experiments; each run is a full training and a \
 sealed evaluation over several seeds of the code as you leave it. You may only edit: {", ".join(editable)}. \
@@ -150,7 +152,7 @@ def bad_answer(error: str) -> str:
     return f"Your answer could not be used: {error}\nReply again, in exactly the requested format."
 
 
-def novelty_prompt(idea: dict, papers: list[dict]) -> str:
+def novelty_prompt(idea: Idea, papers: list[dict]) -> str:
     """Ask whether the idea is novel given the closest papers the literature search found."""
     listed = "\n".join(
         f"{i + 1}. {p['title']} ({p.get('year') or 'n.d.'}, {p.get('venue') or 'unknown venue'}, "
@@ -160,7 +162,7 @@ def novelty_prompt(idea: dict, papers: list[dict]) -> str:
     return f"""You have this idea:
 
 ```json
-{json.dumps({k: idea[k] for k in ("name", "title", "hypothesis", "experiment") if k in idea}, indent=1)}
+{json.dumps(idea.model_dump(include={"name", "title", "hypothesis", "experiment"}), indent=1)}
 ```
 
 A literature search for its title found these papers:

@@ -32,7 +32,7 @@ from base.store import INTERRUPTED, Run, Store, run_key, source_hash
 from base.template import PROJECT_ROOT, Template
 from jax_workloads.sealed import FAIL_MARKER
 from sandbox import backends
-from sandbox.limits import Limits, Outcome, supervise
+from sandbox.limits import Outcome, supervise
 from sandbox.logs import MiB, kept_text
 
 
@@ -78,6 +78,11 @@ def evaluate(req: EvalRequest, store: Store) -> EvalResult:
         return _evaluate(req, store, template_hash)
 
 
+def cached_baseline(store: Store, template: Template, seeds: int) -> Run | None:
+    """The template's baseline for these seeds, if the store holds it (not computed here)."""
+    return store.find_ok(run_key(template.content_hash(), source_hash(template.editable_sources()), seeds))
+
+
 def _lock(home: Path, name: str) -> FileLock:
     """An exclusive lock shared by every process using this home (held while a run or a data set is made)."""
     (home / "locks").mkdir(parents=True, exist_ok=True)
@@ -98,7 +103,7 @@ def _evaluate(req: EvalRequest, store: Store, template_hash: str) -> EvalResult:
             req.sandbox,
             backends.Job(script=req.template.spec.entrypoint, work=work, libs_parent=PROJECT_ROOT,
                          jax_cache=sandbox_cache(req.home, req.template.name, source_hash(req.sources))),
-            sandbox_limits(req.template),
+            req.template.spec.limits,
             run_dir / "train.log",
         )
         timings.update(_harness_timings(work, outcome))
@@ -123,13 +128,6 @@ def _evaluate(req: EvalRequest, store: Store, template_hash: str) -> EvalResult:
     store.finish_run(run_id, status="ok", final_info=info, metric=req.template.spec.metric.name,
                      timings=timings, logs=_read_logs(run_dir))
     return EvalResult(store.get(run_id), run_dir, timings=timings)
-
-
-def sandbox_limits(template: Template) -> Limits:
-    """The sandbox's limits, from template.toml's [limits]."""
-    lim = template.spec.limits
-    return Limits(time_s=lim.time_s, memory_mb=lim.memory_mb, processes=lim.processes, disk_mb=lim.disk_mb,
-                  tmp_mb=lim.tmp_mb, cpus=lim.cpus, output_mb=lim.output_mb)
 
 
 def sandbox_cache(home: Path, template: str, candidate_hash: str) -> Path:
@@ -247,8 +245,7 @@ def _evaluator_process(req: EvalRequest, args: list[str], log: Path) -> Outcome:
             "--seeds", str(req.seeds), "--jax-cache", str(req.home / "cache" / "jax-eval")]
     env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": str(req.home), "JAX_PLATFORMS": "cpu",
            "PYTHONHASHSEED": "0", "LANG": "C.UTF-8"}
-    limits = Limits(time_s=spec.limits.eval_time_s, memory_mb=spec.limits.memory_mb, output_mb=spec.limits.output_mb)
-    return supervise(argv, env=env, cwd=req.home, limits=limits, log_path=log)
+    return supervise(argv, env=env, cwd=req.home, limits=spec.limits.for_evaluator(), log_path=log)
 
 
 def _harness_timings(work: Path, outcome: Outcome) -> dict[str, float]:
@@ -278,9 +275,8 @@ def _reason(outcome: Outcome, template: Template, evaluator: bool = False) -> st
     if outcome.exceeded == "disk":
         return f"disk limit: {where} wrote more than {limits.disk_mb} MB in its folder (its files were removed)"
     if outcome.exceeded == "output":
-        kept = sandbox_limits(template)  # the log's head and tail sizes are the sandbox's defaults
         return (f"output limit: {where} wrote more than {limits.output_mb} MB to its output (a flood?); its log keeps "
-                f"{kept_text(kept.log_head_mb * MiB, kept.log_tail_mb * MiB)}")
+                f"{kept_text(limits.log_head_mb * MiB, limits.log_tail_mb * MiB)}")
     lines = [ln.strip() for ln in outcome.log_tail.splitlines() if ln.strip()]
     marked = [ln[len(FAIL_MARKER):] for ln in lines if ln.startswith(FAIL_MARKER)]
     if marked:

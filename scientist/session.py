@@ -1,27 +1,38 @@
-"""`scientist run`: baseline, ideas, experiments per idea, summary; resumable and within budget.
+"""`scientist run`: baseline, ideas, experiments per idea, papers, reviews; resumable and within budget.
 
 A session is identified by its output folder. Resuming is replay: the model's
 answers are recorded by request hash and the sandboxed runs by content hash, so
 running the same command again walks the same path for free and continues at
-the first step that had not finished.
+the first step that had not finished. The session's summary lives in memory as a
+`SessionSummary` and is written to summary.json whenever it changes.
 """
 
 from __future__ import annotations
 
-import json
-import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from difflib import SequenceMatcher
 from pathlib import Path
 
 from base.formats import FormatError
 from base.llm import LLM, Budget, BudgetExceeded, LLMError
+from base.records import (
+    ArchiveEntry,
+    BaselineResult,
+    Idea,
+    IdeaOutcome,
+    MetricSpec,
+    Reporter,
+    ReviewSummary,
+    SessionBest,
+    SessionSummary,
+    write_json,
+)
 from base.stats import better, holm
 from base.store import Run, Store
 from base.template import Template
-from sandbox.backends import Sandbox
 from scientist import runner
+from scientist.config import RunConfig
 from scientist.experiment import LoopConfig, run_idea
 from scientist.literature import LiteratureError, cached_search
 from scientist.proposers import NoValidAnswer, Proposer
@@ -31,65 +42,30 @@ from scientist.writeup import RunFilesMissing, write_papers
 
 DUPLICATE_SIMILARITY = 0.8
 EXIT_OK, EXIT_ERROR, EXIT_BUDGET, EXIT_INTERRUPTED = 0, 1, 3, 130
+SIGNIFICANCE_TEST = ("Welch's t-test (two-sided) over seeds, alpha 0.05; verdict_holm adjusts for every run of the "
+                     "session compared with the baseline (Holm-Bonferroni)")
 
 
-@dataclass(frozen=True)
-class RunConfig:
-    """Everything `scientist run` was asked to do: CLI flags and the template, in one place."""
-
-    template: Template
-    proposer: str                   # 'llm' or 'evolve'
-    model: str | None
-    api_base: str | None
-    ideas: int
-    runs: int
-    attempts: int
-    reflections: int
-    seeds: int
-    sandbox: Sandbox
-    home: Path
-    out_dir: Path
-    budget_usd: float | None = None
-    budget_minutes: float | None = None
-    seed: int = 0
-    retries: int = 5
-    literature: str | None = None   # 'semantic-scholar' or 'openalex'
-    literature_url: str | None = None
-    literature_key: str | None = None  # from the environment; never written to disk
-    writeup: bool = True
-    writer: str = "template"          # 'template' (no model) or 'llm'
-    review: bool = True
-    review_ensemble: int = 5
-    review_reflections: int = 5
-
-    def to_json(self) -> dict:
-        d = asdict(self)
-        d.pop("literature_key")
-        d["template"] = self.template.name
-        d["home"], d["out_dir"] = str(self.home), str(self.out_dir)
-        return d
-
-
-def similarity(a: dict, b: dict) -> float:
+def similarity(a: Idea, b: Idea) -> float:
     """How alike two ideas read: word-sequence similarity of title, hypothesis and experiment."""
-    def words(i: dict) -> list[str]:
-        return " ".join(str(i.get(k, "")) for k in ("title", "hypothesis", "experiment")).lower().split()
+    def words(i: Idea) -> list[str]:
+        return " ".join((i.title, i.hypothesis, i.experiment)).lower().split()
 
-    if a.get("name") == b.get("name"):
+    if a.name == b.name:
         return 1.0
     return SequenceMatcher(None, words(a), words(b), autojunk=False).ratio()
 
 
-def find_duplicate(idea: dict, previous: list[dict]) -> str | None:
+def find_duplicate(idea: Idea, previous: list[ArchiveEntry]) -> str | None:
     """The name of an earlier idea this one nearly repeats, if any."""
     for p in previous:
-        if similarity(idea, p["idea"]) >= DUPLICATE_SIMILARITY:
-            return p["idea"]["name"]
+        if similarity(idea, p.idea) >= DUPLICATE_SIMILARITY:
+            return p.idea.name
     return None
 
 
 def ensure_baseline(cfg: RunConfig, store: Store) -> Run:
-    """The template's baseline for these seeds: computed once per content hash, copied into the run folder."""
+    """The template's baseline for these seeds: computed once per content hash, written into the run folder."""
     dest = cfg.out_dir / "baseline"
     req = runner.EvalRequest(template=cfg.template, sources=cfg.template.editable_sources(), seeds=cfg.seeds,
                              sandbox=cfg.sandbox, home=cfg.home, out_dir=dest.resolve(), kind="baseline")
@@ -103,19 +79,28 @@ class BaselineFailed(Exception):
     """The shipped template does not run here: nothing can be compared with it."""
 
 
-def _archive(store: Store, template: str, session_id: int, ids: list[int] | None) -> list[dict]:
-    """Earlier ideas of the template from other sessions, with their best metric (frozen at session start)."""
-    out = []
-    for row in store.ideas(template=template):
+class OutDirTaken(Exception):
+    """--out names the folder of another kind of session (template, proposer or model); one line for the user."""
+
+
+def _archive(store: Store, template: Template, session_id: int, ids: list[int] | None) -> list[ArchiveEntry]:
+    """The template's seed ideas, then its earlier ideas from other sessions with their best metric.
+
+    As in The AI Scientist, the seed ideas start the archive: the LLM proposer is shown them as ideas
+    already had, and an idea that nearly repeats one is dropped. Store ideas are frozen at session start.
+    """
+    out = [ArchiveEntry(idea=idea) for idea in template.seed_ideas()]
+    for row in store.ideas(template=template.name):
         if row["session_id"] == session_id or (ids is not None and row["id"] not in ids):
             continue
         best = store.get(row["best_run_id"]) if row["best_run_id"] else None
-        metric = best.metric_mean if best else None
-        out.append({"id": row["id"], "idea": row["idea"], "metric": metric})
+        out.append(ArchiveEntry(id=row["id"], idea=Idea.model_validate(row["idea"]),
+                                metric=best.metric_mean if best else None))
     return out
 
 
 def make_proposer(cfg: RunConfig, store: Store, session_id: int, budget: Budget, baseline: Run) -> Proposer:
+    """The proposer the configuration asks for, ready to propose."""
     if cfg.proposer == "evolve":
         return EvolveProposer(load_search_space(cfg.template), cfg.template.spec.metric.direction, seed=cfg.seed,
                               baseline_metric=baseline.metric_mean)
@@ -124,12 +109,13 @@ def make_proposer(cfg: RunConfig, store: Store, session_id: int, budget: Budget,
     return LLMProposer(llm, cfg.template, reflections=cfg.reflections)
 
 
-def check_novelty(cfg: RunConfig, store: Store, proposer: LLMProposer, idea: dict) -> tuple[bool, str]:
+def check_novelty(cfg: RunConfig, store: Store, proposer: LLMProposer, idea: Idea,
+                  budget: Budget) -> tuple[bool, str]:
     """Search the literature for the idea's title and let the model judge; the papers go into the idea."""
-    papers = cached_search(store, cfg.literature, idea["title"], base_url=cfg.literature_url,
-                           api_key=cfg.literature_key, retries=cfg.retries)
+    papers = cached_search(store, cfg.literature, idea.title, base_url=cfg.literature_url,
+                           api_key=cfg.literature_key, retries=cfg.retries, budget=budget)
     found = [asdict(p) for p in papers]
-    idea["literature"] = [{k: p[k] for k in ("title", "year", "venue", "url")} for p in found]
+    idea.literature = [{k: p[k] for k in ("title", "year", "venue", "url")} for p in found]
     return proposer.judge_novelty(idea, found)
 
 
@@ -137,10 +123,6 @@ def check_model(cfg: RunConfig) -> None:
     """Fail before any work when the model needs an API key that is not in the environment."""
     if cfg.proposer == "llm":
         LLM(cfg.model, recorder=None, budget=Budget(), api_base=cfg.api_base).check()
-
-
-class OutDirTaken(Exception):
-    """--out names the folder of another kind of session (template, proposer or model); one line for the user."""
 
 
 def claim_out_dir(cfg: RunConfig, store: Store) -> None:
@@ -161,8 +143,20 @@ def claim_out_dir(cfg: RunConfig, store: Store) -> None:
     store.release_out_dir(other["id"])
 
 
-def run_session(cfg: RunConfig, store: Store, report) -> int:
-    """Run (or resume) the whole session; always writes summary.json; returns the exit code."""
+def _note_template_change(cfg: RunConfig, store: Store, session_id: int, stored: dict, report: Reporter) -> dict:
+    """Say so when the template changed since the session started (its runs are then computed anew)."""
+    files, digest = cfg.template.file_hashes(), cfg.template.content_hash()
+    before = stored.get("template_files")
+    if before is not None and stored.get("template_hash") != digest:
+        changed = sorted(f for f in set(before) | set(files) if before.get(f) != files.get(f))
+        report.event("template_changed", template=cfg.template.name, files=changed)
+    updated = {**stored, "template_hash": digest, "template_files": files}
+    store.set_session_args(session_id, updated)
+    return updated
+
+
+def run_session(cfg: RunConfig, store: Store, report: Reporter) -> tuple[int, SessionSummary]:
+    """Run (or resume) the whole session; always writes summary.json; returns the exit code and the summary."""
     started = time.time()
     claim_out_dir(cfg, store)
     cfg.out_dir.mkdir(parents=True, exist_ok=True)
@@ -172,7 +166,8 @@ def run_session(cfg: RunConfig, store: Store, report) -> int:
     budget = Budget(usd=cfg.budget_usd, minutes=cfg.budget_minutes, spent_usd=store.session_cost(session_id)[0])
     report.event("session", template=cfg.template.name, proposer=cfg.proposer, out_dir=str(cfg.out_dir),
                  resumed=resumed)
-    ideas: list[dict] = []
+    stored = _note_template_change(cfg, store, session_id, stored, report)
+    ideas: list[IdeaOutcome] = []
     baseline: Run | None = None
     status, reason, code = "complete", None, EXIT_OK
     try:
@@ -182,40 +177,40 @@ def run_session(cfg: RunConfig, store: Store, report) -> int:
         m = baseline.final_info["metrics"][cfg.template.spec.metric.name]
         report.event("baseline", metric=cfg.template.spec.metric.name, mean=m["mean"], ci95=m["ci95"])
         archive_ids = stored.get("archive_ids")
-        archive = _archive(store, cfg.template.name, session_id, archive_ids)
+        archive = _archive(store, cfg.template, session_id, archive_ids)
         if archive_ids is None:  # freeze the archive, so a resumed session asks the same questions
-            store.set_session_args(session_id, {**stored, "archive_ids": [a["id"] for a in archive]})
+            store.set_session_args(session_id, {**stored, "archive_ids": [a.id for a in archive if a.id is not None]})
         proposer = make_proposer(cfg, store, session_id, budget, baseline)
         loop = LoopConfig(template=cfg.template, runs=cfg.runs, attempts=cfg.attempts, seeds=cfg.seeds,
                           sandbox=cfg.sandbox, home=cfg.home, out_dir=cfg.out_dir)
-        seen: list[dict] = []
+        seen: list[ArchiveEntry] = []
         idx = 0
         while len(ideas) < cfg.ideas and idx < 2 * cfg.ideas:
             budget.check()
             report.event("stage", stage="ideas", spend_usd=budget.spent_usd)
             idea = proposer.next_idea(idx, archive + seen)
-            folder = f"{idx:02d}_{idea['name']}"
-            duplicate = None if "genome" in idea else find_duplicate(idea, archive + seen)
-            seen.append({"idea": idea, "metric": None})
+            folder = f"{idx:02d}_{idea.name}"
+            duplicate = find_duplicate(idea, archive + seen) if proposer.may_repeat else None
+            seen.append(ArchiveEntry(idea=idea))
             if duplicate is not None:
                 why = f"near-duplicate of {duplicate}"
-                store.save_idea(session_id, idx, idea, status="duplicate", reason=why)
-                report.event("idea_dropped", name=idea["name"], reason=why)
+                store.save_idea(session_id, idx, idea.model_dump(), status="duplicate", reason=why)
+                report.event("idea_dropped", name=idea.name, reason=why)
                 idx += 1
                 continue
             if cfg.literature is not None and isinstance(proposer, LLMProposer):
                 report.event("stage", stage="literature", spend_usd=budget.spent_usd)
-                novel, why = check_novelty(cfg, store, proposer, idea)
+                novel, why = check_novelty(cfg, store, proposer, idea, budget)
                 if not novel:
-                    store.save_idea(session_id, idx, idea, status="not_novel", reason=why)
-                    report.event("idea_dropped", name=idea["name"], reason=f"not novel: {why}")
+                    store.save_idea(session_id, idx, idea.model_dump(), status="not_novel", reason=why)
+                    report.event("idea_dropped", name=idea.name, reason=f"not novel: {why}")
                     idx += 1
                     continue
-            report.event("idea", idx=len(ideas), total=cfg.ideas, name=idea["name"], title=idea["title"])
+            report.event("idea", idx=len(ideas), total=cfg.ideas, name=idea.name, title=idea.title)
             report.event("stage", stage="experiments", spend_usd=budget.spent_usd)
             outcome = run_idea(loop, store, session_id=session_id, idx=idx, idea=idea, folder=folder,
                                proposer=proposer, baseline=baseline, budget=budget, report=report)
-            seen[-1]["metric"] = outcome["best"]["metric"]["mean"] if outcome["best"] else None
+            seen[-1].metric = outcome.best.metric.mean if outcome.best else None
             ideas.append(outcome)
             idx += 1
         if len(ideas) < cfg.ideas:
@@ -231,59 +226,58 @@ def run_session(cfg: RunConfig, store: Store, report) -> int:
         if status != "complete":
             report.event("stopped", reason=reason)
         store.close_session(session_id, status, reason)
-        _write_outputs(cfg, store, session_id, baseline, ideas, status, reason, time.time() - started)
+        summary = _summary(cfg, store, session_id, baseline, ideas, status, reason, time.time() - started)
+        _write_outputs(cfg, store, session_id, summary)
     if cfg.writeup and baseline is not None and ideas and code != EXIT_INTERRUPTED:
-        code = max(code, _writeup(cfg, store, session_id, budget, report))
+        code = max(code, _writeup(cfg, store, session_id, budget, summary, report))
         if cfg.review and cfg.model and code in (EXIT_OK, EXIT_ERROR):
-            code = max(code, _review(cfg, store, session_id, budget, report))
+            code = max(code, _review(cfg, store, session_id, budget, summary, report))
     report.event("stage", stage=status, spend_usd=store.session_cost(session_id)[0])
-    return code
+    return code, summary
 
 
-def _review(cfg: RunConfig, store: Store, session_id: int, budget: Budget, report) -> int:
+def _review(cfg: RunConfig, store: Store, session_id: int, budget: Budget, summary: SessionSummary,
+            report: Reporter) -> int:
     """Review every compiled paper with the run's model; scores go to summary.json and the store."""
     from reviewer.batch import llm_factory, review_one_paper
     from reviewer.review import ReviewSettings, default_fewshot
 
-    summary_path = cfg.out_dir / "summary.json"
-    summary = json.loads(summary_path.read_text())
     settings = ReviewSettings(ensemble=cfg.review_ensemble, reflections=cfg.review_reflections,
                               fewshot=default_fewshot())
     make_llm = llm_factory(cfg.model, recorder=store.recorder(session_id), budget=budget, api_base=cfg.api_base,
                            retries=cfg.retries)
     code = EXIT_OK
-    for entry in summary["ideas"]:
-        paper = entry.get("paper") or {}
-        if paper.get("status") != "ok":
+    for entry in summary.ideas:
+        if entry.paper is None or entry.paper.status != "ok":
             continue
-        report.event("stage", stage=f"review {entry['name']}", spend_usd=budget.spent_usd)
-        res = review_one_paper(Path(paper["pdf"]), make_llm, settings, run_dir=cfg.out_dir)
-        (Path(paper["pdf"]).parent / "review.json").write_text(json.dumps(res, indent=1))
+        report.event("stage", stage=f"review {entry.name}", spend_usd=budget.spent_usd)
+        pdf = Path(entry.paper.pdf)
+        res = review_one_paper(pdf, make_llm, settings, run_dir=cfg.out_dir, summary=summary)
+        path = pdf.parent / "review.json"
+        write_json(path, res)
         if res["status"] == "ok":
-            entry["review"] = {k: res["review"][k] for k in ("Overall", "Decision", "Soundness", "Confidence")}
-            entry["review"]["path"] = str(Path(paper["pdf"]).parent / "review.json")
-            store.save_review(session_id, entry["idx"], res["review"])
+            rev = res["review"]
+            entry.review = ReviewSummary(Overall=rev["Overall"], Decision=rev["Decision"],
+                                         Soundness=rev["Soundness"], Confidence=rev["Confidence"], path=str(path))
+            store.save_review(session_id, entry.idx, rev)
+            report.event("review", name=entry.name, overall=rev["Overall"], decision=rev["Decision"])
         else:
-            entry["review"] = {"status": "error", "error": res["error"]}
+            entry.review = ReviewSummary(status="error", error=res["error"])
             code = EXIT_BUDGET if res["error"].startswith("budget:") else EXIT_ERROR
-        report.event("review", name=entry["name"], **({"error": res["error"]} if res["status"] != "ok" else
-                                                      {"overall": res["review"]["Overall"],
-                                                       "decision": res["review"]["Decision"]}))
-        _write_json(summary_path, summary)
+            report.event("review", name=entry.name, error=res["error"])
+        summary.write(cfg.out_dir)
     return code
 
 
-def _writeup(cfg: RunConfig, store: Store, session_id: int, budget: Budget, report) -> int:
-    """Write every idea's paper; a budget or model failure here stops cleanly like anywhere else.
-
-    A run whose every paper failed to compile is an error too (exit 1), not a success with no paper.
-    """
+def _writeup(cfg: RunConfig, store: Store, session_id: int, budget: Budget, summary: SessionSummary,
+             report: Reporter) -> int:
+    """Write every idea's paper; a budget or model failure here stops cleanly like anywhere else."""
     llm = None
     if cfg.writer == "llm":
         llm = LLM(cfg.model, recorder=store.recorder(session_id), budget=budget, api_base=cfg.api_base,
                   max_retries=cfg.retries)
     try:
-        results = write_papers(cfg.out_dir, cfg.template, llm=llm, store=store, report=report)
+        papers = write_papers(summary, cfg.out_dir, cfg.template, llm=llm, store=store, report=report)
     except BudgetExceeded as e:
         report.event("stopped", reason=f"writeup: {e}")
         return EXIT_BUDGET
@@ -293,73 +287,54 @@ def _writeup(cfg: RunConfig, store: Store, session_id: int, budget: Budget, repo
     except KeyboardInterrupt:
         report.event("stopped", reason="interrupted by the user")
         return EXIT_INTERRUPTED
-    return EXIT_ERROR if results and not any(r["status"] == "ok" for r in results) else EXIT_OK
+    # Papers were attempted and none compiled: the run did not deliver what it was asked for.
+    if papers and not any(p.status == "ok" for p in papers):
+        return EXIT_ERROR
+    return EXIT_OK
 
 
-def _write_outputs(cfg: RunConfig, store: Store, session_id: int, baseline: Run | None, ideas: list[dict],
-                   status: str, reason: str | None, wall_s: float) -> None:
+def _summary(cfg: RunConfig, store: Store, session_id: int, baseline: Run | None, ideas: list[IdeaOutcome],
+             status: str, reason: str | None, wall_s: float) -> SessionSummary:
+    """The session's summary from what it did, with every comparison adjusted for the session's number of them."""
     cost, calls, prompt_tokens, completion_tokens = store.session_cost(session_id)
     metric = cfg.template.spec.metric
     base = None
     if baseline is not None:
         m = baseline.final_info["metrics"][metric.name]
-        base = {"run_id": baseline.id, "mean": m["mean"], "stderr": m["stderr"], "ci95": m["ci95"], "n": m["n"],
-                "run_dir": str(cfg.out_dir / "baseline")}
+        base = BaselineResult(run_id=baseline.id, mean=m["mean"], stderr=m["stderr"], ci95=m["ci95"], n=m["n"],
+                              run_dir=str(cfg.out_dir / "baseline"))
     _adjust_for_multiple_comparisons(ideas, metric.direction)
     best = None
     for i in ideas:
-        if i["best"] is None:
-            continue
-        if best is None or better(i["best"]["metric"]["mean"], best["metric"]["mean"], metric.direction):
-            best = {"idea": i["name"], **i["best"]}
-    summary = {
-        "template": cfg.template.name,
-        "template_hash": cfg.template.content_hash(),
-        "metric": {"name": metric.name, "direction": metric.direction},
-        "proposer": cfg.proposer,
-        "model": cfg.model,
-        "status": status,
-        "reason": reason,
-        "baseline": base,
-        "best": best,
-        "ideas": ideas,
-        "significance_test": "Welch's t-test (two-sided) over seeds, alpha 0.05; verdict_holm adjusts for "
-                             "every run of the session compared with the baseline (Holm-Bonferroni)",
-        "cost_usd": cost,
-        "llm_calls": calls,
-        "tokens": {"prompt": prompt_tokens, "completion": completion_tokens},
-        "wall_s": wall_s,
-        "writeup": ("skipped (--no-writeup)" if not cfg.writeup else
-                    f"{cfg.writer} writer; each idea's paper is under its folder (ideas[].paper)"),
-        "review": ("skipped (--no-review)" if not cfg.review else
-                   "skipped: no model to review with (--model)" if not cfg.model else
-                   f"ensemble of {cfg.review_ensemble}, {cfg.review_reflections} reflections (ideas[].review)"),
-        "config": cfg.to_json(),
-    }
-    _write_json(cfg.out_dir / "summary.json", summary)
+        if i.best is not None and (best is None or better(i.best.metric.mean, best.metric.mean, metric.direction)):
+            best = SessionBest(idea=i.name, **i.best.model_dump())
+    return SessionSummary(
+        template=cfg.template.name, template_hash=cfg.template.content_hash(),
+        metric=MetricSpec(name=metric.name, direction=metric.direction), proposer=cfg.proposer, model=cfg.model,
+        status=status, reason=reason, baseline=base, best=best, ideas=ideas, significance_test=SIGNIFICANCE_TEST,
+        cost_usd=cost, llm_calls=calls, tokens={"prompt": prompt_tokens, "completion": completion_tokens},
+        wall_s=wall_s,
+        writeup=("skipped (--no-writeup)" if not cfg.writeup else
+                 f"{cfg.writer} writer; each idea's paper is under its folder (ideas[].paper)"),
+        review=("skipped (--no-review)" if not cfg.review else
+                "skipped: no model to review with (--model)" if not cfg.model else
+                f"ensemble of {cfg.review_ensemble}, {cfg.review_reflections} reflections (ideas[].review)"),
+        config=cfg.to_json())
+
+
+def _write_outputs(cfg: RunConfig, store: Store, session_id: int, summary: SessionSummary) -> None:
+    summary.write(cfg.out_dir)
     all_ideas = [{**r["idea"], "idx": r["idx"], "status": r["status"], "reason": r["reason"]}
                  for r in store.ideas(session_id=session_id)]
-    _write_json(cfg.out_dir / "ideas.json", all_ideas)
+    write_json(cfg.out_dir / "ideas.json", all_ideas)
 
 
-def _adjust_for_multiple_comparisons(ideas: list[dict], direction: str) -> None:
+def _adjust_for_multiple_comparisons(ideas: list[IdeaOutcome], direction: str) -> None:
     """Add Holm-adjusted p-values and verdicts to every successful run's comparison, in place."""
-    comparisons = [e["metric"]["comparison"] for i in ideas for e in i["runs"]
-                   if e.get("metric") and e["metric"].get("comparison")]
-    for c, p in zip(comparisons, holm([c["p_value"] for c in comparisons]), strict=True):
-        c["p_value_holm"] = p
-        if not p < c["alpha"]:
-            c["verdict_holm"] = "no significant difference"
+    comparisons = [r.metric.comparison for i in ideas for r in i.runs if r.metric and r.metric.comparison]
+    for c, p in zip(comparisons, holm([c.p_value for c in comparisons]), strict=True):
+        c.p_value_holm = p
+        if not p < c.alpha:
+            c.verdict_holm = "no significant difference"
         else:
-            c["verdict_holm"] = "better" if (c["difference"] > 0) == (direction == "max") else "worse"
-    for i in ideas:  # the idea's best entry shares its comparison dict with its run entry
-        if i["best"] is not None:
-            run = next(e for e in i["runs"] if e.get("run_id") == i["best"]["run_id"] and e.get("metric"))
-            i["best"]["metric"] = run["metric"]
-
-
-def _write_json(path: Path, data) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)  # the user may have deleted the folder while we ran
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=1))
-    os.replace(tmp, path)
+            c.verdict_holm = "better" if (c.difference > 0) == (direction == "max") else "worse"

@@ -20,6 +20,7 @@ from llm_server import ScriptedServer
 from test_llm import MemoryRecorder
 
 from base.llm import LLM, Budget
+from base.records import Idea, IdeaOutcome, SessionSummary
 from base.stats import normalized
 from base.template import load_template
 from papers import verdicts
@@ -64,7 +65,8 @@ def make_input(verdict_holm: str = "no significant difference", *, mean: float =
     idea = {"name": "hinge_mix", "title": "Hinge mix: a hinge blended into the logistic loss",
             "hypothesis": "Blending a hinge into DPO's logistic loss changes the reward gain.",
             "experiment": "Mix the two losses with weight 0.3."}
-    return PaperInput(template=template, idea=idea, entry=entry, baseline=base, infos={"run_1": info},
+    return PaperInput(template=template, idea=Idea(**idea), entry=IdeaOutcome.model_validate(entry), baseline=base,
+                      infos={"run_1": info},
                       significance="Welch's t-test (two-sided) over seeds, alpha 0.05; Holm-adjusted")
 
 
@@ -210,8 +212,8 @@ def test_a_template_text_number_is_a_fact_in_any_context(own_template):
 
 def test_a_paper_with_the_template_own_bibliography_and_text_compiles(own_template, tmp_path):
     paper = write_paper(make_input(template_root=own_template), tmp_path / "paper")
-    assert paper["status"] == "ok", paper
-    assert paper["struck_sentences"] == 0 and paper["unverified_numbers"] == 0
+    assert paper.status == "ok", paper
+    assert paper.struck_sentences == 0 and paper.unverified_numbers == 0
     report = json.loads((tmp_path / "paper" / "claim_check.json").read_text())
     assert report["bibliography"] == {"overridden": ["lu2024aiscientist"]} and report["struck_sentences"] == []
     assert "47^2 = 2209$ pairs" in (tmp_path / "paper" / "paper.tex").read_text()
@@ -287,10 +289,9 @@ def test_every_section_of_the_template_writer_states_the_table_verdict(verdict_h
 
 def test_a_negative_report_concludes_no_result():
     inp = make_input()
-    for r in inp.entry["runs"]:
-        r.update(status="failed", reason="boom")
-        r.pop("metric", None)
-    inp.entry["best"] = None
+    for r in inp.entry.runs:
+        r.status, r.reason, r.metric = "failed", "boom", None
+    inp.entry.best = None
     sections = template_sections(inp)
     assert "did not yield a working experiment" in sections["conclusion"]
     assert verdicts.check(sections, None) == []
@@ -320,7 +321,7 @@ def test_the_llm_writer_claiming_significance_for_a_non_significant_idea_is_told
         asked = [m["content"] for req in server.requests for m in req["messages"] if m["role"] == "user"]
     fed_back = [a for a in asked if "contradict the logged verdict" in a]
     assert fed_back and all("no significant difference from the baseline" in a and OVERCLAIM in a for a in fed_back)
-    assert paper["status"] == "ok" and paper["struck_sentences"] == 1
+    assert paper.status == "ok" and paper.struck_sentences == 1
     report = json.loads((tmp_path / "paper" / "claim_check.json").read_text())
     check_ = report["verdict_check"]
     assert check_["verdict"] == "no significant difference" and check_["struck_sentences"] == [OVERCLAIM]
@@ -340,12 +341,14 @@ def test_a_run_whose_every_paper_failed_exits_with_an_error(tmp_path):
     inp = make_input()
     (run / "baseline").mkdir(parents=True)
     (run / "baseline" / "final_info.json").write_text(json.dumps(inp.baseline))
-    (run / inp.entry["folder"] / "run_1").mkdir(parents=True)
-    (run / inp.entry["folder"] / "run_1" / "final_info.json").write_text(json.dumps(inp.infos["run_1"]))
-    (run / inp.entry["folder"] / "run_2").mkdir(parents=True)
-    (run / inp.entry["folder"] / "run_2" / "candidate").mkdir()
-    (run / "summary.json").write_text(json.dumps({"ideas": [inp.entry], "significance_test": inp.significance}))
-    (run / "ideas.json").write_text(json.dumps([{**inp.idea, "idx": 0}]))
+    (run / inp.entry.folder / "run_1").mkdir(parents=True)
+    (run / inp.entry.folder / "run_1" / "final_info.json").write_text(json.dumps(inp.infos["run_1"]))
+    (run / inp.entry.folder / "run_2").mkdir(parents=True)
+    (run / inp.entry.folder / "run_2" / "candidate").mkdir()
+    summary = SessionSummary(template="discopop", template_hash="h", metric={"name": METRIC, "direction": "max"},
+                             proposer="evolve", status="complete", ideas=[inp.entry],
+                             significance_test=inp.significance)
+    (run / "ideas.json").write_text(json.dumps([{**inp.idea.model_dump(), "idx": 0}]))
     events = []
     report = SimpleNamespace(event=lambda kind, **kw: events.append(kind))
     broken = tmp_path / "templates" / "discopop"
@@ -353,7 +356,7 @@ def test_a_run_whose_every_paper_failed_exits_with_an_error(tmp_path):
 
     def writeup() -> int:
         cfg = SimpleNamespace(writer="template", out_dir=run, template=load_template(str(broken)))
-        return _writeup(cfg, None, 0, Budget(), report)
+        return _writeup(cfg, None, 0, Budget(), summary, report)
 
     assert writeup() == EXIT_OK
     tex = (ROOT / "papers" / "paper.tex.j2").read_text().replace("\\maketitle", "\\maketitle\\undefinedmacro")

@@ -134,3 +134,21 @@ def test_an_output_folder_of_another_session_is_refused_until_deleted(tiny_templ
     fresh = run("other")
     assert fresh.code == 0, fresh.text
     assert "starting" in fresh.out and json.loads((out / "summary.json").read_text())["template"] == "other"
+
+
+def test_a_resumed_session_says_which_template_files_changed(tiny_templates, home, tmp_path):
+    templates = tmp_path / "templates"
+    shutil.copytree(tiny_templates, templates)
+    args = ("run", "--template", "discopop", "--templates-dir", str(templates), "--home", str(home), "--proposer",
+            "evolve", "--ideas", "1", "--runs", "1", "--out", str(tmp_path / "out"), "--no-writeup")
+    assert scientist(*args).code == 0
+    (templates / "discopop" / "README.md").write_text("papers-only files change nothing\n")
+    again = scientist(*args)
+    assert again.code == 0 and "changed since this session started" not in again.out
+    assert "(cached)" in again.out
+    harness = templates / "discopop" / "harness.py"
+    harness.write_text(harness.read_text() + "\n# a change that computes the same\n")
+    changed = scientist(*args)
+    assert changed.code == 0, changed.text
+    assert "note: template discopop changed since this session started (harness.py)" in changed.out
+    assert "(cached)" not in changed.out

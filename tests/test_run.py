@@ -120,6 +120,20 @@ def test_edit_to_a_fixed_file_is_refused_and_explained(tiny_templates, run_home,
     assert summary["ideas"][0]["status"] == "failed" and summary["ideas"][0]["best"] is None
 
 
+def test_seed_ideas_start_the_archive_and_a_repeat_of_one_is_dropped(tiny_templates, run_home, tmp_path):
+    seeds = json.loads((tiny_templates / "discopop" / "seed_ideas.json").read_text())
+    repeat = "```json\n" + json.dumps(seeds[1]) + "\n```"  # the model proposes a seed idea again
+    with ScriptedServer([repeat, repeat]) as server:
+        r = run(tiny_templates, run_home, tmp_path / "out", *llm_args(server.url, "--ideas", "1", "--reflections", "0"))
+        first = [m["content"] for m in server.requests[0]["messages"] if m["role"] == "user"][0]
+    # Shown to the model as ideas already had, as The AI Scientist seeds its archive.
+    assert all(seed["title"] in first for seed in seeds)
+    assert r.code == 0, r.text
+    assert f"near-duplicate of {seeds[1]['name']}" in r.out
+    ideas = json.loads((tmp_path / "out" / "ideas.json").read_text())
+    assert [(i["name"], i["status"]) for i in ideas] == [(seeds[1]["name"], "duplicate")] * 2
+
+
 def test_unreachable_api_base_stops_cleanly_and_keeps_the_baseline(tiny_templates, run_home, tmp_path):
     out = tmp_path / "out"
     r = run(tiny_templates, run_home, out, "--model", "openai/test-model", "--api-base", "http://127.0.0.1:9/v1",

@@ -34,13 +34,13 @@ def test_summarize_single_seed_has_no_interval():
 def test_compare_respects_direction(direction, candidate, verdict):
     baseline = [1.0, 1.1, 0.9, 1.05]
     c = compare(candidate, baseline, direction)
-    assert c["verdict"] == verdict and c["p_value"] < 0.05
+    assert c.verdict == verdict and c.p_value < 0.05
 
 
 def test_compare_overlapping_is_not_significant():
     c = compare([1.0, 1.2, 0.9, 1.1], [1.05, 1.15, 0.95, 1.0], "max")
-    assert c["verdict"] == "no significant difference"
-    assert c["p_value"] == pytest.approx(sps.ttest_ind([1.0, 1.2, 0.9, 1.1], [1.05, 1.15, 0.95, 1.0],
+    assert c.verdict == "no significant difference"
+    assert c.p_value == pytest.approx(sps.ttest_ind([1.0, 1.2, 0.9, 1.1], [1.05, 1.15, 0.95, 1.0],
                                                         equal_var=False).pvalue)
 
 

@@ -55,3 +55,29 @@ def test_templates_command_lists_metric_and_flags_broken_one(tmp_path):
     assert ok.code == 0 and "discopop" in ok.out and "reward_gain_at_kl" in ok.out and "not computed" in ok.out
     bad = scientist("templates", "--home", str(tmp_path / "h"), "--templates-dir", str(tmp_path))
     assert bad.code == 2 and "field 'seeds': missing" in bad.err and "Traceback" not in bad.text
+
+
+def test_content_hash_covers_what_computes_results_and_nothing_else(tmp_path):
+    from conftest import copy_template
+
+    root = copy_template(tmp_path, "discopop", {})
+    t = load_template(str(root))
+    before = t.content_hash()
+    assert {"loss.py", "harness.py", "evaluate.py", "jax_workloads/preference.py",
+            "jax_workloads/sealed.py"} <= set(t.computing_files())
+    assert "jax_workloads/ppo.py" not in t.computing_files()  # not imported by this template
+    # Papers-only and proposer-only files: edited freely, nothing recomputed.
+    for rel in ("latex/references.bib", "latex/setup.tex", "README.md", "prompt.md", "figures.py",
+                "search_space.py", "seed_ideas.json"):
+        path = root / rel
+        path.write_text(path.read_text() + "\n% edited\n" if rel.endswith((".bib", ".tex")) else
+                        path.read_text() + ("\n# edited\n" if rel.endswith(".py") else "\n"))
+    toml = root / "template.toml"
+    toml.write_text(toml.read_text().replace('description = "', 'description = "Edited: ', 1))
+    assert load_template(str(root)).content_hash() == before
+    # What computes results: the harness, the config.
+    (root / "harness.py").write_text((root / "harness.py").read_text() + "\n# edited\n")
+    after_harness = load_template(str(root)).content_hash()
+    assert after_harness != before
+    toml.write_text(re.sub(r"(?m)^steps = (\d+)", lambda m: f"steps = {int(m.group(1)) + 1}", toml.read_text()))
+    assert load_template(str(root)).content_hash() != after_harness

@@ -3,8 +3,8 @@
 Both proposers answer the same two questions, so the experiment loop does not
 care which one runs:
 
-- `next_idea(idx, previous)`: the idea number idx, given every earlier idea of
-  the template (this session's and the archive's) with its best metric;
+- `next_idea(idx, previous)`: the idea number idx (an `Idea`), given every earlier
+  idea of the template (this session's and the archive's) with its best metric;
 - `propose(ctx)`: the editable files for the next attempt of a run of an idea,
   given what the earlier attempts produced, or `done` to stop the idea.
 
@@ -16,6 +16,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Protocol
+
+from base.records import ArchiveEntry, Idea
 
 
 class NoValidAnswer(Exception):
@@ -42,7 +44,7 @@ class IdeaContext:
     """What a proposer needs to propose the next attempt of an idea."""
 
     idx: int
-    idea: dict
+    idea: Idea
     run_idx: int
     runs: int
     attempt: int
@@ -65,8 +67,11 @@ class Proposal:
 
 
 class Proposer(Protocol):
-    name: str
+    """Where ideas and candidate code come from (see the module's docstring)."""
 
-    def next_idea(self, idx: int, previous: list[dict]) -> dict: ...
+    name: str
+    may_repeat: bool  # whether it may propose an earlier idea again in other words (checked by similarity)
+
+    def next_idea(self, idx: int, previous: list[ArchiveEntry]) -> Idea: ...
 
     def propose(self, ctx: IdeaContext) -> Proposal: ...

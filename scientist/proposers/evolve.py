@@ -13,8 +13,10 @@ from __future__ import annotations
 import importlib.util
 import json
 import random
-from types import ModuleType
+from pathlib import Path
 
+from base.records import ArchiveEntry, Idea
+from base.search_space import SearchSpace, SearchSpaceError, check_search_space
 from base.stats import better
 from base.template import Template
 from scientist.proposers import IdeaContext, Proposal
@@ -24,28 +26,45 @@ CROSSOVER = 0.3
 TOURNAMENT = 3
 
 
-def load_search_space(template: Template) -> ModuleType:
-    """The template's search_space.py, loaded by path (templates are not packages)."""
+def _shown(path: Path) -> str:
+    """The path as the user would type it: relative to the current folder when it is under it."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
+def load_search_space(template: Template) -> SearchSpace:
+    """The template's search_space.py, loaded by path (templates are not packages) and checked.
+
+    Raises SearchSpaceError, one line naming the file and what is missing or wrong in it
+    (base.search_space.check_search_space).
+    """
     path = template.root / "search_space.py"
     if not path.is_file():
-        raise FileNotFoundError(f"template {template.name} has no search_space.py; --proposer evolve needs one")
+        raise SearchSpaceError(f"template {template.name} has no search_space.py, which --proposer evolve needs")
+    where = _shown(path)
     spec = importlib.util.spec_from_file_location(f"search_space_{template.name}", path)
     module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    try:
+        spec.loader.exec_module(module)
+    except Exception as e:  # the template's code: a syntax error or a failed import is one line for the user
+        raise SearchSpaceError(f"{where}: cannot be loaded: {type(e).__name__}: {' '.join(str(e).split())}") from e
+    return check_search_space(module, where, editable=template.spec.editable)
 
 
 class EvolveProposer:
     """Samples and mutates candidates from a search space; no model involved."""
 
     name = "evolve"
+    may_repeat = False  # a genome already tried is never proposed again, so no idea needs a similarity check
 
-    def __init__(self, space: ModuleType, direction: str, seed: int = 0, baseline_metric: float | None = None):
+    def __init__(self, space: SearchSpace, direction: str, seed: int = 0, baseline_metric: float | None = None):
         self.space = space
         self.direction = direction
         self.seed = seed
         # The search space names which known member is the template's shipped baseline, if any.
-        name = getattr(space, "BASELINE", None)
+        name = space.BASELINE
         self.baseline = (space.known()[name], baseline_metric) if name is not None else None
 
     def _rng(self, *parts: object) -> random.Random:
@@ -59,14 +78,13 @@ class EvolveProposer:
                 best = p
         return best[0]
 
-    def next_idea(self, idx: int, previous: list[dict]) -> dict:
+    def next_idea(self, idx: int, previous: list[ArchiveEntry]) -> Idea:
         """A new genome from the archive's best, or a fresh sample; never one already tried."""
         rng = self._rng("idea", idx)
-        pool = [(p["idea"]["genome"], p["metric"]) for p in previous
-                if p.get("metric") is not None and "genome" in p["idea"]]
+        pool = [(p.idea.genome, p.metric) for p in previous if p.metric is not None and p.idea.genome is not None]
         if self.baseline is not None and self.baseline[1] is not None:
             pool.append(self.baseline)
-        tried = {json.dumps(p["idea"].get("genome"), sort_keys=True) for p in previous}
+        tried = {json.dumps(p.idea.genome, sort_keys=True) for p in previous}
         if self.baseline is not None:  # the baseline is known already: an idea must differ from it too
             tried.add(json.dumps(self.baseline[0], sort_keys=True))
         for _ in range(50):
@@ -81,24 +99,20 @@ class EvolveProposer:
             if json.dumps(genome, sort_keys=True) not in tried:
                 break
         formula = self.space.describe(genome)
-        # The search space may name what it evolves and what "better" means for its template.
-        noun = getattr(self.space, "NOUN", "candidate")
-        goal = getattr(self.space, "GOAL", "scores better on the template's metric")
-        return {
-            "name": f"evolve_{idx:03d}",
-            "title": f"Evolved {noun}: {formula}",
-            "hypothesis": f"The {noun} {formula} ({origin}) {goal} than its parents.",
-            "experiment": f"Evaluate the {noun}, then hill-climb from the best version with small mutations.",
-            "genome": genome,
-        }
+        # The search space names what it evolves and what "better" means for its template.
+        noun, goal = self.space.NOUN, self.space.GOAL
+        return Idea(name=f"evolve_{idx:03d}", title=f"Evolved {noun}: {formula}",
+                    hypothesis=f"The {noun} {formula} ({origin}) {goal} than its parents.",
+                    experiment=f"Evaluate the {noun}, then hill-climb from the best version with small mutations.",
+                    genome=genome)
 
     def propose(self, ctx: IdeaContext) -> Proposal:
         """Run 1 evaluates the idea's genome; later runs and retries mutate the best genome so far."""
         ok = [a for a in ctx.history if a.status == "ok" and "genome" in a.meta]
         if ctx.run_idx == 1 and ctx.attempt == 1:
-            genome = ctx.idea["genome"]
+            genome = ctx.idea.genome
         else:
-            parent = ctx.idea["genome"]
+            parent = ctx.idea.genome
             best = None
             for a in ok:
                 if best is None or better(a.metric, best.metric, self.direction):

@@ -12,6 +12,7 @@ from typing import TypeVar
 
 from base.formats import FormatError, is_done, parse_edits, parse_idea, parse_json_block
 from base.llm import LLM, InvalidAnswer, ask_parsed
+from base.records import ArchiveEntry, Idea
 from base.template import Template
 from scientist import prompts
 from scientist.edits import EditError, apply_edits, static_check
@@ -25,6 +26,7 @@ class LLMProposer:
     """Ideas and code edits from a model through litellm."""
 
     name = "llm"
+    may_repeat = True  # a model may propose an earlier idea again in other words
 
     def __init__(self, llm: LLM, template: Template, *, reflections: int = 3, max_reasks: int = 3,
                  temperature: float = 0.7):
@@ -44,9 +46,9 @@ class LLMProposer:
         except InvalidAnswer as e:
             raise NoValidAnswer(f"model {self.llm.model} gave no valid {what} in {e.tries} tries: {e.error}") from None
 
-    def next_idea(self, idx: int, previous: list[dict]) -> dict:
+    def next_idea(self, idx: int, previous: list[ArchiveEntry]) -> Idea:
         """Generate an idea, then refine it for up to `reflections` rounds (early stop on 'I am done')."""
-        shown = [{k: v for k, v in p["idea"].items() if k not in ("genome", "literature")} for p in previous]
+        shown = [p.idea.shown() for p in previous]
         messages = [
             {"role": "system", "content": prompts.IDEA_SYSTEM},
             {"role": "user", "content": prompts.idea_prompt(self.task, self.template.editable_sources(), shown,
@@ -60,9 +62,9 @@ class LLMProposer:
                 idea = refined
             if is_done(text):
                 break
-        return idea.model_dump()
+        return Idea.model_validate(idea.model_dump())
 
-    def judge_novelty(self, idea: dict, papers: list[dict]) -> tuple[bool, str]:
+    def judge_novelty(self, idea: Idea, papers: list[dict]) -> tuple[bool, str]:
         """The model's verdict on the idea against the closest papers: (novel, reason)."""
         messages = [{"role": "system", "content": prompts.IDEA_SYSTEM},
                     {"role": "user", "content": prompts.novelty_prompt(idea, papers)}]

@@ -1,0 +1,170 @@
+"""What the commands print: tables and summaries, rendered with rich from records.
+
+Nothing here computes a result; it only shows what the runner, the session, the paper stage
+and the reviewer returned. Without a terminal (cron, CI, a pipe) lines are written whole.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from base.records import PaperStatus, SessionSummary
+from base.stats import compare
+from base.store import Run
+from base.template import Template
+from reviewer.calibrate import AI_SCIENTIST_REPORTED, Metrics
+from scientist.runner import EvalResult
+
+_SHORT = {"no significant difference": "n.s."}
+
+
+def make_console(stderr: bool = False) -> Console:
+    """Rich output; without a terminal (cron, CI, a pipe, a file) lines and tables are written whole.
+
+    Rich assumes 80 columns when it cannot ask a terminal, and cuts table cells to fit ("candid…").
+    """
+    c = Console(stderr=stderr, highlight=False)
+    return c if c.is_terminal else Console(stderr=stderr, highlight=False, width=100_000)
+
+
+def _fmt(x: float, digits: int = 4) -> str:
+    return f"{x:.{digits}f}"
+
+
+def eval_line(label: str, res: EvalResult, template: Template) -> tuple[bool, str]:
+    """One line on an evaluation as it finishes: (ok, text); failures go to stderr."""
+    run = res.run
+    if not res.ok:
+        return False, (f"[red]✗[/red] {label}: failed: {escape(run.reason or '')} "
+                       f"(run {run.id}, log {res.out_dir}/train.log)")
+    m = run.final_info["metrics"][template.spec.metric.name]
+    how = f"cached from run {run.id}" if res.cached else f"run {run.id}"
+    return True, (f"[green]✓[/green] {label}: {template.spec.metric.name} = {m['mean']:.4f} "
+                  f"(95% CI {m['ci95'][0]:.4f} to {m['ci95'][1]:.4f}, n={m['n']}; {how}) "
+                  f"{res.out_dir}/final_info.json")
+
+
+def results_table(template: Template, results: list[tuple[str, EvalResult]], baseline: Run | None) -> Table:
+    """Evaluated candidates against the cached baseline: mean, interval, n, Welch's test, time."""
+    metric = template.spec.metric
+    arrow = "higher" if metric.direction == "max" else "lower"
+    table = Table(title=f"{template.name}: {metric.name} ({arrow} is better)")
+    for col in ("candidate", "status", "mean ± s.e.", "95% CI", "n", "vs baseline", "time"):
+        numeric = col not in ("candidate", "status", "vs baseline")
+        table.add_column(col, justify="right" if numeric else "left", no_wrap=numeric)
+    for label, res in results:
+        run = res.run
+        time_s = "cached" if res.cached else f"{res.timings.get('total', 0):.1f}s"
+        if not res.ok:
+            table.add_row(label, "[red]failed[/red]", "", "", "", "", time_s)
+            continue
+        m = run.final_info["metrics"][metric.name]
+        versus = ""
+        if baseline is not None and baseline.id == run.id:
+            versus = "(baseline)"
+        elif baseline is not None:
+            c = compare(m["values"], baseline.final_info["metrics"][metric.name]["values"], metric.direction)
+            color = {"better": "green", "worse": "red"}.get(c.verdict, "yellow")
+            versus = f"[{color}]{c.difference:+.4f}, p={c.p_value:.3g}, {c.verdict}[/{color}]"
+        table.add_row(label, "[green]ok[/green]", f"{_fmt(m['mean'])} ± {_fmt(m['stderr'])}",
+                      f"[{_fmt(m['ci95'][0])}, {_fmt(m['ci95'][1])}]", str(m["n"]), versus, time_s)
+    return table
+
+
+def templates_table(rows: list[tuple[Template, Run | None]]) -> Table:
+    """The templates with their metric, direction, seeds and cached baseline."""
+    table = Table(title="templates")
+    for col in ("name", "metric", "direction", "seeds", "baseline", "description"):
+        table.add_column(col)
+    for t, base in rows:
+        cached = f"cached ({base.metric_mean:.4f})" if base else "not computed"
+        table.add_row(t.name, t.spec.metric.name, t.spec.metric.direction, str(t.spec.seeds), cached,
+                      t.spec.description)
+    return table
+
+
+def runs_table(runs: list[Run], where: Path) -> Table:
+    """The runs of the store."""
+    table = Table(title=f"runs in {where}")
+    for col in ("id", "template", "kind", "candidate", "seeds", "status", "metric", "reason"):
+        table.add_column(col)
+    for r in runs:
+        metric = f"{r.metric_mean:.4f} ± {r.metric_stderr:.4f}" if r.metric_mean is not None else ""
+        table.add_row(str(r.id), r.template, r.kind, r.candidate_hash[:8], str(r.seeds), r.status, metric,
+                      (r.reason or "")[:80])
+    return table
+
+
+def papers_table(run_dir: Path, papers: list[tuple[str, PaperStatus]]) -> Table:
+    """The papers `scientist writeup` wrote: status, PDF or first error, the claim check's counts."""
+    table = Table(title=f"papers in {run_dir}")
+    for col in ("idea", "status", "pdf or first error", "unverified numbers", "struck sentences"):
+        table.add_column(col)
+    for name, p in papers:
+        table.add_row(escape(name), p.status, escape(p.pdf or p.reason or ""), str(p.unverified_numbers),
+                      str(p.struck_sentences))
+    return table
+
+
+def reviews_table(results: list[dict], out: Path) -> Table:
+    """One row per reviewed paper: Overall, Decision, injection flags, cost."""
+    table = Table(title=f"reviews ({out})")
+    for col in ("paper", "status", "Overall", "Decision", "injection flags", "cost"):
+        table.add_column(col)
+    for r in results:
+        rev = r.get("review") or {}
+        table.add_row(escape(Path(r["paper"]).name), r["status"] if r["status"] == "ok" else "[red]error[/red]",
+                      str(rev.get("Overall", "")), rev.get("Decision", ""), str(len(r.get("injection_flags") or [])),
+                      f"${r['usage']['cost_usd']:.4f}")
+    return table
+
+
+def calibration_table(rows: dict[str, Metrics], reviewed: int, labelled: int) -> Table:
+    """Accuracy of each decision rule against the labels, as The AI Scientist reports it."""
+    table = Table(title=f"calibration on {reviewed} of {labelled} labelled papers",
+                  caption=AI_SCIENTIST_REPORTED)
+    for col in ("rule", "accuracy", "balanced accuracy", "F1", "FPR", "FNR"):
+        table.add_column(col)
+    for name, m in rows.items():
+        table.add_row(name, *(f"{getattr(m, k):.3f}" for k in ("accuracy", "balanced_accuracy", "f1", "fpr", "fnr")))
+    return table
+
+
+def print_session(console: Console, summary: SessionSummary, out_dir: Path) -> None:
+    """The end of `scientist run`: each idea's best result against the baseline, cost, papers, reviews."""
+    table = Table(title=f"{summary.template}: {summary.metric.name} per idea ({summary.status})")
+    for col in ("idea", "status", "best mean ± s.e.", "95% CI", "vs baseline (Holm)", "runs"):
+        table.add_column(col, no_wrap=col in ("best mean ± s.e.", "95% CI"))
+    base = summary.baseline
+    if base:
+        table.add_row("baseline", "", f"{base.mean:.4f} ± {base.stderr:.4f}",
+                      f"[{base.ci95[0]:.4f}, {base.ci95[1]:.4f}]", "", "")
+    for i in summary.ideas:
+        if i.best is None:
+            table.add_row(escape(i.name), "[red]failed[/red]", "", "", escape(i.reason or ""), str(len(i.runs)))
+            continue
+        m, c = i.best.metric, i.best.metric.comparison
+        table.add_row(escape(i.name), i.status, f"{m.mean:.4f} ± {m.stderr:.4f}", f"[{m.ci95[0]:.4f}, {m.ci95[1]:.4f}]",
+                      f"{_SHORT.get(c.final_verdict, c.final_verdict)} (p={c.p_value_holm:.2g})", str(len(i.runs)))
+    console.print(table)
+    console.print(f"cost ${summary.cost_usd:.4f} in {summary.llm_calls} model calls; wall time {summary.wall_s:.0f} s")
+    console.print(f"results: {out_dir}/summary.json (per idea: {out_dir}/<idea>/run_*/final_info.json)")
+    for i in summary.ideas:
+        paper = i.paper
+        if paper and paper.status == "ok":
+            console.print(f"paper: {paper.pdf} ({paper.struck_sentences} struck sentences)")
+            if i.review is not None and i.review.Overall is not None:
+                console.print(f"review: {i.review.path} (Overall {i.review.Overall}, {i.review.Decision})")
+        elif paper:
+            console.print(f"paper of {escape(i.name)}: [red]{paper.status}[/red]: {escape(paper.reason or '')} "
+                          f"(see {paper.tex}; {paper.struck_sentences} struck sentences)")
+    if summary.review.startswith("skipped"):
+        console.print(f"reviews: {summary.review}; review a paper any time with `scientist review PAPER.pdf "
+                      "--model ...`")
+    if summary.status != "complete":
+        console.print(f"[yellow]{summary.status}:[/yellow] {escape(summary.reason or '')}; "
+                      "run the same command again to resume")
