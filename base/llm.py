@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import re
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -41,6 +42,8 @@ class Budget:
     minutes: float | None = None
     started: float = field(default_factory=time.time)
     spent_usd: float = 0.0
+    # Shared by the threads of a session (several ideas at once): no spending is lost between them.
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def elapsed_minutes(self) -> float:
         """Minutes since the budget started."""
@@ -65,7 +68,8 @@ class Budget:
 
     def add(self, usd: float) -> None:
         """Count the cost of a call."""
-        self.spent_usd += usd
+        with self._lock:
+            self.spent_usd += usd
 
 
 class Recorder(Protocol):

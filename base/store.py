@@ -43,8 +43,9 @@ CREATE TABLE IF NOT EXISTS runs (
     pid INTEGER,                     -- the process running it, to recognise runs whose process died
     created REAL NOT NULL,
     finished REAL,
-    logs BLOB                        -- zlib(JSON {name: text}): the run's bounded logs, so a deleted folder is
+    logs BLOB,                       -- zlib(JSON {name: text}): the run's bounded logs, so a deleted folder is
                                      -- rebuilt from the store alone
+    node TEXT                        -- where it was computed: "local" or a Ray node id
 );
 CREATE INDEX IF NOT EXISTS runs_key ON runs(run_key, status);
 
@@ -109,7 +110,8 @@ CREATE TABLE IF NOT EXISTS llm_calls (
 
 
 # Columns added after the first release: (table, column, type), added to older stores when opened.
-_ADDED_COLUMNS = (("runs", "pid", "INTEGER"), ("ideas", "review", "TEXT"), ("runs", "logs", "BLOB"))
+_ADDED_COLUMNS = (("runs", "pid", "INTEGER"), ("ideas", "review", "TEXT"), ("runs", "logs", "BLOB"),
+                  ("runs", "node", "TEXT"))
 
 
 def source_hash(sources: dict[str, str]) -> str:
@@ -150,6 +152,7 @@ class Run:
     pid: int | None
     created: float
     finished: float | None
+    node: str | None = None
 
 
 _JSON_COLUMNS = ("candidate_source", "final_info", "timings")
@@ -202,7 +205,7 @@ class Store:
     def finish_run(self, run_id: int, *, status: str, reason: str | None = None,
                    final_info: dict | None = None, metric: str | None = None,
                    timings: dict | None = None, error_tail: str | None = None,
-                   logs: dict[str, str] | None = None) -> None:
+                   logs: dict[str, str] | None = None, node: str | None = None) -> None:
         """Record the outcome of a run, with its (bounded) logs by file name."""
         mean = stderr = None
         if final_info is not None and metric is not None:
@@ -211,9 +214,9 @@ class Store:
         packed = zlib.compress(json.dumps(logs).encode(), 6) if logs else None
         self.db.execute(
             "UPDATE runs SET status=?, reason=?, metric_name=?, metric_mean=?, metric_stderr=?,"
-            " final_info=?, timings=?, error_tail=?, finished=?, logs=? WHERE id=?",
+            " final_info=?, timings=?, error_tail=?, finished=?, logs=?, node=? WHERE id=?",
             (status, reason, metric, mean, stderr, _dumps(final_info), _dumps(timings), error_tail,
-             time.time(), packed, run_id),
+             time.time(), packed, node or "local", run_id),
         )
 
     def run_logs(self, run_id: int) -> dict[str, str]:
@@ -327,6 +330,13 @@ class Store:
             "SELECT COALESCE(SUM(cost_usd), 0), COUNT(*), COALESCE(SUM(prompt_tokens), 0),"
             " COALESCE(SUM(completion_tokens), 0) FROM llm_calls WHERE session_id=?", (session_id,)).fetchone()
         return float(row[0]), int(row[1]), int(row[2]), int(row[3])
+
+    def typical_seconds(self, template: str, seeds: int) -> float | None:
+        """The median wall time of the template's last successful runs with this many seeds (for an ETA)."""
+        rows = self.db.execute("SELECT timings FROM runs WHERE template=? AND seeds=? AND status='ok' AND timings"
+                               " IS NOT NULL ORDER BY id DESC LIMIT 20", (template, seeds)).fetchall()
+        totals = sorted(t for r in rows if isinstance(t := json.loads(r["timings"]).get("total"), int | float))
+        return float(totals[len(totals) // 2]) if totals else None
 
     def runs(self, template: str | None = None) -> list[Run]:
         """All runs, oldest first, optionally of one template."""

@@ -11,12 +11,12 @@ import ast
 import hashlib
 import json
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from base.records import Idea
 from sandbox.limits import Limits
@@ -53,8 +53,46 @@ class Metric(BaseModel):
         return self
 
 
+class Resources(BaseModel):
+    """What one run needs reserved on the machine that runs it ([resources]), as an executor such as Ray asks.
+
+    The sandbox enforces [limits]; these are what a scheduler sets aside, so runs packed onto one
+    machine do not starve each other.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+    cpus: float = Field(1.0, gt=0)
+    gpus: float = Field(0.0, ge=0)
+    # None until the spec is validated, which fills in limits.memory_mb: what a run may use before it is stopped.
+    memory_mb: int | None = Field(None, gt=0)
+
+    @field_validator("cpus", "gpus")
+    @classmethod
+    def _schedulable(cls, n: float) -> float:
+        # Schedulers share a device below 1 (Ray's num_gpus=0.5), but cannot hand out 1.5 of one.
+        if n > 1 and n != int(n):
+            raise ValueError(f"{n:g} is neither a share below 1 nor a whole number")
+        return n
+
+
+class Profile(BaseModel):
+    """An overlay of a template's settings for one kind of machine ([profiles.<name>], e.g. cpu or gpu).
+
+    Tables are merged key by key (config.train.steps changes one setting of [config.train]); any
+    other value replaces the base's. [config] and [private] are free-form, so a profile may only
+    change keys they already have: a typo is an error rather than a new, unread setting.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+    seeds: int | None = None
+    limits: dict[str, Any] = {}
+    resources: dict[str, Any] = {}
+    config: dict[str, Any] = {}
+    private: dict[str, Any] = {}
+
+
 class TemplateSpec(BaseModel):
-    """The validated contents of a template.toml."""
+    """The validated contents of a template.toml (with a profile laid over it once one is applied)."""
 
     model_config = ConfigDict(extra="forbid")
     name: str
@@ -69,6 +107,34 @@ class TemplateSpec(BaseModel):
     config: dict[str, Any] = {}
     # Settings only the trusted evaluator sees; never written into the sandbox.
     private: dict[str, Any] = {}
+    resources: Resources = Field(Resources(), validate_default=True)  # validated: fills in memory_mb
+    profiles: dict[str, Profile] = {}
+    # The profile laid over the settings above (Template.with_profile); None: the file's own settings.
+    profile: str | None = None
+
+    @field_validator("profile")
+    @classmethod
+    def _applied_not_written(cls, name: str | None) -> str | None:
+        if name is not None:  # with_profile sets it without validation; a file claiming one would lie
+            raise ValueError("is set by applying a profile (--profile), not written in template.toml")
+        return name
+
+    @field_validator("resources")
+    @classmethod
+    def _memory_reserved(cls, res: Resources, info: ValidationInfo) -> Resources:
+        """Reserve limits.memory_mb unless [resources] says otherwise, and never less than a run may use."""
+        limits = info.data.get("limits")
+        if limits is None:  # [limits] itself is wrong, which is the error reported
+            return res
+        if res.memory_mb is None:
+            # Built with the fields the file set, so memory_mb stays unset in it: a profile that raises
+            # limits.memory_mb then raises the reservation too.
+            return Resources.model_construct(_fields_set=res.model_fields_set,
+                                             **{**res.__dict__, "memory_mb": limits.memory_mb})
+        if res.memory_mb < limits.memory_mb:
+            raise ValueError(f"memory_mb ({res.memory_mb}) is below limits.memory_mb ({limits.memory_mb}), "
+                             "which a run may use before it is stopped")
+        return res
 
     @field_validator("editable", "harness")
     @classmethod
@@ -89,6 +155,38 @@ class Template:
     @property
     def name(self) -> str:
         return self.spec.name
+
+    def with_profile(self, name: str) -> Template:
+        """This template with [profiles.<name>] laid over its settings; its spec.profile records the name.
+
+        "cpu" needs no [profiles.cpu]: without one it is the template's own settings, which are sized
+        for a CPU. An unknown profile, or an overlay the template's settings cannot take, is a
+        TemplateError of one line naming the file and the field.
+        """
+        spec, toml_path = self.spec, self.root / "template.toml"
+        if spec.profile is not None:
+            if spec.profile == name:
+                return self
+            raise TemplateError(f"template {self.name} already carries profile {spec.profile!r}; "
+                                f"load it again to apply {name!r}")
+        if name not in spec.profiles and name != "cpu":
+            known = ", ".join(sorted({*spec.profiles, "cpu"}))
+            raise TemplateError(f"{toml_path}: unknown profile {name!r} (known: {known})")
+        overlay = spec.profiles.get(name, Profile())
+        # The settings as the file wrote them, so defaults that follow others (resources.memory_mb) follow again.
+        merged = spec.model_dump(exclude_unset=True)
+        if overlay.seeds is not None:
+            merged["seeds"] = overlay.seeds
+        try:
+            for table, strict in (("limits", False), ("resources", False), ("config", True), ("private", True)):
+                merged[table] = _merge(merged.get(table, {}), getattr(overlay, table), table, strict)
+        except _OverlayError as e:
+            raise TemplateError(f"{toml_path}: field 'profiles.{name}.{e.field}': {e.problem}") from None
+        try:
+            profiled = TemplateSpec.model_validate(merged)
+        except ValidationError as e:
+            raise TemplateError(f"{toml_path}: {_problem(e, f'profiles.{name}')}") from None
+        return replace(self, spec=profiled.model_copy(update={"profile": name}))
 
     def editable_sources(self) -> dict[str, str]:
         """The shipped editable files (the baseline candidate), by relative path."""
@@ -125,12 +223,19 @@ class Template:
     def content_hash(self) -> str:
         """Hash of what computes the template's results (see computing_files()), and of its settings.
 
+        The settings are those of the applied profile, if any (its config, limits and private, and
+        whether it asks for a GPU); the profile's name is not hashed, so "cpu", whose overlay is
+        empty, reuses the runs of the template's own settings. Seeds are in the run key instead.
+
         Papers-only files (latex/, README.md, prompt.md, figures.py, search_space.py, candidates/)
         and shared code the template does not import leave it unchanged, so editing them reuses runs.
         """
         settings = self.spec.model_dump(mode="json", include={"metric", "editable", "harness", "entrypoint",
                                                                "evaluator", "limits", "config", "private"})
         settings["metric"].pop("description", None)
+        if self.spec.resources.gpus > 0:
+            # A GPU computes other floating-point results than a CPU from the same settings: never the same runs.
+            settings["device"] = "gpu"
         h = hashlib.sha256(f"scoring-{SCORING_VERSION}".encode())
         h.update(json.dumps(settings, sort_keys=True).encode())
         for name, digest in sorted(self.file_hashes().items()):
@@ -185,8 +290,52 @@ class Template:
         return files
 
 
-def _field_path(loc: tuple) -> str:
-    return ".".join(str(part) for part in loc)
+class _OverlayError(Exception):
+    def __init__(self, field: str, problem: str) -> None:
+        super().__init__(f"{field}: {problem}")
+        self.field, self.problem = field, problem
+
+
+def _merge(base: dict, overlay: dict, path: str, strict: bool) -> dict:
+    """base with overlay laid over it: tables merged key by key, any other value replaced.
+
+    strict (the free-form [config] and [private]): overlay may only change keys base has, each to
+    a value of the same kind (an int where a float was is fine), so a typo cannot add a setting
+    no code reads. Otherwise unknown keys are left to the spec's own validation.
+    """
+    merged = dict(base)
+    for key, value in overlay.items():
+        field = f"{path}.{key}"
+        if key not in base:
+            if strict:
+                raise _OverlayError(field, f"[{path}] has no {key!r}: a profile changes settings, it adds none")
+            merged[key] = value
+        elif isinstance(base[key], dict) or isinstance(value, dict):
+            if not isinstance(value, dict):
+                raise _OverlayError(field, f"[{field}] is a table: give one holding the keys to change")
+            if not isinstance(base[key], dict):
+                raise _OverlayError(field, "a table where the base setting is a single value")
+            merged[key] = _merge(base[key], value, field, strict)
+        elif strict and type(value) is not type(base[key]) and (type(value), type(base[key])) != (int, float):
+            got, want = type(value).__name__, type(base[key]).__name__
+            raise _OverlayError(field, f"type {got}, but the base setting's is {want}")
+        else:
+            merged[key] = value
+    return merged
+
+
+def _problem(e: ValidationError, prefix: str = "") -> str:
+    """The first error of a validation, as `field 'a.b': problem` (the field under prefix, if given)."""
+    err = e.errors()[0]
+    parts = ([prefix] if prefix else []) + [str(part) for part in err["loc"]]
+    field = ".".join(parts) or "(top level)"
+    problem = "missing" if err["type"] == "missing" else err["msg"].removeprefix("Value error, ")
+    return f"field '{field}': {problem}"
+
+
+def default_profile(gpus: str | None) -> str:
+    """The profile that fits the hardware a run gets: "gpu" when GPUs are given (--gpus all, 0,1), else "cpu"."""
+    return "gpu" if gpus else "cpu"
 
 
 def load_template(name_or_path: str, templates_dir: Path = DEFAULT_TEMPLATES_DIR) -> Template:
@@ -205,10 +354,7 @@ def load_template(name_or_path: str, templates_dir: Path = DEFAULT_TEMPLATES_DIR
     try:
         spec = TemplateSpec.model_validate(raw)
     except ValidationError as e:
-        err = e.errors()[0]
-        field = _field_path(err["loc"]) or "(top level)"
-        problem = "missing" if err["type"] == "missing" else err["msg"]
-        raise TemplateError(f"{toml_path}: field '{field}': {problem}") from None
+        raise TemplateError(f"{toml_path}: {_problem(e)}") from None
     for f in [*spec.editable, *spec.harness, spec.evaluator]:
         if not (root / f).is_file():
             raise TemplateError(f"{toml_path}: file {f!r} named in the template does not exist")
@@ -216,6 +362,8 @@ def load_template(name_or_path: str, templates_dir: Path = DEFAULT_TEMPLATES_DIR
         raise TemplateError(f"{toml_path}: field 'entrypoint': {spec.entrypoint!r} is not among 'harness'")
     template = Template(root=root.resolve(), spec=spec)
     template.seed_ideas()  # a malformed seed_ideas.json is the template's error, said when it is loaded
+    for name in spec.profiles:  # and so is a profile its settings cannot take, though no run asked for it yet
+        template.with_profile(name)
     return template
 
 

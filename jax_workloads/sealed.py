@@ -170,16 +170,23 @@ def load_export(path: str | Path, max_bytes: int, custom_calls: re.Pattern = PLA
 
 
 class Stopwatch:
-    """Wall-clock phase marks of a harness, written to timings.json for the runner."""
+    """Wall-clock phase marks of a harness, written to timings.json for the runner.
 
-    def __init__(self, started: float):
+    Each lap is written as it ends (to `path`, the work folder's timings.json by default), so the
+    live view can say which phase a run is in; `save` writes the final marks.
+    """
+
+    def __init__(self, started: float, path: str | Path | None = "timings.json"):
         self.marks: dict[str, float] = {"started": started}
         self._last = time.time()
+        self._path = path
 
     def lap(self, phase: str) -> None:
         now = time.time()
         self.marks[phase] = now - self._last
         self._last = now
+        if self._path is not None:
+            self.save(self._path)
 
     def save(self, path: str | Path) -> None:
         Path(path).write_text(json.dumps(self.marks))

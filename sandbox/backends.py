@@ -17,6 +17,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
+import threading
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -41,6 +42,7 @@ class Job:
     libs_parent: Path         # folder whose packages (jax_workloads) go on PYTHONPATH, read-only
     packages: tuple[str, ...] = ("jax_workloads",)
     jax_cache: Path | None = None
+    cpus: tuple[int, ...] | None = None   # the cores it may use (a worker slot's share); None: all
 
 
 @dataclass(frozen=True)
@@ -162,8 +164,8 @@ def _bwrap_argv(job: Job, gpus: str | None, tmp_mb: int) -> list[str]:
     return args
 
 
-def run(sandbox: Sandbox, job: Job, limits: Limits, log_path: Path) -> Outcome:
-    """Run the job's script under the chosen backend and limits."""
+def run(sandbox: Sandbox, job: Job, limits: Limits, log_path: Path, cancel: threading.Event | None = None) -> Outcome:
+    """Run the job's script under the chosen backend and limits; a set `cancel` stops it (KeyboardInterrupt)."""
     # Mount sources must be absolute, whatever folder the caller runs in.
     job = replace(job, work=job.work.resolve(), libs_parent=job.libs_parent.resolve(),
                        jax_cache=job.jax_cache.resolve() if job.jax_cache is not None else None)
@@ -179,7 +181,7 @@ def run(sandbox: Sandbox, job: Job, limits: Limits, log_path: Path) -> Outcome:
                         path="/opt/venv/bin:/usr/local/bin:/usr/bin:/bin")
         return container.run(["python", "-s", f"{WORK}/{job.script}"], image=sandbox.image,
                              host=sandbox.docker_host, gpus=sandbox.gpus, env=env, mounts=mounts, workdir=WORK,
-                             watch_dir=job.work, limits=limits, log_path=log_path)
+                             watch_dir=job.work, limits=limits, log_path=log_path, cpus=job.cpus, cancel=cancel)
     if sandbox.backend == "bwrap":
         argv, env = _bwrap_argv(job, sandbox.gpus, limits.tmp_mb), {}
     elif sandbox.backend == "process":
@@ -190,4 +192,5 @@ def run(sandbox: Sandbox, job: Job, limits: Limits, log_path: Path) -> Outcome:
         argv = [_python(), "-s", str(job.work / job.script)]
     else:
         raise SandboxUnavailable(f"unknown sandbox backend {sandbox.backend!r}")
-    return supervise(argv, env=env, cwd=job.work, limits=limits, log_path=log_path, watch_dir=job.work)
+    return supervise(argv, env=env, cwd=job.work, limits=limits, log_path=log_path, watch_dir=job.work,
+                     cpus=job.cpus, cancel=cancel)

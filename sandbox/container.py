@@ -132,7 +132,7 @@ def _device_requests(gpus: str | None) -> list:
 
 def run(command: list[str], *, image: str, host: str | None, gpus: str | None, env: dict[str, str],
         mounts: dict[str, tuple[Path, bool]], workdir: str, watch_dir: Path, limits: Limits,
-        log_path: Path) -> Outcome:
+        log_path: Path, cpus: tuple[int, ...] | None = None, cancel: threading.Event | None = None) -> Outcome:
     """Run command in a fresh container of image and return how it ended; the container is always removed.
 
     mounts: container path -> (host path, writable); watch_dir: the host folder held to limits.disk_mb.
@@ -145,9 +145,9 @@ def run(command: list[str], *, image: str, host: str | None, gpus: str | None, e
     try:
         reap_orphans(client)
         container = _create(client, command, image=image, gpus=gpus, env=env, mounts=mounts, workdir=workdir,
-                            limits=limits)
+                            limits=limits, cpus=cpus)
         try:
-            return _supervise(container, limits, log_path, watch_dir, host)
+            return _supervise(container, limits, log_path, watch_dir, host, cancel)
         finally:
             # Success, a limit, an exception or Ctrl-C: the container goes in every case.
             try:
@@ -163,7 +163,7 @@ def run(command: list[str], *, image: str, host: str | None, gpus: str | None, e
 
 
 def _create(client, command: list[str], *, image: str, gpus: str | None, env: dict[str, str],
-            mounts: dict[str, tuple[Path, bool]], workdir: str, limits: Limits):
+            mounts: dict[str, tuple[Path, bool]], workdir: str, limits: Limits, cpus: tuple[int, ...] | None):
     from docker.types import LogConfig, Mount, Ulimit
 
     uid, gid = run_user()
@@ -184,12 +184,14 @@ def _create(client, command: list[str], *, image: str, gpus: str | None, env: di
         tmpfs={"/tmp": f"size={limits.tmp_mb}m,mode=1777"}, shm_size=f"{limits.tmp_mb}m",
         mem_limit=f"{limits.memory_mb}m", memswap_limit=f"{limits.memory_mb}m",
         pids_limit=limits.processes, nano_cpus=int(limits.cpus * 1e9) if limits.cpus else None,
+        cpuset_cpus=",".join(map(str, cpus)) if cpus else None,
         ulimits=[Ulimit(name="fsize", soft=fsize, hard=fsize), Ulimit(name="core", soft=0, hard=0)],
         device_requests=_device_requests(gpus), labels={OWNER_LABEL: owner_id()}, log_config=daemon_log,
     )
 
 
-def _supervise(container, limits: Limits, log_path: Path, work: Path, host: str | None) -> Outcome:
+def _supervise(container, limits: Limits, log_path: Path, work: Path, host: str | None,
+               cancel: threading.Event | None) -> Outcome:
     # The output is attached to before the start, so not a byte is missed, rather than followed in the
     # daemon's log file: a follower of a file the daemon rotates repeats and skips pieces (Docker 20.10),
     # while an attached reader is exact and slows a flooding container down to its own pace. Its client
@@ -202,7 +204,7 @@ def _supervise(container, limits: Limits, log_path: Path, work: Path, host: str 
         logger = threading.Thread(target=_copy_output, args=(stream, log), daemon=True)
         logger.start()
         try:
-            state, timed_out, exceeded, peak = _watch(container, limits, log, disk, started)
+            state, timed_out, exceeded, peak = _watch(container, limits, log, disk, started, cancel)
         except BaseException:
             container.kill()
             raise
@@ -223,8 +225,12 @@ def _supervise(container, limits: Limits, log_path: Path, work: Path, host: str 
                    log_tail=log.tail(4000), exceeded=exceeded)
 
 
-def _watch(container, limits: Limits, log: BoundedLog, disk: DiskWatch, started: float):
-    """Poll the running container against the limits, killing it past one: (state, timed_out, exceeded, peak)."""
+def _watch(container, limits: Limits, log: BoundedLog, disk: DiskWatch, started: float,
+           cancel: threading.Event | None):
+    """Poll the running container against the limits, killing it past one: (state, timed_out, exceeded, peak).
+
+    A set `cancel` raises KeyboardInterrupt (the caller kills and removes the container).
+    """
     timed_out = False
     exceeded = None
     peak = 0.0
@@ -233,6 +239,8 @@ def _watch(container, limits: Limits, log: BoundedLog, disk: DiskWatch, started:
         state = container.client.api.inspect_container(container.id)["State"]
         if state["Status"] not in ("created", "running"):
             break
+        if cancel is not None and cancel.is_set():
+            raise KeyboardInterrupt
         now = time.time()
         if now - started > limits.time_s:
             timed_out = True

@@ -21,6 +21,7 @@ import os
 import resource
 import signal
 import subprocess
+import threading
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -100,10 +101,12 @@ def become_subreaper() -> None:
     _libc().prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
 
 
-def _preexec(limits: Limits, cgroup: Path | None):
+def _preexec(limits: Limits, cgroup: Path | None, cpus: tuple[int, ...] | None):
     def apply() -> None:
         if cgroup is not None:
             (cgroup / "cgroup.procs").write_text(str(os.getpid()))
+        if cpus:  # a worker slot's share of the cores, inherited by everything the run starts
+            os.sched_setaffinity(0, cpus)
         _libc().prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
         va = (limits.memory_mb + _VA_HEADROOM_MB) * 2**20
         resource.setrlimit(resource.RLIMIT_AS, (va, va))
@@ -122,6 +125,7 @@ def pids_cgroup(max_tasks: int) -> Path | None:
             continue
         if root == Path("/sys/fs/cgroup") and "pids" not in _read(root / "cgroup.subtree_control"):
             continue  # v2 without the pids controller delegated here; v1 mounts it on its own
+        _remove_stale_cgroups(root)
         path = root / f"scientist-{os.getpid()}-{time.monotonic_ns()}"
         try:
             path.mkdir()
@@ -142,6 +146,17 @@ def _at_process_limit(cgroup: Path | None, procs: list[psutil.Process], limit: i
         return len(procs) >= limit
     refused = _read(cgroup / "pids.events").split()
     return int(_read(cgroup / "pids.current") or 0) >= limit or (refused[:1] == ["max"] and refused[1] != "0")
+
+
+def _remove_stale_cgroups(root: Path) -> None:
+    """Remove the cgroups of runs whose supervisor was killed (kill -9) before it could remove them."""
+    for path in root.glob("scientist-*-*"):
+        try:
+            owner = int(path.name.split("-")[1])
+        except ValueError:
+            continue
+        if not psutil.pid_exists(owner):
+            _remove_cgroup(path)  # kills whatever of that run is still in it
 
 
 def _read(path: Path) -> str:
@@ -201,13 +216,15 @@ def _kill_tree(proc: subprocess.Popen, procs: list[psutil.Process]) -> None:
 
 
 def supervise(argv: list[str], *, env: dict[str, str], cwd: Path, limits: Limits, log_path: Path,
-              watch_dir: Path | None = None, tail_chars: int = 4000) -> Outcome:
+              watch_dir: Path | None = None, tail_chars: int = 4000, cpus: tuple[int, ...] | None = None,
+              cancel: threading.Event | None = None) -> Outcome:
     """Run argv under the limits, stdout and stderr to a bounded log at log_path; return how it ended.
 
-    watch_dir: the folder the run may write, held to limits.disk_mb in all.
+    watch_dir: the folder the run may write, held to limits.disk_mb in all. cpus: the cores it may use.
+    cancel: set by another thread to stop the run (its tree is killed and KeyboardInterrupt raised here).
+    Several runs may be supervised at once by threads of one process: each kills and reaps only its own.
     """
     become_subreaper()
-    before = {p.pid for p in psutil.Process().children(recursive=True)}
     cgroup = pids_cgroup(limits.processes)
     disk = DiskWatch(watch_dir, limits.disk_mb) if watch_dir is not None else None
     log = limits.bounded_log(log_path)
@@ -216,7 +233,8 @@ def supervise(argv: list[str], *, env: dict[str, str], cwd: Path, limits: Limits
         read_end, write_end = os.pipe()
         try:
             proc = subprocess.Popen(argv, env=env, cwd=cwd, stdin=subprocess.DEVNULL, stdout=write_end,
-                                    stderr=write_end, start_new_session=True, preexec_fn=_preexec(limits, cgroup))
+                                    stderr=write_end, start_new_session=True,
+                                    preexec_fn=_preexec(limits, cgroup, cpus))
         except BaseException:
             os.close(read_end)
             raise
@@ -230,6 +248,8 @@ def supervise(argv: list[str], *, env: dict[str, str], cwd: Path, limits: Limits
         procs: list[psutil.Process] = [ps]
         try:
             while proc.poll() is None:
+                if cancel is not None and cancel.is_set():
+                    raise KeyboardInterrupt  # the finally below kills the run's tree
                 procs = _tree(ps) or procs
                 peak = max(peak, _tree_rss_mb(procs))
                 if peak > limits.memory_mb:
@@ -250,7 +270,7 @@ def supervise(argv: list[str], *, env: dict[str, str], cwd: Path, limits: Limits
             # Runs on success, on a limit, and when the parent is interrupted (Ctrl-C).
             _kill_tree(proc, _tree(ps) + procs)
             proc.wait()
-            _reap_new_children(before)
+            _reap_session(proc.pid)
             pump.finish()
     finally:
         log.close()
@@ -264,17 +284,19 @@ def supervise(argv: list[str], *, env: dict[str, str], cwd: Path, limits: Limits
                    log.tail(tail_chars), exceeded)
 
 
-def _reap_new_children(before: set[int]) -> None:
-    """Kill and reap descendants that appeared during the run: orphans the subreaper adopted.
+def _reap_session(sid: int) -> None:
+    """Kill and reap the run's orphans: adopted by the subreaper, found by the session the run started.
 
-    Runs are supervised one at a time per process; parallel runs use one worker
-    process each, so a child that was not there before the launch is this run's.
+    Each run leads a session of its own (start_new_session), which its descendants keep unless
+    they call setsid; those that do are still caught by the pids cgroup (root), the PID namespace
+    (bubblewrap) or the container (Docker). Other runs of this process lead other sessions, so
+    they are never touched here.
     """
     for child in psutil.Process().children(recursive=True):
-        if child.pid in before:
-            continue
         try:
+            if os.getsid(child.pid) != sid:
+                continue
             child.kill()
             child.wait(timeout=2)
-        except (psutil.NoSuchProcess, psutil.TimeoutExpired, ChildProcessError):
+        except (ProcessLookupError, psutil.NoSuchProcess, psutil.TimeoutExpired, ChildProcessError):
             pass

@@ -24,6 +24,7 @@ from base.template import DEFAULT_TEMPLATES_DIR, Template, TemplateError, list_t
 from sandbox.backends import Sandbox, SandboxUnavailable, resolve
 from scientist import runner, tables
 from scientist.config import RunConfig, flag_error
+from scientist.executors import default_workers
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Research automation for small JAX experiment templates.")
@@ -45,6 +46,9 @@ DockerHostOpt = typer.Option(None, "--docker-host", envvar="DOCKER_HOST",
 TemplateOpt = typer.Option(..., "--template", "-t", help="Template name or folder.")
 SeedsOpt = typer.Option(None, "--seeds", help="Seeds (default: the template's).")
 RetriesOpt = typer.Option(5, "--retries", help="Retries of a model call on rate limits, timeouts and 5xx.")
+ExecutorOpt = typer.Option("local", "--executor", help="local (this machine) or ray (a Ray cluster).")
+RayAddressOpt = typer.Option(None, "--ray-address", show_default="a local Ray instance",
+                             help="The Ray cluster to use with --executor ray, e.g. 10.0.0.1:6379.")
 
 
 def _fail(message: str, code: int = 2) -> None:
@@ -84,8 +88,23 @@ def _sandbox(name: str, image: str | None, gpus: str | None, docker_host: str | 
     return sb
 
 
+def _executor(kind: str, gpus: str | None, ray_address: str | None):
+    """The --executor flags as an executor (one worker: eval and baseline run one candidate at a time)."""
+    from scientist.executors import RayUnavailable, make_executor
+
+    if kind not in ("local", "ray"):
+        _fail(f"--executor must be local or ray, not {kind!r}")
+    if ray_address is not None and kind != "ray":
+        _fail("--ray-address needs --executor ray")
+    try:
+        return make_executor(kind, 1, gpus, ray_address)
+    except RayUnavailable as e:
+        _fail(str(e))
+
+
 def _evaluate_all(template: Template, candidates: list[tuple[str, dict[str, str]]], *, seeds: int,
-                  sandbox: Sandbox, home: Path, out: Path | None, force: bool, kind: str) -> int:
+                  sandbox: Sandbox, home: Path, out: Path | None, force: bool, kind: str,
+                  executor: runner.Executor | None = None) -> int:
     store = _open_store(home)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     results: list[tuple[str, runner.EvalResult]] = []
@@ -97,7 +116,7 @@ def _evaluate_all(template: Template, candidates: list[tuple[str, dict[str, str]
         with console.status(f"[bold]{label}[/bold]: training in the {sandbox.backend} sandbox, then sealed "
                             "evaluation"):
             try:
-                res = runner.evaluate(req, store)
+                res = runner.evaluate(req, store, executor)
             except KeyboardInterrupt:
                 _fail("interrupted; the run is recorded as failed", 130)
             except RuntimeError as e:
@@ -146,6 +165,8 @@ def eval_(
     gpus: str = GpusOpt,
     docker_host: str = DockerHostOpt,
     force: bool = typer.Option(False, "--force", help="Recompute even if the same run is in the store."),
+    executor: str = ExecutorOpt,
+    ray_address: str = RayAddressOpt,
     home: Path = HomeOpt,
     templates_dir: Path = TemplatesDirOpt,
 ) -> None:
@@ -159,7 +180,7 @@ def eval_(
         _fail(str(e))
     sb = _sandbox(sandbox, image, gpus, docker_host)
     raise typer.Exit(_evaluate_all(t, cands, seeds=n, sandbox=sb, home=home, out=out, force=force,
-                                   kind="candidate"))
+                                   kind="candidate", executor=_executor(executor, gpus, ray_address)))
 
 
 @app.command()
@@ -171,6 +192,8 @@ def baseline(
     gpus: str = GpusOpt,
     docker_host: str = DockerHostOpt,
     force: bool = typer.Option(False, "--force", help="Recompute even if cached."),
+    executor: str = ExecutorOpt,
+    ray_address: str = RayAddressOpt,
     home: Path = HomeOpt,
     templates_dir: Path = TemplatesDirOpt,
 ) -> None:
@@ -179,7 +202,8 @@ def baseline(
     n = _seeds(t, seeds)
     sb = _sandbox(sandbox, image, gpus, docker_host)
     raise typer.Exit(_evaluate_all(t, [("baseline", t.editable_sources())], seeds=n, sandbox=sb,
-                                   home=home, out=None, force=force, kind="baseline"))
+                                   home=home, out=None, force=force, kind="baseline",
+                                   executor=_executor(executor, gpus, ray_address)))
 
 
 @app.command()
@@ -221,6 +245,10 @@ def run(
     review_ensemble: int = typer.Option(5, "--review-ensemble", help="Reviews per paper."),
     review_reflections: int = typer.Option(5, "--review-reflections", help="Reflection rounds per review."),
     log_json: bool = typer.Option(False, "--log-json", help="Progress as JSON lines on stdout."),
+    workers: int = typer.Option(None, "--workers", show_default="one per GPU given, else 1",
+                                help="Ideas in flight at once, each run on its own share of the machine."),
+    executor: str = ExecutorOpt,
+    ray_address: str = RayAddressOpt,
     home: Path = HomeOpt,
     templates_dir: Path = TemplatesDirOpt,
 ) -> None:
@@ -243,7 +271,8 @@ def run(
                         budget_minutes=budget_minutes, seed=seed, retries=retries, literature=literature,
                         literature_url=literature_url, literature_key=_literature_key(literature),
                         writeup=not no_writeup, writer=writer or ("llm" if proposer == "llm" else "template"),
-                        review=not no_review, review_ensemble=review_ensemble, review_reflections=review_reflections)
+                        review=not no_review, review_ensemble=review_ensemble, review_reflections=review_reflections,
+                        workers=workers or default_workers(gpus), executor=executor, ray_address=ray_address)
     except ValidationError as e:
         _fail(flag_error(e))
     if cfg.proposer == "evolve":  # checked before the baseline is spent: a broken search space is one line

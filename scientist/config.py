@@ -46,6 +46,9 @@ class RunConfig(BaseModel):
     review: bool = True
     review_ensemble: int = Field(5, ge=1)
     review_reflections: int = Field(5, ge=0)
+    workers: int = Field(1, ge=1)            # ideas in flight at once, each with its own slot
+    executor: Literal["local", "ray"] = "local"
+    ray_address: str | None = None           # None with --executor ray: a local Ray instance
 
     @model_validator(mode="after")
     def _consistent(self) -> RunConfig:
@@ -55,6 +58,8 @@ class RunConfig(BaseModel):
             raise ValueError("--writer must be template, or llm together with --model")
         if self.literature is not None and self.proposer != "llm":
             raise ValueError("--literature needs a model to judge novelty (--model)")
+        if self.ray_address is not None and self.executor != "ray":
+            raise ValueError("--ray-address needs --executor ray")
         if self.proposer == "evolve" and not (self.template.root / "search_space.py").is_file():
             raise ValueError(f"template {self.template.name} has no search_space.py, which --proposer evolve needs")
         return self

@@ -11,6 +11,7 @@ runs are keyed by content, so a resumed session gets finished runs back without 
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -35,6 +36,8 @@ class LoopConfig:
     sandbox: Sandbox
     home: Path
     out_dir: Path
+    executor: runner.Executor | None = None     # where runs compute (None: in the calling thread)
+    cancel: threading.Event | None = None       # set to stop this idea's run in flight (another idea stopped)
 
 
 def describe_result(run: Run, baseline: Run | None, metric: str, direction: str) -> tuple[str, Comparison | None]:
@@ -71,6 +74,7 @@ class IdeaLog:
 
     store: Store
     idea_id: int
+    name: str
     report: Reporter
     direction: str
     history: list[Attempt] = field(default_factory=list)    # what the proposer sees of earlier attempts
@@ -89,7 +93,8 @@ class IdeaLog:
             if self.best is None or better(entry.metric.mean, self.best.metric.mean, self.direction):
                 self.best = entry
             event["best"] = self.best.metric.mean
-        self.report.event("run_done", run=entry.run, attempt=entry.attempt, status=entry.status, **event)
+        self.report.event("run_done", idea=self.name, run=entry.run, attempt=entry.attempt, status=entry.status,
+                          **event)
 
 
 def run_idea(cfg: LoopConfig, store: Store, *, session_id: int, idx: int, idea: Idea, folder: str,
@@ -99,7 +104,7 @@ def run_idea(cfg: LoopConfig, store: Store, *, session_id: int, idx: int, idea: 
     metric, direction = spec.metric.name, spec.metric.direction
     baseline_text, _ = describe_result(baseline, None, metric, direction)
     idea_id = store.save_idea(session_id, idx, idea.model_dump(), status="running")
-    log = IdeaLog(store, idea_id, report, direction,
+    log = IdeaLog(store, idea_id, idea.name, report, direction,
                   notes=[f"# {idea.title}", "", f"Hypothesis: {idea.hypothesis}", ""])
     files = cfg.template.editable_sources()
     reason: str | None = None
@@ -108,7 +113,8 @@ def run_idea(cfg: LoopConfig, store: Store, *, session_id: int, idx: int, idea: 
         succeeded = done = False
         for attempt in range(1, cfg.attempts + 1):
             budget.check()
-            report.event("run_start", run=run_idx, runs=cfg.runs, attempt=attempt, spend_usd=budget.spent_usd)
+            report.event("run_start", idea=idea.name, run=run_idx, runs=cfg.runs, attempt=attempt,
+                         spend_usd=budget.spent_usd)
             ctx = IdeaContext(idx=idx, idea=idea, run_idx=run_idx, runs=cfg.runs, attempt=attempt,
                               attempts=cfg.attempts, files=files, history=log.history, baseline=baseline_text,
                               direction=direction)
@@ -160,7 +166,10 @@ def _evaluate(cfg: LoopConfig, store: Store, log: IdeaLog, proposal: Proposal, c
     req = runner.EvalRequest(template=cfg.template, sources=proposal.sources, seeds=cfg.seeds, sandbox=cfg.sandbox,
                              home=cfg.home, out_dir=dest.resolve(), reuse_failed=True,
                              label=f"{folder}/run_{ctx.run_idx}")
-    res = runner.evaluate(req, store)  # a reused run's files are written into dest too
+    report = log.report
+    report.event("run_computing", idea=log.name, run=ctx.run_idx, attempt=ctx.attempt, run_dir=str(dest),
+                 expected_s=store.typical_seconds(cfg.template.name, cfg.seeds))
+    res = runner.evaluate(req, store, cfg.executor, cfg.cancel)  # a reused run's files are written into dest too
     run = res.run
     entry.run_id, entry.run_dir = run.id, str(dest)
     what = f"- Run {ctx.run_idx} (attempt {ctx.attempt}): {proposal.note}."

@@ -1,19 +1,29 @@
-"""Progress of `scientist run`: a live status line with rich, or JSON lines with --log-json.
+"""Progress of `scientist run`: a live view with rich, or JSON lines with --log-json.
 
-The loop emits events (`report.event("run_done", ...)`) and never formats output
-itself; each reporter turns events into what its reader wants.
+The loop emits events (`report.event("run_done", ...)`) and never formats output itself; each
+reporter turns events into what its reader wants. Events come from several threads when
+several ideas are in flight, so reporters take a lock.
+
+The live view shows one line per run in flight: its idea, run and attempt, its phase (proposing,
+setup, compile, train, export, evaluate: read from the harness's timings.json as it is written),
+elapsed time and, from the template's earlier runs, an estimate of the time left.
 """
 
 from __future__ import annotations
 
 import json
 import sys
+import threading
 import time
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TextIO
 
-from rich.console import Console
+from rich.console import Console, Group
+from rich.live import Live
 from rich.markup import escape
-from rich.status import Status
+from rich.spinner import Spinner
+from rich.text import Text
 
 
 class JsonReporter:
@@ -21,51 +31,100 @@ class JsonReporter:
 
     def __init__(self, stream: TextIO = sys.stdout):
         self.stream = stream
+        self._lock = threading.Lock()
 
     def event(self, kind: str, **fields: Any) -> None:
-        self.stream.write(json.dumps({"event": kind, "time": round(time.time(), 3), **fields}) + "\n")
-        self.stream.flush()
+        line = json.dumps({"event": kind, "time": round(time.time(), 3), **fields}) + "\n"
+        with self._lock:
+            self.stream.write(line)
+            self.stream.flush()
 
     def close(self) -> None:
         pass
 
 
+# The harness's phases in order (sealed.Stopwatch writes each as it ends); the one after the last written is running.
+_PHASES = ("setup", "compile", "train", "export")
+
+
+@dataclass
+class _InFlight:
+    """A run being proposed or computed."""
+
+    label: str
+    started: float
+    run_dir: Path | None = None       # known once the run computes
+    expected_s: float | None = None   # the template's typical run time, for the estimate
+
+    def phase(self) -> str:
+        if self.run_dir is None:
+            return "proposing"
+        try:
+            marks = json.loads((self.run_dir / "work" / "timings.json").read_text())
+        except (OSError, ValueError):
+            return "setup" if (self.run_dir / "work").is_dir() else "preparing"
+        done = [p for p in _PHASES if p in marks]
+        return _PHASES[len(done)] if len(done) < len(_PHASES) else "evaluate"
+
+    def line(self, now: float) -> str:
+        elapsed = now - self.started
+        text = f"{self.label} · {self.phase()} · {_clock(elapsed)}"
+        if self.expected_s and self.run_dir is not None:
+            left = self.expected_s - elapsed
+            text += f" · about {_clock(left)} left" if left > 0 else " · longer than usual"
+        return text
+
+
+def _clock(seconds: float) -> str:
+    m, s = divmod(int(max(seconds, 0)), 60)
+    return f"{m}:{s:02d}"
+
+
 class RichReporter:
-    """A status line (stage, idea i of N, run j of R, best so far, spend so far) and a log of results."""
+    """A live view (stage, runs in flight with phase and estimate, best so far, spend) and a log of results."""
 
     def __init__(self, console: Console | None = None):
         self.console = console or Console(highlight=False)
-        self.state: dict[str, Any] = {"stage": "starting", "idea": "", "run": "", "best": None, "spend": 0.0}
-        self.status: Status | None = None
+        self.stage = "starting"
+        self.best: float | None = None
+        self.spend = 0.0
+        self.inflight: dict[str, _InFlight] = {}
+        self._lock = threading.RLock()
+        self._live: Live | None = None
 
-    def _line(self) -> str:
-        s = self.state
-        parts = [f"[bold]{s['stage']}[/bold]"]
-        if s["idea"]:
-            parts.append(s["idea"])
-        if s["run"]:
-            parts.append(s["run"])
-        if s["best"] is not None:
-            parts.append(f"best {s['best']:.4f}")
-        parts.append(f"${s['spend']:.2f}")
-        return " · ".join(parts)
+    def __rich__(self) -> Group:
+        """What the live view shows, rebuilt at each refresh (phases move while no event comes)."""
+        with self._lock:
+            head = f"[bold]{escape(self.stage)}[/bold]"
+            if self.best is not None:
+                head += f" · best {self.best:.4f}"
+            head += f" · ${self.spend:.2f}"
+            now = time.time()
+            rows = [Text(f"  {run.line(now)}") for run in self.inflight.values()]
+        return Group(Spinner("dots", text=Text.from_markup(head)), *rows)
 
-    def _refresh(self) -> None:
-        if self.status is None:
-            self.status = self.console.status(self._line())
-            self.status.start()
-        else:
-            self.status.update(self._line())
+    def _say(self, text: str) -> None:
+        self.console.print(text)
 
     def event(self, kind: str, **f: Any) -> None:
-        s, say = self.state, self.console.print
+        with self._lock:
+            self._event(kind, f)
+            if self._live is None and self.console.is_terminal:
+                self._live = Live(self, console=self.console, refresh_per_second=4, transient=True)
+                self._live.start()
+
+    def _event(self, kind: str, f: dict[str, Any]) -> None:
+        say = self._say
         if "spend_usd" in f:
-            s["spend"] = f["spend_usd"]
+            self.spend = f["spend_usd"]
+        key = f"{f.get('idea', '')} run {f.get('run')}.{f.get('attempt')}"
         if kind == "stage":
-            s["stage"] = f["stage"]
+            self.stage = f["stage"]
         elif kind == "session":
             how = "resuming" if f["resumed"] else "starting"
             say(f"{how} {f['proposer']} run of [bold]{f['template']}[/bold] in {f['out_dir']}")
+        elif kind == "executor":
+            say(f"runs on {escape(f['description'])}")
         elif kind == "template_changed":
             what = ", ".join(f["files"]) or "its settings in template.toml"
             say(f"[yellow]note:[/yellow] template {f['template']} changed since this session started ({what}): "
@@ -73,22 +132,27 @@ class RichReporter:
         elif kind == "baseline":
             say(f"baseline {f['metric']} = {f['mean']:.4f} (95% CI {f['ci95'][0]:.4f} to {f['ci95'][1]:.4f})")
         elif kind == "idea":
-            s["idea"], s["run"] = f"idea {f['idx'] + 1}/{f['total']}", ""
             say(f"[bold]idea {f['idx'] + 1}/{f['total']}[/bold] {escape(f['name'])}: {escape(f['title'])}")
         elif kind == "idea_dropped":
             say(f"  [yellow]dropped[/yellow] {escape(f['name'])}: {escape(f['reason'])}")
         elif kind == "run_start":
-            s["run"] = f"run {f['run']}/{f['runs']}" + (f" attempt {f['attempt']}" if f["attempt"] > 1 else "")
+            self.inflight[key] = _InFlight(escape(key), time.time())
+        elif kind == "run_computing" and key in self.inflight:
+            run = self.inflight[key]
+            run.run_dir, run.expected_s, run.started = Path(f["run_dir"]), f.get("expected_s"), time.time()
         elif kind == "run_done":
+            self.inflight.pop(key, None)
             if f["status"] == "ok":
                 if f.get("best") is not None:
-                    s["best"] = f["best"]
+                    self.best = f["best"]  # the reporting idea's best so far
                 cached = " (cached)" if f.get("cached") else ""
-                say(f"  run {f['run']}.{f['attempt']}: {f['metric']:.4f} ± {f['stderr']:.4f}, "
-                    f"{escape(f['verdict'])}{cached}")
+                say(f"  {escape(f.get('idea', ''))} run {f['run']}.{f['attempt']}: {f['metric']:.4f} ± "
+                    f"{f['stderr']:.4f}, {escape(f['verdict'])}{cached}")
             else:
-                say(f"  run {f['run']}.{f['attempt']}: [red]{f['status']}[/red]: {escape(f['reason'] or '')}")
+                say(f"  {escape(f.get('idea', ''))} run {f['run']}.{f['attempt']}: [red]{f['status']}[/red]: "
+                    f"{escape(f['reason'] or '')}")
         elif kind == "idea_done":
+            self.inflight = {k: v for k, v in self.inflight.items() if not k.startswith(f"{f['name']} ")}
             color = "green" if f["status"] == "done" else "red"
             reason = f": {escape(f['reason'])}" if f.get("reason") else ""
             say(f"  idea {escape(f['name'])} [{color}]{f['status']}[/{color}]{reason}")
@@ -104,9 +168,9 @@ class RichReporter:
                 say(f"  review {escape(f['name'])}: Overall {f['overall']}, {f['decision']}")
         elif kind == "stopped":
             say(f"[yellow]stopped:[/yellow] {escape(f['reason'])}")
-        self._refresh()
 
     def close(self) -> None:
-        if self.status is not None:
-            self.status.stop()
-            self.status = None
+        with self._lock:
+            if self._live is not None:
+                self._live.stop()
+                self._live = None

@@ -22,9 +22,11 @@ import os
 import shutil
 import signal
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 from filelock import FileLock
 
@@ -66,7 +68,48 @@ class EvalResult:
         return self.run.status == "ok"
 
 
-def evaluate(req: EvalRequest, store: Store) -> EvalResult:
+@dataclass(frozen=True)
+class Job:
+    """One computation, complete and by value: what a local slot or a Ray node needs to run a candidate."""
+
+    template: Template
+    sources: dict[str, str]
+    seeds: int
+    sandbox: backends.Sandbox
+    home: Path                             # caches (data, compiled programs) on the machine that computes
+    cpus: tuple[int, ...] | None = None    # a local slot's cores; None: all
+
+
+@dataclass
+class Computed:
+    """How a computation ended, by value: what the store records about it, and where it ran."""
+
+    status: str                            # "ok" or "failed"
+    reason: str | None = None
+    final_info: dict | None = None
+    logs: dict[str, str] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
+    error_tail: str | None = None
+    node: str | None = None
+
+
+class Executor(Protocol):
+    """Where computations run (scientist.executors): threads of this process over its slots, or Ray tasks."""
+
+    def compute(self, job: Job, run_dir: Path, cancel: threading.Event | None = None) -> Computed:
+        """Compute the job, leaving its files in run_dir; blocks until done; KeyboardInterrupt when cancelled."""
+        ...
+
+
+class Inline:
+    """The simplest executor: the computation runs in the calling thread, on the whole machine."""
+
+    def compute(self, job: Job, run_dir: Path, cancel: threading.Event | None = None) -> Computed:
+        return compute(job, run_dir, cancel)
+
+
+def evaluate(req: EvalRequest, store: Store, executor: Executor | None = None,
+             cancel: threading.Event | None = None) -> EvalResult:
     """Evaluate the request's candidate, or return the stored result of the same computation."""
     template_hash = req.template.content_hash()
     key = run_key(template_hash, source_hash(req.sources), req.seeds)
@@ -75,7 +118,64 @@ def evaluate(req: EvalRequest, store: Store) -> EvalResult:
         if not req.force and (previous := find(key)) is not None:
             materialize(store, previous, req.out_dir)
             return EvalResult(previous, req.out_dir, cached=True, timings=previous.timings or {})
-        return _evaluate(req, store, template_hash)
+        run_dir = req.out_dir
+        _clear_run_dir(run_dir)
+        run_id = store.start_run(kind=req.kind, template=req.template.name, template_hash=template_hash,
+                                 sources=req.sources, seeds=req.seeds, sandbox=req.sandbox.backend, out_dir=run_dir)
+        job = Job(template=req.template, sources=req.sources, seeds=req.seeds, sandbox=req.sandbox, home=req.home)
+        t0 = time.time()
+        try:
+            done = (executor or Inline()).compute(job, run_dir, cancel)
+        except KeyboardInterrupt:
+            store.finish_run(run_id, status="failed", reason=INTERRUPTED, timings={"total": time.time() - t0},
+                             logs=_read_logs(run_dir))
+            raise
+        except backends.SandboxUnavailable as e:
+            store.finish_run(run_id, status="failed", reason=f"sandbox unavailable: {e}",
+                             timings={"total": time.time() - t0})
+            raise RuntimeError(f"sandbox unavailable: {e}") from None
+        store.finish_run(run_id, status=done.status, reason=done.reason, final_info=done.final_info,
+                         metric=req.template.spec.metric.name if done.final_info else None, timings=done.timings,
+                         error_tail=done.error_tail, logs=done.logs, node=done.node)
+        return EvalResult(store.get(run_id), run_dir, timings=done.timings)
+
+
+def compute(job: Job, run_dir: Path, cancel: threading.Event | None = None) -> Computed:
+    """Train the candidate in the sandbox, then score it with the sealed evaluator, in run_dir; no store.
+
+    Raises KeyboardInterrupt when cancelled and SandboxUnavailable when the backend cannot run here;
+    every other way a run can end is a Computed with a one-line reason.
+    """
+    t0 = time.time()
+    timings: dict[str, float] = {}
+
+    def failed(reason: str, tail: str | None) -> Computed:
+        timings["total"] = time.time() - t0
+        return Computed("failed", reason=reason, logs=_read_logs(run_dir), timings=timings, error_tail=tail)
+
+    spec = job.template.spec
+    try:
+        work = _populate(job, run_dir, timings)
+    except DataPreparationFailed as e:
+        return failed(str(e), None)
+    outcome = backends.run(
+        job.sandbox,
+        backends.Job(script=spec.entrypoint, work=work, libs_parent=PROJECT_ROOT, cpus=job.cpus,
+                     jax_cache=sandbox_cache(job.home, job.template.name, source_hash(job.sources))),
+        spec.limits, run_dir / "train.log", cancel)
+    timings.update(_harness_timings(work, outcome))
+    if outcome.exceeded == "disk":
+        shutil.rmtree(work, ignore_errors=True)  # give the space back; the log says what happened
+    if not outcome.ok:
+        return failed(_reason(outcome, job.template), outcome.log_tail)
+    t_eval = time.time()
+    ev = _run_evaluator(job, work, run_dir, cancel)
+    timings["evaluate"] = time.time() - t_eval
+    if not ev.ok:
+        return failed(_reason(ev, job.template, evaluator=True), ev.log_tail)
+    timings["total"] = time.time() - t0
+    return Computed("ok", final_info=json.loads((run_dir / "final_info.json").read_text()),
+                    logs=_read_logs(run_dir), timings=timings)
 
 
 def cached_baseline(store: Store, template: Template, seeds: int) -> Run | None:
@@ -84,50 +184,10 @@ def cached_baseline(store: Store, template: Template, seeds: int) -> Run | None:
 
 
 def _lock(home: Path, name: str) -> FileLock:
-    """An exclusive lock shared by every process using this home (held while a run or a data set is made)."""
+    """An exclusive lock shared by every process and thread using this home (held while a run or data is made)."""
     (home / "locks").mkdir(parents=True, exist_ok=True)
+    # A new lock object (and file descriptor) per use: flock then also makes threads of one process wait.
     return FileLock(home / "locks" / f"{name}.lock")
-
-
-def _evaluate(req: EvalRequest, store: Store, template_hash: str) -> EvalResult:
-    run_dir = req.out_dir
-    _clear_run_dir(run_dir)
-    run_id = store.start_run(kind=req.kind, template=req.template.name, template_hash=template_hash,
-                             sources=req.sources, seeds=req.seeds, sandbox=req.sandbox.backend,
-                             out_dir=run_dir)
-    t0 = time.time()
-    timings: dict[str, float] = {}
-    try:
-        work = _populate(req, run_dir, template_hash, timings)
-        outcome = backends.run(
-            req.sandbox,
-            backends.Job(script=req.template.spec.entrypoint, work=work, libs_parent=PROJECT_ROOT,
-                         jax_cache=sandbox_cache(req.home, req.template.name, source_hash(req.sources))),
-            req.template.spec.limits,
-            run_dir / "train.log",
-        )
-        timings.update(_harness_timings(work, outcome))
-        if outcome.exceeded == "disk":
-            shutil.rmtree(work, ignore_errors=True)  # give the space back; the log says what happened
-        if not outcome.ok:
-            return _failed(store, run_id, run_dir, _reason(outcome, req.template), outcome.log_tail, timings, t0)
-        t_eval = time.time()
-        ev = _run_evaluator(req, work, run_dir)
-        timings["evaluate"] = time.time() - t_eval
-        if not ev.ok:
-            return _failed(store, run_id, run_dir, _reason(ev, req.template, evaluator=True), ev.log_tail,
-                           timings, t0)
-        info = json.loads((run_dir / "final_info.json").read_text())
-    except KeyboardInterrupt:
-        _failed(store, run_id, run_dir, INTERRUPTED, None, timings, t0)
-        raise
-    except backends.SandboxUnavailable as e:
-        _failed(store, run_id, run_dir, f"sandbox unavailable: {e}", None, timings, t0)
-        raise RuntimeError(f"sandbox unavailable: {e}") from None
-    timings["total"] = time.time() - t0
-    store.finish_run(run_id, status="ok", final_info=info, metric=req.template.spec.metric.name,
-                     timings=timings, logs=_read_logs(run_dir))
-    return EvalResult(store.get(run_id), run_dir, timings=timings)
 
 
 def sandbox_cache(home: Path, template: str, candidate_hash: str) -> Path:
@@ -162,15 +222,20 @@ def materialize(store: Store, run: Run, dest: Path) -> None:
     logs = store.run_logs(run.id)
     if not logs and original is not None and original.is_dir():
         logs = _read_logs(original)  # a run recorded before the store kept logs
+    write_run_files(dest, run.candidate_source, logs, run.final_info)
+
+
+def write_run_files(dest: Path, sources: dict[str, str], logs: dict[str, str], final_info: dict | None) -> None:
+    """A run folder from a run's record: candidate/, its logs and final_info.json (what a user reads)."""
     _clear_run_dir(dest)
-    for f, src in run.candidate_source.items():
+    for f, src in sources.items():
         (dest / "candidate" / f).parent.mkdir(parents=True, exist_ok=True)
         (dest / "candidate" / f).write_text(src)
     for name in LOG_FILES:
         if name in logs:
             (dest / name).write_text(logs[name])
-    if run.final_info is not None:
-        (dest / "final_info.json").write_text(json.dumps(run.final_info, indent=1))
+    if final_info is not None:
+        (dest / "final_info.json").write_text(json.dumps(final_info, indent=1))
 
 
 def _clear_run_dir(run_dir: Path) -> None:
@@ -184,29 +249,25 @@ def _clear_run_dir(run_dir: Path) -> None:
             path.unlink()
 
 
-def _failed(store: Store, run_id: int, run_dir: Path, reason: str, tail: str | None, timings: dict,
-            t0: float) -> EvalResult:
-    timings["total"] = time.time() - t0
-    store.finish_run(run_id, status="failed", reason=reason, error_tail=tail, timings=timings,
-                     logs=_read_logs(run_dir))
-    return EvalResult(store.get(run_id), run_dir, timings=timings)
+class DataPreparationFailed(Exception):
+    """The template's evaluator could not prepare the training data; one line, a failed run."""
 
 
-def _populate(req: EvalRequest, run_dir: Path, template_hash: str, timings: dict) -> Path:
+def _populate(job: Job, run_dir: Path, timings: dict) -> Path:
     """Lay out run_dir/work: harness, candidate, public config, prepared data."""
-    spec = req.template.spec
+    spec = job.template.spec
     work = run_dir / "work"
     (work / "artifacts").mkdir(parents=True)
     for f in spec.harness:
         (work / f).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(req.template.root / f, work / f)
-    for f, src in req.sources.items():
+        shutil.copy2(job.template.root / f, work / f)
+    for f, src in job.sources.items():
         for base in (work, run_dir / "candidate"):
             (base / f).parent.mkdir(parents=True, exist_ok=True)
             (base / f).write_text(src)
-    (work / "config.json").write_text(json.dumps({"config": spec.config, "seeds": req.seeds}, indent=1))
+    (work / "config.json").write_text(json.dumps({"config": spec.config, "seeds": job.seeds}, indent=1))
     t = time.time()
-    data = _prepared_data(req, template_hash)
+    data = _prepared_data(job)
     timings["prepare"] = time.time() - t
     if data.is_dir():
         # A copy, not a link: the sandbox may write to its data, never to the cache.
@@ -214,38 +275,40 @@ def _populate(req: EvalRequest, run_dir: Path, template_hash: str, timings: dict
     return work
 
 
-def _prepared_data(req: EvalRequest, template_hash: str) -> Path:
-    """The template's training data for this many seeds, made once per content hash."""
-    cache = req.home / "cache" / "data" / f"{req.template.name}-{template_hash}-s{req.seeds}"
+def _prepared_data(job: Job) -> Path:
+    """The template's training data for this many seeds, made once per content hash (per machine)."""
+    cache = job.home / "cache" / "data" / f"{job.template.name}-{job.template.content_hash()}-s{job.seeds}"
     if cache.is_dir():
         return cache
-    with _lock(req.home, f"data-{cache.name}"):
-        if cache.is_dir():  # another session made it while we waited
+    with _lock(job.home, f"data-{cache.name}"):
+        if cache.is_dir():  # another session or thread made it while we waited
             return cache
         tmp = cache.with_name(f"{cache.name}.tmp-{os.getpid()}")
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
-        outcome = _evaluator_process(req, ["prepare", "--dir", str(tmp)], tmp.parent / f"{cache.name}.log")
+        outcome = _evaluator_process(job, ["prepare", "--dir", str(tmp)], tmp.parent / f"{cache.name}.log")
         if not outcome.ok:
             shutil.rmtree(tmp, ignore_errors=True)
-            raise RuntimeError(f"preparing the {req.template.name} data failed: {outcome.log_tail.strip()[-300:]}")
+            tail = " ".join(outcome.log_tail.strip().split())[-300:]
+            raise DataPreparationFailed(f"preparing the {job.template.name} data failed: {tail}")
         tmp.rename(cache)
     return cache
 
 
-def _run_evaluator(req: EvalRequest, work: Path, run_dir: Path) -> Outcome:
+def _run_evaluator(job: Job, work: Path, run_dir: Path, cancel: threading.Event | None) -> Outcome:
     out = run_dir / "final_info.json"
     out.unlink(missing_ok=True)
-    return _evaluator_process(req, ["evaluate", "--dir", str(work), "--out", str(out)], run_dir / "eval.log")
+    return _evaluator_process(job, ["evaluate", "--dir", str(work), "--out", str(out)], run_dir / "eval.log",
+                              cancel)
 
 
-def _evaluator_process(req: EvalRequest, args: list[str], log: Path) -> Outcome:
-    spec = req.template.spec
-    argv = [sys.executable, "-I", "-m", "scientist.evaluator", *args, "--template", str(req.template.root),
-            "--seeds", str(req.seeds), "--jax-cache", str(req.home / "cache" / "jax-eval")]
-    env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": str(req.home), "JAX_PLATFORMS": "cpu",
+def _evaluator_process(job: Job, args: list[str], log: Path, cancel: threading.Event | None = None) -> Outcome:
+    argv = [sys.executable, "-I", "-m", "scientist.evaluator", *args, "--template", str(job.template.root),
+            "--seeds", str(job.seeds), "--jax-cache", str(job.home / "cache" / "jax-eval")]
+    env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": str(job.home), "JAX_PLATFORMS": "cpu",
            "PYTHONHASHSEED": "0", "LANG": "C.UTF-8"}
-    return supervise(argv, env=env, cwd=req.home, limits=spec.limits.for_evaluator(), log_path=log)
+    return supervise(argv, env=env, cwd=job.home, limits=job.template.spec.limits.for_evaluator(), log_path=log,
+                     cpus=job.cpus, cancel=cancel)
 
 
 def _harness_timings(work: Path, outcome: Outcome) -> dict[str, float]:

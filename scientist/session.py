@@ -9,7 +9,9 @@ the first step that had not finished. The session's summary lives in memory as a
 
 from __future__ import annotations
 
+import threading
 import time
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import asdict
 from difflib import SequenceMatcher
 from pathlib import Path
@@ -33,6 +35,7 @@ from base.store import Run, Store
 from base.template import Template
 from scientist import runner
 from scientist.config import RunConfig
+from scientist.executors import RayUnavailable, make_executor
 from scientist.experiment import LoopConfig, run_idea
 from scientist.literature import LiteratureError, cached_search
 from scientist.proposers import NoValidAnswer, Proposer
@@ -64,12 +67,12 @@ def find_duplicate(idea: Idea, previous: list[ArchiveEntry]) -> str | None:
     return None
 
 
-def ensure_baseline(cfg: RunConfig, store: Store) -> Run:
+def ensure_baseline(cfg: RunConfig, store: Store, executor: runner.Executor | None = None) -> Run:
     """The template's baseline for these seeds: computed once per content hash, written into the run folder."""
     dest = cfg.out_dir / "baseline"
     req = runner.EvalRequest(template=cfg.template, sources=cfg.template.editable_sources(), seeds=cfg.seeds,
                              sandbox=cfg.sandbox, home=cfg.home, out_dir=dest.resolve(), kind="baseline")
-    res = runner.evaluate(req, store)  # a cached baseline's files are written into dest too
+    res = runner.evaluate(req, store, executor)  # a cached baseline's files are written into dest too
     if not res.ok:
         raise BaselineFailed(f"the baseline of {cfg.template.name} failed: {res.run.reason}")
     return res.run
@@ -97,6 +100,91 @@ def _archive(store: Store, template: Template, session_id: int, ids: list[int] |
         out.append(ArchiveEntry(id=row["id"], idea=Idea.model_validate(row["idea"]),
                                 metric=best.metric_mean if best else None))
     return out
+
+
+def _run_ideas(cfg: RunConfig, store: Store, session_id: int, proposer: Proposer, archive: list[ArchiveEntry],
+               baseline: Run, budget: Budget, executor: runner.Executor, report: Reporter) -> list[IdeaOutcome]:
+    """Up to cfg.ideas ideas, up to cfg.workers of them in flight; their outcomes in the order proposed.
+
+    Ideas are proposed one at a time, here, from the archive as it stands when a worker frees:
+    earlier ideas with their best metric, and ideas still running as pending (no metric), so the
+    evolve proposer never picks the same parents twice. Each idea's own loop runs in a thread of its
+    own and stays sequential. An idea is recorded in the store as soon as it is proposed, and a
+    resumed session takes its ideas from there: the same ideas, in the same order, however the
+    earlier session's ideas interleaved.
+    """
+    loop = LoopConfig(template=cfg.template, runs=cfg.runs, attempts=cfg.attempts, seeds=cfg.seeds,
+                      sandbox=cfg.sandbox, home=cfg.home, out_dir=cfg.out_dir, executor=executor,
+                      cancel=threading.Event())
+    proposed = {row["idx"]: row for row in store.ideas(session_id=session_id)}
+    seen: list[ArchiveEntry] = []
+    outcomes: dict[int, IdeaOutcome] = {}
+    running: dict[Future, tuple[int, ArchiveEntry]] = {}
+    idx = accepted = 0
+    pool = ThreadPoolExecutor(max_workers=cfg.workers, thread_name_prefix="idea")
+    try:
+        while True:
+            while accepted < cfg.ideas and idx < 2 * cfg.ideas and len(running) < cfg.workers:
+                budget.check()
+                report.event("stage", stage="ideas", spend_usd=budget.spent_usd)
+                row = proposed.get(idx)
+                idea = Idea.model_validate(row["idea"]) if row else proposer.next_idea(idx, archive + seen)
+                entry = ArchiveEntry(idea=idea)
+                dropped = _drop(cfg, store, session_id, idx, idea, row, proposer, archive + seen, budget, report)
+                seen.append(entry)
+                if not dropped:
+                    store.save_idea(session_id, idx, idea.model_dump(), status="running")
+                    report.event("idea", idx=accepted, total=cfg.ideas, name=idea.name, title=idea.title)
+                    report.event("stage", stage="experiments", spend_usd=budget.spent_usd)
+                    future = pool.submit(run_idea, loop, store, session_id=session_id, idx=idx, idea=idea,
+                                         folder=f"{idx:02d}_{idea.name}", proposer=proposer, baseline=baseline,
+                                         budget=budget, report=report)
+                    running[future] = (idx, entry)
+                    accepted += 1
+                idx += 1
+            if not running:
+                break
+            finished, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in finished:
+                i, entry = running.pop(future)
+                outcome = future.result()  # an idea's stop (budget, model error, Ctrl-C) stops the session
+                entry.metric = outcome.best.metric.mean if outcome.best else None
+                outcomes[i] = outcome
+    except BaseException:
+        loop.cancel.set()  # the other ideas' runs end now, recorded as interrupted, to be resumed
+        for future in running:
+            try:
+                future.result()
+            except BaseException:  # noqa: BLE001 - they end by the cancel; the first stop is reported
+                pass
+        raise
+    finally:
+        pool.shutdown(wait=True)
+    return [outcomes[i] for i in sorted(outcomes)]
+
+
+def _drop(cfg: RunConfig, store: Store, session_id: int, idx: int, idea: Idea, row: dict | None,
+          proposer: Proposer, previous: list[ArchiveEntry], budget: Budget, report: Reporter) -> bool:
+    """Whether an idea is dropped (a near-duplicate, or not novel with --literature), recorded as such."""
+    if row is not None and row["status"] in ("duplicate", "not_novel"):  # decided before the session was resumed
+        report.event("idea_dropped", name=idea.name, reason=row["reason"])
+        return True
+    if row is not None:
+        return False
+    duplicate = find_duplicate(idea, previous) if proposer.may_repeat else None
+    if duplicate is not None:
+        why = f"near-duplicate of {duplicate}"
+        store.save_idea(session_id, idx, idea.model_dump(), status="duplicate", reason=why)
+        report.event("idea_dropped", name=idea.name, reason=why)
+        return True
+    if cfg.literature is not None and isinstance(proposer, LLMProposer):
+        report.event("stage", stage="literature", spend_usd=budget.spent_usd)
+        novel, why = check_novelty(cfg, store, proposer, idea, budget)
+        if not novel:
+            store.save_idea(session_id, idx, idea.model_dump(), status="not_novel", reason=why)
+            report.event("idea_dropped", name=idea.name, reason=f"not novel: {why}")
+            return True
+    return False
 
 
 def make_proposer(cfg: RunConfig, store: Store, session_id: int, budget: Budget, baseline: Run) -> Proposer:
@@ -173,7 +261,9 @@ def run_session(cfg: RunConfig, store: Store, report: Reporter) -> tuple[int, Se
     try:
         budget.check()
         report.event("stage", stage="baseline")
-        baseline = ensure_baseline(cfg, store)
+        executor = make_executor(cfg.executor, cfg.workers, cfg.sandbox.gpus, cfg.ray_address)
+        report.event("executor", description=executor.describe())
+        baseline = ensure_baseline(cfg, store, executor)
         m = baseline.final_info["metrics"][cfg.template.spec.metric.name]
         report.event("baseline", metric=cfg.template.spec.metric.name, mean=m["mean"], ci95=m["ci95"])
         archive_ids = stored.get("archive_ids")
@@ -181,44 +271,13 @@ def run_session(cfg: RunConfig, store: Store, report: Reporter) -> tuple[int, Se
         if archive_ids is None:  # freeze the archive, so a resumed session asks the same questions
             store.set_session_args(session_id, {**stored, "archive_ids": [a.id for a in archive if a.id is not None]})
         proposer = make_proposer(cfg, store, session_id, budget, baseline)
-        loop = LoopConfig(template=cfg.template, runs=cfg.runs, attempts=cfg.attempts, seeds=cfg.seeds,
-                          sandbox=cfg.sandbox, home=cfg.home, out_dir=cfg.out_dir)
-        seen: list[ArchiveEntry] = []
-        idx = 0
-        while len(ideas) < cfg.ideas and idx < 2 * cfg.ideas:
-            budget.check()
-            report.event("stage", stage="ideas", spend_usd=budget.spent_usd)
-            idea = proposer.next_idea(idx, archive + seen)
-            folder = f"{idx:02d}_{idea.name}"
-            duplicate = find_duplicate(idea, archive + seen) if proposer.may_repeat else None
-            seen.append(ArchiveEntry(idea=idea))
-            if duplicate is not None:
-                why = f"near-duplicate of {duplicate}"
-                store.save_idea(session_id, idx, idea.model_dump(), status="duplicate", reason=why)
-                report.event("idea_dropped", name=idea.name, reason=why)
-                idx += 1
-                continue
-            if cfg.literature is not None and isinstance(proposer, LLMProposer):
-                report.event("stage", stage="literature", spend_usd=budget.spent_usd)
-                novel, why = check_novelty(cfg, store, proposer, idea, budget)
-                if not novel:
-                    store.save_idea(session_id, idx, idea.model_dump(), status="not_novel", reason=why)
-                    report.event("idea_dropped", name=idea.name, reason=f"not novel: {why}")
-                    idx += 1
-                    continue
-            report.event("idea", idx=len(ideas), total=cfg.ideas, name=idea.name, title=idea.title)
-            report.event("stage", stage="experiments", spend_usd=budget.spent_usd)
-            outcome = run_idea(loop, store, session_id=session_id, idx=idx, idea=idea, folder=folder,
-                               proposer=proposer, baseline=baseline, budget=budget, report=report)
-            seen[-1].metric = outcome.best.metric.mean if outcome.best else None
-            ideas.append(outcome)
-            idx += 1
+        ideas = _run_ideas(cfg, store, session_id, proposer, archive, baseline, budget, executor, report)
         if len(ideas) < cfg.ideas:
             status, reason = "stopped", (f"only {len(ideas)} of {cfg.ideas} ideas were new; the others were "
                                          "near-duplicates or, with --literature, not novel")
     except BudgetExceeded as e:
         status, reason, code = "stopped", str(e), EXIT_BUDGET
-    except (LLMError, NoValidAnswer, BaselineFailed, LiteratureError) as e:
+    except (LLMError, NoValidAnswer, BaselineFailed, LiteratureError, RayUnavailable) as e:
         status, reason, code = "stopped", str(e), EXIT_ERROR
     except KeyboardInterrupt:
         status, reason, code = "stopped", "interrupted by the user", EXIT_INTERRUPTED

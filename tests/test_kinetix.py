@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 from conftest import ROOT, scientist
 
+from base.template import load_template
 from jax_workloads import kinetix_tasks as kt
 from jax_workloads import ppo
 from jax_workloads.sealed import ArtifactError
@@ -64,7 +65,7 @@ def write_tiny_kinetix(dest: Path, **overrides: str) -> Path:
     toml, n = re.subn(r"(?ms)^levels = \[.*?\]$", "levels = " + json.dumps(LEVELS), toml)
     assert n == 1
     for key, value in {**TINY, **overrides}.items():
-        # The first match is the CPU budget's (it comes before the GPU one in the file).
+        # The first match is the base settings' (the cpu profile's); the profiles at the end use dotted keys.
         toml, n = re.subn(rf"(?m)^{key} = .*$", f"{key} = {value}", toml, count=1)
         assert n == 1, key
     (root / "template.toml").write_text(toml)
@@ -72,8 +73,8 @@ def write_tiny_kinetix(dest: Path, **overrides: str) -> Path:
 
 
 def tiny_config(**variation: float) -> dict:
-    return {"levels": LEVELS, "max_timesteps": 256, "budget": "cpu", "variation": variation,
-            "budgets": {"cpu": {"total_timesteps": 256, "num_envs": 8, "num_steps": 16, "num_minibatches": 2}}}
+    return {"levels": LEVELS, "max_timesteps": 256, "variation": variation,
+            "ppo": {"total_timesteps": 256, "num_envs": 8, "num_steps": 16, "num_minibatches": 2}}
 
 
 # ---------------------------------------------------------------- export helpers
@@ -371,6 +372,20 @@ def test_gate_accepts_the_shipped_agent_and_candidates(tmp_path, small_env):
         env = kt.make_env(["s/h0_weak_thrust"], continuous=True) if continuous else small_env
         net = harness.gate(make_network, loss, env, ppo.PPOConfig())
         assert net is not None, path.name
+
+
+def test_harness_trains_the_budget_of_the_profile_applied(capsys):
+    # The cpu profile is the budget every measured result used (formerly [config.budgets.cpu] with budget = "cpu").
+    t = load_template(str(KINETIX))
+    cpu = harness.ppo_config(t.with_profile("cpu").spec.config)
+    assert cpu == ppo.PPOConfig(total_timesteps=400_000, num_envs=32, num_steps=64, num_minibatches=4, update_epochs=4,
+                                gamma=0.99, gae_lambda=0.95, max_grad_norm=0.5, lr=3e-4, anneal_lr=True)
+    gpu = harness.ppo_config(t.with_profile("gpu").spec.config)
+    assert gpu == dataclasses.replace(cpu, total_timesteps=50_000_000, num_envs=1024, num_steps=128, num_minibatches=32)
+    assert t.with_profile("gpu").spec.seeds == 16 and "budget" not in t.spec.config and "budgets" not in t.spec.config
+    with pytest.raises(SystemExit) as e:
+        harness.ppo_config({"ppo": {"total_timestep": 1}})
+    assert e.value.code == 3 and "HARNESS-FAIL: template.toml [config.ppo]: TypeError" in capsys.readouterr().err
 
 
 def test_bad_candidate_through_the_sandbox_is_a_failed_run(tmp_path):

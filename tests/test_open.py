@@ -251,6 +251,9 @@ def test_reference_must_match_the_configuration():
     with pytest.raises(ValueError, match="measure it again") as e:
         evaluator.adam_reference(changed, private)
     assert "\n" not in str(e.value)
+    # The gpu profile is that configuration (1e7 steps): refused until its reference is measured (README.md).
+    gpu = load_template(str(OPEN)).with_profile("gpu").spec
+    assert gpu.config == changed and gpu.private == private
 
 
 def test_figures_from_final_info(tmp_path):

@@ -25,8 +25,7 @@ def prepare(data_dir: Path, config: dict, private: dict, seeds: int) -> None:
 
 def _train_curves(work: Path, config: dict, seeds: int) -> dict:
     """The harness's own learning curves (training episodes, stochastic policy), checked for shape only."""
-    budget = config["budgets"][config.get("budget", "cpu")]
-    points = len(kt.curve_indices(ppo.PPOConfig(**budget).num_updates))
+    points = len(kt.curve_indices(ppo.PPOConfig(**config["ppo"]).num_updates))
     shape = ((seeds, points), "float32")
     arrays = sealed.load_arrays(work / "artifacts" / "train_curves.npz",
                                 {"steps": ((points,), "float32"), "solved": shape, "return": shape})
@@ -59,8 +58,7 @@ def evaluate(work: Path, config: dict, private: dict, seeds: int) -> dict:
         "action_space": "discrete" if spec.num_actions else "continuous",
         "per_level_solve_rate": per_level_rate.tolist(),
         "handmade_solved": handmade.tolist(),
-        "budget": config.get("budget", "cpu"),
-        "total_timesteps_per_seed": config["budgets"][config.get("budget", "cpu")]["total_timesteps"],
+        "total_timesteps_per_seed": config["ppo"]["total_timesteps"],
         "train_curves": _train_curves(work, config, seeds),
     }
     return {"per_seed": per_seed, "extra": extra}

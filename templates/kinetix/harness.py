@@ -45,16 +45,11 @@ def load_agent(path: str = "agent.py"):
 
 
 def ppo_config(config: dict) -> ppo.PPOConfig:
-    """The PPOConfig of the chosen budget: [config.ppo] plus [config.budgets.<budget>]."""
-    budget = config.get("budget", "cpu")
-    budgets = config.get("budgets", {})
-    if budget not in budgets:
-        sealed.fail(f"config.budget is {budget!r}, but template.toml has no [config.budgets.{budget}] "
-                    f"(has: {', '.join(sorted(budgets)) or 'none'})")
+    """The PPOConfig of [config.ppo], as the run's profile (cpu or gpu budget) left it in config.json."""
     try:
-        return ppo.PPOConfig(**config.get("ppo", {}), **budgets[budget])
+        return ppo.PPOConfig(**config.get("ppo", {}))
     except TypeError as e:
-        sealed.fail(f"template.toml [config.ppo] or [config.budgets.{budget}]: {sealed.describe(e)}")
+        sealed.fail(f"template.toml [config.ppo]: {sealed.describe(e)}")
 
 
 def _finite(tree) -> bool:

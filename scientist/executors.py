@@ -1,0 +1,220 @@
+"""Where sandboxed runs compute: this machine's worker slots, or the nodes of a Ray cluster.
+
+    local   N slots, each owning its share of the hardware: its GPU(s) (CUDA_VISIBLE_DEVICES for
+            bubblewrap and process, device requests for Docker) or, on CPU, its share of the cores
+            (an affinity set; Docker's cpuset), so that parallel runs do not fight over cores.
+    ray     each run (training and sealed evaluation) is a Ray task with the resources the template
+            declares; the node runs the same sandbox code path on its own caches; the template's
+            files and the candidate travel with the task and the results come back by value. The
+            store stays with the driver, so resuming works as with the local executor. A run whose
+            worker is lost is retried once, then recorded as failed with the reason.
+
+Both implement scientist.runner.Executor. Scheduling across ideas is the session's (a pool of
+idea threads); an executor only says where one computation runs.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import shutil
+import subprocess
+import tempfile
+import threading
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from base.template import Template, load_template
+from sandbox.backends import Sandbox
+from scientist.runner import Computed, Job, compute, write_run_files
+
+
+@dataclass(frozen=True)
+class Slot:
+    """One worker's share of this machine."""
+
+    index: int
+    cpus: tuple[int, ...] | None = None   # cores it may use (None: all)
+    gpus: str | None = None               # GPU ids for CUDA_VISIBLE_DEVICES / device requests (None: CPU only)
+
+
+def visible_gpus(gpus: str | None) -> list[str]:
+    """The GPU ids a --gpus value names: `all` asks nvidia-smi; a list such as 0,1 is taken as given."""
+    if not gpus:
+        return []
+    if gpus != "all":
+        return [g.strip() for g in gpus.split(",") if g.strip()]
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=index", "--format=csv,noheader"], capture_output=True,
+                             text=True, timeout=30).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return []
+    return [line.strip() for line in out.splitlines() if line.strip()]
+
+
+def default_workers(gpus: str | None) -> int:
+    """One worker per GPU when GPUs are given, else one."""
+    return max(1, len(visible_gpus(gpus)))
+
+
+def local_slots(workers: int, gpus: str | None, cores: list[int] | None = None) -> list[Slot]:
+    """Split the machine into `workers` slots: GPUs dealt round-robin, cores in contiguous shares.
+
+    More workers than GPUs share GPUs (several runs on one GPU); more workers than cores share cores,
+    which helps nothing on CPU-bound runs (BENCHMARKS.md measures it) but is allowed.
+    """
+    cores = sorted(os.sched_getaffinity(0)) if cores is None else cores
+    ids = visible_gpus(gpus)
+    slots = []
+    for i in range(workers):
+        share = cores[i * len(cores) // workers:(i + 1) * len(cores) // workers] or [cores[i % len(cores)]]
+        gpu = ids[i % len(ids)] if ids else None
+        # With GPUs the cores are not split: the host side of a GPU run is light, and JAX wants threads.
+        slots.append(Slot(i, cpus=None if gpu else tuple(share), gpus=gpu))
+    return slots
+
+
+class LocalExecutor:
+    """N slots on this machine; a computation waits for a free slot, then runs in the calling thread."""
+
+    def __init__(self, slots: list[Slot]):
+        self.slots = slots
+        self._free: queue.Queue[Slot] = queue.Queue()
+        for slot in slots:
+            self._free.put(slot)
+
+    @property
+    def workers(self) -> int:
+        return len(self.slots)
+
+    def describe(self) -> str:
+        """How the machine is shared, in words."""
+        parts = [f"slot {s.index}: " + (f"GPU {s.gpus}" if s.gpus else f"cores {','.join(map(str, s.cpus))}")
+                 for s in self.slots]
+        return f"{self.workers} local worker(s) ({'; '.join(parts)})"
+
+    def compute(self, job: Job, run_dir: Path, cancel: threading.Event | None = None) -> Computed:
+        slot = self._free.get()
+        try:
+            sandbox = replace(job.sandbox, gpus=slot.gpus) if slot.gpus else job.sandbox
+            done = compute(replace(job, sandbox=sandbox, cpus=slot.cpus), run_dir, cancel)
+        finally:
+            self._free.put(slot)
+        done.node = f"local slot {slot.index}"
+        return done
+
+
+class RayUnavailable(Exception):
+    """Ray is not installed or the cluster does not answer; one line for the user."""
+
+
+class RayExecutor:
+    """Each computation is a Ray task on whichever node has the template's resources free."""
+
+    def __init__(self, workers: int, address: str | None = None):
+        try:
+            import ray
+        except ImportError:
+            raise RayUnavailable("--executor ray needs Ray: pip install 'ray>=2.40'") from None
+        self.workers = workers
+        self.address = address
+        try:
+            if not ray.is_initialized():
+                # No address: a local Ray instance of this machine, as `ray.init()` starts one.
+                ray.init(address=address, logging_level="ERROR", log_to_driver=False,
+                         include_dashboard=False, configure_logging=False)
+        except Exception as e:  # ray raises ConnectionError, RuntimeError, ValueError... for "nobody there"
+            raise RayUnavailable(f"no Ray cluster answers at {address or 'a local instance'} "
+                                 f"({type(e).__name__}: {' '.join(str(e).split())[:200]})") from None
+        self._ray = ray
+        self._task = ray.remote(_compute_on_node)
+
+    def describe(self) -> str:
+        nodes = [n for n in self._ray.nodes() if n.get("Alive")]
+        cpus = sum(n["Resources"].get("CPU", 0) for n in nodes)
+        gpus = sum(n["Resources"].get("GPU", 0) for n in nodes)
+        return (f"Ray at {self.address or 'a local instance'}: {len(nodes)} node(s), {cpus:g} CPUs, {gpus:g} GPUs; "
+                f"{self.workers} run(s) at once")
+
+    def compute(self, job: Job, run_dir: Path, cancel: threading.Event | None = None) -> Computed:
+        ray = self._ray
+        resources = job.template.spec.resources
+        wanted = {"CPU": resources.cpus, "GPU": resources.gpus, "memory": resources.memory_mb * 2**20}
+        if not any(all(n["Resources"].get(k, 0) >= v for k, v in wanted.items() if v)
+                   for n in ray.nodes() if n.get("Alive")):
+            # Ray would wait for such a node for ever; say so instead.
+            return Computed("failed", reason=f"no node of the Ray cluster has what a run of {job.template.name} "
+                                             f"asks ([resources]: {resources.cpus:g} CPUs, {resources.gpus:g} GPUs, "
+                                             f"{resources.memory_mb} MB)")
+        task = self._task.options(
+            num_cpus=resources.cpus, num_gpus=resources.gpus, memory=resources.memory_mb * 2**20,
+            max_retries=1, retry_exceptions=False)  # a lost worker or node: once more, elsewhere if need be
+        files = {name: path.read_bytes() for name, path in job.template.computing_files().items()
+                 if not name.startswith("jax_workloads/")}
+        files["template.toml"] = (job.template.root / "template.toml").read_bytes()
+        ref = task.remote(files, job.template.content_hash(), job.sources, job.seeds, job.sandbox)
+        try:
+            while True:
+                ready, _ = ray.wait([ref], timeout=0.5)
+                if ready:
+                    break
+                if cancel is not None and cancel.is_set():
+                    raise KeyboardInterrupt
+            done = ray.get(ref)
+        except KeyboardInterrupt:
+            ray.cancel(ref, force=True)
+            raise
+        except ray.exceptions.RayTaskError as e:  # the computation itself raised on the node
+            cause = e.cause if isinstance(e.cause, BaseException) else e
+            return Computed("failed", reason=f"the run failed on its Ray node: {type(cause).__name__}: "
+                                             f"{' '.join(str(cause).split())[:300]}")
+        except ray.exceptions.RayError as e:  # a worker or node lost, also on the one retry
+            reason = f"lost the Ray worker running it, also on its one retry ({type(e).__name__})"
+            return Computed("failed", reason=reason, error_tail=" ".join(str(e).split())[-2000:])
+        write_run_files(run_dir, job.sources, done.logs, done.final_info)
+        return done
+
+
+def _compute_on_node(files: dict[str, bytes], template_hash: str, sources: dict[str, str], seeds: int,
+                     sandbox: Sandbox) -> Computed:
+    """A Ray task: the driver's computation on this node, in a folder of its own, returned by value.
+
+    The template arrives as its files; the shared code (jax_workloads) is this node's own install,
+    so the template's content hash, which covers both, must equal the driver's: a node with another
+    version of the code would compute something else under the same key.
+    """
+    import ray
+
+    node = ray.get_runtime_context().get_node_id()
+    home = Path(tempfile.gettempdir()) / f"scientist-node-{os.getuid()}"  # this node's caches, kept across tasks
+    root = home / "templates" / template_hash
+    if not (root / "template.toml").is_file():
+        root.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=root.parent))
+        for name, data in files.items():
+            (tmp / name).parent.mkdir(parents=True, exist_ok=True)
+            (tmp / name).write_bytes(data)
+        try:
+            tmp.rename(root)
+        except OSError:  # another task of this node unpacked it first
+            shutil.rmtree(tmp, ignore_errors=True)
+    template: Template = load_template(str(root))
+    if template.content_hash() != template_hash:
+        return Computed("failed", node=node, reason=f"Ray node {node[:12]} computes another version of the template "
+                        f"or of jax_workloads (content hash {template.content_hash()} against the driver's "
+                        f"{template_hash}): install the same jax-scientist on every node")
+    run_dir = Path(tempfile.mkdtemp(dir=home, prefix="run-"))
+    try:
+        done = compute(Job(template=template, sources=sources, seeds=seeds, sandbox=sandbox, home=home), run_dir)
+    finally:
+        shutil.rmtree(run_dir, ignore_errors=True)
+    done.node = node
+    return done
+
+
+def make_executor(kind: str, workers: int, gpus: str | None, ray_address: str | None = None
+                  ) -> LocalExecutor | RayExecutor:
+    """The executor a run asks for: `local` (this machine's worker slots) or `ray` (a Ray cluster)."""
+    if kind == "ray":
+        return RayExecutor(workers, ray_address)
+    return LocalExecutor(local_slots(workers, gpus))
