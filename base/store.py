@@ -196,11 +196,13 @@ class Store:
         cand = source_hash(sources)
         cur = self.db.execute(
             "INSERT INTO runs (run_key, kind, template, template_hash, candidate_hash, candidate_source,"
-            " seeds, sandbox, status, out_dir, pid, created) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+            " seeds, sandbox, status, out_dir, pid, created) VALUES (?,?,?,?,?,?,?,?,?,?,?,?) RETURNING id",
             (run_key(template_hash, cand, seeds), kind, template, template_hash, cand,
              json.dumps(sources), seeds, sandbox, "running", str(out_dir), os.getpid(), time.time()),
         )
-        return int(cur.lastrowid)
+        # RETURNING, not cursor.lastrowid: the connection is shared by threads, and lastrowid is the
+        # connection's latest insert, which may be another thread's.
+        return int(cur.fetchone()[0])
 
     def finish_run(self, run_id: int, *, status: str, reason: str | None = None,
                    final_info: dict | None = None, metric: str | None = None,
@@ -263,9 +265,9 @@ class Store:
             return int(row["id"]), True, json.loads(row["args"])
         cur = self.db.execute(
             "INSERT INTO sessions (out_dir, template, proposer, model, args, status, created)"
-            " VALUES (?,?,?,?,?,?,?)",
+            " VALUES (?,?,?,?,?,?,?) RETURNING id",
             (str(out_dir), template, proposer, model, json.dumps(args), "running", time.time()))
-        return int(cur.lastrowid), False, args
+        return int(cur.fetchone()[0]), False, args
 
     def session_at(self, out_dir: Path) -> dict | None:
         """The session recorded for this output folder (id, template, proposer, model, status), if any."""

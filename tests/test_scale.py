@@ -133,7 +133,7 @@ def test_a_session_spreads_over_two_ray_nodes(tiny_templates, tmp_path, ray_clus
     assert r.code == 0, r.text
     assert "2 node(s), 4 CPUs" in r.out
     done = runs(home)
-    assert {x["status"] for x in done} == {"ok"}
+    assert {x["status"] for x in done} == {"ok"}, (done, r.text)
     assert len({x["node"] for x in done}) == 2, done  # some runs computed on each node
     # The runs' files came back by value into the driver's folders.
     for idea in json.loads((tmp_path / "out" / "summary.json").read_text())["ideas"]:

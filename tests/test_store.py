@@ -1,5 +1,6 @@
 """The store's rules for reuse and resume: what is reused, what is redone, what a dead process leaves."""
 
+import json
 import subprocess
 import sys
 
@@ -92,3 +93,36 @@ def test_an_out_dir_of_another_session_is_refused_until_its_folder_is_gone(tmp_p
     assert store.session_at(out) is None
     again, resumed, _ = store.open_session(out_dir=out, template="u", proposer="evolve", model=None, args={})
     assert again != sid and not resumed
+
+
+def test_threads_sharing_one_store_each_get_their_own_run(tmp_path):
+    # Several ideas start and finish runs at once through one connection: no run may get another's id.
+    from concurrent.futures import ThreadPoolExecutor
+
+    store = Store(tmp_path / "s.sqlite")
+
+    def one(i: int) -> int:
+        run_id = start(store, tmp_path, {"loss.py": f"# {i}\n"})
+        store.finish_run(run_id, status="ok", reason=str(i))
+        return run_id
+
+    with ThreadPoolExecutor(8) as pool:
+        ids = list(pool.map(one, range(400)))
+    assert len(set(ids)) == 400
+    rows = store.db.execute("SELECT status, reason, candidate_source FROM runs").fetchall()
+    assert len(rows) == 400 and {r["status"] for r in rows} == {"ok"}
+    assert all(json.loads(r["candidate_source"]) == {"loss.py": f"# {r['reason']}\n"} for r in rows)
+
+
+def test_processes_writing_one_store_at_once_lose_no_row(tmp_path):
+    # Two sessions on one home: separate processes, each with its own connection, writing at once.
+    code = ("import sys; from pathlib import Path; from base.store import Store\n"
+            "s = Store(Path(sys.argv[1]))\n"
+            "for i in range(150):\n"
+            "    r = s.start_run(kind='candidate', template='t', template_hash='h', sources={'f': sys.argv[2] + str(i)},"
+            " seeds=2, sandbox='bwrap', out_dir=Path('.'))\n"
+            "    s.finish_run(r, status='ok')\n")
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(tmp_path / "s.sqlite"), tag]) for tag in "abc"]
+    assert [p.wait(timeout=300) for p in procs] == [0, 0, 0]
+    rows = Store(tmp_path / "s.sqlite").db.execute("SELECT status FROM runs").fetchall()
+    assert len(rows) == 450 and {r["status"] for r in rows} == {"ok"}
