@@ -181,6 +181,8 @@ class SessionSummary(Record):
 
     template: str
     template_hash: str
+    profile: str | None = None         # the template's profile the runs used (--profile, or the one --gpus chose)
+    device: str = "cpu"                # what the runs computed on: cpu, or gpu with --gpus
     metric: MetricSpec
     proposer: str
     model: str | None = None

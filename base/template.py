@@ -151,10 +151,16 @@ class Template:
 
     root: Path
     spec: TemplateSpec
+    device: str = "cpu"  # what its runs compute on: "gpu" when the sandbox is given GPUs (--gpus)
 
     @property
     def name(self) -> str:
         return self.spec.name
+
+    def for_hardware(self, profile: str | None, gpus: str | None) -> Template:
+        """This template as a run on this hardware computes it: --profile, else the profile the GPUs given
+        call for (default_profile), and the device its runs compute on."""
+        return replace(self.with_profile(profile or default_profile(gpus)), device="gpu" if gpus else "cpu")
 
     def with_profile(self, name: str) -> Template:
         """This template with [profiles.<name>] laid over its settings; its spec.profile records the name.
@@ -224,7 +230,7 @@ class Template:
         """Hash of what computes the template's results (see computing_files()), and of its settings.
 
         The settings are those of the applied profile, if any (its config, limits and private, and
-        whether it asks for a GPU); the profile's name is not hashed, so "cpu", whose overlay is
+        whether it asks for or is given a GPU); the profile's name is not hashed, so "cpu", whose overlay is
         empty, reuses the runs of the template's own settings. Seeds are in the run key instead.
 
         Papers-only files (latex/, README.md, prompt.md, figures.py, search_space.py, candidates/)
@@ -233,7 +239,7 @@ class Template:
         settings = self.spec.model_dump(mode="json", include={"metric", "editable", "harness", "entrypoint",
                                                                "evaluator", "limits", "config", "private"})
         settings["metric"].pop("description", None)
-        if self.spec.resources.gpus > 0:
+        if self.device == "gpu" or self.spec.resources.gpus > 0:
             # A GPU computes other floating-point results than a CPU from the same settings: never the same runs.
             settings["device"] = "gpu"
         h = hashlib.sha256(f"scoring-{SCORING_VERSION}".encode())

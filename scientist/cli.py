@@ -12,6 +12,7 @@ import json
 import os
 import signal
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import typer
@@ -47,6 +48,8 @@ TemplateOpt = typer.Option(..., "--template", "-t", help="Template name or folde
 SeedsOpt = typer.Option(None, "--seeds", help="Seeds (default: the template's).")
 RetriesOpt = typer.Option(5, "--retries", help="Retries of a model call on rate limits, timeouts and 5xx.")
 ExecutorOpt = typer.Option("local", "--executor", help="local (this machine) or ray (a Ray cluster).")
+ProfileOpt = typer.Option(None, "--profile", show_default="gpu with --gpus, else cpu",
+                          help="The template's [profiles.<name>] settings to run with (sizes, seeds, limits).")
 RayAddressOpt = typer.Option(None, "--ray-address", show_default="a local Ray instance",
                              help="The Ray cluster to use with --executor ray, e.g. 10.0.0.1:6379.")
 
@@ -60,9 +63,12 @@ def _open_store(home: Path) -> Store:
     return Store(home / "store.sqlite")
 
 
-def _load(name: str, templates_dir: Path) -> Template:
+def _load(name: str, templates_dir: Path, profile: str | None = None, gpus: str | None = None,
+          computing: bool = False) -> Template:
+    """The template, and for a command that computes runs, as this hardware (or --profile) runs it."""
     try:
-        return load_template(name, templates_dir)
+        t = load_template(name, templates_dir)
+        return t.for_hardware(profile, gpus) if computing else t
     except TemplateError as e:
         _fail(str(e))
 
@@ -163,6 +169,7 @@ def eval_(
     sandbox: str = SandboxOpt,
     image: str = ImageOpt,
     gpus: str = GpusOpt,
+    profile: str = ProfileOpt,
     docker_host: str = DockerHostOpt,
     force: bool = typer.Option(False, "--force", help="Recompute even if the same run is in the store."),
     executor: str = ExecutorOpt,
@@ -171,7 +178,7 @@ def eval_(
     templates_dir: Path = TemplatesDirOpt,
 ) -> None:
     """Evaluate candidates through the sandbox and the sealed evaluator; print metric and interval."""
-    t = _load(template, templates_dir)
+    t = _load(template, templates_dir, profile, gpus, computing=True)
     n = _seeds(t, seeds)
     try:
         cands = [(p.stem, t.read_candidate(p)) for p in candidate] if candidate else [("shipped",
@@ -190,6 +197,7 @@ def baseline(
     sandbox: str = SandboxOpt,
     image: str = ImageOpt,
     gpus: str = GpusOpt,
+    profile: str = ProfileOpt,
     docker_host: str = DockerHostOpt,
     force: bool = typer.Option(False, "--force", help="Recompute even if cached."),
     executor: str = ExecutorOpt,
@@ -198,7 +206,7 @@ def baseline(
     templates_dir: Path = TemplatesDirOpt,
 ) -> None:
     """Compute the template's baseline (its shipped editable files) once per content hash."""
-    t = _load(template, templates_dir)
+    t = _load(template, templates_dir, profile, gpus, computing=True)
     n = _seeds(t, seeds)
     sb = _sandbox(sandbox, image, gpus, docker_host)
     raise typer.Exit(_evaluate_all(t, [("baseline", t.editable_sources())], seeds=n, sandbox=sb,
@@ -231,6 +239,7 @@ def run(
     sandbox: str = SandboxOpt,
     image: str = ImageOpt,
     gpus: str = GpusOpt,
+    profile: str = ProfileOpt,
     docker_host: str = DockerHostOpt,
     budget_usd: float = typer.Option(None, "--budget-usd", help="Stop cleanly after spending this much."),
     budget_minutes: float = typer.Option(None, "--budget-minutes", help="Stop cleanly after this long."),
@@ -257,7 +266,7 @@ def run(
     from scientist import session
     from scientist.progress import JsonReporter, RichReporter
 
-    t = _load(template, templates_dir)
+    t = _load(template, templates_dir, profile, gpus, computing=True)
     proposer = proposer or ("llm" if model else "evolve")
     slug = proposer if proposer == "evolve" or not model else model.replace("/", "_")
     if not no_writeup:
@@ -336,6 +345,10 @@ def writeup(
         _fail(f"{run_dir / 'summary.json'} is not a valid summary.json ({type(e).__name__}: "
               f"{' '.join(str(e).split())[:300]})")
     t = _load(summary.template, templates_dir)
+    try:  # the settings the runs had, which the papers state
+        t = replace(t.with_profile(summary.profile), device=summary.device) if summary.profile else t
+    except TemplateError as e:
+        _fail(str(e))
     names = [i.name for i in summary.ideas]
     if idea is not None and idea not in names:
         _fail(f"no idea {idea!r} in {run_dir} (ideas: {', '.join(names) or 'none'})")

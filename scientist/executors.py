@@ -139,20 +139,23 @@ class RayExecutor:
     def compute(self, job: Job, run_dir: Path, cancel: threading.Event | None = None) -> Computed:
         ray = self._ray
         resources = job.template.spec.resources
-        wanted = {"CPU": resources.cpus, "GPU": resources.gpus, "memory": resources.memory_mb * 2**20}
+        # A run given GPUs (--gpus) under a profile that asks for none still needs one of the node's.
+        gpus = resources.gpus or (1.0 if job.template.device == "gpu" else 0.0)
+        wanted = {"CPU": resources.cpus, "GPU": gpus, "memory": resources.memory_mb * 2**20}
         if not any(all(n["Resources"].get(k, 0) >= v for k, v in wanted.items() if v)
                    for n in ray.nodes() if n.get("Alive")):
             # Ray would wait for such a node for ever; say so instead.
             return Computed("failed", reason=f"no node of the Ray cluster has what a run of {job.template.name} "
-                                             f"asks ([resources]: {resources.cpus:g} CPUs, {resources.gpus:g} GPUs, "
+                                             f"asks ([resources]: {resources.cpus:g} CPUs, {gpus:g} GPUs, "
                                              f"{resources.memory_mb} MB)")
         task = self._task.options(
-            num_cpus=resources.cpus, num_gpus=resources.gpus, memory=resources.memory_mb * 2**20,
+            num_cpus=resources.cpus, num_gpus=gpus, memory=resources.memory_mb * 2**20,
             max_retries=1, retry_exceptions=False)  # a lost worker or node: once more, elsewhere if need be
         files = {name: path.read_bytes() for name, path in job.template.computing_files().items()
                  if not name.startswith("jax_workloads/")}
         files["template.toml"] = (job.template.root / "template.toml").read_bytes()
-        ref = task.remote(files, job.template.content_hash(), job.sources, job.seeds, job.sandbox)
+        ref = task.remote(files, job.template.spec.profile, job.template.device, job.template.content_hash(),
+                          job.sources, job.seeds, job.sandbox)
         try:
             while True:
                 ready, _ = ray.wait([ref], timeout=0.5)
@@ -175,13 +178,14 @@ class RayExecutor:
         return done
 
 
-def _compute_on_node(files: dict[str, bytes], template_hash: str, sources: dict[str, str], seeds: int,
-                     sandbox: Sandbox) -> Computed:
+def _compute_on_node(files: dict[str, bytes], profile: str | None, device: str, template_hash: str,
+                     sources: dict[str, str], seeds: int, sandbox: Sandbox) -> Computed:
     """A Ray task: the driver's computation on this node, in a folder of its own, returned by value.
 
-    The template arrives as its files; the shared code (jax_workloads) is this node's own install,
-    so the template's content hash, which covers both, must equal the driver's: a node with another
-    version of the code would compute something else under the same key.
+    The template arrives as its files, with the profile and device the driver runs it with; the
+    shared code (jax_workloads) is this node's own install, so the template's content hash, which
+    covers both, must equal the driver's: a node with another version of the code would compute
+    something else under the same key. A GPU run gets the GPUs Ray assigned to the task.
     """
     import ray
 
@@ -199,6 +203,9 @@ def _compute_on_node(files: dict[str, bytes], template_hash: str, sources: dict[
         except OSError:  # another task of this node unpacked it first
             shutil.rmtree(tmp, ignore_errors=True)
     template: Template = load_template(str(root))
+    template = replace(template.with_profile(profile), device=device) if profile else template
+    if device == "gpu":
+        sandbox = replace(sandbox, gpus=",".join(str(g) for g in ray.get_gpu_ids()) or sandbox.gpus)
     if template.content_hash() != template_hash:
         return Computed("failed", node=node, reason=f"Ray node {node[:12]} computes another version of the template "
                         f"or of jax_workloads (content hash {template.content_hash()} against the driver's "

@@ -262,7 +262,8 @@ def run_session(cfg: RunConfig, store: Store, report: Reporter) -> tuple[int, Se
         budget.check()
         report.event("stage", stage="baseline")
         executor = make_executor(cfg.executor, cfg.workers, cfg.sandbox.gpus, cfg.ray_address)
-        report.event("executor", description=executor.describe())
+        profile = f"profile {cfg.template.spec.profile or 'none'} on {cfg.template.device.upper()}"
+        report.event("executor", description=f"{executor.describe()}; {profile}")
         baseline = ensure_baseline(cfg, store, executor)
         m = baseline.final_info["metrics"][cfg.template.spec.metric.name]
         report.event("baseline", metric=cfg.template.spec.metric.name, mean=m["mean"], ci95=m["ci95"])
@@ -368,7 +369,8 @@ def _summary(cfg: RunConfig, store: Store, session_id: int, baseline: Run | None
         if i.best is not None and (best is None or better(i.best.metric.mean, best.metric.mean, metric.direction)):
             best = SessionBest(idea=i.name, **i.best.model_dump())
     return SessionSummary(
-        template=cfg.template.name, template_hash=cfg.template.content_hash(),
+        template=cfg.template.name, template_hash=cfg.template.content_hash(), profile=cfg.template.spec.profile,
+        device=cfg.template.device,
         metric=MetricSpec(name=metric.name, direction=metric.direction), proposer=cfg.proposer, model=cfg.model,
         status=status, reason=reason, baseline=base, best=best, ideas=ideas, significance_test=SIGNIFICANCE_TEST,
         cost_usd=cost, llm_calls=calls, tokens={"prompt": prompt_tokens, "completion": completion_tokens},

@@ -119,8 +119,8 @@ def test_processes_writing_one_store_at_once_lose_no_row(tmp_path):
     code = ("import sys; from pathlib import Path; from base.store import Store\n"
             "s = Store(Path(sys.argv[1]))\n"
             "for i in range(150):\n"
-            "    r = s.start_run(kind='candidate', template='t', template_hash='h', sources={'f': sys.argv[2] + str(i)},"
-            " seeds=2, sandbox='bwrap', out_dir=Path('.'))\n"
+            "    r = s.start_run(kind='candidate', template='t', template_hash='h',"
+            " sources={'f': sys.argv[2] + str(i)}, seeds=2, sandbox='bwrap', out_dir=Path('.'))\n"
             "    s.finish_run(r, status='ok')\n")
     procs = [subprocess.Popen([sys.executable, "-c", code, str(tmp_path / "s.sqlite"), tag]) for tag in "abc"]
     assert [p.wait(timeout=300) for p in procs] == [0, 0, 0]

@@ -211,3 +211,26 @@ def test_template_without_profiles_works_as_before(tmp_path):
 def test_default_profile_follows_the_gpus_given():
     assert default_profile(None) == default_profile("") == "cpu"
     assert default_profile("all") == default_profile("0,1") == "gpu"
+
+
+def test_the_profile_follows_the_gpus_given_and_the_device_is_in_the_run_key():
+    t = load_template("discopop")
+    on_cpu, on_gpu = t.for_hardware(None, None), t.for_hardware(None, "0")
+    assert (on_cpu.spec.profile, on_cpu.device) == ("cpu", "cpu") and on_cpu.content_hash() == t.content_hash()
+    assert (on_gpu.spec.profile, on_gpu.device) == ("gpu", "gpu")
+    # The CPU-sized settings computed on a GPU: other floating-point results, so another key.
+    small_on_gpu = t.for_hardware("cpu", "all")
+    assert small_on_gpu.spec.config == on_cpu.spec.config and small_on_gpu.content_hash() != on_cpu.content_hash()
+
+
+def test_profile_flag_runs_the_profiles_settings_and_an_unknown_one_is_one_line(tmp_path):
+    root = add_profile(tmp_path, "three.seeds = 3")
+    home = tmp_path / "home"
+    r = scientist("baseline", "--template", str(root), "--home", str(home), "--sandbox", "process",
+                  "--profile", "three")
+    assert r.code == 0, r.text
+    (info,) = [json.loads(p.read_text()) for p in (home / "runs").rglob("final_info.json")]
+    assert info["metrics"]["reward_gain_at_kl"]["n"] == 3  # the profile's seeds, not the template's 2
+    bad = scientist("eval", "--template", str(root), "--home", str(home), "--sandbox", "process", "--profile", "tpu")
+    assert bad.code == 2 and "unknown profile 'tpu' (known: cpu, gpu, three)" in bad.err
+    assert "Traceback" not in bad.text and len(bad.err.strip().splitlines()) == 1
