@@ -84,7 +84,7 @@ def test_two_sessions_at_once_on_a_fresh_home(tiny_templates, tmp_path):
     home = tmp_path / "home"
     env = {**os.environ, "TERM": "dumb"}
     procs = [subprocess.Popen([sys.executable, "-m", "scientist", *run_args(tiny_templates, home, tmp_path / name,
-                                                                             "--no-writeup")],
+                                                                             "--no-writeup", "--ideas", "2", "--workers", "2")],
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT, env=env)
              for name in ("one", "two")]
     outputs = [p.communicate(timeout=600)[0] for p in procs]
@@ -98,6 +98,13 @@ def test_two_sessions_at_once_on_a_fresh_home(tiny_templates, tmp_path):
     assert len(baselines) == 1 and baselines[0].status == "ok"
     means = [json.loads((tmp_path / n / "summary.json").read_text())["baseline"]["mean"] for n in ("one", "two")]
     assert means[0] == means[1] == baselines[0].metric_mean
+    # Four writers at once (two sessions, two ideas each): every run recorded, none left running, none lost.
+    runs = Store(home / "store.sqlite").runs("discopop")
+    assert runs and not [r for r in runs if r.status == "running"]
+    recorded = {r.id for r in runs}
+    for name in ("one", "two"):
+        for idea in json.loads((tmp_path / name / "summary.json").read_text())["ideas"]:
+            assert idea["runs"] and {e["run_id"] for e in idea["runs"] if e["run_id"]} <= recorded
 
 
 def test_tables_are_whole_when_output_is_piped(tiny_templates, home, tmp_path):
