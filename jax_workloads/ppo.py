@@ -227,13 +227,15 @@ def _gae(values, rewards, dones, last_value, gamma, lam):
 
 def make_train(config: PPOConfig, env: Env, *, network: nn.Module | None = None,
                optimizer: optax.GradientTransformation | None = None, loss: Callable = ppo_loss,
-               optimizer_sees_batch: bool = False) -> Callable:
+               optimizer_sees_batch: bool = False, progress: Callable[[Any], None] | None = None) -> Callable:
     """Return train(rng) -> {"params", "metrics"}; jit it, and vmap it over seeds.
 
     metrics (one entry per update): "return" and "length" of the episodes finished so far
     (mean over environments of the last finished episode), "solved" (the same for the
     success signal), and the loss terms. With optimizer_sees_batch, the optimizer's update
     also receives the minibatch as `batch=` (OPEN's dormancy needs the activations on it).
+    `progress`, if given, is called on the host with the index of each finished update
+    (sealed.Progress.update); it has no outputs, so the results do not depend on it.
     """
     if config.num_updates < 1:
         raise ValueError(f"total_timesteps={config.total_timesteps} is less than one update "
@@ -299,6 +301,8 @@ def make_train(config: PPOConfig, env: Env, *, network: nn.Module | None = None,
                 epoch, (params, opt_state, rng), jnp.arange(config.update_epochs))
             metrics = {"return": stats.last_ret.mean(), "length": stats.last_length.mean(),
                        "solved": stats.last_solved.mean(), **jax.tree.map(jnp.mean, aux)}
+            if progress is not None:
+                jax.debug.callback(progress, update_i)
             return (params, opt_state, env_state, obs, stats, rng), metrics
 
         carry = (params, opt_state, env_state, obs, stats, rng)

@@ -190,3 +190,27 @@ class Stopwatch:
 
     def save(self, path: str | Path) -> None:
         Path(path).write_text(json.dumps(self.marks))
+
+
+class Progress:
+    """Training progress of a harness, written to progress.json for the live view (at most every `every_s`).
+
+    Hand `progress.update` to a compiled training loop through jax.debug.callback (ppo.make_train's
+    `progress=`): host code with no outputs, so the results are the same with or without it. Under
+    vmap the callback runs once per seed with the same step; it records the furthest step seen.
+    """
+
+    def __init__(self, total: int, path: str | Path = "progress.json", every_s: float = 1.0):
+        self.total, self.path, self.every_s = int(total), Path(path), every_s
+        self.done, self._written = 0, 0.0
+
+    def update(self, step) -> None:
+        """Record that step `step` (0-based) of `total` has finished."""
+        self.done = max(self.done, int(np.max(np.asarray(step))) + 1)
+        now = time.time()
+        if now - self._written >= self.every_s or self.done >= self.total:
+            self._written = now
+            try:
+                self.path.write_text(json.dumps({"done": self.done, "total": self.total, "time": now}))
+            except OSError:
+                pass  # progress is informational: a full disk must not fail the training

@@ -6,7 +6,8 @@ several ideas are in flight, so reporters take a lock.
 
 The live view shows one line per run in flight: its idea, run and attempt, its phase (proposing,
 setup, compile, train, export, evaluate: read from the harness's timings.json as it is written),
-elapsed time and, from the template's earlier runs, an estimate of the time left.
+elapsed time and an estimate of the time left: from the harness's training progress where it
+reports it (progress.json, sealed.Progress), else from the template's earlier runs.
 """
 
 from __future__ import annotations
@@ -56,20 +57,36 @@ class _InFlight:
     run_dir: Path | None = None       # known once the run computes
     expected_s: float | None = None   # the template's typical run time, for the estimate
 
-    def phase(self) -> str:
+    def phase(self, now: float | None = None) -> tuple[str, float | None]:
+        """The phase the run is in and, while it trains and the harness reports progress, the training time left."""
         if self.run_dir is None:
-            return "proposing"
+            return "proposing", None
+        work = self.run_dir / "work"
         try:
-            marks = json.loads((self.run_dir / "work" / "timings.json").read_text())
+            marks = json.loads((work / "timings.json").read_text())
         except (OSError, ValueError):
-            return "setup" if (self.run_dir / "work").is_dir() else "preparing"
+            return ("setup" if work.is_dir() else "preparing"), None
         done = [p for p in _PHASES if p in marks]
-        return _PHASES[len(done)] if len(done) < len(_PHASES) else "evaluate"
+        if len(done) == len(_PHASES):
+            return "evaluate", None
+        if _PHASES[len(done)] != "train":
+            return _PHASES[len(done)], None
+        try:  # sealed.Progress, written by harnesses that report it (the PPO templates)
+            report = json.loads((work / "progress.json").read_text())
+            fraction = float(report["done"]) / float(report["total"])
+            train_started = float(marks["started"]) + sum(float(marks[p]) for p in done)
+        except (OSError, ValueError, KeyError, TypeError, ZeroDivisionError):
+            return "train", None
+        spent = (now or time.time()) - train_started
+        return f"train {fraction:.0%}", (spent * (1 - fraction) / fraction if 0 < fraction <= 1 else None)
 
     def line(self, now: float) -> str:
         elapsed = now - self.started
-        text = f"{self.label} · {self.phase()} · {_clock(elapsed)}"
-        if self.expected_s and self.run_dir is not None:
+        phase, training_left = self.phase(now)
+        text = f"{self.label} · {phase} · {_clock(elapsed)}"
+        if training_left is not None:
+            text += f" · about {_clock(training_left)} of training left"
+        elif self.expected_s and self.run_dir is not None:
             left = self.expected_s - elapsed
             text += f" · about {_clock(left)} left" if left > 0 else " · longer than usual"
         return text

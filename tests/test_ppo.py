@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -95,3 +97,23 @@ def test_rollout_greedy_returns_match_a_hand_run_episode(cartpole):
     np.testing.assert_allclose(np.asarray(returns), expected)
     assert returns.shape == solved.shape == (3,) and not np.asarray(solved).any()
     assert expected.min() >= 8  # CartPole gives +1 per step; no episode ends before 8 steps
+
+
+def test_progress_reports_every_update_and_leaves_the_results_unchanged(cartpole, tmp_path):
+    from jax_workloads.sealed import Progress
+
+    config = ppo.PPOConfig(total_timesteps=4 * 128 * 6, num_envs=4, num_steps=128)
+    progress = Progress(config.num_updates, tmp_path / "progress.json", every_s=0.0)
+    seen: list[int] = []
+
+    def record(step):
+        seen.append(int(np.max(step)))
+        progress.update(step)
+
+    plain = train_seeds(config, cartpole, seeds=2)
+    reported = train_seeds(config, cartpole, seeds=2, progress=record)
+    for a, b in zip(jax.tree.leaves(plain), jax.tree.leaves(reported), strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    assert sorted(set(seen)) == list(range(config.num_updates)) == [0, 1, 2, 3, 4, 5]
+    written = json.loads((tmp_path / "progress.json").read_text())
+    assert (written["done"], written["total"]) == (6, 6)

@@ -83,8 +83,9 @@ def test_a_cached_evaluation_still_writes_the_folder_asked_for(tiny_templates, h
 def test_two_sessions_at_once_on_a_fresh_home(tiny_templates, tmp_path):
     home = tmp_path / "home"
     env = {**os.environ, "TERM": "dumb"}
+    extra = ("--no-writeup", "--ideas", "2", "--workers", "2")
     procs = [subprocess.Popen([sys.executable, "-m", "scientist", *run_args(tiny_templates, home, tmp_path / name,
-                                                                             "--no-writeup", "--ideas", "2", "--workers", "2")],
+                                                                             *extra)],
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT, env=env)
              for name in ("one", "two")]
     outputs = [p.communicate(timeout=600)[0] for p in procs]

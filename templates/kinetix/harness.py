@@ -136,7 +136,8 @@ def main() -> None:
     rngs = jax.random.split(jax.random.key(config["train_seed"]), seeds)
     clock.lap("setup")
     try:
-        train = jax.jit(jax.vmap(ppo.make_train(ppo_cfg, env, network=net, loss=loss)))
+        progress = sealed.Progress(ppo_cfg.num_updates)  # for the live view: how far training is
+        train = jax.jit(jax.vmap(ppo.make_train(ppo_cfg, env, network=net, loss=loss, progress=progress.update)))
         compiled = train.lower(rngs).compile()
         clock.lap("compile")
         out = jax.block_until_ready(compiled(rngs))

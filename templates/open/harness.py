@@ -64,7 +64,9 @@ def main() -> None:
     gate(rule)
     env = ppo.gymnax_env(config["env"])
     ppo_config = ppo.PPOConfig(**config["ppo"])
-    train = ppo.make_train(ppo_config, env, optimizer=make_optimizer(rule, ppo_config, env), optimizer_sees_batch=True)
+    progress = sealed.Progress(ppo_config.num_updates)  # for the live view: how far training is
+    train = ppo.make_train(ppo_config, env, optimizer=make_optimizer(rule, ppo_config, env), optimizer_sees_batch=True,
+                           progress=progress.update)
     rngs = jax.random.split(jax.random.key(config["train_seed"]), seeds)
     clock.lap("setup")
     try:
