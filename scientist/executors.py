@@ -15,6 +15,7 @@ idea threads); an executor only says where one computation runs.
 
 from __future__ import annotations
 
+import logging
 import os
 import queue
 import shutil
@@ -118,6 +119,9 @@ class RayExecutor:
             raise RayUnavailable("--executor ray needs Ray: pip install 'ray>=2.40'") from None
         self.workers = workers
         self.address = address
+        # Ray announces on stderr that the local instance it starts uses token authentication (its
+        # safe default): noise in a user's output, and in cron's mail.
+        logging.getLogger("ray._private.authentication").setLevel(logging.ERROR)
         try:
             if not ray.is_initialized():
                 # No address: a local Ray instance of this machine, as `ray.init()` starts one.
