@@ -83,6 +83,31 @@ def test_kill_9_with_two_runs_in_flight_then_the_same_command_resumes(tiny_templ
     assert summary["status"] == "complete" and len(summary["ideas"]) == 2
 
 
+@pytest.mark.parametrize("backend", ["process", "bwrap", "docker"])
+def test_a_worker_slots_cores_bind_everything_its_run_starts(backend, tmp_path, request):
+    from base.template import PROJECT_ROOT
+    from sandbox import backends
+    from sandbox.limits import Limits
+
+    if backend == "docker":
+        from docker_engine import TEST_IMAGE
+        sandbox = backends.resolve("docker", image=TEST_IMAGE, docker_host=request.getfixturevalue("docker_host"))
+    else:
+        sandbox = backends.resolve(backend)
+    work = tmp_path / "work"
+    work.mkdir()
+    # The run and a child of its own (a process that detaches or a subprocess inherits the set).
+    (work / "probe.py").write_text("import os, subprocess, sys\nprint('run', sorted(os.sched_getaffinity(0)))\n"
+                                   "subprocess.run([sys.executable, '-c', 'import os; "
+                                   "print(\"child\", sorted(os.sched_getaffinity(0)))'])\n")
+    last = max(os.sched_getaffinity(0))
+    outcome = backends.run(sandbox, backends.Job(script="probe.py", work=work, libs_parent=PROJECT_ROOT,
+                                                 cpus=(last,)), Limits(time_s=120), tmp_path / "log")
+    assert outcome.ok, outcome.log_tail
+    log = (tmp_path / "log").read_text()
+    assert f"run [{last}]" in log and f"child [{last}]" in log, log
+
+
 def _processes() -> list[str]:
     ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
     return [line for line in ps.splitlines() if "bwrap" in line or "harness.py" in line]
