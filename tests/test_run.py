@@ -214,3 +214,45 @@ def test_evolve_run_killed_midway_resumes_without_redoing_runs(tiny_templates, r
         running = con.execute("SELECT COUNT(*) FROM runs WHERE status='running'").fetchone()[0]
     assert all(n == 1 for _, n in ok_runs)  # no finished run was computed twice
     assert running == 0  # the run the kill cut short is marked interrupted, not left running
+
+
+def test_two_llm_ideas_in_flight_share_one_exact_budget(tiny_templates, run_home, tmp_path):
+    # Two ideas' conversations call the model from two threads at once; every call is counted once.
+    ideas = iter([dict(IDEA), {**IDEA, "name": "margin_sweep", "title": "Hinge margins over temperature",
+                               "hypothesis": "A margin hinge resists overfitting to noisy comparisons.",
+                               "experiment": "Replace the logistic by a squared hinge with margin one."}])
+
+    def answer(body):
+        last = body["messages"][-1]["content"]
+        if "Come up with the next impactful" in last:
+            return "THOUGHT: new.\n\nNEW IDEA JSON:\n```json\n" + json.dumps(next(ideas)) + "\n```"
+        if last.startswith("Round "):  # a reflection: repeat the idea just proposed
+            previous = [m["content"] for m in body["messages"] if m["role"] == "assistant"][-1]
+            return "I am done\n\n" + previous.split("\n\n", 1)[1]
+        if "Plan and implement run 1 " in last:
+            time.sleep(0.5)  # both ideas' first edits are asked for before either is answered
+            eps = "0.1" if "Label-smoothed" in json.dumps(body["messages"]) else "0.2"
+            return edit("    return -jax.nn.log_sigmoid(beta * rho)",
+                        SMOOTHED.replace("0.9", str(1 - float(eps))).replace("0.1 *", f"{eps} *"))
+        return "I am done"
+
+    out = tmp_path / "out"
+    with ScriptedServer(answer) as server:
+        r = run(tiny_templates, run_home, out, "--model", "openai/gpt-4o-mini", "--api-base", server.url,
+                "--ideas", "2", "--runs", "2", "--reflections", "2", "--workers", "2", "--log-json")
+    assert r.code == 0, r.text
+    events = [json.loads(line) for line in r.out.splitlines() if line.startswith("{")]
+    summary = json.loads((out / "summary.json").read_text())
+    assert [i["status"] for i in summary["ideas"]] == ["done", "done"]
+    with db(run_home) as con:
+        (session_id,) = con.execute("SELECT id FROM sessions WHERE out_dir=?", (str(out.resolve()),)).fetchone()
+        costs = [c for (c,) in con.execute("SELECT cost_usd FROM llm_calls WHERE session_id=?", (session_id,))]
+    assert summary["llm_calls"] == len(costs) == len(server.requests) and sum(costs) > 0
+    assert summary["cost_usd"] == pytest.approx(sum(costs), rel=1e-12)
+    spend = max(e.get("spend_usd", 0) for e in events)  # the shared budget's tally, as reported
+    assert spend == pytest.approx(sum(costs), rel=1e-9)
+    # The two ideas' runs computed at the same time.
+    starts = {e["idea"]: e["time"] for e in events if e["event"] == "run_computing"}
+    done = {e["idea"]: e["time"] for e in events if e["event"] == "run_done"}
+    (a, b) = sorted(starts)
+    assert starts[a] < done[b] and starts[b] < done[a], events
