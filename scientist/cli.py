@@ -281,9 +281,17 @@ def run(
                         literature_url=literature_url, literature_key=_literature_key(literature),
                         writeup=not no_writeup, writer=writer or ("llm" if proposer == "llm" else "template"),
                         review=not no_review, review_ensemble=review_ensemble, review_reflections=review_reflections,
-                        workers=workers or default_workers(gpus), executor=executor, ray_address=ray_address)
+                        workers=default_workers(gpus) if workers is None else workers, executor=executor,
+                        ray_address=ray_address)
     except ValidationError as e:
         _fail(flag_error(e))
+    if cfg.executor == "ray":  # an address nobody answers at is a flag to fix, not a session that stopped
+        from scientist.executors import RayUnavailable, check_reachable
+
+        try:
+            check_reachable(cfg.ray_address)
+        except RayUnavailable as e:
+            _fail(str(e))
     if cfg.proposer == "evolve":  # checked before the baseline is spent: a broken search space is one line
         from base.search_space import SearchSpaceError
         from scientist.proposers.evolve import load_search_space

@@ -19,6 +19,7 @@ import logging
 import os
 import queue
 import shutil
+import socket
 import subprocess
 import tempfile
 import threading
@@ -122,6 +123,7 @@ class RayExecutor:
         # Ray announces on stderr that the local instance it starts uses token authentication (its
         # safe default): noise in a user's output, and in cron's mail.
         logging.getLogger("ray._private.authentication").setLevel(logging.ERROR)
+        check_reachable(address)
         try:
             if not ray.is_initialized():
                 # No address: a local Ray instance of this machine, as `ray.init()` starts one.
@@ -180,6 +182,20 @@ class RayExecutor:
             return Computed("failed", reason=reason, error_tail=" ".join(str(e).split())[-2000:])
         write_run_files(run_dir, job.sources, done.logs, done.final_info)
         return done
+
+
+def check_reachable(address: str | None) -> None:
+    """A HOST:PORT nobody listens on is one line now; ray.init would retry for minutes, logging as it goes."""
+    if not address or "://" in address or address == "auto" or ":" not in address:
+        return
+    host, _, port = address.rpartition(":")
+    try:
+        socket.create_connection((host, int(port)), timeout=10).close()
+    except ValueError:
+        raise RayUnavailable(f"--ray-address {address}: expected HOST:PORT, e.g. 10.0.0.1:6379") from None
+    except OSError as e:
+        raise RayUnavailable(f"no Ray cluster answers at {address} ({e.strerror or type(e).__name__}); "
+                             f"start one with `ray start --head --port {port}` there") from None
 
 
 def _compute_on_node(files: dict[str, bytes], profile: str | None, device: str, template_hash: str,

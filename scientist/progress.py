@@ -101,7 +101,7 @@ class RichReporter:
     """A live view (stage, runs in flight with phase and estimate, best so far, spend) and a log of results."""
 
     def __init__(self, console: Console | None = None):
-        self.console = console or Console(highlight=False)
+        self.console = console or Console(highlight=False, emoji=False)
         self.stage = "starting"
         self.best: float | None = None
         self.spend = 0.0

@@ -27,8 +27,8 @@ def make_console(stderr: bool = False) -> Console:
 
     Rich assumes 80 columns when it cannot ask a terminal, and cuts table cells to fit ("candid…").
     """
-    c = Console(stderr=stderr, highlight=False)
-    return c if c.is_terminal else Console(stderr=stderr, highlight=False, width=100_000)
+    c = Console(stderr=stderr, highlight=False, emoji=False)  # ":x:" in a path or message is text
+    return c if c.is_terminal else Console(stderr=stderr, highlight=False, emoji=False, width=100_000)
 
 
 def _fmt(x: float, digits: int = 4) -> str:

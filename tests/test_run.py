@@ -168,6 +168,12 @@ def test_dollar_budget_stops_cleanly_and_says_so(tiny_templates, run_home, tmp_p
     (("--model", "anthropic/claude-3-5-sonnet-20241022"), "ANTHROPIC_API_KEY"),
     (("--proposer", "llm"), "--proposer llm needs --model"),
     (("--ideas", "0"), "--ideas must be at least 1"),
+    (("--workers", "0"), "--workers must be at least 1"),
+    (("--executor", "slurm"), "--executor must be 'local' or 'ray', not 'slurm'"),
+    (("--ray-address", "127.0.0.1:9"), "--ray-address needs --executor ray"),
+    (("--executor", "ray", "--ray-address", "127.0.0.1:9"), "no Ray cluster answers at 127.0.0.1:9"),
+    (("--executor", "ray", "--ray-address", "head:port"), "--ray-address head:port: expected HOST:PORT"),
+    (("--profile", "tpu"), "unknown profile 'tpu' (known: cpu, gpu)"),
 ])
 def test_bad_run_flags_give_one_line(tiny_templates, tmp_path, monkeypatch, args, message):
     monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
