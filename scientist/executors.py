@@ -230,13 +230,27 @@ def _compute_on_node(files: dict[str, bytes], profile: str | None, device: str, 
         return Computed("failed", node=node, reason=f"Ray node {node[:12]} computes another version of the template "
                         f"or of jax_workloads (content hash {template.content_hash()} against the driver's "
                         f"{template_hash}): install the same jax-scientist on every node")
-    run_dir = Path(tempfile.mkdtemp(dir=home, prefix="run-"))
+    _remove_orphaned_run_dirs(home)
+    run_dir = Path(tempfile.mkdtemp(dir=home, prefix=f"run-{os.getpid()}-"))
     try:
         done = compute(Job(template=template, sources=sources, seeds=seeds, sandbox=sandbox, home=home), run_dir)
     finally:
         shutil.rmtree(run_dir, ignore_errors=True)
     done.node = node
     return done
+
+
+def _remove_orphaned_run_dirs(home: Path) -> None:
+    """Remove the folders of tasks whose worker process is gone (a cancelled or lost task leaves its folder)."""
+    import psutil
+
+    for folder in home.glob("run-*-*"):
+        try:
+            pid = int(folder.name.split("-")[1])
+        except ValueError:
+            continue
+        if not psutil.pid_exists(pid):
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def make_executor(kind: str, workers: int, gpus: str | None, ray_address: str | None = None
