@@ -26,7 +26,6 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
 LossFn = Callable[..., jax.Array]
 
@@ -141,6 +140,8 @@ def policy_logps(params: dict[str, jax.Array], prompts: Prompts) -> jax.Array:
 
 def make_train(config: TrainConfig, loss_fn: LossFn) -> Callable:
     """Return `train(rng, prompts, prefs, beta) -> (params, loss_curve)`, pure and jittable."""
+    import optax  # here, not at the top: the evaluator imports this module but never trains (about 50 ms)
+
     tx = optax.adam(config.learning_rate)
 
     def train(rng: jax.Array, prompts: Prompts, prefs: Preferences, beta: jax.Array):

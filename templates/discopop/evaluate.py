@@ -8,6 +8,7 @@ KL to the reference per beta, summarised as the reward gain reachable within
 the KL budget on the frontier.
 """
 
+from functools import partial
 from pathlib import Path
 
 import jax
@@ -43,16 +44,28 @@ def expected_arrays(config: dict, seeds: int) -> dict:
             "w2": ((s, b, h), "float32"), "b2": ((s, b), "float32")}
 
 
+@partial(jax.jit, static_argnums=(1, 2, 3, 4))
+def _score(params: dict, world: pf.WorldConfig, world_seed: int, eval_seed: int, n_prompts: int):
+    """Held-out prompts, their reference and oracle reward, and every policy's exact reward and KL.
+
+    One compiled program rather than some thirty small ones run op by op: each of those is traced,
+    lowered and looked up in the persistent cache anew in every evaluator process.
+    """
+    test = pf.make_prompts(world, world_seed, jax.random.PRNGKey(eval_seed), n_prompts)
+    reward = pf.true_reward(world, world_seed, test.features)
+    ref_reward = jnp.mean(jnp.sum(jnp.exp(test.ref_logps) * reward, axis=-1))
+    oracle = jnp.mean(jnp.max(reward, axis=-1))
+    rewards, kls = jax.vmap(jax.vmap(lambda p: pf.reward_and_kl(p, test, reward)))(params)
+    return rewards, kls, ref_reward, oracle
+
+
 def evaluate(work: Path, config: dict, private: dict, seeds: int) -> dict:
     """Per-seed metrics of the exported policies, plus the frontier for figures."""
     params = sealed.load_arrays(work / "artifacts" / "policy.npz", expected_arrays(config, seeds))
-    world, ws = _world(config), private["world_seed"]
-    test = pf.make_prompts(world, ws, jax.random.PRNGKey(private["eval_seed"]), private["eval_prompts"])
-    reward = pf.true_reward(world, ws, test.features)
-    ref_reward = float(jnp.mean(jnp.sum(jnp.exp(test.ref_logps) * reward, axis=-1)))
-    oracle_gain = float(jnp.mean(jnp.max(reward, axis=-1))) - ref_reward
-    score = jax.jit(jax.vmap(jax.vmap(lambda p: pf.reward_and_kl(p, test, reward))))
-    rewards, kls = score({k: jnp.asarray(v) for k, v in params.items()})
+    rewards, kls, ref, oracle = _score(params, _world(config), private["world_seed"], private["eval_seed"],
+                                       private["eval_prompts"])
+    ref_reward = float(ref)
+    oracle_gain = float(oracle) - ref_reward
     gain, kl = np.asarray(rewards) - ref_reward, np.asarray(kls)
     budget = float(config["kl_budget"])
     per_seed = {
