@@ -36,12 +36,15 @@ class BudgetExceeded(Exception):
 
 @dataclass
 class Budget:
-    """Limits on a run's spending: dollars on model calls and wall-clock minutes (None = unlimited)."""
+    """Limits on a run's spending: dollars on model calls, wall-clock minutes and sandboxed evaluations
+    (None = unlimited)."""
 
     usd: float | None = None
     minutes: float | None = None
     started: float = field(default_factory=time.time)
     spent_usd: float = 0.0
+    evaluations: int | None = None
+    evaluated: int = 0
     # Shared by the threads of a session (several ideas at once): no spending is lost between them.
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
@@ -70,6 +73,22 @@ class Budget:
         """Count the cost of a call."""
         with self._lock:
             self.spent_usd += usd
+
+    def reserve_evaluation(self) -> None:
+        """Take one evaluation from the budget before it starts, or raise BudgetExceeded when none is left.
+
+        Reserved, not counted after: with several ideas in flight, checking first and counting later
+        would let each of them start the last one.
+        """
+        with self._lock:
+            if self.evaluations is not None and self.evaluated >= self.evaluations:
+                raise BudgetExceeded(f"evaluation budget of {self.evaluations} reached")
+            self.evaluated += 1
+
+    def refund_evaluation(self) -> None:
+        """Give back a reservation that computed nothing (the run was reused from the store)."""
+        with self._lock:
+            self.evaluated -= 1
 
 
 class Recorder(Protocol):

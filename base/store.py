@@ -62,6 +62,19 @@ CREATE TABLE IF NOT EXISTS sessions (
     created REAL NOT NULL,
     finished REAL
 );
+CREATE TABLE IF NOT EXISTS confirmations (   -- a campaign's candidate evaluated again on seeds the search never used
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    campaign TEXT NOT NULL,
+    session_id INTEGER NOT NULL REFERENCES sessions(id),   -- the night that found it
+    idea TEXT NOT NULL,
+    search_run_id INTEGER NOT NULL REFERENCES runs(id),     -- its best run in the search
+    run_id INTEGER REFERENCES runs(id),                     -- the confirmation run
+    baseline_run_id INTEGER REFERENCES runs(id),            -- the baseline on the same fresh seeds
+    result TEXT,                     -- JSON: mean, stderr, ci95, n, p_value, p_value_holm, verdict
+    new_best INTEGER NOT NULL DEFAULT 0,
+    reason TEXT,                     -- why it is not a result (the confirmation run failed)
+    created REAL NOT NULL
+);
 CREATE TABLE IF NOT EXISTS ideas (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     session_id INTEGER NOT NULL REFERENCES sessions(id),
@@ -111,7 +124,7 @@ CREATE TABLE IF NOT EXISTS llm_calls (
 
 # Columns added after the first release: (table, column, type), added to older stores when opened.
 _ADDED_COLUMNS = (("runs", "pid", "INTEGER"), ("ideas", "review", "TEXT"), ("runs", "logs", "BLOB"),
-                  ("runs", "node", "TEXT"))
+                  ("runs", "node", "TEXT"), ("sessions", "campaign", "TEXT"))
 
 
 def source_hash(sources: dict[str, str]) -> str:
@@ -257,16 +270,16 @@ class Store:
     # --- sessions, ideas and steps of `scientist run` ---
 
     def open_session(self, *, out_dir: Path, template: str, proposer: str, model: str | None,
-                     args: dict) -> tuple[int, bool, dict]:
+                     args: dict, campaign: str | None = None) -> tuple[int, bool, dict]:
         """The session for this output folder, created if new; returns (id, resumed, its stored args)."""
         row = self.db.execute("SELECT id, args FROM sessions WHERE out_dir=?", (str(out_dir),)).fetchone()
         if row is not None:
             self.db.execute("UPDATE sessions SET status='running', reason=NULL WHERE id=?", (row["id"],))
             return int(row["id"]), True, json.loads(row["args"])
         cur = self.db.execute(
-            "INSERT INTO sessions (out_dir, template, proposer, model, args, status, created)"
-            " VALUES (?,?,?,?,?,?,?) RETURNING id",
-            (str(out_dir), template, proposer, model, json.dumps(args), "running", time.time()))
+            "INSERT INTO sessions (out_dir, template, proposer, model, args, status, created, campaign)"
+            " VALUES (?,?,?,?,?,?,?,?) RETURNING id",
+            (str(out_dir), template, proposer, model, json.dumps(args), "running", time.time(), campaign))
         return int(cur.fetchone()[0]), False, args
 
     def session_at(self, out_dir: Path) -> dict | None:
@@ -304,7 +317,8 @@ class Store:
 
     def ideas(self, session_id: int | None = None, template: str | None = None) -> list[dict]:
         """Ideas of one session, or of every session of a template (the archive), oldest first."""
-        sql = ("SELECT ideas.*, sessions.template FROM ideas JOIN sessions ON sessions.id = ideas.session_id"
+        sql = ("SELECT ideas.*, sessions.template, sessions.campaign FROM ideas"
+               " JOIN sessions ON sessions.id = ideas.session_id"
                " WHERE (? IS NULL OR session_id=?) AND (? IS NULL OR sessions.template=?) ORDER BY ideas.id")
         rows = self.db.execute(sql, (session_id, session_id, template, template)).fetchall()
         return [{**dict(r), "idea": json.loads(r["idea"])} for r in rows]
@@ -325,6 +339,36 @@ class Store:
 
     def recorder(self, session_id: int | None) -> CallLog:
         return CallLog(self, session_id)
+
+    # --- campaigns: nights are sessions tagged with the campaign's name ---
+
+    def campaign_nights(self, campaign: str) -> list[dict]:
+        """The sessions (nights) of a campaign, oldest first."""
+        rows = self.db.execute("SELECT id, out_dir, status, reason, created, finished FROM sessions"
+                               " WHERE campaign=? ORDER BY id", (campaign,)).fetchall()
+        return [dict(r) for r in rows]
+
+    def campaigns(self) -> list[dict]:
+        """Every campaign: its name, template, number of nights and when the last began."""
+        rows = self.db.execute("SELECT campaign AS name, template, COUNT(*) AS nights, MAX(created) AS last"
+                               " FROM sessions WHERE campaign IS NOT NULL GROUP BY campaign ORDER BY campaign")
+        return [dict(r) for r in rows.fetchall()]
+
+    def save_confirmation(self, *, campaign: str, session_id: int, idea: str, search_run_id: int,
+                          run_id: int | None, baseline_run_id: int | None, result: dict | None,
+                          new_best: bool, reason: str | None = None) -> int:
+        """Record a confirmation of a campaign's candidate; returns its id."""
+        cur = self.db.execute(
+            "INSERT INTO confirmations (campaign, session_id, idea, search_run_id, run_id, baseline_run_id, result,"
+            " new_best, reason, created) VALUES (?,?,?,?,?,?,?,?,?,?) RETURNING id",
+            (campaign, session_id, idea, search_run_id, run_id, baseline_run_id, _dumps(result), int(new_best),
+             reason, time.time()))
+        return int(cur.fetchone()[0])
+
+    def confirmations(self, campaign: str) -> list[dict]:
+        """A campaign's confirmations, oldest first, with their result decoded."""
+        rows = self.db.execute("SELECT * FROM confirmations WHERE campaign=? ORDER BY id", (campaign,)).fetchall()
+        return [{**dict(r), "result": json.loads(r["result"]) if r["result"] else None} for r in rows]
 
     def session_cost(self, session_id: int) -> tuple[float, int, int, int]:
         """(dollars, calls, prompt tokens, completion tokens) recorded for a session."""

@@ -243,6 +243,8 @@ def run(
     docker_host: str = DockerHostOpt,
     budget_usd: float = typer.Option(None, "--budget-usd", help="Stop cleanly after spending this much."),
     budget_minutes: float = typer.Option(None, "--budget-minutes", help="Stop cleanly after this long."),
+    budget_evaluations: int = typer.Option(None, "--budget-evaluations",
+                                           help="Stop cleanly after this many sandboxed runs."),
     seed: int = typer.Option(0, "--seed", help="Seed of the evolve proposer."),
     retries: int = RetriesOpt,
     literature: str = typer.Option(None, "--literature",
@@ -277,7 +279,8 @@ def run(
                         attempts=attempts, reflections=reflections, seeds=_seeds(t, seeds),
                         sandbox=backend, home=home.resolve(),
                         out_dir=(out or home / "runs" / t.name / slug).resolve(), budget_usd=budget_usd,
-                        budget_minutes=budget_minutes, seed=seed, retries=retries, literature=literature,
+                        budget_minutes=budget_minutes, budget_evaluations=budget_evaluations, seed=seed,
+                        retries=retries, literature=literature,
                         literature_url=literature_url, literature_key=_literature_key(literature),
                         writeup=not no_writeup, writer=writer or ("llm" if proposer == "llm" else "template"),
                         review=not no_review, review_ensemble=review_ensemble, review_reflections=review_reflections,
@@ -465,6 +468,118 @@ def review(
             console.print(tables.calibration_table(rows, sum(r["status"] == "ok" for r in results), len(labels)))
             out.with_suffix(".calibration.json").write_text(json.dumps(calibration_json(rows), indent=1))
     raise typer.Exit(0 if all(r["status"] == "ok" for r in results) else 1)
+
+
+@app.command()
+def nightly(
+    campaign_file: Path = typer.Argument(..., help="The campaign file (TOML): everything the night needs."),
+    log_json: bool = typer.Option(False, "--log-json", help="Progress as JSON lines on stdout."),
+    home: Path = HomeOpt,
+) -> None:
+    """One night of a campaign, for cron: search, confirm new bests on fresh seeds, write the digest.
+
+    Exit codes: 0 the night ran (to its end or its budget), 1 it stopped on an error, 2 the
+    campaign file or the machine cannot run it, 4 another night of the campaign is running,
+    130 interrupted. Never prompts.
+    """
+    from base.llm import LLMError
+    from scientist import campaign as cp
+    from scientist import session
+    from scientist.progress import JsonReporter, RichReporter
+
+    try:
+        c = cp.load_campaign(campaign_file)
+    except cp.CampaignError as e:
+        _fail(escape(str(e)))
+    try:
+        template = cp.load_night_template(c)
+    except cp.CampaignError as e:
+        _fail(escape(f"{campaign_file}: field 'template': {e}"))
+    if c.writeup:
+        _check_latex()
+    sandbox = _sandbox(c.sandbox, c.image, c.gpus, None)
+    home = home.resolve()
+    store = _open_store(home)
+    root = cp.campaign_dir(home, c.name)
+    lock = cp.NightLock(root / "nightly.lock")
+    try:
+        lock.acquire()
+    except cp.NightRunning as e:
+        _fail(f"campaign {c.name}: {e}", cp.EXIT_LOCKED)
+    try:
+        night = cp.next_night(store, c.name, root)
+        try:
+            cfg = cp.night_config(c, template, sandbox, home, night, c.workers or default_workers(c.gpus))
+            session.check_model(cfg)
+        except ValidationError as e:
+            _fail(f"{campaign_file}: {flag_error(e).replace('--', '')}")
+        except LLMError as e:
+            _fail(str(e))
+        resumed = " (resuming the night a killed process left unfinished)" if night.resumed else ""
+        console.print(f"campaign [bold]{c.name}[/bold]: night {night.index}{resumed} in {night.out_dir}")
+        report = JsonReporter() if log_json else RichReporter(console)
+        try:
+            code, summary, confirmed = cp.run_night(c, cfg, store, night, report)
+        finally:
+            report.close()
+        if not log_json:
+            tables.print_session(console, summary, cfg.out_dir)
+            for conf in confirmed:
+                console.print(tables.confirmation_line(conf, template))
+        pages = cp.write_digest(c, store, night, home)
+        console.print(f"digest: {pages.markdown}\n        {pages.html}\nindex:  {pages.index}")
+        problem = cp.announce(c, night, pages)
+        if problem:
+            err.print(f"[yellow]warning:[/yellow] {escape(problem)}")
+    except cp.CampaignError as e:
+        _fail(escape(str(e)), 1)
+    finally:
+        lock.release()
+    raise typer.Exit(code)
+
+
+@app.command()
+def report(
+    run_dir: Path = typer.Argument(..., help="A folder written by scientist run."),
+    home: Path = typer.Option(None, "--home", show_default="the run's own --home",
+                              help="Where the store is, for the compute hours."),
+) -> None:
+    """Write RUN_DIR/report.md and RUN_DIR/report.html: leaderboard with intervals, the best's code diff, cost,
+    failures by reason, links to papers and reviews (one self-contained HTML file)."""
+    from scientist.digest import DigestError, write_report
+
+    try:
+        md, html = write_report(run_dir, home=home)
+    except DigestError as e:
+        _fail(escape(str(e)))
+    console.print(f"report: {md}\n        {html}")
+
+
+campaign_app = typer.Typer(no_args_is_help=True, help="Campaigns: their leaderboards and nights.")
+app.add_typer(campaign_app, name="campaign")
+
+
+@campaign_app.command("list")
+def campaign_list(home: Path = HomeOpt) -> None:
+    """Every campaign of this home: template, nights, the confirmed best."""
+    from scientist import campaign as cp
+
+    store = _open_store(home)
+    console.print(tables.campaigns_table([(row, cp.current_best(store, row["name"])) for row in store.campaigns()]))
+
+
+@campaign_app.command("show")
+def campaign_show(name: str = typer.Argument(..., help="The campaign's name."), home: Path = HomeOpt) -> None:
+    """A campaign's leaderboard of confirmed results, and its nights."""
+    from scientist import campaign as cp
+
+    store = _open_store(home)
+    nights = store.campaign_nights(name)
+    if not nights:
+        known = ", ".join(r["name"] for r in store.campaigns()) or "none"
+        _fail(f"no campaign {name!r} in {home / 'store.sqlite'} (campaigns: {known})")
+    console.print(tables.leaderboard_table(name, cp.leaderboard(store, name)))
+    console.print(tables.nights_table(nights))
 
 
 sandbox_app = typer.Typer(no_args_is_help=True, help="The sandbox: build its Docker image, see which backend runs.")

@@ -36,6 +36,7 @@ class RunConfig(BaseModel):
     out_dir: Path
     budget_usd: float | None = Field(None, gt=0)
     budget_minutes: float | None = Field(None, gt=0)
+    budget_evaluations: int | None = Field(None, ge=1)   # sandboxed runs computed (reused ones are free)
     seed: int = 0
     retries: int = Field(5, ge=0)
     literature: Literal["semantic-scholar", "openalex"] | None = None
@@ -49,6 +50,7 @@ class RunConfig(BaseModel):
     workers: int = Field(1, ge=1)            # ideas in flight at once, each with its own slot
     executor: Literal["local", "ray"] = "local"
     ray_address: str | None = None           # None with --executor ray: a local Ray instance
+    campaign: str | None = None              # a night of this campaign: its archive is the campaign's
 
     @model_validator(mode="after")
     def _consistent(self) -> RunConfig:

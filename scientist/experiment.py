@@ -167,9 +167,12 @@ def _evaluate(cfg: LoopConfig, store: Store, log: IdeaLog, proposal: Proposal, c
                              home=cfg.home, out_dir=dest.resolve(), reuse_failed=True,
                              label=f"{folder}/run_{ctx.run_idx}")
     report = log.report
+    budget.reserve_evaluation()
     report.event("run_computing", idea=log.name, run=ctx.run_idx, attempt=ctx.attempt, run_dir=str(dest),
                  expected_s=store.typical_seconds(cfg.template.name, cfg.seeds))
     res = runner.evaluate(req, store, cfg.executor, cfg.cancel)  # a reused run's files are written into dest too
+    if res.cached:
+        budget.refund_evaluation()
     run = res.run
     entry.run_id, entry.run_dir = run.id, str(dest)
     what = f"- Run {ctx.run_idx} (attempt {ctx.attempt}): {proposal.note}."

@@ -86,15 +86,19 @@ class OutDirTaken(Exception):
     """--out names the folder of another kind of session (template, proposer or model); one line for the user."""
 
 
-def _archive(store: Store, template: Template, session_id: int, ids: list[int] | None) -> list[ArchiveEntry]:
+def _archive(store: Store, template: Template, session_id: int, ids: list[int] | None,
+             campaign: str | None = None) -> list[ArchiveEntry]:
     """The template's seed ideas, then its earlier ideas from other sessions with their best metric.
 
     As in The AI Scientist, the seed ideas start the archive: the LLM proposer is shown them as ideas
     already had, and an idea that nearly repeats one is dropped. Store ideas are frozen at session start.
+    A night of a campaign sees the campaign's earlier nights only.
     """
     out = [ArchiveEntry(idea=idea) for idea in template.seed_ideas()]
     for row in store.ideas(template=template.name):
         if row["session_id"] == session_id or (ids is not None and row["id"] not in ids):
+            continue
+        if campaign is not None and row["campaign"] != campaign:
             continue
         best = store.get(row["best_run_id"]) if row["best_run_id"] else None
         out.append(ArchiveEntry(id=row["id"], idea=Idea.model_validate(row["idea"]),
@@ -250,8 +254,9 @@ def run_session(cfg: RunConfig, store: Store, report: Reporter) -> tuple[int, Se
     cfg.out_dir.mkdir(parents=True, exist_ok=True)
     session_id, resumed, stored = store.open_session(
         out_dir=cfg.out_dir, template=cfg.template.name, proposer=cfg.proposer, model=cfg.model,
-        args=cfg.to_json())
-    budget = Budget(usd=cfg.budget_usd, minutes=cfg.budget_minutes, spent_usd=store.session_cost(session_id)[0])
+        args=cfg.to_json(), campaign=cfg.campaign)
+    budget = Budget(usd=cfg.budget_usd, minutes=cfg.budget_minutes, spent_usd=store.session_cost(session_id)[0],
+                    evaluations=cfg.budget_evaluations)
     report.event("session", template=cfg.template.name, proposer=cfg.proposer, out_dir=str(cfg.out_dir),
                  resumed=resumed)
     stored = _note_template_change(cfg, store, session_id, stored, report)
@@ -268,7 +273,7 @@ def run_session(cfg: RunConfig, store: Store, report: Reporter) -> tuple[int, Se
         m = baseline.final_info["metrics"][cfg.template.spec.metric.name]
         report.event("baseline", metric=cfg.template.spec.metric.name, mean=m["mean"], ci95=m["ci95"])
         archive_ids = stored.get("archive_ids")
-        archive = _archive(store, cfg.template, session_id, archive_ids)
+        archive = _archive(store, cfg.template, session_id, archive_ids, cfg.campaign)
         if archive_ids is None:  # freeze the archive, so a resumed session asks the same questions
             store.set_session_args(session_id, {**stored, "archive_ids": [a.id for a in archive if a.id is not None]})
         proposer = make_proposer(cfg, store, session_id, budget, baseline)

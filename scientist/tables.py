@@ -6,6 +6,7 @@ and the reviewer returned. Without a terminal (cron, CI, a pipe) lines are writt
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 from rich.console import Console
@@ -168,3 +169,57 @@ def print_session(console: Console, summary: SessionSummary, out_dir: Path) -> N
     if summary.status != "complete":
         console.print(f"[yellow]{summary.status}:[/yellow] {escape(summary.reason or '')}; "
                       "run the same command again to resume")
+
+
+def _result_cells(r: dict) -> tuple[str, str, str]:
+    lo, hi = r["ci95"]
+    verdict = f"{_SHORT.get(r['verdict'], r['verdict'])} (Holm p={r['p_value_holm']:.3g})"
+    return f"{_fmt(r['mean'])} ± {_fmt(r['stderr'])}", f"[{_fmt(lo)}, {_fmt(hi)}]", verdict
+
+
+def confirmation_line(c, template: Template) -> str:
+    """One confirmation of a night (scientist.campaign.Confirmed), in words."""
+    search = c.search_run.metric_mean
+    if c.result is None:
+        return f"confirm {escape(c.idea)}: search {_fmt(search)}; [red]{escape(c.reason or 'failed')}[/red]"
+    mean, ci, verdict = _result_cells(c.result)
+    star = " [green]new best[/green]" if c.new_best else ""
+    return (f"confirm {escape(c.idea)}: search {_fmt(search)} -> {mean} on {c.result['n']} fresh seeds, 95% CI {ci}, "
+            f"vs baseline {_fmt(c.result['baseline_mean'])}: {verdict}{star}")
+
+
+def campaigns_table(rows: list[tuple[dict, dict | None]]) -> Table:
+    """Every campaign of a home with its confirmed best."""
+    table = Table(title="campaigns")
+    for col in ("name", "template", "nights", "last night", "confirmed best"):
+        table.add_column(col)
+    for row, best in rows:
+        when = time.strftime("%Y-%m-%d %H:%M", time.localtime(row["last"])) if row["last"] else ""
+        shown = f"{best['idea']}: {_fmt(best['result']['mean'])} ± {_fmt(best['result']['stderr'])}" if best else "none"
+        table.add_row(row["name"], row["template"], str(row["nights"]), when, shown)
+    return table
+
+
+def leaderboard_table(name: str, rows: list[dict]) -> Table:
+    """A campaign's confirmed results, best first, with intervals and the test against the baseline."""
+    metric = rows[0]["result"]["metric"] if rows else "metric"
+    table = Table(title=f"{name}: confirmed {metric}, best first (fresh seeds; Welch vs the baseline on the same "
+                        "seeds, Holm over each night)")
+    for col in ("rank", "idea", "night", "mean ± s.e.", "95% CI", "n", "vs baseline", "best"):
+        table.add_column(col)
+    for i, c in enumerate(rows, start=1):
+        mean, ci, verdict = _result_cells(c["result"])
+        table.add_row(str(i), c["idea"], c["result"].get("night", ""), mean, ci, str(c["result"]["n"]), verdict,
+                      "new best" if c["new_best"] else "")
+    return table
+
+
+def nights_table(nights: list[dict]) -> Table:
+    """A campaign's nights: folder, status, when."""
+    table = Table(title="nights")
+    for col in ("night", "status", "started", "folder", "reason"):
+        table.add_column(col)
+    for i, n in enumerate(nights, start=1):
+        started = time.strftime("%Y-%m-%d %H:%M", time.localtime(n["created"]))
+        table.add_row(str(i), n["status"], started, n["out_dir"], n["reason"] or "")
+    return table

@@ -9,6 +9,7 @@ command -v bwrap >/dev/null 2>&1 || need+=(bubblewrap)
 if [[ ${1:-} == --test ]]; then
     command -v dockerd >/dev/null 2>&1 || need+=(docker.io)
     command -v debootstrap >/dev/null 2>&1 || need+=(debootstrap)
+    command -v chromium >/dev/null 2>&1 || need+=(chromium)   # renders the HTML reports in tests/test_digest.py
 fi
 # LaTeX for the papers: the tools, and the packages the paper template uses.
 tex_ok=1

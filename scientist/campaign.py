@@ -1,0 +1,466 @@
+"""Nightly discovery campaigns: `scientist nightly CAMPAIGN.toml`, one night at a time, confirmed bests.
+
+A campaign is a name in the store. Each night is a `scientist run` session tagged with it, in a
+numbered, dated folder under <home>/campaigns/<name>/nights/; it proposes from the campaign's
+archive (every earlier night's ideas with their sealed results), so night 2 starts where night 1
+ended, and the evolve proposer draws another seed each night. After the search, a candidate that
+beats the campaign's best is trained and scored again on seeds the search never used (another
+[config] train_seed, `confirm_seeds` of them) with the baseline on the same seeds, before it is
+called a new best: the maximum of many noisy runs is biased upwards (the winner's curse), a
+fresh draw is not. The leaderboard ranks confirmed results only.
+
+One night at a time: a lock per campaign (flock, so a killed holder releases it by dying); a
+second invocation exits with EXIT_LOCKED naming the holder. A night left unfinished by a killed
+process is resumed by the next invocation (finished runs reused), which counts as that night.
+"""
+
+from __future__ import annotations
+
+import difflib
+import fcntl
+import hashlib
+import json
+import os
+import shlex
+import subprocess
+import time
+import tomllib
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from base.records import Reporter, SessionSummary
+from base.stats import better, compare, holm
+from base.store import Run, Store
+from base.template import DEFAULT_TEMPLATES_DIR, Template, TemplateError, load_template
+from sandbox.backends import Sandbox
+from scientist import runner
+from scientist.config import RunConfig
+from scientist.digest import (
+    Digest,
+    DigestError,
+    LeaderRow,
+    Link,
+    NewBest,
+    SeriesPoint,
+    digest_from_run,
+    render_html,
+    render_markdown,
+    write_index,
+)
+from scientist.session import EXIT_BUDGET, EXIT_OK, run_session
+
+EXIT_LOCKED = 4  # another night of this campaign is running
+
+
+class CampaignError(Exception):
+    """A campaign file that cannot be used, or a campaign that cannot start; one line for the user."""
+
+
+class NightRunning(Exception):
+    """Another process holds the campaign's lock: its pid and start time, in one line."""
+
+
+class NightBudget(BaseModel):
+    """Per night; the night stops cleanly at the first one reached."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    minutes: float | None = Field(None, gt=0)
+    usd: float | None = Field(None, gt=0)
+    evaluations: int | None = Field(None, ge=1)
+
+
+class DigestSettings(BaseModel):
+    """Where the digest goes and what to run when it is written."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    dir: Path | None = None          # default: the campaign's folder; relative to the campaign file
+    # A shell command run when a night's digest is written; {markdown}, {html}, {index}, {name} and
+    # {night} are replaced (e.g. to mail the Markdown or post the HTML).
+    on_written: str | None = None
+
+
+class CampaignConfig(BaseModel):
+    """A campaign file (TOML), validated: everything `scientist nightly` needs, no other flag."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+    template: str
+    templates_dir: Path | None = None
+    proposer: Literal["llm", "evolve"] | None = None    # default: llm with a model, else evolve
+    model: str | None = None
+    api_base: str | None = None
+    seeds: int | None = Field(None, ge=2)                # default: the template's
+    confirm_seeds: int = Field(8, ge=2)
+    confirm_top: int = Field(3, ge=1)                    # at most this many confirmations a night
+    ideas: int = Field(3, ge=1)                          # at most, per night
+    runs: int = Field(3, ge=1)
+    attempts: int = Field(4, ge=1)
+    reflections: int = Field(3, ge=0)
+    workers: int | None = Field(None, ge=1)
+    executor: Literal["local", "ray"] = "local"
+    ray_address: str | None = None
+    sandbox: Literal["auto", "docker", "bwrap", "process"] = "auto"
+    image: str | None = None
+    gpus: str | None = None
+    profile: str | None = None
+    writeup: bool = True
+    review: bool = True
+    budget: NightBudget = NightBudget()
+    digest: DigestSettings = DigestSettings()
+
+
+def load_campaign(path: Path) -> CampaignConfig:
+    """Read and validate a campaign file; CampaignError with one line naming the field."""
+    try:
+        data = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise CampaignError(f"{path}: no such campaign file") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise CampaignError(f"{path}: cannot be read ({type(e).__name__})") from None
+    except tomllib.TOMLDecodeError as e:
+        raise CampaignError(f"{path}: not valid TOML ({e})") from None
+    try:
+        campaign = CampaignConfig.model_validate(data)
+    except ValidationError as e:
+        err = e.errors()[0]
+        where = ".".join(str(p) for p in err["loc"])
+        problem = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
+        raise CampaignError(f"{path}: field '{where}': {problem}") from None
+    if campaign.digest.dir is not None and not campaign.digest.dir.is_absolute():
+        campaign = campaign.model_copy(update={"digest": campaign.digest.model_copy(
+            update={"dir": (path.parent / campaign.digest.dir).resolve()})})
+    if campaign.proposer == "llm" and not campaign.model:
+        raise CampaignError(f"{path}: field 'model': proposer = \"llm\" needs a model (e.g. \"openai/gpt-4o\")")
+    return campaign
+
+
+def campaign_dir(home: Path, name: str) -> Path:
+    """Where a campaign's nights, lock and index live."""
+    return home / "campaigns" / name
+
+
+@dataclass
+class NightLock:
+    """The campaign's lock: held for the whole night; the kernel releases it when its holder dies."""
+
+    path: Path
+    _fd: int | None = None
+
+    def acquire(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 4096, 0).decode(errors="replace")
+            os.close(fd)
+            try:
+                info = json.loads(holder)
+                since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(info["started"]))
+                who = f"pid {info['pid']}, started {since}"
+            except (ValueError, KeyError, TypeError):
+                who = "a process that is starting"
+            raise NightRunning(f"another night of this campaign is running ({who}); "
+                               f"its lock is {self.path}") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps({"pid": os.getpid(), "started": time.time()}).encode(), 0)
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.ftruncate(self._fd, 0)
+            os.close(self._fd)  # closing the descriptor releases the flock
+            self._fd = None
+
+
+@dataclass(frozen=True)
+class Night:
+    """Which night this invocation runs: a new one, or one a killed process left unfinished."""
+
+    index: int
+    out_dir: Path
+    resumed: bool
+
+
+def next_night(store: Store, name: str, root: Path, today: str | None = None) -> Night:
+    """The night to run now: the unfinished one if a killed process left it, else a new dated folder."""
+    nights = store.campaign_nights(name)
+    for i, night in enumerate(nights, start=1):
+        if night["status"] == "running":  # we hold the lock, so its process is gone
+            return Night(i, Path(night["out_dir"]), resumed=True)
+    index = len(nights) + 1
+    return Night(index, root / "nights" / f"{index:03d}-{today or time.strftime('%Y-%m-%d')}", resumed=False)
+
+
+def night_config(campaign: CampaignConfig, template: Template, sandbox: Sandbox, home: Path, night: Night,
+                 workers: int) -> RunConfig:
+    """The night's `scientist run` configuration: the campaign's settings, the night's folder and seed."""
+    proposer = campaign.proposer or ("llm" if campaign.model else "evolve")
+    return RunConfig(
+        template=template, proposer=proposer, model=campaign.model, api_base=campaign.api_base,
+        ideas=campaign.ideas, runs=campaign.runs, attempts=campaign.attempts, reflections=campaign.reflections,
+        seeds=campaign.seeds or template.spec.seeds, sandbox=sandbox, home=home, out_dir=night.out_dir,
+        budget_usd=campaign.budget.usd, budget_minutes=campaign.budget.minutes,
+        budget_evaluations=campaign.budget.evaluations,
+        seed=night.index,  # the evolve proposer draws other genomes each night
+        writeup=campaign.writeup, writer="llm" if proposer == "llm" else "template",
+        review=campaign.review, workers=workers, executor=campaign.executor, ray_address=campaign.ray_address,
+        campaign=campaign.name)
+
+
+def confirm_seed(campaign: str, template: Template) -> int:
+    """The [config] train_seed of a campaign's confirmations: fixed per campaign, never the search's."""
+    search = template.spec.config.get("train_seed")
+    seed = int(hashlib.sha256(f"confirm-{campaign}".encode()).hexdigest()[:8], 16)
+    return seed + 1 if seed == search else seed
+
+
+def confirmation_template(campaign: str, template: Template) -> Template:
+    """The template with the confirmation's train_seed: other, fresh seeds, and another content hash."""
+    if "train_seed" not in template.spec.config:
+        raise CampaignError(f"template {template.name} has no [config] train_seed, which confirmation runs need "
+                            "(docs/templates.md)")
+    config = {**template.spec.config, "train_seed": confirm_seed(campaign, template)}
+    return replace(template, spec=template.spec.model_copy(update={"config": config}))
+
+
+@dataclass
+class Confirmed:
+    """One confirmation of a night: the search's best run of an idea, evaluated again on fresh seeds."""
+
+    idea: str
+    search_run: Run
+    run: Run | None = None
+    baseline: Run | None = None
+    result: dict | None = None
+    new_best: bool = False
+    reason: str | None = None
+
+
+def leaderboard(store: Store, campaign: str) -> list[dict]:
+    """The campaign's confirmed results, best first (failed confirmations left out)."""
+    rows = [c for c in store.confirmations(campaign) if c["result"] is not None]
+    maximise = bool(rows) and rows[0]["result"]["direction"] == "max"
+    return sorted(rows, key=lambda c: c["result"]["mean"], reverse=maximise)
+
+
+def current_best(store: Store, campaign: str) -> dict | None:
+    """The campaign's latest confirmed new best, or None."""
+    bests = [c for c in store.confirmations(campaign) if c["new_best"]]
+    return bests[-1] if bests else None
+
+
+def confirm_night(cfg: RunConfig, campaign: CampaignConfig, store: Store, session_id: int,
+                  summary: SessionSummary, report: Reporter) -> list[Confirmed]:
+    """Evaluate again, on fresh seeds, the night's candidates that beat the campaign's best in the search.
+
+    Their comparisons with the baseline (on the same fresh seeds) are adjusted with Holm's method
+    over the night's confirmations; a new best must be significantly better than the baseline
+    and better than the previous confirmed best.
+    """
+    metric, direction = cfg.template.spec.metric.name, cfg.template.spec.metric.direction
+    best = current_best(store, campaign.name)
+    bar = (store.get(best["search_run_id"]).metric_mean if best
+           else summary.baseline.mean if summary.baseline else None)
+    if bar is None:
+        return []
+    done = {c["search_run_id"] for c in store.confirmations(campaign.name)}
+    picked = [i for i in summary.ideas if i.best is not None and i.best.run_id not in done
+              and better(i.best.metric.mean, bar, direction)]
+    picked.sort(key=lambda i: i.best.metric.mean, reverse=direction == "max")
+    picked = picked[:campaign.confirm_top]
+    if not picked:
+        return []
+    template = confirmation_template(campaign.name, cfg.template)
+    report.event("stage", stage="confirming")
+    folder = cfg.out_dir / "confirm"
+    base = runner.evaluate(runner.EvalRequest(
+        template=template, sources=template.editable_sources(), seeds=campaign.confirm_seeds, sandbox=cfg.sandbox,
+        home=cfg.home, out_dir=(folder / "baseline").resolve(), kind="baseline", label="confirm/baseline"), store)
+    out: list[Confirmed] = []
+    for idea in picked:
+        search = store.get(idea.best.run_id)
+        c = Confirmed(idea=idea.name, search_run=search, baseline=base.run)
+        res = runner.evaluate(runner.EvalRequest(
+            template=template, sources=search.candidate_source, seeds=campaign.confirm_seeds, sandbox=cfg.sandbox,
+            home=cfg.home, out_dir=(folder / idea.name).resolve(), label=f"confirm/{idea.name}"), store)
+        c.run = res.run
+        if not res.ok:
+            c.reason = f"the confirmation run failed: {res.run.reason}"
+        elif not base.ok:
+            c.reason = f"the baseline failed on the confirmation seeds: {base.run.reason}"
+        else:
+            m = res.run.final_info["metrics"][metric]
+            b = base.run.final_info["metrics"][metric]
+            cmp = compare(m["values"], b["values"], direction)
+            c.result = {"metric": metric, "direction": direction, "night": summary_night(cfg),
+                        "mean": m["mean"], "stderr": m["stderr"], "ci95": m["ci95"], "n": m["n"],
+                        "baseline_mean": b["mean"], "test": cmp.test, "p_value": cmp.p_value,
+                        "difference": cmp.difference, "alpha": cmp.alpha}
+        report.event("confirmed", idea=idea.name, search_mean=idea.best.metric.mean,
+                     mean=c.result["mean"] if c.result else None, reason=c.reason)
+        out.append(c)
+    scored = [c for c in out if c.result is not None]
+    previous = best["result"]["mean"] if best else None
+    for c, p in zip(scored, holm([c.result["p_value"] for c in scored]), strict=True):
+        r = c.result
+        r["p_value_holm"] = p
+        r["verdict"] = ("no significant difference" if not p < r["alpha"] else
+                        "better" if (r["difference"] > 0) == (direction == "max") else "worse")
+    winner = None
+    for c in scored:
+        if c.result["verdict"] == "better" and (previous is None or better(c.result["mean"], previous, direction)):
+            if winner is None or better(c.result["mean"], winner.result["mean"], direction):
+                winner = c
+    if winner is not None:
+        winner.new_best = True
+    for c in out:
+        store.save_confirmation(campaign=campaign.name, session_id=session_id, idea=c.idea,
+                                search_run_id=c.search_run.id, run_id=c.run.id if c.run else None,
+                                baseline_run_id=c.baseline.id if c.baseline else None, result=c.result,
+                                new_best=c.new_best, reason=c.reason)
+    return out
+
+
+def summary_night(cfg: RunConfig) -> str:
+    """A night's label: its folder's name (number and date)."""
+    return cfg.out_dir.name
+
+
+def load_night_template(campaign: CampaignConfig) -> Template:
+    """The campaign's template as this hardware runs it; CampaignError when it cannot be loaded."""
+    try:
+        template = load_template(campaign.template, campaign.templates_dir or DEFAULT_TEMPLATES_DIR)
+        return template.for_hardware(campaign.profile, campaign.gpus)
+    except TemplateError as e:
+        raise CampaignError(str(e)) from None
+
+
+def run_night(campaign: CampaignConfig, cfg: RunConfig, store: Store, night: Night,
+              report: Reporter) -> tuple[int, SessionSummary, list[Confirmed]]:
+    """The night's session, then its confirmations; the exit code counts a reached budget as a night done."""
+    code, summary = run_session(cfg, store, report)
+    session = store.session_at(cfg.out_dir)
+    confirmed: list[Confirmed] = []
+    if summary.baseline is not None and code in (EXIT_OK, EXIT_BUDGET):
+        confirmed = confirm_night(cfg, campaign, store, session["id"], summary, report)
+    return (EXIT_OK if code == EXIT_BUDGET else code), summary, confirmed
+
+
+@dataclass(frozen=True)
+class Pages:
+    """A night's digest, as files: Markdown, the self-contained HTML page, and the campaign's index."""
+
+    markdown: Path
+    html: Path
+    index: Path
+
+
+def _diff(old: dict[str, str], new: dict[str, str], old_label: str, new_label: str) -> str:
+    lines: list[str] = []
+    for name in sorted(set(old) | set(new)):
+        lines += difflib.unified_diff(old.get(name, "").splitlines(True), new.get(name, "").splitlines(True),
+                                      f"{old_label}/{name}", f"{new_label}/{name}")
+    return "".join(lines)
+
+
+def _confirmed_row(store: Store, c: dict, page_dir: Path, best_id: int | None) -> LeaderRow:
+    r, run = c["result"], store.get(c["run_id"])
+    href = os.path.relpath(run.out_dir, page_dir) if run and run.out_dir else None
+    # Idea names repeat across nights (evolve_000 every night): the night tells them apart.
+    return LeaderRow(name=f"{c['idea']} ({r.get('night', '?')})", title=f"found on night {r.get('night', '?')}",
+                     mean=r["mean"],
+                     stderr=r["stderr"], ci_low=r["ci95"][0], ci_high=r["ci95"][1], n=r["n"], verdict=r["verdict"],
+                     p_value_holm=r["p_value_holm"], status="confirmed", run=Link(text="run", href=href),
+                     is_best=c["id"] == best_id)
+
+
+def night_digest(campaign: CampaignConfig, store: Store, night: Night, page_dir: Path, home: Path) -> Digest:
+    """The night's digest: the night's search (cost, failures, papers) and the campaign's confirmed results."""
+    d = digest_from_run(night.out_dir, page_dir=page_dir, home=home)
+    session = store.session_at(night.out_dir)
+    confirmations = store.confirmations(campaign.name)
+    bests = [c for c in confirmations if c["new_best"]]
+    best = bests[-1] if bests else None
+    rows = leaderboard(store, campaign.name)
+    d.title = f"{campaign.name}: night {night.index}"
+    d.generator = "scientist nightly"
+    d.subtitle = f"{night.out_dir.name} · {d.subtitle}" if d.subtitle else night.out_dir.name
+    if rows:
+        d.leaderboard = [_confirmed_row(store, c, page_dir, best["id"] if best else None) for c in rows]
+        base = store.get(rows[0]["baseline_run_id"])
+        m = base.final_info["metrics"][d.metric] if base and base.final_info else None
+        d.baseline = LeaderRow(name="baseline", title="on the confirmation seeds", mean=m["mean"], stderr=m["stderr"],
+                               ci_low=m["ci95"][0], ci_high=m["ci95"][1], n=m["n"]) if m else d.baseline
+        d.subtitle += " · leaderboard: the campaign's confirmed results, on fresh seeds"
+    else:
+        d.subtitle += " · no confirmed result yet: the leaderboard is this night's search"
+    d.new_bests = []
+    baseline_sources = store.get(rows[0]["baseline_run_id"]).candidate_source if rows else {}
+    for i, c in enumerate(bests):
+        if c["session_id"] != session["id"]:
+            continue
+        before = bests[i - 1] if i else None
+        old = store.get(before["run_id"]).candidate_source if before else baseline_sources
+        new = store.get(c["run_id"]).candidate_source
+        r = c["result"]
+        d.new_bests.append(NewBest(
+            name=c["idea"], mean=r["mean"], ci_low=r["ci95"][0], ci_high=r["ci95"][1], n=r["n"],
+            previous=before["idea"] if before else "baseline",
+            previous_mean=before["result"]["mean"] if before else r["baseline_mean"], verdict=r["verdict"],
+            diff=_diff(old, new, before["idea"] if before else "baseline", c["idea"])))
+    d.series = []
+    for n in store.campaign_nights(campaign.name):
+        so_far = [c for c in bests if c["session_id"] <= n["id"]]
+        if so_far and n["id"] <= session["id"]:
+            r = so_far[-1]["result"]
+            d.series.append(SeriesPoint(label=Path(n["out_dir"]).name, mean=r["mean"], ci_low=r["ci95"][0],
+                                        ci_high=r["ci95"][1]))
+    return d
+
+
+def write_digest(campaign: CampaignConfig, store: Store, night: Night, home: Path) -> Pages:
+    """Write the night's digest (Markdown and HTML) and the campaign's index.html; CampaignError if it cannot."""
+    root = campaign.digest.dir or campaign_dir(home, campaign.name)
+    page_dir = campaign.digest.dir / night.out_dir.name if campaign.digest.dir else night.out_dir
+    try:
+        d = night_digest(campaign, store, night, page_dir, home)
+    except DigestError as e:
+        raise CampaignError(f"the digest of night {night.index} cannot be written: {e}") from None
+    page_dir.mkdir(parents=True, exist_ok=True)
+    md, html = page_dir / "digest.md", page_dir / "digest.html"
+    md.write_text(render_markdown(d))
+    html.write_text(render_html(d))
+    pages = []
+    for i, n in enumerate(store.campaign_nights(campaign.name), start=1):
+        folder = Path(n["out_dir"])
+        page = (campaign.digest.dir / folder.name if campaign.digest.dir else folder) / "digest.html"
+        if page.is_file():
+            pages.append((f"night {i}: {folder.name}", n["status"] + (f" ({n['reason']})" if n["reason"] else ""),
+                          page))
+    index = write_index(pages, root / "index.html", title=f"{campaign.name}: nights")
+    return Pages(md, html, index)
+
+
+def announce(campaign: CampaignConfig, night: Night, pages: Pages) -> str | None:
+    """Run the campaign's on_written command for a written digest; returns a problem in one line, or None."""
+    if not campaign.digest.on_written:
+        return None
+    command = campaign.digest.on_written
+    for key, value in (("markdown", pages.markdown), ("html", pages.html), ("index", pages.index),
+                       ("name", campaign.name), ("night", night.out_dir.name)):
+        command = command.replace("{" + key + "}", shlex.quote(str(value)))
+    try:
+        done = subprocess.run(command, shell=True, capture_output=True, text=True, timeout=300)
+    except subprocess.TimeoutExpired:
+        return "the digest's on_written command did not finish in 300 s"
+    if done.returncode != 0:
+        tail = " ".join((done.stderr or done.stdout).split())[-300:]
+        return f"the digest's on_written command exited with {done.returncode}: {tail}"
+    return None

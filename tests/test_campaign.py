@@ -1,0 +1,186 @@
+"""Nightly campaigns through the real CLI: the campaign file, nights that accumulate, one night at a time,
+kill -9 mid-night, confirmation on fresh seeds, the digest, a scripted-model night."""
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import ROOT, scientist
+
+from base.records import SessionSummary
+from base.store import Store
+from base.template import load_template
+from sandbox.backends import resolve
+from scientist import campaign as cp
+from scientist.progress import JsonReporter
+
+
+def write_campaign(path: Path, templates: Path, extra: str = "", **keys) -> Path:
+    settings = {"name": '"tiny-nightly"', "template": '"discopop"', "templates_dir": f'"{templates}"',
+                "proposer": '"evolve"', "seeds": "2", "confirm_seeds": "3", "ideas": "2", "runs": "1",
+                "sandbox": '"bwrap"', "writeup": "false", **keys}
+    body = "\n".join(f"{k} = {v}" for k, v in settings.items() if v is not None)
+    path.write_text(body + "\n\n[budget]\nevaluations = 4\nminutes = 20\n\n[digest]\n"
+                    "on_written = \"cp {markdown} {html} $(dirname {index})/..\"\n" + extra)
+    return path
+
+
+def nights(home: Path) -> list[dict]:
+    if not (home / "store.sqlite").is_file():
+        return []
+    with sqlite3.connect(home / "store.sqlite") as db:
+        db.row_factory = sqlite3.Row
+        try:
+            return [dict(r) for r in db.execute("SELECT id, out_dir, status, args FROM sessions"
+                                                " WHERE campaign IS NOT NULL ORDER BY id")]
+        except sqlite3.OperationalError:  # the store is being created
+            return []
+
+
+def idea_ids(home: Path, session_id: int) -> list[int]:
+    with sqlite3.connect(home / "store.sqlite") as db:
+        return [i for (i,) in db.execute("SELECT id FROM ideas WHERE session_id=? AND status != 'duplicate'",
+                                         (session_id,))]
+
+
+@pytest.mark.parametrize("body,message", [
+    ('template = "discopop"\n', "field 'name': Field required"),
+    ('name = "x y"\ntemplate = "discopop"\n', "field 'name': String should match pattern"),
+    ('name = "x"\ntemplate = "discopop"\nworkers = 0\n', "field 'workers': Input should be greater than or equal to 1"),
+    ('name = "x"\ntemplate = "discopop"\n[budget]\nminutes = 0\n', "field 'budget.minutes': Input should be greater"),
+    ('name = "x"\ntemplate = "discopop"\n[budget]\nhours = 1\n', "field 'budget.hours': unknown key"),
+    ('name = "x"\ntemplate = "discopop"\nproposer = "llm"\n', "field 'model': proposer = \"llm\" needs a model"),
+    ('name = "x"\ntemplate = "nope"\n', "field 'template': unknown template 'nope'"),
+    ('name = "x"\ntemplate = \n', "not valid TOML"),
+])
+def test_a_bad_campaign_file_is_one_line_and_exit_2(tmp_path, body, message):
+    path = tmp_path / "c.toml"
+    path.write_text(body)
+    r = scientist("nightly", str(path), "--home", str(tmp_path / "home"))
+    assert r.code == 2, r.text
+    assert message in r.err and "Traceback" not in r.text and len(r.err.strip().splitlines()) == 1, r.err
+
+
+def test_a_missing_campaign_file_is_one_line(tmp_path):
+    r = scientist("nightly", str(tmp_path / "none.toml"), "--home", str(tmp_path / "home"))
+    assert r.code == 2 and "no such campaign file" in r.err and "Traceback" not in r.text
+
+
+def test_two_nights_accumulate_and_each_writes_its_digest(tiny_templates, tmp_path):
+    home = tmp_path / "home"
+    campaign = write_campaign(tmp_path / "campaign.toml", tiny_templates)
+    first = scientist("nightly", str(campaign), "--home", str(home), timeout=900)
+    assert first.code == 0, first.text
+    second = scientist("nightly", str(campaign), "--home", str(home), timeout=900)
+    assert second.code == 0, second.text
+    one, two = nights(home)
+    assert Path(one["out_dir"]).name.startswith("001-") and Path(two["out_dir"]).name.startswith("002-")
+    # Night 2 proposed from night 1's archive: its frozen archive holds every idea night 1 had.
+    archive = json.loads(two["args"])["archive_ids"]
+    assert idea_ids(home, one["id"]) and set(idea_ids(home, one["id"])) <= set(archive)
+    # The evolve proposer drew another seed: night 2's ideas are not night 1's again.
+    s1, s2 = (SessionSummary.read(Path(n["out_dir"])) for n in (one, two))
+    assert s1.config["seed"] == 1 and s2.config["seed"] == 2
+    # The night's evaluation budget held: at most 4 sandboxed runs per night.
+    assert sum(1 for i in s2.ideas for r in i.runs if r.run_id) <= 4
+    for night in (one, two):
+        folder = Path(night["out_dir"])
+        assert (folder / "digest.md").is_file() and (folder / "digest.html").is_file()
+        assert "data:image/png;base64," in (folder / "digest.html").read_text()
+    index = (home / "campaigns" / "tiny-nightly" / "index.html").read_text()
+    assert Path(one["out_dir"]).name in index and Path(two["out_dir"]).name in index
+    # on_written ran with the night's files: the second night's Markdown was copied where the command said.
+    assert (home / "campaigns" / "digest.md").read_text() == (Path(two["out_dir"]) / "digest.md").read_text()
+    listed = scientist("campaign", "list", "--home", str(home))
+    assert listed.code == 0 and "tiny-nightly" in listed.out and "│ 2 " in listed.out, listed.text
+    shown = scientist("campaign", "show", "tiny-nightly", "--home", str(home))
+    assert shown.code == 0 and "002-" in shown.out, shown.text
+    missing = scientist("campaign", "show", "other", "--home", str(home))
+    assert missing.code == 2 and "no campaign 'other'" in missing.err
+
+
+def test_one_night_at_a_time_and_a_killed_night_is_resumed_then_the_next_begins(tiny_templates, tmp_path):
+    home = tmp_path / "home"
+    campaign = write_campaign(tmp_path / "campaign.toml", tiny_templates)
+    proc = subprocess.Popen([sys.executable, "-m", "scientist", "nightly", str(campaign), "--home", str(home)],
+                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    lock = home / "campaigns" / "tiny-nightly" / "nightly.lock"
+    deadline = time.time() + 300
+    while time.time() < deadline and not (nights(home) and _runs_ok(home) >= 2):
+        time.sleep(0.3)  # the baseline and a first candidate are recorded: mid-night
+    holder = json.loads(lock.read_text())
+    assert holder["pid"] == proc.pid
+    refused = scientist("nightly", str(campaign), "--home", str(home))
+    assert refused.code == cp.EXIT_LOCKED, refused.text
+    assert f"pid {proc.pid}" in refused.err and "another night of this campaign is running" in refused.err
+    recorded = _runs_ok(home)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    (killed,) = nights(home)
+    assert killed["status"] == "running"
+    again = scientist("nightly", str(campaign), "--home", str(home), timeout=900)
+    assert again.code == 0, again.text
+    assert "night 1 (resuming the night a killed process left unfinished)" in again.out
+    (finished,) = nights(home)
+    assert finished["status"] == "complete" and finished["out_dir"] == killed["out_dir"]
+    assert _runs_ok(home) >= recorded  # nothing recorded was lost; finished runs were reused
+    then = scientist("nightly", str(campaign), "--home", str(home), timeout=900)
+    assert then.code == 0 and "night 2 " in then.out, then.text
+
+
+def _runs_ok(home: Path) -> int:
+    try:
+        with sqlite3.connect(home / "store.sqlite") as db:
+            return db.execute("SELECT COUNT(*) FROM runs WHERE status='ok'").fetchone()[0]
+    except sqlite3.OperationalError:
+        return 0
+
+
+def test_a_search_best_that_is_the_baseline_in_disguise_is_not_confirmed(tiny_templates, tmp_path):
+    # The winner's curse: a candidate that beat the bar on the search's seeds is evaluated again on
+    # fresh ones; the shipped loss with a comment is the baseline, and the fresh seeds say so.
+    home = tmp_path / "home"
+    template = load_template("discopop", tiny_templates)
+    store = Store(home / "store.sqlite")
+    sandbox = resolve("bwrap")
+    c = cp.CampaignConfig(name="curse", template="discopop", templates_dir=tiny_templates, proposer="evolve",
+                          seeds=2, confirm_seeds=3, sandbox="bwrap")
+    night = cp.Night(1, tmp_path / "night", resumed=False)
+    cfg = cp.night_config(c, template, sandbox, home, night, workers=1)
+    store.open_session(out_dir=cfg.out_dir, template="discopop", proposer="evolve", model=None, args={},
+                       campaign="curse")
+    from scientist import runner
+    disguised = {"loss.py": template.editable_sources()["loss.py"] + "\n# tuned\n"}
+    search = runner.evaluate(runner.EvalRequest(template=template, sources=disguised, seeds=2, sandbox=sandbox,
+                                                home=home, out_dir=tmp_path / "search"), store)
+    assert search.ok, search.run.reason
+    summary = SessionSummary.model_validate({
+        "template": "discopop", "template_hash": template.content_hash(), "metric": {"name": "reward_gain_at_kl",
+                                                                                    "direction": "max"},
+        "proposer": "evolve", "status": "complete",
+        "baseline": {"run_id": search.run.id, "mean": search.run.metric_mean - 1.0, "stderr": 0.0,
+                     "ci95": [0, 0], "n": 2, "run_dir": "x"},
+        "ideas": [{"idx": 0, "name": "tuned", "title": "t", "folder": "00_tuned", "status": "done",
+                   "best": {"run": 1, "attempt": 1, "run_id": search.run.id,
+                            "metric": {"name": "reward_gain_at_kl", "mean": search.run.metric_mean,
+                                       "stderr": search.run.metric_stderr, "ci95": [0, 1], "n": 2,
+                                       "values": [0.0, 0.0]}},
+                   "runs": []}]})
+    (session,) = nights(home)
+    (confirmed,) = cp.confirm_night(cfg, c, store, session["id"], summary, JsonReporter(open(os.devnull, "w")))
+    assert confirmed.result is not None and confirmed.result["n"] == 3
+    fresh = confirmed.run.final_info["metrics"]["reward_gain_at_kl"]["values"]
+    assert len(fresh) == 3 and fresh[:2] != search.run.final_info["metrics"]["reward_gain_at_kl"]["values"]
+    assert confirmed.run.template_hash != search.run.template_hash  # other seeds: another computation
+    # The baseline on the same fresh seeds scores exactly what the disguised baseline does.
+    assert confirmed.baseline.final_info["metrics"]["reward_gain_at_kl"]["values"] == pytest.approx(fresh)
+    assert confirmed.result["verdict"] == "no significant difference" and not confirmed.new_best
+    (row,) = store.confirmations("curse")
+    assert row["new_best"] == 0 and row["result"]["p_value_holm"] == pytest.approx(confirmed.result["p_value"])
+    assert cp.current_best(store, "curse") is None
