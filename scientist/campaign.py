@@ -198,8 +198,19 @@ def next_night(store: Store, name: str, root: Path, today: str | None = None) ->
     return Night(index, root / "nights" / f"{index:03d}-{today or time.strftime('%Y-%m-%d')}", resumed=False)
 
 
+def best_known(store: Store, campaign: str) -> tuple[str, dict[str, str]] | None:
+    """The campaign's confirmed best as the LLM proposer is shown it: what it is, and its files."""
+    best = current_best(store, campaign)
+    run = store.get(best["run_id"]) if best else None
+    if run is None:
+        return None
+    r = best["result"]
+    return (f"idea {best['idea']} of night {r.get('night', '?')}: {r['metric']} = {r['mean']:.4f} ± {r['stderr']:.4f} "
+            f"on {r['n']} fresh seeds, against {r['baseline_mean']:.4f} for the shipped code", run.candidate_source)
+
+
 def night_config(campaign: CampaignConfig, template: Template, sandbox: Sandbox, home: Path, night: Night,
-                 workers: int) -> RunConfig:
+                 workers: int, best: tuple[str, dict[str, str]] | None = None) -> RunConfig:
     """The night's `scientist run` configuration: the campaign's settings, the night's folder and seed."""
     proposer = campaign.proposer or ("llm" if campaign.model else "evolve")
     return RunConfig(
@@ -211,7 +222,7 @@ def night_config(campaign: CampaignConfig, template: Template, sandbox: Sandbox,
         seed=night.index,  # the evolve proposer draws other genomes each night
         writeup=campaign.writeup, writer="llm" if proposer == "llm" else "template",
         review=campaign.review, workers=workers, executor=campaign.executor, ray_address=campaign.ray_address,
-        campaign=campaign.name)
+        campaign=campaign.name, best_known=best)
 
 
 def confirm_seed(campaign: str, template: Template) -> int:

@@ -51,6 +51,8 @@ class RunConfig(BaseModel):
     executor: Literal["local", "ray"] = "local"
     ray_address: str | None = None           # None with --executor ray: a local Ray instance
     campaign: str | None = None              # a night of this campaign: its archive is the campaign's
+    # The campaign's confirmed best (what it is, its files), which the LLM proposer is shown; not in summary.json.
+    best_known: tuple[str, dict[str, str]] | None = Field(None, exclude=True)
 
     @model_validator(mode="after")
     def _consistent(self) -> RunConfig:

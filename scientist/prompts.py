@@ -44,15 +44,26 @@ In <JSON>, provide the new idea as one JSON object with the following fields:
 Be cautious and realistic on your ratings. This JSON will be automatically parsed, so ensure the format is precise."""
 
 
-def idea_prompt(task: str, code: dict[str, str], previous: list[dict], reflections: int) -> str:
-    """Ask for the next idea, showing the task, the editable code and every earlier idea."""
+def idea_prompt(task: str, code: dict[str, str], previous: list[dict], reflections: int,
+                best: tuple[str, dict[str, str]] | None = None) -> str:
+    """Ask for the next idea, showing the task, the editable code, every earlier idea with its sealed result
+    and, in a campaign, the best code found so far (`best`: what it is, and its files)."""
     files = "\n\n".join(f"{path}:\n```python\n{src}\n```" for path, src in code.items())
+    best_block = ""
+    if best is not None:
+        label, sources = best
+        shown = "\n\n".join(f"{path}:\n```python\n{src}\n```" for path, src in sources.items())
+        best_block = f"""
+The best version found so far ({label}); your idea may build on it:
+
+{shown}
+"""
     return f"""{task}
 
 The code you will be able to change:
 
 {files}
-
+{best_block}
 Here are the ideas that have already been generated (do not repeat them):
 
 '''

@@ -198,7 +198,7 @@ def make_proposer(cfg: RunConfig, store: Store, session_id: int, budget: Budget,
                               baseline_metric=baseline.metric_mean)
     llm = LLM(cfg.model, recorder=store.recorder(session_id), budget=budget, api_base=cfg.api_base,
               max_retries=cfg.retries)
-    return LLMProposer(llm, cfg.template, reflections=cfg.reflections)
+    return LLMProposer(llm, cfg.template, reflections=cfg.reflections, best=cfg.best_known)
 
 
 def check_novelty(cfg: RunConfig, store: Store, proposer: LLMProposer, idea: Idea,

@@ -31,6 +31,12 @@ def write_campaign(path: Path, templates: Path, extra: str = "", **keys) -> Path
     return path
 
 
+def plt_image(path: Path):
+    import matplotlib.image
+
+    return matplotlib.image.imread(path)[..., :3].mean(-1)
+
+
 def nights(home: Path) -> list[dict]:
     if not (home / "store.sqlite").is_file():
         return []
@@ -93,6 +99,27 @@ def test_two_nights_accumulate_and_each_writes_its_digest(tiny_templates, tmp_pa
         folder = Path(night["out_dir"])
         assert (folder / "digest.md").is_file() and (folder / "digest.html").is_file()
         assert "data:image/png;base64," in (folder / "digest.html").read_text()
+    # The night's page in a real browser: the leaderboard it shows is the store's confirmed results.
+    from test_digest import _chromium, _leaderboard
+
+    page = Path(two["out_dir"]) / "digest.html"
+    dom = _chromium("--dump-dom", page.as_uri(), tmp=tmp_path)
+    shown = {name: {k: float(v) for k, v in cells.items()} for name, cells in _leaderboard(dom).items()}
+    confirmed = cp.leaderboard(Store(home / "store.sqlite"), "tiny-nightly")
+    if confirmed:  # the confirmed leaderboard, every row as the store has it
+        expected = {f"{c['idea']} ({c['result']['night']})": c["result"] for c in confirmed}
+        assert set(expected) <= set(shown), (expected, shown)
+        for name, r in expected.items():
+            assert shown[name]["mean"] == pytest.approx(r["mean"], abs=1e-12)
+            assert (shown[name]["ci-low"], shown[name]["ci-high"]) == pytest.approx(tuple(r["ci95"]), abs=1e-12)
+            assert shown[name]["n"] == r["n"]
+    else:  # none beat the baseline in the search: the page shows the night's search, as summary.json has it
+        for idea in s2.ideas:
+            if idea.best is not None:
+                assert shown[idea.name]["mean"] == pytest.approx(idea.best.metric.mean, abs=1e-12)
+    _chromium(f"--screenshot={tmp_path / 'night.png'}", page.as_uri(), tmp=tmp_path)
+    image = plt_image(tmp_path / "night.png")
+    assert (image < 0.95).mean() > 0.02  # ink on the page, not a blank screenshot
     index = (home / "campaigns" / "tiny-nightly" / "index.html").read_text()
     assert Path(one["out_dir"]).name in index and Path(two["out_dir"]).name in index
     # on_written ran with the night's files: the second night's Markdown was copied where the command said.
@@ -184,3 +211,46 @@ def test_a_search_best_that_is_the_baseline_in_disguise_is_not_confirmed(tiny_te
     (row,) = store.confirmations("curse")
     assert row["new_best"] == 0 and row["result"]["p_value_holm"] == pytest.approx(confirmed.result["p_value"])
     assert cp.current_best(store, "curse") is None
+
+
+def test_a_scripted_model_night_through_litellm_then_a_night_that_sees_it(tiny_templates, tmp_path):
+    from llm_server import ScriptedServer
+    from test_run import IDEA, IDEA_ANSWER, SMOOTHED, edit
+
+    other = {**IDEA, "name": "hinge_margin", "title": "A squared hinge on the margin",
+             "hypothesis": "A hinge ignores comparisons already won by a margin.",
+             "experiment": "Replace the logistic loss by a squared hinge with margin one."}
+
+    def answer(body):
+        last = body["messages"][-1]["content"]
+        if "Come up with the next impactful" in last:
+            night_two = '"smooth_dpo"' in last
+            return IDEA_ANSWER if not night_two else IDEA_ANSWER.replace(json.dumps(IDEA), json.dumps(other))
+        if last.startswith("Round "):  # a reflection: the idea just proposed, unchanged
+            previous = [m["content"] for m in body["messages"] if m["role"] == "assistant"][-1]
+            return "I am done\n\n" + previous.split("\n\n", 1)[1]
+        if "Plan and implement run 1 " in last:
+            return edit("    return -jax.nn.log_sigmoid(beta * rho)", SMOOTHED)
+        return "I am done"
+
+    home = tmp_path / "home"
+    with ScriptedServer(answer) as server:
+        campaign = write_campaign(tmp_path / "campaign.toml", tiny_templates, proposer=None,
+                                  model='"openai/gpt-4o-mini"', api_base=f'"{server.url}"', ideas="1",
+                                  reflections="1", review="false")
+        first = scientist("nightly", str(campaign), "--home", str(home), timeout=900)
+        assert first.code == 0, first.text
+        second = scientist("nightly", str(campaign), "--home", str(home), timeout=900)
+        assert second.code == 0, second.text
+        requests = server.requests
+    one, two = (SessionSummary.read(Path(n["out_dir"])) for n in nights(home))
+    assert one.proposer == "llm" and one.llm_calls > 0 and one.cost_usd > 0
+    assert one.ideas[0].name == "smooth_dpo" and one.ideas[0].best is not None
+    # Night 2's model saw night 1's idea with its sealed result.
+    prompts = [text for r in requests if "Come up with the next" in (text := r["messages"][-1]["content"])]
+    assert len(prompts) == 2 and '"smooth_dpo"' not in prompts[0]
+    result = f'"result": "best reward_gain_at_kl = {one.ideas[0].best.metric.mean:.4f}"'
+    assert '"smooth_dpo"' in prompts[1] and result in prompts[1]
+    assert two.ideas[0].name == "hinge_margin"
+    digest = (Path(nights(home)[0]["out_dir"]) / "digest.md").read_text()
+    assert f"${one.cost_usd:.4f}" in digest and f"in {one.llm_calls} calls" in digest, digest

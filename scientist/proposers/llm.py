@@ -29,9 +29,10 @@ class LLMProposer:
     may_repeat = True  # a model may propose an earlier idea again in other words
 
     def __init__(self, llm: LLM, template: Template, *, reflections: int = 3, max_reasks: int = 3,
-                 temperature: float = 0.7):
+                 temperature: float = 0.7, best: tuple[str, dict[str, str]] | None = None):
         self.llm = llm
         self.template = template
+        self.best = best  # a campaign's confirmed best: (what it is, its files), shown with each new idea
         self.task = (template.root / "prompt.md").read_text() if (template.root / "prompt.md").is_file() else ""
         self.reflections = reflections
         self.max_reasks = max_reasks
@@ -48,11 +49,14 @@ class LLMProposer:
 
     def next_idea(self, idx: int, previous: list[ArchiveEntry]) -> Idea:
         """Generate an idea, then refine it for up to `reflections` rounds (early stop on 'I am done')."""
-        shown = [p.idea.shown() for p in previous]
+        metric = self.template.spec.metric.name
+        # Each earlier idea with its sealed result, so the model learns what worked (and what did not).
+        shown = [{**p.idea.shown(), **({"result": f"best {metric} = {p.metric:.4f}"} if p.metric is not None else {})}
+                 for p in previous]
         messages = [
             {"role": "system", "content": prompts.IDEA_SYSTEM},
             {"role": "user", "content": prompts.idea_prompt(self.task, self.template.editable_sources(), shown,
-                                                           self.reflections + 1)},
+                                                           self.reflections + 1, self.best)},
         ]
         idea, _ = self._ask("idea", messages, parse_idea, "idea")
         for r in range(self.reflections):
