@@ -348,9 +348,11 @@ def load_night_template(campaign: CampaignConfig) -> Template:
     """The campaign's template as this hardware runs it; CampaignError when it cannot be loaded."""
     try:
         template = load_template(campaign.template, campaign.templates_dir or DEFAULT_TEMPLATES_DIR)
-        return template.for_hardware(campaign.profile, campaign.gpus)
+        template = template.for_hardware(campaign.profile, campaign.gpus)
     except TemplateError as e:
         raise CampaignError(str(e)) from None
+    confirmation_template(campaign.name, template)  # checked now: before a night is spent, not after it
+    return template
 
 
 def run_night(campaign: CampaignConfig, cfg: RunConfig, store: Store, night: Night,
