@@ -128,6 +128,19 @@ def legend_above(ax: Axes, ncol: int, handles: list | None = None, labels: list[
 # ---------------------------------------------------------------- what a template's figures.py reads and draws
 
 
+def point_axes(ax: Axes, labels: list[str], metric: str, direction: str, max_chars: int) -> None:
+    """Axes for one point per run or idea at x = 1..n: labels tilted when crowded, the metric's direction on y."""
+    if labels:
+        crowded = len(labels) > 6 or max(len(s) for s in labels) > max_chars
+        ax.set_xticks(list(range(1, len(labels) + 1)))
+        ax.set_xticklabels(labels, rotation=30 if crowded else 0, ha="right" if crowded else "center")
+        ax.set_xlim(0.4, len(labels) + 0.6)
+    else:
+        ax.set_xticks([])
+    ax.grid(axis="x", visible=False)
+    ax.set_ylabel(f"{plain_text(metric)} ({'higher' if direction == 'max' else 'lower'} is better)")
+
+
 def read_extra(info: dict, who: str, keys: Sequence[str]) -> dict:
     """The evaluator's `extra` of a final_info.json, or a FigureError naming every one of `keys` it lacks.
 
@@ -255,16 +268,8 @@ def metric_per_run(runs: list[dict], baseline: dict, metric: str, direction: str
                         color=FAILED_COLOR)
             # Leave room under the lowest point for the marks and their labels.
             ax.margins(y=0.25)
-        if runs:
-            ax.set_xticks(xs)
-            labels = [plain_text(r.get("label", f"run {i + 1}")) for i, r in enumerate(runs)]
-            crowded = len(runs) > 6 or max(len(s) for s in labels) > 8
-            ax.set_xticklabels(labels, rotation=30 if crowded else 0, ha="right" if crowded else "center")
-            ax.set_xlim(0.4, len(runs) + 0.6)
-        else:
-            ax.set_xticks([])
-        ax.grid(axis="x", visible=False)
-        ax.set_ylabel(f"{plain_text(metric)} ({'higher' if direction == 'max' else 'lower'} is better)")
+        point_axes(ax, [plain_text(r.get("label", f"run {i + 1}")) for i, r in enumerate(runs)], metric, direction,
+                   max_chars=8)
         legend_above(ax, ncol=3, handletextpad=0.4)
         path = save_figure(fig, Path(out_dir) / "metric_per_run.pdf")
 

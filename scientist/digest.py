@@ -407,7 +407,7 @@ def leaderboard_figure(d: Digest) -> str | None:
         return None
     # papers.figures sets the Agg backend and the papers' style; imported here so that building a Digest
     # (and the Markdown) never loads matplotlib.
-    from papers.figures import BASELINE_COLOR, RUN_COLOR, figure_style, legend_above, plain_text
+    from papers.figures import BASELINE_COLOR, RUN_COLOR, figure_style, legend_above, plain_text, point_axes
 
     with figure_style():
         fig, ax = _new_figure((7.0, 3.4))
@@ -421,15 +421,7 @@ def leaderboard_figure(d: Digest) -> str | None:
             errs = [_errs(r.mean, r.ci_low, r.ci_high) for r in rows]
             ax.errorbar(xs, [r.mean for r in rows], yerr=[[e[0] for e in errs], [e[1] for e in errs]], fmt="o",
                         color=RUN_COLOR, ecolor=RUN_COLOR, elinewidth=1.2, label="best run per idea, 95% CI")
-            labels = [plain_text(r.name) for r in rows]
-            crowded = len(rows) > 6 or max(len(s) for s in labels) > 10
-            ax.set_xticks(xs)
-            ax.set_xticklabels(labels, rotation=30 if crowded else 0, ha="right" if crowded else "center")
-            ax.set_xlim(0.4, len(rows) + 0.6)
-        else:
-            ax.set_xticks([])
-        ax.grid(axis="x", visible=False)
-        ax.set_ylabel(f"{plain_text(d.metric)} ({'higher' if d.direction == 'max' else 'lower'} is better)")
+        point_axes(ax, [plain_text(r.name) for r in rows], d.metric, d.direction, max_chars=10)
         legend_above(ax, ncol=2)
         return _png_data_uri(fig)
 
