@@ -132,9 +132,15 @@ def load_campaign(path: Path) -> CampaignConfig:
         where = ".".join(str(p) for p in err["loc"])
         problem = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
         raise CampaignError(f"{path}: field '{where}': {problem}") from None
+    # Relative paths are the campaign file's, not cron's working folder.
+    here = path.resolve().parent
     if campaign.digest.dir is not None and not campaign.digest.dir.is_absolute():
         campaign = campaign.model_copy(update={"digest": campaign.digest.model_copy(
-            update={"dir": (path.parent / campaign.digest.dir).resolve()})})
+            update={"dir": (here / campaign.digest.dir).resolve()})})
+    if campaign.templates_dir is not None and not campaign.templates_dir.is_absolute():
+        campaign = campaign.model_copy(update={"templates_dir": (here / campaign.templates_dir).resolve()})
+    if ("/" in campaign.template or campaign.template.startswith(".")) and not Path(campaign.template).is_absolute():
+        campaign = campaign.model_copy(update={"template": str((here / campaign.template).resolve())})
     if campaign.proposer == "llm" and not campaign.model:
         raise CampaignError(f"{path}: field 'model': proposer = \"llm\" needs a model (e.g. \"openai/gpt-4o\")")
     return campaign
