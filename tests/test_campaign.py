@@ -254,3 +254,14 @@ def test_a_scripted_model_night_through_litellm_then_a_night_that_sees_it(tiny_t
     assert two.ideas[0].name == "hinge_margin"
     digest = (Path(nights(home)[0]["out_dir"]) / "digest.md").read_text()
     assert f"${one.cost_usd:.4f}" in digest and f"in {one.llm_calls} calls" in digest, digest
+
+
+def test_relative_paths_in_a_campaign_file_are_the_files_not_the_working_folders(tmp_path, monkeypatch):
+    lab = tmp_path / "lab"
+    lab.mkdir()
+    (lab / "c.toml").write_text('name = "x"\ntemplate = "./mine/discopop"\ntemplates_dir = "templates"\n'
+                                '[digest]\ndir = "digests"\n')
+    monkeypatch.chdir(tmp_path)  # cron starts elsewhere
+    c = cp.load_campaign(Path("lab/c.toml"))
+    assert c.templates_dir == lab / "templates" and c.digest.dir == lab / "digests"
+    assert c.template == str(lab / "mine" / "discopop")
