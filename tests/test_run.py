@@ -222,8 +222,10 @@ def test_evolve_run_killed_midway_resumes_without_redoing_runs(tiny_templates, r
     assert running == 0  # the run the kill cut short is marked interrupted, not left running
 
 
-def test_two_llm_ideas_in_flight_share_one_exact_budget(tiny_templates, run_home, tmp_path):
+def test_two_llm_ideas_in_flight_share_one_exact_budget(tiny_templates, tmp_path):
     # Two ideas' conversations call the model from two threads at once; every call is counted once.
+    # A home of its own: the module's shared home holds other tests' ideas, which would make these repeats.
+    run_home = tmp_path / "home"
     ideas = iter([dict(IDEA), {**IDEA, "name": "margin_sweep", "title": "Hinge margins over temperature",
                                "hypothesis": "A margin hinge resists overfitting to noisy comparisons.",
                                "experiment": "Replace the logistic by a squared hinge with margin one."}])
