@@ -212,6 +212,18 @@ def test_a_search_best_that_is_the_baseline_in_disguise_is_not_confirmed(tiny_te
     assert row["new_best"] == 0 and row["result"]["p_value_holm"] == pytest.approx(confirmed.result["p_value"])
     assert cp.current_best(store, "curse") is None
 
+    # Had it been significantly better, it would be the night's new best: its page shows the code it
+    # changed against the baseline's, and the campaign's best by night.
+    store.save_confirmation(campaign="curse", session_id=session["id"], idea="tuned", search_run_id=search.run.id,
+                            run_id=confirmed.run.id, baseline_run_id=confirmed.baseline.id,
+                            result={**confirmed.result, "verdict": "better"}, new_best=True)
+    summary.write(night.out_dir)
+    pages = cp.write_digest(c, store, night, home)
+    md, html = pages.markdown.read_text(), pages.html.read_text()
+    assert "+# tuned" in md and "baseline/loss.py" in md and "tuned/loss.py" in md
+    assert html.count("data:image/png;base64,") == 2  # the leaderboard and the best by night
+    assert cp.best_known(store, "curse")[1] == disguised  # what the next night's model is shown
+
 
 def test_a_scripted_model_night_through_litellm_then_a_night_that_sees_it(tiny_templates, tmp_path):
     from llm_server import ScriptedServer
