@@ -102,12 +102,16 @@ def become_subreaper() -> None:
 
 
 def _preexec(limits: Limits, cgroup: Path | None, cpus: tuple[int, ...] | None):
+    parent = os.getpid()
+
     def apply() -> None:
         if cgroup is not None:
             (cgroup / "cgroup.procs").write_text(str(os.getpid()))
         if cpus:  # a worker slot's share of the cores, inherited by everything the run starts
             os.sched_setaffinity(0, cpus)
         _libc().prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        if os.getppid() != parent:  # the supervisor died between fork and prctl: no signal will come
+            os._exit(1)
         va = (limits.memory_mb + _VA_HEADROOM_MB) * 2**20
         resource.setrlimit(resource.RLIMIT_AS, (va, va))
         resource.setrlimit(resource.RLIMIT_NPROC, (limits.processes, limits.processes))

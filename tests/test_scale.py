@@ -70,8 +70,12 @@ def test_kill_9_with_two_runs_in_flight_then_the_same_command_resumes(tiny_templ
     proposed = proposals(home)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
-    time.sleep(1)
-    assert not [p for p in _processes() if "sandbox/work" in p or str(tmp_path) in p]  # nothing survived it
+    # Nothing survives it; the kernel tears a killed JAX process down in its own time on a busy machine.
+    survivors = lambda: [p for p in _processes() if "sandbox/work" in p or str(tmp_path) in p]  # noqa: E731
+    deadline = time.time() + 15
+    while survivors() and time.time() < deadline:
+        time.sleep(0.2)
+    assert not survivors()
     again = scientist(*args, timeout=900)
     assert again.code == 0, again.text
     after = runs(home)
