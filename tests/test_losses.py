@@ -40,7 +40,7 @@ def by_hand(name: str, beta: float) -> float:
     if name == "kto_pair":  # a batch of one: the KL reference points are its own clipped log-ratios
         chosen, rejected = PC - RC, PR - RR
         chosen_kl, rejected_kl = max(chosen, 0.0), max(rejected, 0.0)
-        return (1 - sigmoid(beta * (chosen - rejected_kl))) + (1 - sigmoid(beta * (chosen_kl - rejected)))
+        return ((1 - sigmoid(beta * (chosen - rejected_kl))) + (1 - sigmoid(beta * (chosen_kl - rejected)))) / 2
     raise KeyError(name)
 
 
@@ -88,3 +88,29 @@ def test_lrml_gradient_at_zero_has_opposite_sign_to_dpo():
         return jax.grad(lambda pc: jnp.sum(load(name)(pc, z, z, z, 1.0)))(z)[0]
 
     assert float(grad_of("dpo")) < 0 < float(grad_of("lrml"))
+
+
+def _upstream_kto_pair(pc, pr, rc, rr, beta):
+    """A transcription of the DiscoPOP repository's `kto_pair_loss` as TRL's trainer uses it (the mean of
+    the concatenated terms): luchris429/DiscoPOP, src/alignment/gpo.py, commit 7c30efa5e7456cfdba37af1da051bcfdf1830a07
+    (the same formula as huggingface/trl's trl/trainer/dpo_trainer.py before `kto_pair` was removed).
+    torch's `.clamp(min=0)` passes the gradient where the mean is positive, as jnp.maximum does."""
+    chosen_kl = jnp.maximum((pc - rc).mean(), 0.0)
+    rejected_kl = jnp.maximum((pr - rr).mean(), 0.0)
+    losses = jnp.concatenate([1 - jax.nn.sigmoid(beta * ((pc - rc) - rejected_kl)),
+                              1 - jax.nn.sigmoid(beta * (chosen_kl - (pr - rr)))])
+    return losses.mean()
+
+
+def test_kto_pair_matches_upstream_value_and_gradient():
+    """Value and gradient of the batch loss as upstream computes them, with KL reference points above zero
+    (so the clamp passes the gradient; a stop_gradient there changes the policy-chosen gradient by about half)."""
+    keys = jax.random.split(jax.random.PRNGKey(3), 4)
+    pc, pr, rc, rr = (jax.random.normal(k, (16,)) + off for k, off in zip(keys, (0.5, 0.8, -0.5, -0.5)))
+    ours = lambda pc, pr: jnp.mean(load("kto_pair")(pc, pr, rc, rr, 0.7))  # noqa: E731
+    theirs = lambda pc, pr: _upstream_kto_pair(pc, pr, rc, rr, 0.7)  # noqa: E731
+    assert float((pc - rc).mean()) > 0 and float((pr - rr).mean()) > 0
+    np.testing.assert_allclose(ours(pc, pr), theirs(pc, pr), rtol=1e-6)
+    for argnum in (0, 1):
+        np.testing.assert_allclose(jax.grad(ours, argnum)(pc, pr), jax.grad(theirs, argnum)(pc, pr), rtol=1e-5,
+                                   atol=1e-7)
