@@ -11,8 +11,9 @@ from pathlib import Path
 from base.formats import FormatError
 from base.llm import LLM, BudgetExceeded, LLMError
 from base.records import SessionSummary
-from reviewer.pdf import PaperError, load_paper
-from reviewer.review import CountingRecorder, ReviewFailed, ReviewSettings, Usage, review
+from reviewer import ai_scientist
+from reviewer.pdf import Paper, PaperError, load_paper
+from reviewer.review import PROTOCOL_MAX_CHARS, CountingRecorder, ReviewFailed, ReviewSettings, Usage, review
 
 CLAIMS_MISMATCH = "cannot be accepted: the paper's claims do not match its logged results"
 
@@ -43,18 +44,27 @@ def run_context(run_dir: Path, pdf: Path, summary: SessionSummary | None = None)
     raise PaperError(f"{pdf.name}: not one of the papers of {run_dir}")
 
 
+def review_with_protocol(llm: LLM, paper: Paper, settings: ReviewSettings, context: str = "",
+                         force_reject: str | None = None) -> dict:
+    """Review one loaded paper by the settings' protocol (ai-scientist or ensemble; docs/reviewer.md)."""
+    run = ai_scientist.review if settings.protocol == "ai-scientist" else review
+    return run(llm, paper, settings, context=context, force_reject=force_reject)
+
+
 def review_one_paper(path: Path, make_llm: Callable[[Usage], LLM], settings: ReviewSettings,
-                     run_dir: Path | None = None, max_chars: int = 60_000,
+                     run_dir: Path | None = None, max_chars: int | None = None,
                      summary: SessionSummary | None = None) -> dict:
-    """Load, guard and review one paper; every failure is a result with a one-line error, not an exception."""
+    """Load, guard and review one paper; every failure is a result with a one-line error, not an exception.
+
+    max_chars None: the protocol's (PROTOCOL_MAX_CHARS: no cut for ai-scientist, 60,000 for ensemble)."""
     usage = Usage()
     result: dict = {"paper": str(path), "status": "error", "error": None}
     try:
-        paper = load_paper(path, max_chars=max_chars)
+        paper = load_paper(path, max_chars=PROTOCOL_MAX_CHARS[settings.protocol] if max_chars is None else max_chars)
         result.update(injection_flags=paper.injection_flags, truncated=paper.truncated, note=paper.note)
         context, force = run_context(run_dir, path, summary) if run_dir is not None else ("", None)
         llm = make_llm(usage)
-        result.update(review(llm, paper, settings, context=context, force_reject=force), status="ok",
+        result.update(review_with_protocol(llm, paper, settings, context=context, force_reject=force), status="ok",
                       model=llm.model)
     except (PaperError, ReviewFailed, LLMError, FormatError, OSError, ValueError, KeyError) as e:
         result["error"] = " ".join(str(e).split()) or type(e).__name__
@@ -65,7 +75,7 @@ def review_one_paper(path: Path, make_llm: Callable[[Usage], LLM], settings: Rev
 
 
 def review_papers(paths: list[Path], make_llm: Callable[[Usage], LLM], settings: ReviewSettings, *,
-                  concurrency: int = 4, run_dir: Path | None = None, max_chars: int = 60_000,
+                  concurrency: int = 4, run_dir: Path | None = None, max_chars: int | None = None,
                   on_result: Callable[[dict], None] | None = None) -> list[dict]:
     """Review every paper (in parallel up to `concurrency`); results in the order of `paths`."""
     def work(path: Path) -> dict:

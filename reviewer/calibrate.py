@@ -15,6 +15,17 @@ _LABELS = {"accept": True, "accepted": True, "1": True, "true": True,
            "reject": False, "rejected": False, "0": False, "false": False}
 
 
+def _label(text: str) -> bool | None:
+    """True/False for an accept/reject label, None for anything else. OpenReview's decisions count as The AI
+    Scientist's calibration counts them: "Accept (Oral)", "Accept (Spotlight)" and "Accept (Poster)" accept."""
+    word = text.strip().lower()
+    if word in _LABELS:
+        return _LABELS[word]
+    if word.startswith("accept (") and word.endswith(")"):
+        return True
+    return None
+
+
 @dataclass(frozen=True)
 class Metrics:
     """How well predicted accept/reject decisions match the true ones."""
@@ -66,9 +77,10 @@ def metrics(truth: list[bool], predicted: list[bool]) -> Metrics:
 def load_labels(path: Path) -> list[tuple[Path, bool]]:
     """The (paper, accepted) pairs in a CSV with a header holding the columns `paper` and `label`.
 
-    Paper paths are relative to the CSV's folder unless absolute; labels are accept/reject, 1/0 or
-    true/false in any case. Other columns are ignored. A bad row raises ValueError with one line naming its
-    row (the file's line number, header = 1); the caller adds the file name.
+    Paper paths (PDFs, or papers as text: .txt, .md, .mmd) are relative to the CSV's folder unless absolute; labels
+    are accept/reject, 1/0, true/false or OpenReview's "Accept (Poster|Spotlight|Oral)", in any case. Other
+    columns are ignored. A bad row raises ValueError with one line naming its row (the file's line number,
+    header = 1); the caller adds the file name.
     """
     path = Path(path)
     # utf-8-sig: spreadsheets often save a byte order mark, which would otherwise stick to the first column name.
@@ -86,10 +98,12 @@ def load_labels(path: Path) -> list[tuple[Path, bool]]:
             label = (row.get(columns["label"]) or "").strip()
             if not paper:
                 raise ValueError(f"{where}: the paper path is empty")
-            if label.lower() not in _LABELS:
-                raise ValueError(f"{where}: label {label!r} is not accept/reject, 1/0 or true/false")
+            accepted = _label(label)
+            if accepted is None:
+                raise ValueError(f"{where}: label {label!r} is not accept/reject, 1/0, true/false or "
+                                 "an OpenReview decision such as 'Accept (Poster)'")
             paper_path = Path(paper) if Path(paper).is_absolute() else path.parent / paper
-            labels.append((paper_path, _LABELS[label.lower()]))
+            labels.append((paper_path, accepted))
     if not labels:
         raise ValueError("no labelled papers after the header")
     return labels

@@ -93,21 +93,55 @@ class Paper:
     truncated: bool
     note: str                    # what was cut or unreadable, "" when nothing was
     injection_flags: list[dict] = field(default_factory=list)  # {"page", "kind", "text"}
+    page_markers: bool = True    # False for a text file: its text is shown as it is
 
     @property
     def text(self) -> str:
-        """The kept pages, each after a "[page N]" marker line, separated by a blank line."""
+        """The kept pages, each after a "[page N]" marker line, separated by a blank line (a text file: as is)."""
+        if not self.page_markers:
+            return "\f".join(self.pages)
         return "\n\n".join(f"[page {number}]\n{page}" for number, page in enumerate(self.pages, 1))
+
+
+TEXT_SUFFIXES = (".txt", ".md", ".mmd")
+
+
+def load_text_paper(path: Path, max_chars: int = 60_000) -> Paper:
+    """A paper already converted to text (.txt, .md, .mmd), e.g. the parsed ICLR papers The AI Scientist's
+    calibration used. Form feeds separate pages; instructions aimed at the reviewer are removed and flagged
+    (there is no hidden text to find in a text file). Raises PaperError for a missing, unreadable or empty file."""
+    path = Path(path)
+    try:
+        raw = path.read_text(encoding="utf-8", errors="replace")
+    except FileNotFoundError as exc:
+        raise PaperError(f"{path.name}: no such file") from exc
+    except OSError as exc:
+        raise PaperError(f"{path.name}: cannot be read ({_one_line(exc)})") from exc
+    if not raw.strip():
+        raise PaperError(f"{path.name}: the text file is empty")
+    texts, flags = [], []
+    for number, page in enumerate(raw.split("\f"), 1):
+        text, page_flags = _remove_instructions(page, number)
+        texts.append(text)
+        flags.extend(page_flags)
+    captions = [line.strip() for text in texts for line in text.splitlines() if CAPTION.match(line)]
+    kept, truncated, note = _truncate(texts, max_chars)
+    return Paper(path=path, pages=kept, captions=captions, truncated=truncated, note=note, injection_flags=flags,
+                 page_markers=False)
 
 
 def load_paper(path: Path, max_chars: int = 60_000) -> Paper:
     """Read a PDF's visible text, removing (and flagging) hidden text and instructions aimed at the reviewer.
+
+    A .txt, .md or .mmd file is read as text instead (load_text_paper).
 
     Raises PaperError for a missing file, a file that is not a PDF, an encrypted PDF (unless it opens with an empty
     password), or a PDF without extractable text. Text beyond max_chars is cut at a page boundary (the first page is
     always kept, cut if need be) and `note` says so.
     """
     path = Path(path)
+    if path.suffix.lower() in TEXT_SUFFIXES:
+        return load_text_paper(path, max_chars)
     reader = _open(path)
     try:
         pages = list(reader.pages)

@@ -1,15 +1,17 @@
-"""Review one paper: an ensemble of reviews, each refined over reflection rounds, then an area chair's meta-review.
+"""Review one paper by the `ensemble` protocol, and what both protocols share (settings, usage, few-shot files).
 
-Follows The AI Scientist's reviewer (NeurIPS form, reflections that may stop on
-"I am done", an ensemble at a temperature above 0, a meta-review). The numeric
-scores of the result are the means of the ensemble's valid scores rounded to the
-form's scale; the Decision is the area chair's. The model sees only the text a
-human reader would see (reviewer.pdf's injection guard).
+The ensemble protocol: each of E reviewers writes a review and refines it over reflection rounds (stopping
+on "I am done"), all at one temperature above 0, a malformed answer being sent back with the error; then
+an area chair's meta-review. The numeric scores of the result are the means of the ensemble's valid
+scores rounded half up to the form's scale; the Decision is the area chair's. The default protocol,
+The AI Scientist's own, is reviewer/ai_scientist.py; reviewer.batch.review_with_protocol picks by the
+settings. The model sees only the text a human reader would see (reviewer.pdf's injection guard).
 """
 
 from __future__ import annotations
 
 import json
+import sys
 import threading
 from dataclasses import dataclass, field
 from importlib import resources
@@ -50,17 +52,40 @@ at the end of the thoughts but before the JSON.
 ONLY INCLUDE "I am done" IF YOU ARE MAKING NO MORE CHANGES."""
 
 
+PROTOCOLS = ("ai-scientist", "ensemble")
+
+# Per protocol: reflection rounds and the temperature of the calls the protocol samples at that temperature.
+# ai-scientist: The AI Scientist's launch_scientist.py (num_reflections=5, i.e. 4 rounds after the first answer;
+# temperature=0.1 for the meta-review and the reflections, its ensemble being drawn at a fixed 0.75).
+# ensemble: every call at 0.75, 5 rounds per member.
+PROTOCOL_DEFAULTS: dict[str, dict[str, float | int]] = {
+    "ai-scientist": {"reflections": 4, "temperature": 0.1},
+    "ensemble": {"reflections": 5, "temperature": 0.75},
+}
+
+# Characters of paper text shown to the model: The AI Scientist shows the whole paper (its calibration read all
+# pages; most ICLR papers are longer than 60,000 characters), the ensemble protocol cuts at a page boundary.
+PROTOCOL_MAX_CHARS = {"ai-scientist": sys.maxsize, "ensemble": 60_000}
+
+
 @dataclass(frozen=True)
 class ReviewSettings:
-    """The reviewer's knobs; defaults are The AI Scientist's best reported setting."""
+    """The reviewer's knobs. `reflections` and `temperature` left None take the protocol's defaults
+    (PROTOCOL_DEFAULTS); the default protocol is The AI Scientist's procedure (docs/reviewer.md says why)."""
 
     ensemble: int = 5
-    reflections: int = 5
-    temperature: float = 0.75
+    reflections: int | None = None
+    temperature: float | None = None
     fewshot: tuple[Path, ...] = ()   # example papers (.pdf or .txt), each with its review as a .json beside it
-    max_reasks: int = 2
+    max_reasks: int = 2              # ensemble protocol only: The AI Scientist does not re-ask
+    protocol: str = "ai-scientist"
 
     def __post_init__(self) -> None:
+        if self.protocol not in PROTOCOLS:
+            raise ValueError(f"--protocol must be one of {', '.join(PROTOCOLS)}, got {self.protocol!r}")
+        for name, value in PROTOCOL_DEFAULTS[self.protocol].items():
+            if getattr(self, name) is None:
+                object.__setattr__(self, name, value)
         if self.ensemble < 1 or self.reflections < 0 or not self.temperature > 0:
             raise ValueError("--ensemble must be at least 1, --reflections 0 or more, --temperature above 0")
         for shot in self.fewshot:
@@ -113,15 +138,30 @@ class CountingRecorder:
         self.usage.add(call)
 
 
+def fewshot_review_text(path: Path) -> str:
+    """The review of a few-shot example as shown to the model, from the .json beside the example.
+
+    The file holds either the review itself (a JSON object in the form) or, as The AI Scientist's
+    fewshot_examples/*.json do, {"review": "<the review as text>"}; both work.
+    """
+    data = json.loads(path.with_suffix(".json").read_text())
+    if isinstance(data, dict) and set(data) == {"review"}:
+        data = data["review"]
+    return data if isinstance(data, str) else json.dumps(data, indent=1)
+
+
+def fewshot_paper_text(path: Path, max_chars: int = 20_000) -> str:
+    """The text of a few-shot example: a .txt as it is, a PDF through the loader (and its injection guard)."""
+    return path.read_text() if path.suffix == ".txt" else load_paper(path, max_chars=max_chars).text
+
+
 def fewshot_block(paths: tuple[Path, ...]) -> str:
     """Example papers with their reviews, shown before the paper to review."""
     if not paths:
         return ""
     parts = []
     for i, path in enumerate(paths, start=1):
-        text = path.read_text() if path.suffix == ".txt" else load_paper(path, max_chars=20_000).text
-        review = json.loads(path.with_suffix(".json").read_text())
-        shown = json.dumps(review, indent=1)
+        text, shown = fewshot_paper_text(path), fewshot_review_text(path)
         parts.append(f"Example {i}:\n```\n{text}\n```\n\nExample review {i}:\n```json\n{shown}\n```")
     return "Below are example papers with example reviews in the required format.\n\n" + "\n\n".join(parts)
 
@@ -175,7 +215,10 @@ def meta_review(llm: LLM, reviews: list[Review], settings: ReviewSettings) -> Re
 
 def review(llm: LLM, paper: Paper, settings: ReviewSettings, context: str = "",
            force_reject: str | None = None) -> dict:
-    """The full review of one paper: final form fields, the ensemble, the meta-review."""
+    """The full review of one paper by the ensemble protocol: final form fields, the ensemble, the meta-review."""
+    if settings.protocol != "ensemble":
+        raise ValueError(f"reviewer.review.review runs the ensemble protocol, not {settings.protocol}; "
+                         "use reviewer.batch.review_with_protocol")
     reviews, errors = [], []
     for i in range(settings.ensemble):
         try:
@@ -191,4 +234,4 @@ def review(llm: LLM, paper: Paper, settings: ReviewSettings, context: str = "",
         final["Decision"] = "Reject"
         final["decision_note"] = force_reject
     return {"review": final, "ensemble": [r.to_json() for r in reviews], "meta_review": meta.to_json(),
-            "ensemble_errors": errors}
+            "ensemble_errors": errors, "protocol": "ensemble"}

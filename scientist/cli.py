@@ -254,7 +254,10 @@ def run(
     writer: str = typer.Option(None, "--writer", help="template (no model) or llm (default: llm with --model)."),
     no_review: bool = typer.Option(False, "--no-review", help="Skip the review stage."),
     review_ensemble: int = typer.Option(5, "--review-ensemble", help="Reviews per paper."),
-    review_reflections: int = typer.Option(5, "--review-reflections", help="Reflection rounds per review."),
+    review_reflections: int = typer.Option(None, "--review-reflections", show_default="the protocol's",
+                                           help="Reflection rounds (see scientist review --reflections)."),
+    review_protocol: str = typer.Option("ai-scientist", "--review-protocol",
+                                        help="ai-scientist or ensemble (see scientist review --protocol)."),
     log_json: bool = typer.Option(False, "--log-json", help="Progress as JSON lines on stdout."),
     workers: int = typer.Option(None, "--workers", show_default="one per GPU given, else 1",
                                 help="Ideas in flight at once, each run on its own share of the machine."),
@@ -284,6 +287,7 @@ def run(
                         literature_url=literature_url, literature_key=_literature_key(literature),
                         writeup=not no_writeup, writer=writer or ("llm" if proposer == "llm" else "template"),
                         review=not no_review, review_ensemble=review_ensemble, review_reflections=review_reflections,
+                        review_protocol=review_protocol,
                         workers=default_workers(gpus) if workers is None else workers, executor=executor,
                         ray_address=ray_address)
     except ValidationError as e:
@@ -392,12 +396,19 @@ def writeup(
 
 @app.command()
 def review(
-    papers: list[Path] = typer.Argument(None, help="PDF files to review."),
+    papers: list[Path] = typer.Argument(None, help="PDF files (or papers as .txt/.md) to review."),
     model: str = typer.Option("openai/gpt-4o", "--model", "-m", help="Any litellm model string."),
     api_base: str = typer.Option(None, "--api-base", help="OpenAI-compatible server URL."),
+    protocol: str = typer.Option("ai-scientist", "--protocol",
+                                 help="ai-scientist (The AI Scientist's procedure: 5 reviews, meta-review, "
+                                      "reflections on it) or ensemble (each review reflected); docs/reviewer.md."),
     ensemble: int = typer.Option(5, "--ensemble", help="Independent reviews per paper."),
-    reflections: int = typer.Option(5, "--reflections", help="Reflection rounds per review."),
-    temperature: float = typer.Option(0.75, "--temperature", help="Sampling temperature of the reviews (> 0)."),
+    reflections: int = typer.Option(None, "--reflections", show_default="4 (ai-scientist), 5 (ensemble)",
+                                    help="Reflection rounds (on the meta-review with ai-scientist, on each review "
+                                         "with ensemble)."),
+    temperature: float = typer.Option(None, "--temperature", show_default="0.1 (ai-scientist), 0.75 (ensemble)",
+                                      help="Temperature (> 0) of the meta-review and reflections (ai-scientist; "
+                                           "its reviews are drawn at 0.75) or of every call (ensemble)."),
     fewshot: list[Path] = typer.Option(None, "--fewshot", help="Example paper (.pdf/.txt) with its review as .json "
                                                                "beside it (repeatable; default: the shipped one)."),
     no_fewshot: bool = typer.Option(False, "--no-fewshot", help="Review without an example."),
@@ -407,7 +418,8 @@ def review(
     calibrate: Path = typer.Option(None, "--calibrate", help="CSV of paper,label (accept/reject): report accuracy."),
     threshold: float = typer.Option(6.0, "--threshold", help="Overall score at or above which a paper counts as "
                                                              "accepted, for --calibrate."),
-    max_chars: int = typer.Option(60_000, "--max-chars", help="Paper text beyond this is cut, with a note."),
+    max_chars: int = typer.Option(None, "--max-chars", show_default="no cut (ai-scientist), 60000 (ensemble)",
+                                  help="Paper text beyond this many characters is cut, with a note."),
     retries: int = RetriesOpt,
     budget_usd: float = typer.Option(None, "--budget-usd", help="Stop reviewing after spending this much."),
     home: Path = HomeOpt,
@@ -432,7 +444,8 @@ def review(
         _fail("no papers given (pass PDF files, or --calibrate LABELS.csv)")
     try:
         settings = ReviewSettings(ensemble=ensemble, reflections=reflections, temperature=temperature,
-                                  fewshot=() if no_fewshot else tuple(fewshot or default_fewshot()))
+                                  fewshot=() if no_fewshot else tuple(fewshot or default_fewshot()),
+                                  protocol=protocol)
     except ValueError as e:
         _fail(str(e))
     if concurrency < 1:

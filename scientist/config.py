@@ -46,7 +46,8 @@ class RunConfig(BaseModel):
     writer: Literal["template", "llm"] = "template"
     review: bool = True
     review_ensemble: int = Field(5, ge=1)
-    review_reflections: int = Field(5, ge=0)
+    review_reflections: int | None = Field(None, ge=0)   # None: the protocol's (reviewer.review)
+    review_protocol: Literal["ai-scientist", "ensemble"] = "ai-scientist"
     workers: int = Field(1, ge=1)            # ideas in flight at once, each with its own slot
     executor: Literal["local", "ray"] = "local"
     ray_address: str | None = None           # None with --executor ray: a local Ray instance

@@ -308,7 +308,7 @@ def _review(cfg: RunConfig, store: Store, session_id: int, budget: Budget, summa
     from reviewer.review import ReviewSettings, default_fewshot
 
     settings = ReviewSettings(ensemble=cfg.review_ensemble, reflections=cfg.review_reflections,
-                              fewshot=default_fewshot())
+                              fewshot=default_fewshot(), protocol=cfg.review_protocol)
     make_llm = llm_factory(cfg.model, recorder=store.recorder(session_id), budget=budget, api_base=cfg.api_base,
                            retries=cfg.retries)
     code = EXIT_OK
@@ -384,7 +384,9 @@ def _summary(cfg: RunConfig, store: Store, session_id: int, baseline: Run | None
                  f"{cfg.writer} writer; each idea's paper is under its folder (ideas[].paper)"),
         review=("skipped (--no-review)" if not cfg.review else
                 "skipped: no model to review with (--model)" if not cfg.model else
-                f"ensemble of {cfg.review_ensemble}, {cfg.review_reflections} reflections (ideas[].review)"),
+                f"{cfg.review_protocol} protocol, ensemble of {cfg.review_ensemble}, "
+                + ("the protocol's reflections" if cfg.review_reflections is None else
+                   f"{cfg.review_reflections} reflections") + " (ideas[].review)"),
         config=cfg.to_json())
 
 

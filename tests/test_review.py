@@ -82,7 +82,8 @@ def test_batch_review_with_ensemble_meta_review_guard_and_a_bad_file(tmp_path):
     bogus.write_text("this is not a pdf")
     model = Reviewers([4, 5, 7], bad_first=True)
     with ScriptedServer(model) as server:
-        r = run_review(tmp_path, server, clean, injected, str(bogus), "--ensemble", "3", "--reflections", "2")
+        r = run_review(tmp_path, server, clean, injected, str(bogus), "--protocol", "ensemble", "--ensemble", "3",
+                       "--reflections", "2")
     assert r.code == 1, r.text  # one paper could not be reviewed: the exit code says so
     assert "notes.pdf: not a PDF" in r.err and "Traceback" not in r.text
     results = {json.loads(line)["paper"]: json.loads(line) for line in (tmp_path / "reviews.jsonl").open()}
@@ -196,13 +197,18 @@ def test_scientist_run_with_a_model_goes_from_idea_to_reviewed_paper(tiny_templa
         r = scientist("run", "--template", "discopop", "--templates-dir", str(tiny_templates), "--home",
                       str(tmp_path / "home"), "--out", str(out), "--model", "openai/test-model", "--api-base",
                       server.url, "--ideas", "1", "--runs", "2", "--reflections", "0", "--review-ensemble", "1",
-                      "--review-reflections", "0", timeout=500)
+                      "--review-reflections", "0", "--review-protocol", "ensemble", timeout=500)
+        review_temperatures = [b["temperature"] for b in server.requests
+                               if "reviewing a paper" in b["messages"][0]["content"]]
     assert r.code == 0, r.text
+    # The protocol flows from the flag through RunConfig to the review stage: one review at ensemble's 0.75.
+    assert review_temperatures == [0.75]
+    assert json.loads((out / "summary.json").read_text())["config"]["review_protocol"] == "ensemble"
     (entry,) = json.loads((out / "summary.json").read_text())["ideas"]
     assert entry["status"] == "done" and entry["paper"]["status"] == "ok"
     assert entry["review"]["Overall"] == 4 and entry["review"]["Decision"] == "Reject"
     saved = json.loads((out / entry["folder"] / "paper" / "review.json").read_text())
-    assert saved["status"] == "ok" and saved["injection_flags"] == []
+    assert saved["status"] == "ok" and saved["injection_flags"] == [] and saved["protocol"] == "ensemble"
     pages = PdfReader(out / entry["folder"] / "paper" / "paper.pdf").pages
     assert "Label smoothing keeps" in " ".join(" ".join((p.extract_text() or "").split()) for p in pages)
     stored = sqlite3.connect(tmp_path / "home" / "store.sqlite").execute("SELECT review FROM ideas").fetchone()[0]
