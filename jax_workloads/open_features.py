@@ -12,6 +12,19 @@ wraps the rule as an optax GradientTransformationExtraArgs whose update takes `t
 and `batch_frac` (as jax_workloads.ppo calls it) and, for dormancy, the PPO minibatch as
 `batch` (make_train(..., optimizer_sees_batch=True)).
 
+Fidelity to OPEN's code (github.com/AlexGoldie/rl-learned-optimization, rl_optimizer/train.py
+and network.py at commit b65037bd89c09f31e80c5d49f1d78cc9c6dc43e0):
+- `open_proportions`: OPEN's training proportion u/(U-1) and batch proportion epoch/(E-1),
+  computed from the optimizer's own step count as OPEN does (`open_optimizer(...,
+  proportions=Schedule(...))`); without it, the proportions ppo.make_train passes are used
+  (u/U and the position among the update's epochs x minibatches, the earlier behaviour);
+- `clip_actor_critic`: OPEN clips the actor's and the critic's gradients separately, each to
+  its own global norm (separate networks there); optax.clip_by_global_norm over the whole
+  actor-critic is PureJaxRL's joint clipping;
+- a recurrent rule (OPEN's GRU) keeps a per-parameter carry (`carry_size`, `f.carry`, the rule
+  returns (update, new_carry)), and `zero_mean` subtracts the mean update over all parameters
+  of actor and critic together, as OPEN's "Make update globally 0".
+
 The network layout (which tensors are the policy's, each layer's position, which Dense
 layer's outputs give a tensor's dormancy) is that of jax_workloads.ppo.ActorCritic.
 """
@@ -48,6 +61,7 @@ class Features(NamedTuple):
     dormancy: jax.Array     # the neuron's mean |activation| on the minibatch / its layer's mean (1: typical, 0: dead)
     is_actor: jax.Array     # 1 for the policy network's parameters, 0 for the value network's
     noise: jax.Array        # fresh N(0, 1) per parameter and step: a random input for exploration
+    carry: jax.Array | None = None  # [..., carry_size]: a recurrent rule's per-parameter state (None: stateless rule)
 
 
 class OpenState(NamedTuple):
@@ -57,6 +71,59 @@ class OpenState(NamedTuple):
     sq_momentum: Any
     step: jax.Array
     key: jax.Array
+    carry: Any = None  # a recurrent rule's per-parameter state ([*p.shape, carry_size] per leaf), else None
+
+
+class Schedule(NamedTuple):
+    """PPO's loop sizes, from which OPEN computes its proportions out of the optimizer's step count."""
+
+    num_updates: int
+    update_epochs: int
+    num_minibatches: int
+
+
+def open_proportions(step: jax.Array, schedule: Schedule) -> tuple[jax.Array, jax.Array]:
+    """OPEN's (training proportion, batch proportion) before optimizer step `step` (0, 1, ...).
+
+    As rl_optimizer/train.py computes them from the optimizer's iteration count:
+    training = (step // (minibatches * epochs)) / (updates - 1), i.e. u/(U-1);
+    batch = ((step // minibatches) % epochs) / (epochs - 1), i.e. epoch/(E-1).
+    Both run from 0 to 1 inclusive. OPEN divides by zero when U or E is 1; here a single
+    update or epoch has proportion 0.
+    """
+    u = step // (schedule.num_minibatches * schedule.update_epochs)
+    epoch = (step // schedule.num_minibatches) % schedule.update_epochs
+    train = u.astype(jnp.float32) / max(schedule.num_updates - 1, 1)
+    batch = epoch.astype(jnp.float32) / max(schedule.update_epochs - 1, 1)
+    return train, batch
+
+
+def clip_actor_critic(max_norm: float, layers: int) -> optax.GradientTransformation:
+    """OPEN's gradient clipping: the policy's and the value network's gradients each clipped to global norm max_norm.
+
+    Each group is scaled exactly as optax.clip_by_global_norm scales a whole tree (OPEN applies
+    that transformation to the actor's and to the critic's gradients separately).
+    """
+
+    def init(params):
+        return optax.EmptyState()
+
+    def update(grads, state, params=None):
+        layout = actor_critic_layout(grads, layers)
+        leaves, treedef = jax.tree.flatten(grads)
+        actor = [info.is_actor == 1.0 for info in treedef.flatten_up_to(layout)]
+        norms = {}
+        for flag in (True, False):
+            group = [g for g, a in zip(leaves, actor, strict=True) if a == flag]
+            norms[flag] = optax.global_norm(group) if group else jnp.zeros(())
+
+        def clip(g, flag):
+            norm = norms[flag].astype(g.dtype)
+            return jax.lax.select(norm < max_norm, g, (g / norm) * max_norm)
+
+        return treedef.unflatten([clip(g, a) for g, a in zip(leaves, actor, strict=True)]), state
+
+    return optax.GradientTransformation(init, update)
 
 
 class LeafInfo(NamedTuple):
@@ -130,23 +197,34 @@ def _ema(old: jax.Array, x: jax.Array) -> jax.Array:
     return decays * old + rates * x[..., None]
 
 
-def open_optimizer(rule: Callable[[Features], jax.Array], net: nn.Module | None = None, *, layers: int = 2,
-                   activation: str = "tanh") -> optax.GradientTransformationExtraArgs:
+def open_optimizer(rule: Callable[[Features], Any], net: nn.Module | None = None, *, layers: int = 2,
+                   activation: str = "tanh", proportions: Schedule | None = None, carry_size: int = 0,
+                   zero_mean: bool = False) -> optax.GradientTransformationExtraArgs:
     """Wrap `rule` as an optax transformation over OPEN's features of a ppo.ActorCritic's parameters.
 
     update(grads, state, params, train_frac=..., batch_frac=..., batch=...) returns the rule's
     updates (optax convention: added to the parameters). Without `batch` (or `net`) every
     dormancy is 1. A rule returning the wrong shape raises ValueError when traced.
+
+    proportions: OPEN's training and batch proportions from the step count (`open_proportions`),
+    in place of the train_frac and batch_frac the caller passes. carry_size > 0: the rule is
+    recurrent; it sees its per-parameter state as f.carry (zeros at first, as flax's GRUCell
+    starts) and returns (update, new_carry). zero_mean: the updates' mean over every parameter
+    is subtracted (OPEN's GRU optimizer does this).
     """
     n = len(DECAYS)
 
     def init(params):
         zeros = jax.tree.map(lambda p: jnp.zeros((*p.shape, n), jnp.float32), params)
-        return OpenState(zeros, zeros, jnp.zeros((), jnp.int32), _seed_key(params))
+        carry = (jax.tree.map(lambda p: jnp.zeros((*p.shape, carry_size), jnp.float32), params) if carry_size
+                 else None)
+        return OpenState(zeros, zeros, jnp.zeros((), jnp.int32), _seed_key(params), carry)
 
     def update(grads, state, params=None, *, train_frac=0.0, batch_frac=0.0, batch=None, **_):
         if params is None:
             raise ValueError("open_optimizer needs the parameters: call update(grads, state, params)")
+        if proportions is not None:
+            train_frac, batch_frac = open_proportions(state.step, proportions)
         layout = actor_critic_layout(params, layers)
         momentum = jax.tree.map(_ema, state.momentum, grads)
         sq_momentum = jax.tree.map(lambda v, g: _ema(v, g * g), state.sq_momentum, grads)
@@ -157,29 +235,47 @@ def open_optimizer(rule: Callable[[Features], jax.Array], net: nn.Module | None 
         leaves, treedef = jax.tree.flatten(params)
         paths = [p for p, _ in jax.tree_util.tree_leaves_with_path(params)]
         noise_keys = jax.random.split(noise_key, len(leaves))
+        carries = treedef.flatten_up_to(state.carry) if carry_size else [None] * len(leaves)
         per_leaf = zip(leaves, treedef.flatten_up_to(grads), treedef.flatten_up_to(momentum),
-                       treedef.flatten_up_to(sq_momentum), treedef.flatten_up_to(layout), noise_keys, paths,
+                       treedef.flatten_up_to(sq_momentum), treedef.flatten_up_to(layout), noise_keys, paths, carries,
                        strict=True)
-        updates = []
-        for p, g, m, v, info, k, path in per_leaf:
+        updates, new_carries = [], []
+        for p, g, m, v, info, k, path, c in per_leaf:
             full = lambda x, p=p: jnp.full(p.shape, x, jnp.float32)  # noqa: E731 - a scalar as a per-parameter input
             d = jnp.broadcast_to(dorm[info.dense], p.shape) if info.dense in dorm else full(1.0)
             f = Features(param=p.astype(jnp.float32), grad=g.astype(jnp.float32), momentum=m, sq_momentum=v,
                          step=full(step), train_frac=full(train_frac), batch_frac=full(batch_frac),
                          layer_frac=full(info.layer_frac), dormancy=d, is_actor=full(info.is_actor),
-                         noise=jax.random.normal(k, p.shape, jnp.float32))
-            u = jnp.asarray(rule(f))
+                         noise=jax.random.normal(k, p.shape, jnp.float32), carry=c)
+            where = f"parameter {'/'.join(_path_names(path)[-2:])} of shape {p.shape}"
+            if carry_size:
+                out = rule(f)
+                if not (isinstance(out, tuple) and len(out) == 2):
+                    raise ValueError(f"a recurrent update rule must return (update, new_carry); for {where} it "
+                                     f"returned {type(out).__name__}")
+                u, new_c = jnp.asarray(out[0]), jnp.asarray(out[1])
+                if new_c.shape != c.shape:
+                    raise ValueError(f"the update rule returned a carry of shape {new_c.shape} for {where}; "
+                                     f"expected {c.shape}")
+                new_carries.append(new_c.astype(jnp.float32))
+            else:
+                u = jnp.asarray(rule(f))
             if u.shape != p.shape:
-                raise ValueError(f"the update rule returned shape {u.shape} for parameter "
-                                 f"{'/'.join(_path_names(path)[-2:])} of shape {p.shape}")
+                raise ValueError(f"the update rule returned shape {u.shape} for {where}")
             updates.append(u.astype(p.dtype))
-        return treedef.unflatten(updates), OpenState(momentum, sq_momentum, step, key)
+        if zero_mean:  # OPEN: "Make update globally 0", over actor and critic together
+            mean = jnp.concatenate([u.reshape(-1) for u in updates]).mean()
+            updates = [u - mean.astype(u.dtype) for u in updates]
+        carry = treedef.unflatten(new_carries) if carry_size else None
+        return treedef.unflatten(updates), OpenState(momentum, sq_momentum, step, key, carry)
 
     return optax.GradientTransformationExtraArgs(init, update)
 
 
-def example_features(shape: tuple[int, ...], key: jax.Array, step: int = 1) -> Features:
-    """Plausible random features for one tensor: for gating a candidate rule and for tests."""
+def example_features(shape: tuple[int, ...], key: jax.Array, step: int = 1, carry_size: int = 0) -> Features:
+    """Plausible random features for one tensor: for gating a candidate rule and for tests.
+
+    carry_size > 0 adds a recurrent rule's state f.carry ([*shape, carry_size], small random values)."""
     ks = jax.random.split(key, 6)
     n = len(DECAYS)
     g = 0.01 * jax.random.normal(ks[0], shape)
@@ -189,4 +285,5 @@ def example_features(shape: tuple[int, ...], key: jax.Array, step: int = 1) -> F
         sq_momentum=1e-4 * jax.random.uniform(ks[3], (*shape, n)),
         step=jnp.full(shape, float(step)), train_frac=jnp.full(shape, 0.3), batch_frac=jnp.full(shape, 0.5),
         layer_frac=jnp.full(shape, 0.5), dormancy=jax.random.uniform(ks[4], shape, maxval=2.0),
-        is_actor=jnp.ones(shape), noise=jax.random.normal(ks[5], shape))
+        is_actor=jnp.ones(shape), noise=jax.random.normal(ks[5], shape),
+        carry=0.1 * jax.random.normal(jax.random.fold_in(key, 7), (*shape, carry_size)) if carry_size else None)

@@ -281,15 +281,15 @@ def test_meta_es_writes_a_working_candidate(tmp_path, capsys):
     meta = load_module(OPEN / "meta_es.py", "open_meta_es")
     out = tmp_path / "learned.py"
     assert meta.main(["--out", str(out), "--env", "CartPole-v1", "--timesteps", "16384", "--popsize", "2",
-                      "--generations", "1", "--seeds", "1", "--hidden", "4"]) == 0
+                      "--generations", "1", "--seeds", "1", "--hidden", "4", "--rule", "adam_mlp"]) == 0
     assert "generation 1/1: ES mean" in capsys.readouterr().out
     learned = load_module(out, "open_learned")
     assert learned.WEIGHTS is not None and np.asarray(learned.WEIGHTS["w0"]).shape == (20, 4)
     f = of.example_features((6, 4), jax.random.key(0), step=3)
     u = jax.jit(learned.update)(f)
     assert u.shape == (6, 4) and bool(jnp.all(jnp.isfinite(u)))
-    # Before meta-training (WEIGHTS = None) the learned rule is exactly the tuned Adam.
-    np.testing.assert_allclose(load_module(OPEN / "learned_rule.py", "open_rule").update(f), candidate("adam")(f),
+    # Before meta-training (WEIGHTS = None) the MLP rule is exactly the tuned Adam (OPEN's GRU: test_open_fidelity.py).
+    np.testing.assert_allclose(load_module(OPEN / "learned_mlp_rule.py", "open_rule").update(f), candidate("adam")(f),
                                rtol=1e-6)
 
 

@@ -5,6 +5,15 @@ PPO (jax_workloads.ppo) with the rule as its optimizer for every seed in one com
 call, and exports only plain arrays: the trained actor-critic's parameters
 (artifacts/policy.npz) and, for figures only, the per-update training return
 (artifacts/curve.npz). It never scores anything.
+
+As OPEN's code does (github.com/AlexGoldie/rl-learned-optimization, rl_optimizer/train.py at commit
+b65037bd89c09f31e80c5d49f1d78cc9c6dc43e0), by default the actor's and the critic's gradients are
+clipped separately to max_grad_norm, and the rule sees OPEN's proportions, u/(U-1) and epoch/(E-1).
+[config.open] names the alternatives: grad_clip = "joint" (PureJaxRL's one global norm over the
+actor-critic) and proportions = "minibatch" (u/U and the position among the update's epochs x
+minibatches), the template's earlier wiring. A candidate may declare module constants CARRY (an
+int: per-parameter recurrent state, seen as f.carry; update then returns (update, new_carry)) and
+ZERO_MEAN (True: the update is made zero-mean over all parameters), as OPEN's GRU optimizer needs.
 """
 
 import time
@@ -23,15 +32,38 @@ from jax_workloads import open_features as of  # noqa: E402
 from jax_workloads import ppo, sealed  # noqa: E402
 
 GATE_SHAPES = [(6, 4), (4,), (1,)]  # a kernel, a bias, a value head's bias
+GRAD_CLIPS = ("separate", "joint")      # OPEN's per-network clipping; PureJaxRL's one global norm
+PROPORTIONS = ("open", "minibatch")     # OPEN's u/(U-1) and epoch/(E-1); u/U and the minibatch position
 
 
-def gate(rule) -> None:
+def rule_options(rule) -> tuple[int, bool]:
+    """(CARRY, ZERO_MEAN) as the candidate's module declares them (0 and False when it does not)."""
+    module = getattr(rule, "__globals__", {})
+    carry, zero_mean = module.get("CARRY", 0), module.get("ZERO_MEAN", False)
+    if isinstance(carry, bool) or not isinstance(carry, int) or not 0 <= carry <= 64:
+        sealed.fail(f"CARRY must be an int from 0 to 64 (floats of recurrent state per parameter), not {carry!r}")
+    if not isinstance(zero_mean, bool):
+        sealed.fail(f"ZERO_MEAN must be True or False, not {zero_mean!r}")
+    return carry, zero_mean
+
+
+def gate(rule, carry: int = 0) -> None:
     """Cheap check before minutes are spent: the rule runs under jit and returns finite updates of the right shape."""
     for i, shape in enumerate(GATE_SHAPES):
         for step in (1, 100):
-            f = of.example_features(shape, jax.random.key(i), step=step)
+            f = of.example_features(shape, jax.random.key(i), step=step, carry_size=carry)
             try:
-                out = jnp.asarray(jax.jit(rule)(f))
+                out = jax.jit(rule)(f)
+                if carry:
+                    if not (isinstance(out, tuple) and len(out) == 2):
+                        sealed.fail(f"with CARRY = {carry} the update rule must return (update, new_carry), "
+                                    f"not {type(out).__name__}")
+                    new_carry = jnp.asarray(out[1])
+                    if new_carry.shape != (*shape, carry) or not bool(jnp.all(jnp.isfinite(new_carry))):
+                        sealed.fail(f"update rule returned a carry of shape {new_carry.shape} (or non-finite) for a "
+                                    f"parameter of shape {shape}; expected finite values of shape {(*shape, carry)}")
+                    out = out[0]
+                out = jnp.asarray(out)
             except Exception as e:  # noqa: BLE001 - any error here is the candidate's
                 sealed.fail(f"update rule raised on tiny inputs: {sealed.describe(e)}")
             if out.shape != shape:
@@ -43,11 +75,26 @@ def gate(rule) -> None:
                 sealed.fail(f"update rule returned NaN or infinite values on tiny inputs (shape {shape}, step {step})")
 
 
-def make_optimizer(rule, config: ppo.PPOConfig, env: ppo.Env) -> optax.GradientTransformationExtraArgs:
-    """PureJaxRL's global-norm gradient clipping, then the rule over OPEN's features."""
+def make_optimizer(rule, config: ppo.PPOConfig, env: ppo.Env, *, grad_clip: str = "separate",
+                   proportions: str = "open", carry: int = 0,
+                   zero_mean: bool = False) -> optax.GradientTransformationExtraArgs:
+    """Gradient clipping to max_grad_norm, then the rule over OPEN's features.
+
+    grad_clip: "separate" clips the actor's and the critic's gradients each to its own global norm (OPEN);
+    "joint" clips the whole actor-critic's (PureJaxRL). proportions: "open" gives the rule OPEN's training
+    and batch proportions, u/(U-1) and epoch/(E-1); "minibatch" the ones ppo.make_train passes.
+    carry and zero_mean: as open_features.open_optimizer's carry_size and zero_mean.
+    """
+    if grad_clip not in GRAD_CLIPS or proportions not in PROPORTIONS:
+        raise ValueError(f"grad_clip must be one of {GRAD_CLIPS} and proportions one of {PROPORTIONS}, "
+                         f"not {grad_clip!r} and {proportions!r}")
     net = ppo.default_network(config, env)
-    return optax.chain(optax.clip_by_global_norm(config.max_grad_norm),
-                       of.open_optimizer(rule, net, layers=config.layers, activation=config.activation))
+    clip = (of.clip_actor_critic(config.max_grad_norm, config.layers) if grad_clip == "separate"
+            else optax.clip_by_global_norm(config.max_grad_norm))
+    schedule = (of.Schedule(config.num_updates, config.update_epochs, config.num_minibatches)
+                if proportions == "open" else None)
+    return optax.chain(clip, of.open_optimizer(rule, net, layers=config.layers, activation=config.activation,
+                                               proportions=schedule, carry_size=carry, zero_mean=zero_mean))
 
 
 def flatten(params) -> dict[str, np.ndarray]:
@@ -61,12 +108,15 @@ def main() -> None:
     cfg = json.loads(Path("config.json").read_text())
     config, seeds = cfg["config"], cfg["seeds"]
     rule = sealed.load_candidate("optimizer.py", "update", 1)
-    gate(rule)
+    carry, zero_mean = rule_options(rule)
+    gate(rule, carry)
     env = ppo.gymnax_env(config["env"])
     ppo_config = ppo.PPOConfig(**config["ppo"])
+    wiring = config.get("open", {})  # OPEN's wiring unless [config.open] names the earlier one
+    optimizer = make_optimizer(rule, ppo_config, env, grad_clip=wiring.get("grad_clip", "separate"),
+                               proportions=wiring.get("proportions", "open"), carry=carry, zero_mean=zero_mean)
     progress = sealed.Progress(ppo_config.num_updates)  # for the live view: how far training is
-    train = ppo.make_train(ppo_config, env, optimizer=make_optimizer(rule, ppo_config, env), optimizer_sees_batch=True,
-                           progress=progress.update)
+    train = ppo.make_train(ppo_config, env, optimizer=optimizer, optimizer_sees_batch=True, progress=progress.update)
     rngs = jax.random.split(jax.random.key(config["train_seed"]), seeds)
     clock.lap("setup")
     try:
