@@ -207,6 +207,26 @@ def frontier_value(kl: np.ndarray, gain: np.ndarray, budget: float) -> float:
     return float(np.interp(budget, xs, ys))
 
 
+def beta_path(betas: np.ndarray, kl: np.ndarray, gain: np.ndarray, per_gap: int = 32) -> tuple[np.ndarray, np.ndarray]:
+    """The sweep's points plus `per_gap` points between each pair of neighbouring betas.
+
+    KL and gain are each interpolated along log(beta) with a shape-preserving cubic (PCHIP: no
+    overshoot between two trained points). A loss that only rescales beta trains the same
+    policies at shifted betas; on the densified path both land on the same curve, where a
+    straight chord between 8 sparse points put them a grid-dependent distance below it.
+    """
+    betas, first = np.unique(np.asarray(betas, float), return_index=True)
+    kl, gain = np.asarray(kl, float)[first], np.asarray(gain, float)[first]
+    if len(betas) < 2:
+        return kl, gain
+    from scipy.interpolate import PchipInterpolator  # scipy comes with jax; imported here, on the trusted side
+
+    log_beta = np.log(betas)
+    between = np.linspace(log_beta[0], log_beta[-1], per_gap * (len(betas) - 1) + 1)
+    return (np.concatenate([kl, PchipInterpolator(log_beta, kl)(between)]),
+            np.concatenate([gain, PchipInterpolator(log_beta, gain)(between)]))
+
+
 def frontier_auc(kl: np.ndarray, gain: np.ndarray, budget: float) -> float:
     """Mean of the frontier envelope over KL in [0, budget] (area divided by budget)."""
     grid = np.linspace(0.0, budget, 65)

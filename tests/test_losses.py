@@ -106,7 +106,7 @@ def test_kto_pair_matches_upstream_value_and_gradient():
     """Value and gradient of the batch loss as upstream computes them, with KL reference points above zero
     (so the clamp passes the gradient; a stop_gradient there changes the policy-chosen gradient by about half)."""
     keys = jax.random.split(jax.random.PRNGKey(3), 4)
-    pc, pr, rc, rr = (jax.random.normal(k, (16,)) + off for k, off in zip(keys, (0.5, 0.8, -0.5, -0.5)))
+    pc, pr, rc, rr = (jax.random.normal(k, (16,)) + off for k, off in zip(keys, (0.5, 0.8, -0.5, -0.5), strict=True))
     ours = lambda pc, pr: jnp.mean(load("kto_pair")(pc, pr, rc, rr, 0.7))  # noqa: E731
     theirs = lambda pc, pr: _upstream_kto_pair(pc, pr, rc, rr, 0.7)  # noqa: E731
     assert float((pc - rc).mean()) > 0 and float((pr - rr).mean()) > 0

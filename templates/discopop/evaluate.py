@@ -5,7 +5,7 @@ per seed, preference pairs labelled by the hidden reward. `evaluate` loads the
 exported policy parameters, validates them, and scores each seed's policies
 exactly on held-out prompts drawn from its own seed: expected true reward and
 KL to the reference per beta, summarised as the reward gain reachable within
-the KL budget on the frontier.
+the KL budget on the frontier of the beta path (interpolated between the trained betas).
 """
 
 from functools import partial
@@ -68,9 +68,12 @@ def evaluate(work: Path, config: dict, private: dict, seeds: int) -> dict:
     oracle_gain = float(oracle) - ref_reward
     gain, kl = np.asarray(rewards) - ref_reward, np.asarray(kls)
     budget = float(config["kl_budget"])
+    # The frontier is read off the beta path densified between the trained betas, so that a loss that
+    # only rescales beta scores as the loss it rescales (the template README gives the measurements).
+    path = [pf.beta_path(np.asarray(config["betas"]), kl[s], gain[s]) for s in range(seeds)]
     per_seed = {
-        "reward_gain_at_kl": [pf.frontier_value(kl[s], gain[s], budget) for s in range(seeds)],
-        "frontier_auc": [pf.frontier_auc(kl[s], gain[s], budget) for s in range(seeds)],
+        "reward_gain_at_kl": [pf.frontier_value(k, g, budget) for k, g in path],
+        "frontier_auc": [pf.frontier_auc(k, g, budget) for k, g in path],
         "best_reward_gain": [float(gain[s].max()) for s in range(seeds)],
     }
     extra = {

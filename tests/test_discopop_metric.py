@@ -1,0 +1,42 @@
+"""The DiscoPOP metric does not reward a rescaled beta: DPO with beta times s scores as DPO.
+
+Through the real CLI, sandbox and evaluator at the template's own size (8 seeds x 8 betas), so
+slow (four runs of about 20-60 s on 2 cores): `pytest -m slow tests/test_discopop_metric.py`.
+"""
+
+import json
+
+import pytest
+from conftest import scientist
+
+SCALES = [0.5, 1.45, 2.0]
+
+
+def _rescaled_dpo(scale: float) -> str:
+    return f'''import jax
+
+
+def loss(policy_chosen_logps, policy_rejected_logps, reference_chosen_logps, reference_rejected_logps, beta):
+    z = (policy_chosen_logps - policy_rejected_logps) - (reference_chosen_logps - reference_rejected_logps)
+    return -jax.nn.log_sigmoid({scale} * beta * z)
+'''
+
+
+@pytest.mark.slow
+def test_dpo_with_beta_rescaled_by_half_to_twice_scores_within_dpos_interval(tmp_path):
+    home = tmp_path / "home"
+    base = scientist("baseline", "--template", "discopop", "--home", str(home), "--sandbox", "bwrap", timeout=900)
+    assert base.code == 0, base.text
+    [info] = (home / "runs" / "discopop").glob("*-baseline/final_info.json")
+    dpo = json.loads(info.read_text())["metrics"]["reward_gain_at_kl"]
+    for scale in SCALES:
+        candidate = tmp_path / f"dpo_x{scale}.py"
+        candidate.write_text(_rescaled_dpo(scale))
+        out = tmp_path / f"run_x{scale}"
+        r = scientist("eval", "--template", "discopop", "--home", str(home), "--sandbox", "bwrap", "-c",
+                      str(candidate), "--out", str(out), timeout=900)
+        assert r.code == 0, r.text
+        got = json.loads((out / "final_info.json").read_text())["metrics"]["reward_gain_at_kl"]
+        assert dpo["ci95"][0] <= got["mean"] <= dpo["ci95"][1], (scale, got, dpo)
+        row = [line for line in r.out.splitlines() if line.startswith(f"│ dpo_x{scale} ")]
+        assert row and "no significant difference" in row[0], (scale, r.out)  # never "better"
