@@ -93,7 +93,8 @@ SHIPPED = ["discopop", "open", "kinetix", "diffusion", "transformer"]
 # Digests of each template's effective CPU settings (seeds, limits, config, private) when profiles came in, which
 # every measured result in the READMEs and the `make demo` table used: the cpu profile must keep giving them.
 # kinetix's [config.budgets.cpu] moved into [config.ppo] then (the same PPOConfig: tests/test_kinetix.py).
-CPU_SETTINGS = {"discopop": "449aa8910b5c", "open": "50b794d5641f", "kinetix": "953511ffa421",
+# open's changed on 2026-12-03 to OPEN's wiring ([config.open], tests/test_open_fidelity.py), re-measured then.
+CPU_SETTINGS = {"discopop": "449aa8910b5c", "open": "b1c50a71999e", "kinetix": "953511ffa421",
                 "diffusion": "db010fbc7f5b", "transformer": "e9dec21fe124"}
 SETTINGS = {"seeds", "limits", "config", "private"}
 
