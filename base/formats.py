@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import pydantic
 
 from base import records
+from base.llm import Schema
 
 NEWLINE_MARK = " ⏎ "  # stands for a line break inside a one-line message
 
@@ -249,6 +250,47 @@ def parse_idea(text: str) -> Idea:
         raise FormatError(_validation_message(err)) from None
 
 
+# --- schemas: the answers' shapes, sent as response_format where the server takes one (base.llm) ---------------
+
+THOUGHT = {"type": "string", "description": "your thoughts, before the other fields (where a round may end, "
+                                            "\"I am done\" goes here)"}
+
+
+def answer_schema(name: str, model: type[pydantic.BaseModel], *, fields: tuple[str, ...] | None = None,
+                  ranges: dict[str, tuple[int, int]] | None = None, enums: dict[str, list] | None = None,
+                  thought: bool = True) -> Schema:
+    """The JSON schema of an answer from a pydantic model: its fields (by alias; `fields` picks and orders them)
+    with integer ranges and enums added, a "thought" first, every key required and no other (strict mode)."""
+    props_in = model.model_json_schema(by_alias=True)["properties"]
+    props: dict[str, dict] = {"thought": THOUGHT} if thought else {}
+    for key in fields or tuple(props_in):
+        prop = {k: v for k, v in props_in[key].items() if k not in ("title", "default")}
+        if "anyOf" in prop:  # Optional[...] in the record: the answer must give the value
+            prop = next(p for p in prop.pop("anyOf") if p.get("type") != "null") | prop
+        low_high = (ranges or {}).get(key)
+        if low_high is not None:
+            prop.update(type="integer", minimum=low_high[0], maximum=low_high[1])
+        if key in (enums or {}):
+            prop["enum"] = enums[key]
+        props[key] = prop
+    return Schema(name, {"type": "object", "properties": props, "required": list(props),
+                         "additionalProperties": False})
+
+
+IDEA_SCHEMA = answer_schema("idea", Idea, fields=_IDEA_FIELDS,
+                            ranges={k: (1, 10) for k in ("interestingness", "feasibility", "novelty")})
+
+
+class Verdict(pydantic.BaseModel):
+    """A novelty decision as the model answers it."""
+
+    novel: bool
+    reason: str
+
+
+VERDICT_SCHEMA = answer_schema("novelty", Verdict)
+
+
 def is_done(text: str) -> bool:
     """Whether the model says "I am done" (any case or spacing), ending reflection early."""
     return re.search(r"\bI\s+am\s+done\b", text, re.IGNORECASE) is not None
@@ -342,3 +384,63 @@ def parse_edits(text: str) -> list[Edit]:
     if not edits:
         raise FormatError(f"no SEARCH/REPLACE blocks found; {_EDIT_HINT}")
     return edits
+
+
+# The JSON form of edits, for servers that take a schema: the same Edit entries as the SEARCH/REPLACE text.
+EDITS_SCHEMA = Schema("edits", {
+    "type": "object",
+    "properties": {
+        "thought": {"type": "string", "description": "what you change and why"},
+        "done": {"type": "boolean", "description": "true, with no edits, when the experiments are complete"},
+        "edits": {"type": "array", "items": {
+            "type": "object",
+            "properties": {
+                "path": {"type": "string", "description": "the editable file, e.g. loss.py"},
+                "search": {"type": "string", "description": "the exact lines to find (empty: rewrite the file)"},
+                "replace": {"type": "string", "description": "the lines that replace them"},
+            },
+            "required": ["path", "search", "replace"], "additionalProperties": False}},
+    },
+    "required": ["thought", "done", "edits"], "additionalProperties": False})
+
+
+def edits_json(text: str) -> dict | None:
+    """The answer as a JSON edits object (EDITS_SCHEMA's shape), or None when it is not one (SEARCH/REPLACE text)."""
+    try:
+        data = json.loads(text.strip())
+    except json.JSONDecodeError:
+        return None
+    return data if isinstance(data, dict) and ("edits" in data or "done" in data) else None
+
+
+def parse_edit_answer(text: str) -> list[Edit]:
+    """The edits of an answer: JSON in EDITS_SCHEMA's shape (from a server that took the schema) or SEARCH/REPLACE
+    blocks; FormatError otherwise, also for a JSON answer that says done (the caller checks `edits_done`)."""
+    data = edits_json(text)
+    if data is None:
+        return parse_edits(text)
+    entries = data.get("edits")
+    if not isinstance(entries, list) or not entries:
+        raise FormatError("the JSON answer has no edits: give \"edits\" as a list of {\"path\", \"search\", "
+                          "\"replace\"} objects, or \"done\": true when the experiments are complete")
+    edits = []
+    for i, entry in enumerate(entries):
+        if not (isinstance(entry, dict) and all(isinstance(entry.get(k), str) for k in ("path", "search", "replace"))):
+            raise FormatError(f"edit {i + 1} of the JSON answer must be an object with the strings \"path\", "
+                              "\"search\" and \"replace\"")
+        edits.append(Edit(_clean_path(entry["path"]), entry["search"].strip("\n"), entry["replace"].strip("\n")))
+    return edits
+
+
+def edits_done(text: str) -> bool:
+    """Whether an edit answer ends the experiments: "done": true without edits in JSON, or "I am done" in text."""
+    data = edits_json(text)
+    if data is not None:
+        return data.get("done") is True and not data.get("edits")
+    return is_done(text)
+
+
+def edits_thought(text: str) -> str | None:
+    """The "thought" of a JSON edit answer, or None for a SEARCH/REPLACE answer."""
+    data = edits_json(text)
+    return str(data.get("thought") or "") if data is not None else None

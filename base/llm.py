@@ -2,6 +2,13 @@
 
 A call is identified by its request key (model, api base, messages, temperature and a caller's key). A call
 already recorded under that key is replayed from the recorder: a killed run resumes without asking again.
+
+Structured outputs: a call whose answer is JSON passes its `Schema`, which goes to the server as
+`response_format` in the form the server accepts: OpenAI's {"type": "json_schema", ...} (OpenAI, vLLM, Ollama,
+and Anthropic through litellm's tool translation), the {"type": "json_object", "schema": ...} form of
+llama-cpp-python's server, or none (the answer is then parsed from the prompt's fenced block as before). Which
+form a (model, api base) accepts is found on its first JSON call and remembered (`FormMemory`: the store's
+response_formats table in a run), so it is probed once. The answer is validated by the caller either way.
 """
 
 from __future__ import annotations
@@ -91,6 +98,55 @@ class Budget:
             self.evaluated -= 1
 
 
+STRUCTURED_MODES = ("auto", "on", "off")
+# The response_format forms, best first; "none" means the server takes no response_format.
+FORMS = ("json_schema", "json_object", "none")
+# What a server that does not take a response_format answers: 400/422 (OpenAI-style servers, llama-cpp-python's
+# request validation), 500 (llama-cpp-python on json_schema), 501. While probing, these move on to the next form.
+REJECTS = (400, 415, 422, 500, 501)
+
+
+@dataclass(frozen=True)
+class Schema:
+    """The JSON schema of an answer, sent as response_format where the server accepts one."""
+
+    name: str
+    schema: dict
+
+
+class FormMemory(Protocol):
+    """Which response_format form a model at an api base accepts: the store's table in a run, a dict in tests."""
+
+    def get(self, model: str, api_base: str) -> str | None: ...
+
+    def put(self, model: str, api_base: str, form: str, detail: str = "") -> None: ...
+
+
+class MemoryForms:
+    """FormMemory in a dict, for one process (tests, and callers without a store)."""
+
+    def __init__(self) -> None:
+        self.forms: dict[tuple[str, str], str] = {}
+        self._lock = threading.Lock()
+
+    def get(self, model: str, api_base: str) -> str | None:
+        with self._lock:
+            return self.forms.get((model, api_base))
+
+    def put(self, model: str, api_base: str, form: str, detail: str = "") -> None:
+        with self._lock:
+            self.forms[(model, api_base)] = form
+
+
+def response_format(form: str, schema: Schema) -> dict | None:
+    """The response_format of a form for a schema (None for "none")."""
+    if form == "json_schema":
+        return {"type": "json_schema", "json_schema": {"name": schema.name, "schema": schema.schema, "strict": True}}
+    if form == "json_object":
+        return {"type": "json_object", "schema": schema.schema}
+    return None
+
+
 class Recorder(Protocol):
     """Where calls are kept by request key: the SQLite store in a run, a dict in tests."""
 
@@ -103,7 +159,12 @@ class LLM:
     """One model, called through litellm with retries, budget checks and recording."""
 
     def __init__(self, model: str, *, recorder: Recorder, budget: Budget, api_base: str | None = None,
-                 max_retries: int = 5, timeout_s: float = 120.0, backoff_s: float = 1.0):
+                 max_retries: int = 5, timeout_s: float = 120.0, backoff_s: float = 1.0, structured: str = "auto",
+                 forms: FormMemory | None = None):
+        if structured not in STRUCTURED_MODES:
+            raise ValueError(f"--structured must be one of {', '.join(STRUCTURED_MODES)}, got {structured!r}")
+        self.structured = structured
+        self.forms = forms if forms is not None else MemoryForms()
         self.model = model
         self.recorder = recorder
         self.budget = budget
@@ -142,13 +203,22 @@ class LLM:
         payload = json.dumps([self.model, messages, temperature, key], sort_keys=True, ensure_ascii=False)
         return hashlib.sha256(payload.encode()).hexdigest()
 
-    def chat(self, stage: str, messages: list[dict], *, temperature: float = 0.7, key: str = "") -> str:
-        """Ask the model; return its answer text. A recorded identical call is replayed for free."""
+    def chat(self, stage: str, messages: list[dict], *, temperature: float = 0.7, key: str = "",
+             schema: Schema | None = None) -> str:
+        """Ask the model; return its answer text. A recorded identical call is replayed for free.
+
+        With a schema (and structured outputs not off), the schema goes as response_format in the form the server
+        accepts (see the module's docstring). It is not part of the request key: the same question asked with or
+        without a schema is the same question, and a resumed run replays its answer.
+        """
         rkey = self.request_key(messages, temperature, key)
         recorded = self.recorder.lookup(rkey)
         if recorded is not None:
             return recorded["response"]
-        resp, latency = self._complete(messages, temperature)
+        if schema is not None and self.structured != "off":
+            resp, latency, form = self._complete_structured(messages, temperature, schema)
+        else:
+            (resp, latency), form = self._complete(messages, temperature), None
         text, prompt_tokens, completion_tokens = self._parse(resp)
         cost = _cost(resp)
         self.budget.add(cost)
@@ -162,14 +232,58 @@ class LLM:
             "cost_usd": cost,
             "latency_s": latency,
             "created": time.time(),
+            "response_format": form,
         })
         return text
 
-    def _complete(self, messages: list[dict], temperature: float) -> tuple[Any, float]:
-        """Call litellm under the retry policy (base/retry.py); return (response, latency)."""
+    def form(self) -> str | None:
+        """The response_format form remembered for this model and api base, or None before it is probed."""
+        return self.forms.get(self.model, self.api_base or "")
+
+    def _complete_structured(self, messages: list[dict], temperature: float,
+                             schema: Schema) -> tuple[Any, float, str]:
+        """A call with the schema as response_format: the remembered form, or the forms probed best first.
+
+        While probing, an answer of REJECTS status moves on to the next form (llama-cpp-python's server answers
+        500 to json_schema); rate limits, timeouts and other 5xx are retried as always. The form that answered is
+        remembered. With structured "on", a server that takes neither structured form is an error; with "auto",
+        the call goes without response_format and "none" is remembered.
+        """
+        where = (self.model, self.api_base or "")
+        known = self.forms.get(*where)
+        if known in ("json_schema", "json_object"):
+            resp, latency = self._complete(messages, temperature, response_format(known, schema))
+            return resp, latency, known
+        if known == "none" and self.structured == "auto":
+            resp, latency = self._complete(messages, temperature)
+            return resp, latency, "none"
+        refused = []
+        for form in ("json_schema", "json_object"):
+            try:
+                resp, latency = self._complete(messages, temperature, response_format(form, schema), probing=True)
+            except _Rejected as e:
+                refused.append(f"{form}: {e}")
+                continue
+            self.forms.put(*where, form, "; ".join(refused))
+            return resp, latency, form
+        if self.structured == "on":
+            raise LLMError(f"{self.where} takes no structured output ({'; '.join(refused)}); "
+                           "use --structured auto or off")
+        resp, latency = self._complete(messages, temperature)
+        self.forms.put(*where, "none", "; ".join(refused))
+        return resp, latency, "none"
+
+    def _complete(self, messages: list[dict], temperature: float, rformat: dict | None = None,
+                  probing: bool = False) -> tuple[Any, float]:
+        """Call litellm under the retry policy (base/retry.py); return (response, latency).
+
+        probing: an answer of REJECTS status is not retried but raised as _Rejected (the form is not taken).
+        """
         litellm = _litellm()
         kwargs: dict[str, Any] = dict(model=self.model, messages=messages, temperature=temperature,
                                       api_base=self.api_base, timeout=self.timeout_s, num_retries=0)
+        if rformat is not None:
+            kwargs["response_format"] = rformat
         api_key = _api_key(litellm, self.model, self.api_base)
         if api_key:
             kwargs["api_key"] = api_key
@@ -178,9 +292,12 @@ class LLM:
             start = time.monotonic()
             return litellm.completion(**kwargs), time.monotonic() - start
 
+        def retryable(exc: BaseException) -> bool:
+            return _retryable(exc) and not (probing and _rejects(exc))
+
         try:
             # The budget is checked before every try and every wait: waiting out an outage must not overrun it.
-            return retry.call(attempt, retries=self.max_retries, retryable=_retryable, retry_after=_retry_after,
+            return retry.call(attempt, retries=self.max_retries, retryable=retryable, retry_after=_retry_after,
                               backoff_s=self.backoff_s, limit=self.budget)
         except retry.RetriesExhausted as e:
             unreachable = _is_connection_error(e.last) and not _is_timeout(e.last)
@@ -191,6 +308,8 @@ class LLM:
         except BudgetExceeded:
             raise
         except Exception as exc:  # litellm raises many types; one that is not retryable fails at once
+            if probing and _rejects(exc):
+                raise _Rejected(_reason(exc, self.timeout_s)) from None
             raise LLMError(f"{self.where} failed: {_reason(exc, self.timeout_s)}") from None
 
     def _parse(self, resp: Any) -> tuple[str, int, int]:
@@ -206,6 +325,10 @@ class LLM:
 _LITELLM: ModuleType | None = None
 
 
+class _Rejected(Exception):
+    """A server refused a response_format form while it was probed; the message is the reason, one line."""
+
+
 class InvalidAnswer(Exception):
     """The model gave no parsable answer within the allowed tries; `error` is the last parse error."""
 
@@ -216,15 +339,18 @@ class InvalidAnswer(Exception):
 
 def ask_parsed(llm: LLM, stage: str, messages: list[dict], parse: Callable[[str], T], *, tries: int,
                temperature: float, reask: Callable[[str], str], errors: tuple[type[Exception], ...],
-               key: str | None = None) -> tuple[T, str]:
+               key: str | None = None, schema: Schema | None = None) -> tuple[T, str]:
     """Ask, parse, and on a bad answer send `reask(error)` back; the exchange stays in `messages`.
 
     Returns (parsed, text). With `key`, each try is a distinct request (`key:0`, `key:1`, ...), so
-    an ensemble asking the same question keeps its answers apart. Raises InvalidAnswer after `tries`.
+    an ensemble asking the same question keeps its answers apart. With `schema`, the answer's JSON schema goes
+    to the server as response_format where it takes one; the answer is parsed and validated all the same (a
+    schema-following answer may still hold a novelty of 123). Raises InvalidAnswer after `tries`.
     """
     error = ""
     for attempt in range(tries):
-        text = llm.chat(stage, messages, temperature=temperature, key="" if key is None else f"{key}:{attempt}")
+        text = llm.chat(stage, messages, temperature=temperature, key="" if key is None else f"{key}:{attempt}",
+                        schema=schema)
         messages.append({"role": "assistant", "content": text})
         try:
             return parse(text), text
@@ -292,6 +418,26 @@ def _is_connection_error(exc: BaseException) -> bool:
 def _retryable(exc: BaseException) -> bool:
     """Rate limits, timeouts, connection errors and server errors are worth retrying; 4xx requests are not."""
     return _is_timeout(exc) or _is_connection_error(exc) or retry.retryable_status(getattr(exc, "status_code", None))
+
+
+def _http_status(exc: BaseException) -> int | None:
+    """The HTTP status the server answered, from the innermost httpx error of the chain (litellm reports
+    Anthropic's 529 as a 500, but keeps the response it came with), else litellm's status_code."""
+    import httpx  # a dependency of litellm, so already imported
+
+    for e in reversed(_chain(exc)):
+        if isinstance(e, httpx.HTTPStatusError):
+            return e.response.status_code
+    status = getattr(exc, "status_code", None)
+    return status if isinstance(status, int) else None
+
+
+def _rejects(exc: BaseException) -> bool:
+    """Whether an error is how a server refuses a request's form (REJECTS): not a network or load problem, nor
+    a body that is not JSON."""
+    if _is_timeout(exc) or _is_connection_error(exc) or any(isinstance(e, json.JSONDecodeError) for e in _chain(exc)):
+        return False
+    return _http_status(exc) in REJECTS
 
 
 def _retry_after(exc: BaseException) -> float:

@@ -117,14 +117,25 @@ CREATE TABLE IF NOT EXISTS llm_calls (
     completion_tokens INTEGER,
     cost_usd REAL,
     latency_s REAL,
-    created REAL NOT NULL
+    created REAL NOT NULL,
+    response_format TEXT             -- the form it was asked in (json_schema, json_object, none); NULL: no schema
+);
+-- Which response_format form a model at an api base takes (base.llm.FORMS), found on its first JSON call.
+CREATE TABLE IF NOT EXISTS response_formats (
+    model TEXT NOT NULL,
+    api_base TEXT NOT NULL,          -- '' for the provider's own
+    form TEXT NOT NULL,              -- 'json_schema', 'json_object' or 'none'
+    detail TEXT,                     -- what the better forms answered, one line
+    created REAL NOT NULL,
+    PRIMARY KEY (model, api_base)
 );
 """
 
 
 # Columns added after the first release: (table, column, type), added to older stores when opened.
 _ADDED_COLUMNS = (("runs", "pid", "INTEGER"), ("ideas", "review", "TEXT"), ("runs", "logs", "BLOB"),
-                  ("runs", "node", "TEXT"), ("sessions", "campaign", "TEXT"))
+                  ("runs", "node", "TEXT"), ("sessions", "campaign", "TEXT"),
+                  ("llm_calls", "response_format", "TEXT"))
 
 
 def source_hash(sources: dict[str, str]) -> str:
@@ -340,6 +351,10 @@ class Store:
     def recorder(self, session_id: int | None) -> CallLog:
         return CallLog(self, session_id)
 
+    def response_forms(self) -> FormTable:
+        """The store as base.llm.FormMemory: which response_format each model and api base takes."""
+        return FormTable(self)
+
     # --- campaigns: nights are sessions tagged with the campaign's name ---
 
     def campaign_nights(self, campaign: str) -> list[dict]:
@@ -410,10 +425,26 @@ class CallLog:
     def record(self, key: str, call: dict) -> None:
         self.store.db.execute(
             "INSERT OR REPLACE INTO llm_calls (key, session_id, stage, model, messages, response, prompt_tokens,"
-            " completion_tokens, cost_usd, latency_s, created) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+            " completion_tokens, cost_usd, latency_s, created, response_format) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
             (key, self.session_id, call["stage"], call["model"], json.dumps(call["messages"]), call["response"],
              call.get("prompt_tokens"), call.get("completion_tokens"), call.get("cost_usd"),
-             call.get("latency_s"), call.get("created", time.time())))
+             call.get("latency_s"), call.get("created", time.time()), call.get("response_format")))
+
+
+@dataclass
+class FormTable:
+    """The store seen as base.llm.FormMemory: the response_format form of each (model, api base)."""
+
+    store: Store
+
+    def get(self, model: str, api_base: str) -> str | None:
+        row = self.store.db.execute("SELECT form FROM response_formats WHERE model=? AND api_base=?",
+                                    (model, api_base)).fetchone()
+        return None if row is None else str(row[0])
+
+    def put(self, model: str, api_base: str, form: str, detail: str = "") -> None:
+        self.store.db.execute("INSERT OR REPLACE INTO response_formats (model, api_base, form, detail, created)"
+                              " VALUES (?,?,?,?,?)", (model, api_base, form, detail, time.time()))
 
 
 def _dumps(value: Any) -> str | None:

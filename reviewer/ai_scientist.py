@@ -34,7 +34,7 @@ import numpy as np
 
 from base.formats import FormatError, parse_json_block
 from base.llm import LLM
-from reviewer.form import FORM_TEXT, SCORES, parse_review
+from reviewer.form import FORM_TEXT, REVIEW_SCHEMA, SCORES, parse_review
 from reviewer.pdf import Paper
 from reviewer.review import ReviewFailed, ReviewSettings, fewshot_paper_text, fewshot_review_text
 
@@ -107,11 +107,16 @@ def aggregated_answer(review: dict, ensemble: int) -> str:
 
 
 def _json(text: str) -> dict | None:
-    """The JSON object of an answer, or None (upstream's extract_json_between_markers returns None)."""
+    """The JSON object of an answer, or None (upstream's extract_json_between_markers returns None).
+
+    The "thought" a schema-following answer carries (base.formats.answer_schema) is the THOUGHT of the text
+    format, not part of the review, so it is left out."""
     try:
-        return parse_json_block(text)
+        data = parse_json_block(text)
     except FormatError:
         return None
+    data.pop("thought", None)
+    return data
 
 
 def _value(value: object) -> float | None:
@@ -148,7 +153,7 @@ def meta_review(llm: LLM, reviews: list[dict], temperature: float) -> dict | Non
     listed = "".join(f"\nReview {i + 1}/{len(reviews)}:\n```\n{json.dumps(r)}\n```\n" for i, r in enumerate(reviews))
     messages = [{"role": "system", "content": AREA_CHAIR_SYSTEM.format(n=len(reviews))},
                 {"role": "user", "content": FORM_TEXT + listed}]
-    return _json(llm.chat("review:meta", messages, temperature=temperature, key="area_chair"))
+    return _json(llm.chat("review:meta", messages, temperature=temperature, key="area_chair", schema=REVIEW_SCHEMA))
 
 
 def review(llm: LLM, paper: Paper, settings: ReviewSettings, context: str = "",
@@ -163,7 +168,8 @@ def review(llm: LLM, paper: Paper, settings: ReviewSettings, context: str = "",
     means: dict[str, tuple[int, float]] = {}
     if settings.ensemble > 1:
         for i in range(settings.ensemble):
-            answer = llm.chat("review", [system, user], temperature=ENSEMBLE_TEMPERATURE, key=f"reviewer{i}")
+            answer = llm.chat("review", [system, user], temperature=ENSEMBLE_TEMPERATURE, key=f"reviewer{i}",
+                              schema=REVIEW_SCHEMA)
             parsed = _json(answer)
             if parsed is None:
                 errors.append(f"ensemble review {i} gave no JSON")
@@ -179,14 +185,15 @@ def review(llm: LLM, paper: Paper, settings: ReviewSettings, context: str = "",
         aggregated: dict | None = current
         answer = aggregated_answer(current, settings.ensemble)
     else:
-        answer = llm.chat("review", [system, user], temperature=settings.temperature, key="reviewer0")
+        answer = llm.chat("review", [system, user], temperature=settings.temperature, key="reviewer0",
+                          schema=REVIEW_SCHEMA)
         aggregated = None
     history = [user, {"role": "assistant", "content": answer}]
     rounds = 0
     for _ in range(settings.reflections):
         ask = {"role": "user", "content": REFLECTION}
         answer = llm.chat("review:reflection", [system, *history, ask], temperature=settings.temperature,
-                          key="reflection")
+                          key="reflection", schema=REVIEW_SCHEMA)
         history += [ask, {"role": "assistant", "content": answer}]
         rounds += 1
         if _json(answer) is None:

@@ -12,7 +12,7 @@ import re
 
 import pydantic
 
-from base.formats import FormatError, parse_json_block, parse_score
+from base.formats import FormatError, answer_schema, parse_json_block, parse_score
 
 # The numeric fields and their scales (inclusive), in the form's order.
 SCORES: dict[str, tuple[int, int]] = {
@@ -226,6 +226,11 @@ class Review(pydantic.BaseModel):
     def to_json(self) -> dict:
         """The review as a dict with the form's key names, in the form's order."""
         return self.model_dump(by_alias=True)
+
+
+# The review's JSON schema, sent as response_format where the server takes one (base.llm): the form's keys, scales
+# and decisions, after a "thought" (the THOUGHT of the text format).
+REVIEW_SCHEMA = answer_schema("review", Review, fields=FIELDS, ranges=SCORES, enums={"Decision": list(DECISIONS)})
 
 
 def _allowed(field: str) -> str:

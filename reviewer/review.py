@@ -19,7 +19,7 @@ from pathlib import Path
 
 from base.formats import FormatError, is_done
 from base.llm import LLM, InvalidAnswer, ask_parsed
-from reviewer.form import FORM_TEXT, REVIEW_SHAPE, Review, aggregate, parse_review
+from reviewer.form import FORM_TEXT, REVIEW_SCHEMA, REVIEW_SHAPE, Review, aggregate, parse_review
 from reviewer.pdf import Paper, load_paper
 
 FEWSHOT_DIR = Path(resources.files("reviewer")) / "fewshot"  # shipped as package data
@@ -174,7 +174,7 @@ def default_fewshot() -> tuple[Path, ...]:
 def _ask(llm: LLM, messages: list[dict], key: str, settings: ReviewSettings, stage: str) -> tuple[Review, str]:
     try:
         return ask_parsed(llm, stage, messages, parse_review, tries=settings.max_reasks + 1,
-                          temperature=settings.temperature, errors=(FormatError,), key=key,
+                          temperature=settings.temperature, errors=(FormatError,), key=key, schema=REVIEW_SCHEMA,
                           reask=lambda error: f"Your review could not be used: {error}\nReply again in exactly "
                                               "the requested format.")
     except InvalidAnswer as e:
@@ -190,7 +190,8 @@ def one_review(llm: LLM, paper_text: str, settings: ReviewSettings, index: int, 
     review, _ = _ask(llm, messages, f"reviewer{index}", settings, "review")
     for r in range(settings.reflections):
         messages.append({"role": "user", "content": reflection_prompt(r + 2, settings.reflections + 1)})
-        text = llm.chat("review:reflection", messages, temperature=settings.temperature, key=f"reviewer{index}")
+        text = llm.chat("review:reflection", messages, temperature=settings.temperature, key=f"reviewer{index}",
+                        schema=REVIEW_SCHEMA)
         messages.append({"role": "assistant", "content": text})
         try:
             review = parse_review(text)

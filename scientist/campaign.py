@@ -111,6 +111,7 @@ class CampaignConfig(BaseModel):
     profile: str | None = None
     writeup: bool = True
     review: bool = True
+    structured: Literal["auto", "on", "off"] = "auto"    # structured outputs, as scientist run --structured
     budget: NightBudget = NightBudget()
     digest: DigestSettings = DigestSettings()
 
@@ -227,7 +228,8 @@ def night_config(campaign: CampaignConfig, template: Template, sandbox: Sandbox,
         budget_evaluations=campaign.budget.evaluations,
         seed=night.index,  # the evolve proposer draws other genomes each night
         writeup=campaign.writeup, writer="llm" if proposer == "llm" else "template",
-        review=campaign.review, workers=workers, executor=campaign.executor, ray_address=campaign.ray_address,
+        review=campaign.review, structured=campaign.structured,
+        workers=workers, executor=campaign.executor, ray_address=campaign.ray_address,
         campaign=campaign.name, best_known=best)
 
 

@@ -47,6 +47,9 @@ DockerHostOpt = typer.Option(None, "--docker-host", envvar="DOCKER_HOST",
 TemplateOpt = typer.Option(..., "--template", "-t", help="Template name or folder.")
 SeedsOpt = typer.Option(None, "--seeds", help="Seeds (default: the template's).")
 RetriesOpt = typer.Option(5, "--retries", help="Retries of a model call on rate limits, timeouts and 5xx.")
+StructuredOpt = typer.Option("auto", "--structured",
+                             help="JSON answers with the schema as response_format: auto (where the server takes "
+                                  "one, probed once and remembered in the store), on (required) or off.")
 ExecutorOpt = typer.Option("local", "--executor", help="local (this machine) or ray (a Ray cluster).")
 ProfileOpt = typer.Option(None, "--profile", show_default="gpu with --gpus, else cpu",
                           help="The template's [profiles.<name>] settings to run with (sizes, seeds, limits).")
@@ -258,6 +261,7 @@ def run(
                                            help="Reflection rounds (see scientist review --reflections)."),
     review_protocol: str = typer.Option("ai-scientist", "--review-protocol",
                                         help="ai-scientist or ensemble (see scientist review --protocol)."),
+    structured: str = StructuredOpt,
     log_json: bool = typer.Option(False, "--log-json", help="Progress as JSON lines on stdout."),
     workers: int = typer.Option(None, "--workers", show_default="one per GPU given, else 1",
                                 help="Ideas in flight at once, each run on its own share of the machine."),
@@ -287,7 +291,7 @@ def run(
                         literature_url=literature_url, literature_key=_literature_key(literature),
                         writeup=not no_writeup, writer=writer or ("llm" if proposer == "llm" else "template"),
                         review=not no_review, review_ensemble=review_ensemble, review_reflections=review_reflections,
-                        review_protocol=review_protocol,
+                        review_protocol=review_protocol, structured=structured,
                         workers=default_workers(gpus) if workers is None else workers, executor=executor,
                         ray_address=ray_address)
     except ValidationError as e:
@@ -421,13 +425,14 @@ def review(
     max_chars: int = typer.Option(None, "--max-chars", show_default="no cut (ai-scientist), 60000 (ensemble)",
                                   help="Paper text beyond this many characters is cut, with a note."),
     retries: int = RetriesOpt,
+    structured: str = StructuredOpt,
     budget_usd: float = typer.Option(None, "--budget-usd", help="Stop reviewing after spending this much."),
     home: Path = HomeOpt,
 ) -> None:
     """Review PDFs with the NeurIPS form: ensemble, reflections, area-chair meta-review, injection guard."""
     from rich.progress import Progress
 
-    from base.llm import LLM, Budget, LLMError
+    from base.llm import LLM, STRUCTURED_MODES, Budget, LLMError
     from reviewer.batch import JsonLines, llm_factory, review_papers
     from reviewer.calibrate import calibrate as calibration
     from reviewer.calibrate import calibration_json, load_labels
@@ -458,8 +463,11 @@ def review(
         LLM(model, recorder=None, budget=Budget(), api_base=api_base).check()
     except LLMError as e:
         _fail(str(e))
-    make_llm = llm_factory(model, recorder=_open_store(home).recorder(None), budget=Budget(usd=budget_usd),
-                           api_base=api_base, retries=retries)
+    if structured not in STRUCTURED_MODES:
+        _fail(f"--structured must be one of {', '.join(STRUCTURED_MODES)}, not {structured!r}")
+    store = _open_store(home)
+    make_llm = llm_factory(model, recorder=store.recorder(None), budget=Budget(usd=budget_usd),
+                           api_base=api_base, retries=retries, structured=structured, forms=store.response_forms())
     lines = JsonLines(out)
     with Progress(console=console, transient=True) as progress:
         task = progress.add_task(f"reviewing {len(papers)} paper(s)", total=len(papers))

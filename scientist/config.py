@@ -48,6 +48,8 @@ class RunConfig(BaseModel):
     review_ensemble: int = Field(5, ge=1)
     review_reflections: int | None = Field(None, ge=0)   # None: the protocol's (reviewer.review)
     review_protocol: Literal["ai-scientist", "ensemble"] = "ai-scientist"
+    # Structured outputs (base.llm): auto probes the server once and falls back to text; on requires them; off never.
+    structured: Literal["auto", "on", "off"] = "auto"
     workers: int = Field(1, ge=1)            # ideas in flight at once, each with its own slot
     executor: Literal["local", "ray"] = "local"
     ray_address: str | None = None           # None with --executor ray: a local Ray instance

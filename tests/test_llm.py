@@ -62,7 +62,8 @@ def test_plain_answer_is_returned_and_recorded():
     assert call["prompt_tokens"] == 2 and call["completion_tokens"] == 3
     assert call["cost_usd"] >= 0 and call["latency_s"] > 0 and call["created"] <= time.time()
     assert set(call) == {"stage", "model", "messages", "response", "prompt_tokens", "completion_tokens",
-                         "cost_usd", "latency_s", "created"}
+                         "cost_usd", "latency_s", "created", "response_format"}
+    assert call["response_format"] is None and "response_format" not in sent  # no schema, no response_format
 
 
 def test_null_content_becomes_empty_string():

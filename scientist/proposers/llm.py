@@ -10,8 +10,19 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TypeVar
 
-from base.formats import FormatError, is_done, parse_edits, parse_idea, parse_json_block
-from base.llm import LLM, InvalidAnswer, ask_parsed
+from base.formats import (
+    EDITS_SCHEMA,
+    IDEA_SCHEMA,
+    VERDICT_SCHEMA,
+    FormatError,
+    edits_done,
+    edits_thought,
+    is_done,
+    parse_edit_answer,
+    parse_idea,
+    parse_json_block,
+)
+from base.llm import LLM, InvalidAnswer, Schema, ask_parsed
 from base.records import ArchiveEntry, Idea
 from base.template import Template
 from scientist import prompts
@@ -39,11 +50,16 @@ class LLMProposer:
         self.temperature = temperature
         self.conversations: dict[int, list[dict]] = {}
 
-    def _ask(self, stage: str, messages: list[dict], parse: Callable[[str], T], what: str) -> tuple[T, str]:
-        """Ask, parse, and on a bad answer re-ask with the error; the exchange stays in `messages`."""
+    def _ask(self, stage: str, messages: list[dict], parse: Callable[[str], T], what: str,
+             schema: Schema | None) -> tuple[T, str]:
+        """Ask, parse, and on a bad answer re-ask with the error; the exchange stays in `messages`.
+
+        The schema goes as response_format where the server takes one (base.llm); the answer is validated anyway.
+        """
         try:
             return ask_parsed(self.llm, stage, messages, parse, tries=self.max_reasks + 1,
-                              temperature=self.temperature, reask=prompts.bad_answer, errors=(FormatError, EditError))
+                              temperature=self.temperature, reask=prompts.bad_answer, errors=(FormatError, EditError),
+                              schema=schema)
         except InvalidAnswer as e:
             raise NoValidAnswer(f"model {self.llm.model} gave no valid {what} in {e.tries} tries: {e.error}") from None
 
@@ -58,10 +74,10 @@ class LLMProposer:
             {"role": "user", "content": prompts.idea_prompt(self.task, self.template.editable_sources(), shown,
                                                            self.reflections + 1, self.best)},
         ]
-        idea, _ = self._ask("idea", messages, parse_idea, "idea")
+        idea, _ = self._ask("idea", messages, parse_idea, "idea", IDEA_SCHEMA)
         for r in range(self.reflections):
             messages.append({"role": "user", "content": prompts.reflection_prompt(r + 2, self.reflections + 1)})
-            refined, text = self._ask("reflection", messages, self._parse_reflection, "idea")
+            refined, text = self._ask("reflection", messages, self._parse_reflection, "idea", IDEA_SCHEMA)
             if refined is not _DONE:
                 idea = refined
             if is_done(text):
@@ -72,7 +88,7 @@ class LLMProposer:
         """The model's verdict on the idea against the closest papers: (novel, reason)."""
         messages = [{"role": "system", "content": prompts.IDEA_SYSTEM},
                     {"role": "user", "content": prompts.novelty_prompt(idea, papers)}]
-        verdict, _ = self._ask("novelty", messages, _parse_verdict, "novelty verdict")
+        verdict, _ = self._ask("novelty", messages, _parse_verdict, "novelty verdict", VERDICT_SCHEMA)
         return verdict
 
     @staticmethod
@@ -98,10 +114,11 @@ class LLMProposer:
             messages.append({"role": "user", "content": f"{_feedback(ctx.history[-1], ctx.attempts)}\n\n{request}"})
 
         def parse(text: str):
+            # SEARCH/REPLACE text, or JSON edits from a server that took EDITS_SCHEMA
             try:
-                edits = parse_edits(text)
+                edits = parse_edit_answer(text)
             except FormatError:
-                if is_done(text):
+                if edits_done(text):
                     return _DONE
                 raise
             edited = apply_edits(ctx.files, edits, self.template.spec.editable)
@@ -109,7 +126,7 @@ class LLMProposer:
             return edited
 
         try:
-            edited, text = self._ask("experiment", messages, parse, "edit")
+            edited, text = self._ask("experiment", messages, parse, "edit", EDITS_SCHEMA)
         except NoValidAnswer as e:
             return Proposal(failure=str(e))
         if edited is _DONE:
@@ -131,10 +148,13 @@ def _feedback(last: Attempt, attempts: int) -> str:
 
 
 def _reasoning(text: str, limit: int = 600) -> str:
-    """The model's words before its first edit block: what it says it is trying."""
-    head = text.split("<<<<<<< SEARCH")[0].strip()
-    lines = head.splitlines()
-    if lines and not lines[-1].strip().startswith(("#", "-")) and len(lines[-1].split()) == 1:
-        lines = lines[:-1]  # the file-path line that precedes the block
+    """The model's words before its first edit block (or its JSON answer's thought): what it says it is trying."""
+    thought = edits_thought(text)
+    if thought is not None:
+        lines = thought.strip().splitlines()
+    else:
+        lines = text.split("<<<<<<< SEARCH")[0].strip().splitlines()
+        if lines and not lines[-1].strip().startswith(("#", "-")) and len(lines[-1].split()) == 1:
+            lines = lines[:-1]  # the file-path line that precedes the block
     words = " ".join(" ".join(lines).split())
     return words[:limit] + ("..." if len(words) > limit else "")
