@@ -165,3 +165,24 @@ def test_ai_scientist_review_with_json_schema_answers(tmp_path):
     assert sent_forms(server) == ["json_schema"] + ["json_object"] * 4
     assert server.requests[-1]["response_format"]["schema"] == REVIEW_SCHEMA.schema
     assert REVIEW_SCHEMA.schema["properties"]["Decision"]["enum"] == ["Accept", "Reject"]
+
+
+def test_flag_values_are_one_line_errors(tmp_path, tiny_templates):
+    from conftest import scientist
+
+    r = scientist("run", "--template", "discopop", "--templates-dir", str(tiny_templates), "--home", str(tmp_path),
+                  "--no-writeup", "--model", "openai/test-model", "--api-base", "http://127.0.0.1:9/v1",
+                  "--structured", "always")
+    assert r.code == 2 and "--structured must be 'auto', 'on' or 'off', not 'always'" in r.err
+    assert "Traceback" not in r.text
+
+
+def test_the_campaign_key_reaches_the_nights_config(tmp_path):
+    from scientist.campaign import load_campaign
+
+    path = tmp_path / "c.toml"
+    path.write_text('name = "c"\ntemplate = "discopop"\nmodel = "openai/x"\nstructured = "off"\n')
+    assert load_campaign(path).structured == "off"
+    path.write_text('name = "c"\ntemplate = "discopop"\nstructured = "sometimes"\n')
+    with pytest.raises(Exception, match="field 'structured'"):
+        load_campaign(path)
