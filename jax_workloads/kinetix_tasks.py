@@ -32,6 +32,9 @@ from jax_workloads.sealed import ArtifactError, export_arrays, load_arrays, load
 EXPORT_FILE = "policy.jaxexport"
 PARAMS_FILE = "policy_params.npz"
 MAX_EXPORT_BYTES = 64 * 2**20  # a policy MLP is kilobytes; anything this big is not a policy
+# The weight of Kinetix's dense reward (the decrease of the distance between the green and blue shapes, per step):
+# 0.2 in every env config of Kinetix's experiments (configs/env/*.yaml, `dense_reward_scale`), not EnvParams' 0.1.
+DENSE_REWARD_SCALE = 0.2
 
 
 def level_names(size: str = "s") -> list[str]:
@@ -135,21 +138,23 @@ def curve_indices(num_updates: int) -> np.ndarray:
     return np.arange(every - 1, num_updates, every)
 
 
-def _kinetix(static_params, continuous: bool, max_timesteps: int, reset_fn=None, auto_reset: bool = True):
+def _kinetix(static_params, continuous: bool, max_timesteps: int, reset_fn=None, auto_reset: bool = True,
+             dense_reward_scale: float = DENSE_REWARD_SCALE):
     from kinetix.environment import ActionType, EnvParams, ObservationType, make_kinetix_env
 
-    env_params = EnvParams(max_timesteps=max_timesteps)
+    env_params = EnvParams(max_timesteps=max_timesteps, dense_reward_scale=dense_reward_scale)
     env = make_kinetix_env(ActionType.CONTINUOUS if continuous else ActionType.DISCRETE,
                            ObservationType.SYMBOLIC_FLAT, reset_fn, env_params, static_params, auto_reset=auto_reset)
     return env, env_params
 
 
 def make_env(levels: Sequence[str], variation: Variation = Variation(), *, continuous: bool = False,
-             max_timesteps: int = 256) -> ppo.Env:
+             max_timesteps: int = 256, dense_reward_scale: float = DENSE_REWARD_SCALE) -> ppo.Env:
     """The training environment: each episode plays a random variant of a level drawn uniformly from `levels`.
 
-    Observations are Kinetix's flat symbolic ones; `solved` is Kinetix's goal signal (GoalR). With the
-    default Variation() every episode plays one of the handmade levels exactly.
+    Observations are Kinetix's flat symbolic ones; `solved` is Kinetix's goal signal (GoalR); the reward is
+    Kinetix's, its dense part weighted by dense_reward_scale (Kinetix's PPO: 0.2). With the default
+    Variation() every episode plays one of the handmade levels exactly.
     """
     states, static_params = load_levels(levels)
     n = len(levels)
@@ -159,7 +164,8 @@ def make_env(levels: Sequence[str], variation: Variation = Variation(), *, conti
         level = jax.tree.map(lambda x: x[jax.random.randint(k_level, (), 0, n)], states)
         return vary(k_vary, level, variation)
 
-    env, env_params = _kinetix(static_params, continuous, max_timesteps, reset_fn=draw)
+    env, env_params = _kinetix(static_params, continuous, max_timesteps, reset_fn=draw,
+                               dense_reward_scale=dense_reward_scale)
 
     def reset(key):
         obs, state = env.reset(key, env_params)

@@ -51,6 +51,9 @@ class PPOConfig:
     hidden: int = 64
     layers: int = 2
     activation: str = "tanh"
+    # Minibatches of whole environment trajectories (Kinetix's PPO, experiments/ppo.py, permutes the environments
+    # and splits them into minibatches) instead of shuffled single transitions (PureJaxRL's feed-forward PPO).
+    shuffle_envs: bool = False
 
     @property
     def num_updates(self) -> int:
@@ -225,6 +228,19 @@ def _gae(values, rewards, dones, last_value, gamma, lam):
     return adv, adv + values
 
 
+def env_minibatches(key: jax.Array, data, num_minibatches: int):
+    """Kinetix's minibatches: permute the environments of time-major data [T, N, ...], split them into
+    num_minibatches groups and return each group's whole trajectories, flattened: [num_minibatches, T * N / M, ...]."""
+    num_envs = jax.tree.leaves(data)[0].shape[1]
+    perm = jax.random.permutation(key, num_envs)
+
+    def split(x):
+        x = jnp.take(x, perm, axis=1).reshape((x.shape[0], num_minibatches, -1, *x.shape[2:]))
+        return jnp.swapaxes(x, 0, 1).reshape((num_minibatches, -1, *x.shape[3:]))
+
+    return jax.tree.map(split, data)
+
+
 def make_train(config: PPOConfig, env: Env, *, network: nn.Module | None = None,
                optimizer: optax.GradientTransformation | None = None, loss: Callable = ppo_loss,
                optimizer_sees_batch: bool = False, progress: Callable[[Any], None] | None = None) -> Callable:
@@ -240,6 +256,9 @@ def make_train(config: PPOConfig, env: Env, *, network: nn.Module | None = None,
     if config.num_updates < 1:
         raise ValueError(f"total_timesteps={config.total_timesteps} is less than one update "
                          f"({config.num_envs} envs x {config.num_steps} steps)")
+    if config.shuffle_envs and config.num_envs % config.num_minibatches:
+        raise ValueError(f"shuffle_envs splits the {config.num_envs} environments into {config.num_minibatches} "
+                         "minibatches: num_envs must be a multiple of num_minibatches")
     net = network or default_network(config, env)
     tx = optax.with_extra_args_support(optimizer or default_optimizer(config))
     discrete = env.discrete
@@ -276,13 +295,18 @@ def make_train(config: PPOConfig, env: Env, *, network: nn.Module | None = None,
             _, last_value = net.apply(params, obs)
             adv, target = _gae(t_value, t_reward, t_done, last_value, config.gamma, config.gae_lambda)
             data = Batch(t_obs, t_action, t_logp, t_value, adv, target)
-            data = jax.tree.map(lambda x: x.reshape((-1, *x.shape[2:])), data)
+            if not config.shuffle_envs:
+                data = jax.tree.map(lambda x: x.reshape((-1, *x.shape[2:])), data)
 
             def epoch(carry, epoch_i):
                 params, opt_state, rng = carry
                 rng, perm_key = jax.random.split(rng)
-                perm = jax.random.permutation(perm_key, data.obs.shape[0])
-                shuffled = jax.tree.map(lambda x: x[perm].reshape((config.num_minibatches, -1, *x.shape[1:])), data)
+                if config.shuffle_envs:
+                    shuffled = env_minibatches(perm_key, data, config.num_minibatches)
+                else:
+                    perm = jax.random.permutation(perm_key, data.obs.shape[0])
+                    shuffled = jax.tree.map(
+                        lambda x: x[perm].reshape((config.num_minibatches, -1, *x.shape[1:])), data)
 
                 def minibatch(carry, mb):
                     params, opt_state, mb_i = carry

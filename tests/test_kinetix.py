@@ -378,10 +378,11 @@ def test_harness_trains_the_budget_of_the_profile_applied(capsys):
     # The cpu profile is the budget every measured result used (formerly [config.budgets.cpu] with budget = "cpu").
     t = load_template(str(KINETIX))
     cpu = harness.ppo_config(t.with_profile("cpu").spec.config)
-    assert cpu == ppo.PPOConfig(total_timesteps=400_000, num_envs=32, num_steps=64, num_minibatches=4, update_epochs=4,
-                                gamma=0.99, gae_lambda=0.95, max_grad_norm=0.5, lr=3e-4, anneal_lr=True)
+    assert cpu == ppo.PPOConfig(total_timesteps=204_800, num_envs=32, num_steps=64, num_minibatches=32, update_epochs=8,
+                                gamma=0.995, gae_lambda=0.9, max_grad_norm=1.0, lr=5e-5, anneal_lr=False,
+                                shuffle_envs=True)
     gpu = harness.ppo_config(t.with_profile("gpu").spec.config)
-    assert gpu == dataclasses.replace(cpu, total_timesteps=50_000_000, num_envs=1024, num_steps=128, num_minibatches=32)
+    assert gpu == dataclasses.replace(cpu, total_timesteps=50_000_000, num_envs=2048)
     assert t.with_profile("gpu").spec.seeds == 16 and "budget" not in t.spec.config and "budgets" not in t.spec.config
     with pytest.raises(SystemExit) as e:
         harness.ppo_config({"ppo": {"total_timestep": 1}})

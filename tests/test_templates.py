@@ -93,8 +93,9 @@ SHIPPED = ["discopop", "open", "kinetix", "diffusion", "transformer"]
 # Digests of each template's effective CPU settings (seeds, limits, config, private) when profiles came in, which
 # every measured result in the READMEs and the `make demo` table used: the cpu profile must keep giving them.
 # kinetix's [config.budgets.cpu] moved into [config.ppo] then (the same PPOConfig: tests/test_kinetix.py).
+# kinetix's changed on 2026-12-03 to Kinetix's own PPO (tests/test_kinetix_fidelity.py), re-measured then.
 # open's changed on 2026-12-03 to OPEN's wiring ([config.open], tests/test_open_fidelity.py), re-measured then.
-CPU_SETTINGS = {"discopop": "449aa8910b5c", "open": "b1c50a71999e", "kinetix": "953511ffa421",
+CPU_SETTINGS = {"discopop": "449aa8910b5c", "open": "b1c50a71999e", "kinetix": "c0575a95c8c4",
                 "diffusion": "db010fbc7f5b", "transformer": "e9dec21fe124"}
 SETTINGS = {"seeds", "limits", "config", "private"}
 

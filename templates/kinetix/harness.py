@@ -1,7 +1,7 @@
 """Kinetix harness (fixed; runs inside the sandbox): train the candidate agent with PPO, export its greedy policy.
 
 Reads config.json from the work folder, gates the candidate agent (agent.py) on tiny inputs,
-trains every seed in one compiled call (jax_workloads/ppo.py) on random variants of the
+trains every seed in one compiled call (jax_workloads/ppo.py, with Kinetix's PPO settings) on random variants of the
 configured Kinetix levels, and exports the greedy policy of every seed as a jax.export
 artifact (serialized StableHLO) plus its parameters as plain arrays. It never scores anything:
 the evaluator plays the exported policy on variants of its own choosing.
@@ -129,7 +129,8 @@ def main() -> None:
     ppo_cfg = ppo_config(config)
     try:
         env = kt.make_env(config["levels"], kt.Variation(**config.get("variation", {})), continuous=continuous,
-                          max_timesteps=config["max_timesteps"])
+                          max_timesteps=config["max_timesteps"],
+                          dense_reward_scale=config.get("dense_reward_scale", kt.DENSE_REWARD_SCALE))
     except (ValueError, TypeError) as e:
         sealed.fail(f"template.toml [config]: {sealed.describe(e)}")
     net = gate(make_network, loss, env, ppo_cfg)

@@ -3,10 +3,10 @@
 A genome is a flat dict of the agent's knobs, the constants at the top of agent.py:
 
     continuous         bool   Kinetix's 11 discrete actions (False) or its 6 continuous ones (True)
-    hidden             int    units per hidden layer of the actor and of the critic, in HIDDEN_SIZES
-    layers             int    hidden layers per MLP, 1 to 4
-    activation         str    "tanh", "relu" or "gelu"
-    layer_norm         bool   LayerNorm before each hidden activation
+    hidden             int    width of the shared embedding and of every hidden layer of the towers, in HIDDEN_SIZES
+    layers             int    hidden layers of the actor tower and of the critic tower, 1 to 6 (Kinetix: 5)
+    activation         str    the towers' activation, "tanh", "relu" or "gelu" (the embedding's is ReLU, as Kinetix's)
+    layer_norm         bool   LayerNorm before each tower activation
     policy_init_scale  float  orthogonal-init scale of the policy head (small: a near-uniform first policy)
     ent_coef           float  entropy bonus
     vf_coef            float  value-loss weight
@@ -16,7 +16,7 @@ A genome is a flat dict of the agent's knobs, the constants at the top of agent.
 render() writes a complete agent.py from a genome; the shipped agent.py is render(known()["baseline"])
 and every file in candidates/ is render() of its known member, character for character (the tests
 check this), so a genome and its code never disagree. Every member trains: sizes are bounded (the
-largest network, 512 x 4, is 1.7M parameters per seed, under the harness's 5M limit) and every
+largest network, 512 x 6, is 3.2M parameters per seed, under the harness's 5M limit) and every
 coefficient stays in a range where PPO is well defined.
 
 The proposer calls known(), sample(), mutate(), crossover(), render() and describe() (the interface
@@ -37,7 +37,7 @@ BASELINE = "baseline"
 NOUN = "agent"  # how ideas name what is evolved
 GOAL = "solves more held-out level variants"  # ... and what better means here
 HIDDEN_SIZES = (32, 64, 128, 256, 512)
-LAYERS = (1, 2, 3, 4)
+LAYERS = (1, 2, 3, 4, 5, 6)
 ACTIVATIONS = ("tanh", "relu", "gelu")
 BOOLS = ("continuous", "layer_norm", "clip_value")
 LOG_SIGMA = 0.4       # multiplicative perturbation of log-scaled knobs
@@ -55,7 +55,7 @@ KEYS = ("continuous", "hidden", "layers", "activation", "layer_norm", "policy_in
 
 def genome(**changes: Any) -> Genome:
     """The baseline genome with some knobs changed."""
-    base = {"continuous": False, "hidden": 128, "layers": 2, "activation": "tanh", "layer_norm": False,
+    base = {"continuous": False, "hidden": 128, "layers": 5, "activation": "tanh", "layer_norm": False,
             "policy_init_scale": 0.01, "ent_coef": 0.01, "vf_coef": 0.5, "clip_eps": 0.2, "clip_value": True}
     unknown = set(changes) - set(base)
     if unknown:
@@ -67,7 +67,7 @@ def known() -> dict[str, Genome]:
     """Named members: the baseline, the files in candidates/ (same names) and one more published variant."""
     return {
         "baseline": genome(),
-        "wide_deep": genome(hidden=256, layers=3),
+        "wide_deep": genome(hidden=256, layers=6),
         "layer_norm": genome(layer_norm=True),
         "high_entropy": genome(ent_coef=0.05),
         "continuous": genome(continuous=True),
@@ -147,8 +147,9 @@ def crossover(a: Genome, b: Genome, rng: random.Random) -> Genome:
 
 
 def describe(g: Genome) -> str:
-    """One line, e.g. "discrete, tanh MLP 2x128, ent 0.01, vf 0.5, clip 0.2, value clip"."""
-    net = f"{g['activation']} MLP {g['layers']}x{g['hidden']}" + (" + LayerNorm" if g["layer_norm"] else "")
+    """One line, e.g. "discrete, tanh towers 5x128, ent 0.01, vf 0.5, clip 0.2, value clip" (the towers of the
+    actor and of the critic, on a shared ReLU embedding as wide)."""
+    net = f"{g['activation']} towers {g['layers']}x{g['hidden']}" + (" + LayerNorm" if g["layer_norm"] else "")
     return (f"{'continuous' if g['continuous'] else 'discrete'}, {net}, policy init {g['policy_init_scale']:g}, "
             f"ent {g['ent_coef']:g}, vf {g['vf_coef']:g}, clip {g['clip_eps']:g}, "
             f"{'value clip' if g['clip_value'] else 'no value clip'}")
@@ -156,7 +157,7 @@ def describe(g: Genome) -> str:
 
 AGENT_TEMPLATE = '''"""The editable module of the kinetix template: the agent, i.e. its network and its PPO objective.
 
-The harness trains this agent with PPO (jax_workloads/ppo.py, PureJaxRL style) on random variants of
+The harness trains this agent with Kinetix's PPO (jax_workloads/ppo.py, PureJaxRL style) on random variants of
 Kinetix's handmade s-size levels and exports its greedy policy; a sealed evaluator measures the solve
 rate on variants it draws itself. Three names are required:
 
@@ -181,10 +182,10 @@ import jax.numpy as jnp
 from jax_workloads.ppo import entropy, log_prob
 
 CONTINUOUS = {continuous}  # action head: Kinetix's 11 discrete actions, or its 6 continuous ones
-HIDDEN = {hidden}  # units per hidden layer, actor and critic alike
-LAYERS = {layers}  # hidden layers per MLP
-ACTIVATION = "{activation}"  # "tanh", "relu" or "gelu"
-LAYER_NORM = {layer_norm}  # LayerNorm before each hidden activation
+HIDDEN = {hidden}  # width of the shared embedding and of every tower layer
+LAYERS = {layers}  # hidden layers of the actor tower and of the critic tower
+ACTIVATION = "{activation}"  # the towers' activation: "tanh", "relu" or "gelu"
+LAYER_NORM = {layer_norm}  # LayerNorm before each tower activation
 POLICY_INIT_SCALE = {policy_init_scale!r}  # init scale of the policy head: small starts near uniform
 ENT_COEF = {ent_coef!r}  # entropy bonus
 VF_COEF = {vf_coef!r}  # value-loss weight
@@ -195,7 +196,7 @@ _ACTIVATIONS = {{"tanh": nn.tanh, "relu": nn.relu, "gelu": nn.gelu}}
 
 
 class ActorCritic(nn.Module):
-    """Separate actor and critic MLPs on the flat symbolic observation."""
+    """A shared ReLU embedding of the flat symbolic observation, then separate actor and critic towers."""
 
     num_actions: int
     action_dim: int = 0
@@ -204,6 +205,7 @@ class ActorCritic(nn.Module):
     def __call__(self, x):
         act = _ACTIVATIONS[ACTIVATION]
         init = nn.initializers.orthogonal
+        x = nn.relu(nn.Dense(HIDDEN, kernel_init=init(math.sqrt(2)))(x))  # the embedding both towers share
 
         def mlp(h, out, scale):
             for _ in range(LAYERS):
@@ -246,9 +248,10 @@ def render(g: Genome) -> dict[str, str]:
     """The genome as a complete agent.py, {"agent.py": source}."""
     validate(g)
     if g == known()[BASELINE]:
-        summary = ("As shipped this is the template's baseline: PureJaxRL's actor-critic (separate tanh MLPs,\n"
-                   "2 x 128, orthogonal initialisation) and the clipped PPO objective with a clipped value loss and\n"
-                   "an entropy bonus.")
+        summary = ("As shipped this is the template's baseline, Kinetix's own agent: its symbolic actor-critic\n"
+                   "(ActorCriticSymbolicRNN, not recurrent: a shared Dense 128 + ReLU embedding, then separate actor\n"
+                   "and critic towers of 5 x 128 tanh, orthogonal initialisation) and its clipped PPO objective with\n"
+                   "a clipped value loss and an entropy bonus of 0.01.")
     else:
         summary = f"This agent: {describe(g)}."
     values = {k: float(v) if k in RANGES else v for k, v in g.items()}

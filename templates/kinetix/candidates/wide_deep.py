@@ -1,6 +1,6 @@
 """The editable module of the kinetix template: the agent, i.e. its network and its PPO objective.
 
-The harness trains this agent with PPO (jax_workloads/ppo.py, PureJaxRL style) on random variants of
+The harness trains this agent with Kinetix's PPO (jax_workloads/ppo.py, PureJaxRL style) on random variants of
 Kinetix's handmade s-size levels and exports its greedy policy; a sealed evaluator measures the solve
 rate on variants it draws itself. Three names are required:
 
@@ -14,7 +14,7 @@ rate on variants it draws itself. Three names are required:
   by Adam on each minibatch; batch is a ppo.Batch (obs, action, log_prob, value, advantage, target).
 
 The constants below are the knobs the LLM-free proposer turns (search_space.py); any code may change.
-This agent: discrete, tanh MLP 3x256, policy init 0.01, ent 0.01, vf 0.5, clip 0.2, value clip.
+This agent: discrete, tanh towers 6x256, policy init 0.01, ent 0.01, vf 0.5, clip 0.2, value clip.
 """
 
 import math
@@ -25,10 +25,10 @@ import jax.numpy as jnp
 from jax_workloads.ppo import entropy, log_prob
 
 CONTINUOUS = False  # action head: Kinetix's 11 discrete actions, or its 6 continuous ones
-HIDDEN = 256  # units per hidden layer, actor and critic alike
-LAYERS = 3  # hidden layers per MLP
-ACTIVATION = "tanh"  # "tanh", "relu" or "gelu"
-LAYER_NORM = False  # LayerNorm before each hidden activation
+HIDDEN = 256  # width of the shared embedding and of every tower layer
+LAYERS = 6  # hidden layers of the actor tower and of the critic tower
+ACTIVATION = "tanh"  # the towers' activation: "tanh", "relu" or "gelu"
+LAYER_NORM = False  # LayerNorm before each tower activation
 POLICY_INIT_SCALE = 0.01  # init scale of the policy head: small starts near uniform
 ENT_COEF = 0.01  # entropy bonus
 VF_COEF = 0.5  # value-loss weight
@@ -39,7 +39,7 @@ _ACTIVATIONS = {"tanh": nn.tanh, "relu": nn.relu, "gelu": nn.gelu}
 
 
 class ActorCritic(nn.Module):
-    """Separate actor and critic MLPs on the flat symbolic observation."""
+    """A shared ReLU embedding of the flat symbolic observation, then separate actor and critic towers."""
 
     num_actions: int
     action_dim: int = 0
@@ -48,6 +48,7 @@ class ActorCritic(nn.Module):
     def __call__(self, x):
         act = _ACTIVATIONS[ACTIVATION]
         init = nn.initializers.orthogonal
+        x = nn.relu(nn.Dense(HIDDEN, kernel_init=init(math.sqrt(2)))(x))  # the embedding both towers share
 
         def mlp(h, out, scale):
             for _ in range(LAYERS):
