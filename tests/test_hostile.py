@@ -225,10 +225,9 @@ def test_fork_bomb_is_stopped_at_the_process_limit(sandbox_args, hostile_templat
 subprocess.Popen(["sh", "-c", ": {marker}; f() {{ f | f & }}; f"])
 time.sleep(600)
 ''')
-    t0 = time.time()
     r = _eval(hostile_templates, tmp_path / "home", bomb, tmp_path / "run", sandbox_args)
+    # The reason is the process limit's, not the 40 s time limit's.
     assert r.code == 1 and "process limit: the run reached 256 processes and threads" in r.err, r.text
-    assert time.time() - t0 < 35  # stopped at the limit, not at the 40 s time limit
     time.sleep(0.5)
     assert _leftovers(marker) == [] and _containers(sandbox_args) == []
 
@@ -292,7 +291,8 @@ def test_output_flood_is_stopped_and_its_log_bounded(sandbox_args, flood_templat
               "its log keeps the first 1 MiB and the last 3 MiB")
     assert r.code == 1 and reason in r.err and "Traceback" not in r.text, r.text
     assert len([line for line in r.err.splitlines() if "failed:" in line]) == 1
-    assert took < 35  # stopped at the output limit, not at the 40 s time limit
+    # The reason above is the output limit's, not the 40 s time limit's: no timing assertion is needed (a loaded
+    # machine took 40 s to write the flood).
 
     # The log: the first 1 MiB, the marker line, the last 3 MiB; nothing else of the flood was kept.
     log = (out / "train.log").read_bytes()
