@@ -49,11 +49,12 @@ bench-llm: setup $(LLM_VENV)/.installed
 references: setup
 	$(SCIENTIST) eval --template discopop $(addprefix --candidate ,$(CANDIDATES))
 
-test: system-test $(VENV)/.installed
+# The suite includes a real small model (tests/test_real_model.py): its server is built here, once.
+test: system-test $(VENV)/.installed $(LLM_VENV)/.installed
 	$(VENV)/bin/lint-imports
 	$(PY) -m pytest -q
 
-test-all: system-test $(VENV)/.installed
+test-all: system-test $(VENV)/.installed $(LLM_VENV)/.installed
 	$(PY) -m pytest -q -m ""
 
 lint: setup

@@ -78,9 +78,13 @@ def _json_error(err: json.JSONDecodeError, where: str) -> FormatError:
 
 
 def _load_object(source: str, where: str) -> dict:
-    """Strict json.loads that insists on an object, raising FormatError otherwise."""
+    """json.loads that insists on an object, raising FormatError otherwise.
+
+    Raw control characters (a newline) inside strings are taken: small models write them, and what they meant is
+    plain; anything else is strict JSON.
+    """
     try:
-        value = json.loads(source)
+        value = json.loads(source, strict=False)
     except json.JSONDecodeError as err:
         raise _json_error(err, where) from None
     if not isinstance(value, dict):
@@ -135,7 +139,7 @@ def parse_json_block(text: str) -> dict:
     for block in blocks:
         if not block.lang:
             try:
-                value = json.loads(block.body)
+                value = json.loads(block.body, strict=False)
             except json.JSONDecodeError:
                 continue
             if isinstance(value, dict):
@@ -145,7 +149,7 @@ def parse_json_block(text: str) -> dict:
         raise FormatError(f"no JSON object found; {_JSON_HINT}")
     for candidate in candidates:
         try:
-            value = json.loads(candidate)
+            value = json.loads(candidate, strict=False)
         except json.JSONDecodeError:
             continue
         if isinstance(value, dict):
@@ -258,9 +262,14 @@ THOUGHT = {"type": "string", "description": "your thoughts, before the other fie
 
 def answer_schema(name: str, model: type[pydantic.BaseModel], *, fields: tuple[str, ...] | None = None,
                   ranges: dict[str, tuple[int, int]] | None = None, enums: dict[str, list] | None = None,
-                  thought: bool = True) -> Schema:
+                  patterns: dict[str, str] | None = None, thought: bool = True) -> Schema:
     """The JSON schema of an answer from a pydantic model: its fields (by alias; `fields` picks and orders them)
-    with integer ranges and enums added, a "thought" first, every key required and no other (strict mode)."""
+    with integer ranges, enums and string patterns added, a "thought" first, every key required and no other
+    (strict mode).
+
+    An integer range is written as the enum of its values: grammar-constrained servers (llama.cpp's converter)
+    enforce enums and patterns but not minimum/maximum, and OpenAI's strict mode takes all three.
+    """
     props_in = model.model_json_schema(by_alias=True)["properties"]
     props: dict[str, dict] = {"thought": THOUGHT} if thought else {}
     for key in fields or tuple(props_in):
@@ -269,16 +278,19 @@ def answer_schema(name: str, model: type[pydantic.BaseModel], *, fields: tuple[s
             prop = next(p for p in prop.pop("anyOf") if p.get("type") != "null") | prop
         low_high = (ranges or {}).get(key)
         if low_high is not None:
-            prop.update(type="integer", minimum=low_high[0], maximum=low_high[1])
+            prop.update(type="integer", enum=list(range(low_high[0], low_high[1] + 1)))
         if key in (enums or {}):
             prop["enum"] = enums[key]
+        if key in (patterns or {}):
+            prop["pattern"] = patterns[key]
         props[key] = prop
     return Schema(name, {"type": "object", "properties": props, "required": list(props),
                          "additionalProperties": False})
 
 
 IDEA_SCHEMA = answer_schema("idea", Idea, fields=_IDEA_FIELDS,
-                            ranges={k: (1, 10) for k in ("interestingness", "feasibility", "novelty")})
+                            ranges={k: (1, 10) for k in ("interestingness", "feasibility", "novelty")},
+                            patterns={"name": "^[a-z][a-z0-9_]{1,39}$"})
 
 
 class Verdict(pydantic.BaseModel):
@@ -386,28 +398,36 @@ def parse_edits(text: str) -> list[Edit]:
     return edits
 
 
-# The JSON form of edits, for servers that take a schema: the same Edit entries as the SEARCH/REPLACE text.
-EDITS_SCHEMA = Schema("edits", {
-    "type": "object",
-    "properties": {
-        "thought": {"type": "string", "description": "what you change and why"},
-        "done": {"type": "boolean", "description": "true, with no edits, when the experiments are complete"},
-        "edits": {"type": "array", "items": {
-            "type": "object",
-            "properties": {
-                "path": {"type": "string", "description": "the editable file, e.g. loss.py"},
-                "search": {"type": "string", "description": "the exact lines to find (empty: rewrite the file)"},
-                "replace": {"type": "string", "description": "the lines that replace them"},
-            },
-            "required": ["path", "search", "replace"], "additionalProperties": False}},
-    },
-    "required": ["thought", "done", "edits"], "additionalProperties": False})
+def edits_schema(paths: tuple[str, ...] | list[str] = ()) -> Schema:
+    """The JSON form of edits, for servers that take a schema: the same Edit entries as the SEARCH/REPLACE text.
+    With the template's editable `paths`, "path" is their enum, so a constrained server cannot name another file."""
+    path: dict = {"type": "string", "description": "the editable file, e.g. loss.py"}
+    if paths:
+        path["enum"] = list(paths)
+    return Schema("edits", {
+        "type": "object",
+        "properties": {
+            "thought": {"type": "string", "description": "what you change and why"},
+            "done": {"type": "boolean", "description": "true, with no edits, when the experiments are complete"},
+            "edits": {"type": "array", "items": {
+                "type": "object",
+                "properties": {
+                    "path": path,
+                    "search": {"type": "string", "description": "the exact lines to find (empty: rewrite the file)"},
+                    "replace": {"type": "string", "description": "the lines that replace them"},
+                },
+                "required": ["path", "search", "replace"], "additionalProperties": False}},
+        },
+        "required": ["thought", "done", "edits"], "additionalProperties": False})
+
+
+EDITS_SCHEMA = edits_schema()
 
 
 def edits_json(text: str) -> dict | None:
     """The answer as a JSON edits object (EDITS_SCHEMA's shape), or None when it is not one (SEARCH/REPLACE text)."""
     try:
-        data = json.loads(text.strip())
+        data = json.loads(text.strip(), strict=False)
     except json.JSONDecodeError:
         return None
     return data if isinstance(data, dict) and ("edits" in data or "done" in data) else None
@@ -417,6 +437,11 @@ def parse_edit_answer(text: str) -> list[Edit]:
     """The edits of an answer: JSON in EDITS_SCHEMA's shape (from a server that took the schema) or SEARCH/REPLACE
     blocks; FormatError otherwise, also for a JSON answer that says done (the caller checks `edits_done`)."""
     data = edits_json(text)
+    body = text.strip()
+    if data is None and body.startswith("{") and "<<<<<<<" not in body:
+        # all one {...} that is not valid JSON (a constrained server cut at the token limit): say where it broke,
+        # not "no SEARCH/REPLACE blocks"
+        _load_object(body, "the JSON edits")
     if data is None:
         return parse_edits(text)
     entries = data.get("edits")

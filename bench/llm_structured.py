@@ -61,7 +61,7 @@ class Forgetful:
 
 def stages(template_dir: Path) -> dict:
     """Per stage: the messages, the schema-free parse-and-check, and the schema (from the callers' modules)."""
-    from base.formats import EDITS_SCHEMA, IDEA_SCHEMA
+    from base.formats import IDEA_SCHEMA, edits_schema
     from base.records import Idea
     from reviewer.form import REVIEW_SCHEMA
 
@@ -80,7 +80,7 @@ def stages(template_dir: Path) -> dict:
                   {"role": "user", "content": prompts.idea_prompt(task, files, [], 1)}], parse_idea, IDEA_SCHEMA),
         "edit": ([{"role": "system", "content": prompts.CODER_SYSTEM},
                   {"role": "user", "content": prompts.coder_prompt(idea, task, t.spec.editable, 1, "baseline 0.508")
-                   + "\n\n" + prompts.run_request(1, 1, files)}], edit_ok, EDITS_SCHEMA),
+                   + "\n\n" + prompts.run_request(1, 1, files)}], edit_ok, edits_schema(t.spec.editable)),
         "review": ([{"role": "system", "content": ai_scientist.SYSTEM}, {"role": "user", "content": review_prompt}],
                    parse_review, REVIEW_SCHEMA),
     }

@@ -89,14 +89,14 @@ def review_papers(paths: list[Path], make_llm: Callable[[Usage], LLM], settings:
 
 
 def llm_factory(model: str, *, recorder, budget, api_base: str | None, retries: int, structured: str = "auto",
-                forms: FormMemory | None = None) -> Callable[[Usage], LLM]:
+                forms: FormMemory | None = None, max_tokens: int | None = None) -> Callable[[Usage], LLM]:
     """One LLM per paper, sharing the store's call log, the budget and what the server's response_format is
     (`forms`: the store's table, else one memory for the batch), counting that paper's usage."""
     forms = forms if forms is not None else MemoryForms()
 
     def make(usage: Usage) -> LLM:
         return LLM(model, recorder=CountingRecorder(recorder, usage), budget=budget, api_base=api_base,
-                   max_retries=retries, structured=structured, forms=forms)
+                   max_retries=retries, structured=structured, forms=forms, max_tokens=max_tokens)
 
     return make
 

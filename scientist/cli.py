@@ -50,9 +50,12 @@ RetriesOpt = typer.Option(5, "--retries", help="Retries of a model call on rate 
 StructuredOpt = typer.Option("auto", "--structured",
                              help="JSON answers with the schema as response_format: auto (where the server takes "
                                   "one, probed once and remembered in the store), on (required) or off.")
+MaxTokensOpt = typer.Option(None, "--max-tokens", show_default="the server's",
+                            help="Most tokens per model answer (a local server may otherwise write up to its "
+                                 "whole context).")
 ExecutorOpt = typer.Option("local", "--executor", help="local (this machine) or ray (a Ray cluster).")
 ProfileOpt = typer.Option(None, "--profile", show_default="gpu with --gpus, else cpu",
-                          help="The template's [profiles.<name>] settings to run with (sizes, seeds, limits).")
+                          help="The template's \\[profiles.<name>] settings to run with (sizes, seeds, limits).")
 RayAddressOpt = typer.Option(None, "--ray-address", show_default="a local Ray instance",
                              help="The Ray cluster to use with --executor ray, e.g. 10.0.0.1:6379.")
 
@@ -262,6 +265,7 @@ def run(
     review_protocol: str = typer.Option("ai-scientist", "--review-protocol",
                                         help="ai-scientist or ensemble (see scientist review --protocol)."),
     structured: str = StructuredOpt,
+    max_tokens: int = MaxTokensOpt,
     log_json: bool = typer.Option(False, "--log-json", help="Progress as JSON lines on stdout."),
     workers: int = typer.Option(None, "--workers", show_default="one per GPU given, else 1",
                                 help="Ideas in flight at once, each run on its own share of the machine."),
@@ -291,7 +295,7 @@ def run(
                         literature_url=literature_url, literature_key=_literature_key(literature),
                         writeup=not no_writeup, writer=writer or ("llm" if proposer == "llm" else "template"),
                         review=not no_review, review_ensemble=review_ensemble, review_reflections=review_reflections,
-                        review_protocol=review_protocol, structured=structured,
+                        review_protocol=review_protocol, structured=structured, max_tokens=max_tokens,
                         workers=default_workers(gpus) if workers is None else workers, executor=executor,
                         ray_address=ray_address)
     except ValidationError as e:
@@ -426,6 +430,7 @@ def review(
                                   help="Paper text beyond this many characters is cut, with a note."),
     retries: int = RetriesOpt,
     structured: str = StructuredOpt,
+    max_tokens: int = MaxTokensOpt,
     budget_usd: float = typer.Option(None, "--budget-usd", help="Stop reviewing after spending this much."),
     home: Path = HomeOpt,
 ) -> None:
@@ -457,6 +462,8 @@ def review(
         _fail("--concurrency must be at least 1")
     if budget_usd is not None and budget_usd <= 0:
         _fail("--budget-usd must be greater than 0")
+    if max_tokens is not None and max_tokens < 1:
+        _fail("--max-tokens must be at least 1")
     if run_dir is not None and not (run_dir / "summary.json").is_file():
         _fail(f"{run_dir} holds no summary.json; --run-dir takes a folder written by scientist run")
     try:
@@ -467,7 +474,8 @@ def review(
         _fail(f"--structured must be one of {', '.join(STRUCTURED_MODES)}, not {structured!r}")
     store = _open_store(home)
     make_llm = llm_factory(model, recorder=store.recorder(None), budget=Budget(usd=budget_usd),
-                           api_base=api_base, retries=retries, structured=structured, forms=store.response_forms())
+                           api_base=api_base, retries=retries, structured=structured, forms=store.response_forms(),
+                           max_tokens=max_tokens)
     lines = JsonLines(out)
     with Progress(console=console, transient=True) as progress:
         task = progress.add_task(f"reviewing {len(papers)} paper(s)", total=len(papers))

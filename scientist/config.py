@@ -50,6 +50,7 @@ class RunConfig(BaseModel):
     review_protocol: Literal["ai-scientist", "ensemble"] = "ai-scientist"
     # Structured outputs (base.llm): auto probes the server once and falls back to text; on requires them; off never.
     structured: Literal["auto", "on", "off"] = "auto"
+    max_tokens: int | None = Field(None, ge=1)  # per answer; None: the server's default
     workers: int = Field(1, ge=1)            # ideas in flight at once, each with its own slot
     executor: Literal["local", "ray"] = "local"
     ray_address: str | None = None           # None with --executor ray: a local Ray instance

@@ -197,7 +197,8 @@ def make_proposer(cfg: RunConfig, store: Store, session_id: int, budget: Budget,
         return EvolveProposer(load_search_space(cfg.template), cfg.template.spec.metric.direction, seed=cfg.seed,
                               baseline_metric=baseline.metric_mean)
     llm = LLM(cfg.model, recorder=store.recorder(session_id), budget=budget, api_base=cfg.api_base,
-              max_retries=cfg.retries, structured=cfg.structured, forms=store.response_forms())
+              max_retries=cfg.retries, structured=cfg.structured, forms=store.response_forms(),
+              max_tokens=cfg.max_tokens)
     return LLMProposer(llm, cfg.template, reflections=cfg.reflections, best=cfg.best_known)
 
 
@@ -310,7 +311,8 @@ def _review(cfg: RunConfig, store: Store, session_id: int, budget: Budget, summa
     settings = ReviewSettings(ensemble=cfg.review_ensemble, reflections=cfg.review_reflections,
                               fewshot=default_fewshot(), protocol=cfg.review_protocol)
     make_llm = llm_factory(cfg.model, recorder=store.recorder(session_id), budget=budget, api_base=cfg.api_base,
-                           retries=cfg.retries, structured=cfg.structured, forms=store.response_forms())
+                           retries=cfg.retries, structured=cfg.structured, forms=store.response_forms(),
+                           max_tokens=cfg.max_tokens)
     code = EXIT_OK
     for entry in summary.ideas:
         if entry.paper is None or entry.paper.status != "ok":
@@ -340,7 +342,7 @@ def _writeup(cfg: RunConfig, store: Store, session_id: int, budget: Budget, summ
     llm = None
     if cfg.writer == "llm":
         llm = LLM(cfg.model, recorder=store.recorder(session_id), budget=budget, api_base=cfg.api_base,
-                  max_retries=cfg.retries)
+                  max_retries=cfg.retries, max_tokens=cfg.max_tokens)
     try:
         papers = write_papers(summary, cfg.out_dir, cfg.template, llm=llm, store=store, report=report)
     except BudgetExceeded as e:

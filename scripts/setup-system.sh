@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the system packages the project needs (apt, when run as root), or says exactly what to install.
-# --test adds what the test suite needs besides: a Docker engine and debootstrap (for a local base image).
+# --test adds what the test suite needs besides: a Docker engine, debootstrap (for a local base image), Chromium,
+# and a C++ compiler with CMake (for the real model's server).
 set -euo pipefail
 
 need=()
@@ -10,6 +11,9 @@ if [[ ${1:-} == --test ]]; then
     command -v dockerd >/dev/null 2>&1 || need+=(docker.io)
     command -v debootstrap >/dev/null 2>&1 || need+=(debootstrap)
     command -v chromium >/dev/null 2>&1 || need+=(chromium)   # renders the HTML reports in tests/test_digest.py
+    # tests/test_real_model.py: llama-cpp-python compiles llama.cpp from source
+    command -v c++ >/dev/null 2>&1 || need+=(build-essential)
+    command -v cmake >/dev/null 2>&1 || need+=(cmake)
 fi
 # LaTeX for the papers: the tools, and the packages the paper template uses.
 tex_ok=1

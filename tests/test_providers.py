@@ -118,10 +118,11 @@ def test_scientist_review_through_the_messages_api(tmp_path, monkeypatch):
     with ScriptedServer(script) as server:
         r = scientist("review", pdf, "--model", MODEL, "--api-base", server.anthropic_url, "--protocol", "ensemble",
                       "--ensemble", "1", "--reflections", "0", "--home", str(tmp_path / "home"), "--out",
-                      str(tmp_path / "reviews.jsonl"), timeout=300)
+                      str(tmp_path / "reviews.jsonl"), "--max-tokens", "700", timeout=300)
         requests = server.requests
     assert r.code == 0, r.text
     assert "Traceback" not in r.text and len(requests) == len(script)
+    assert {body["max_tokens"] for body in requests} == {700}  # --max-tokens reaches the wire
     (res,) = [json.loads(line) for line in (tmp_path / "reviews.jsonl").read_text().splitlines()]
     assert res["status"] == "ok" and res["model"] == MODEL and res["review"]["Overall"] == 4
     assert res["usage"]["calls"] == 2 and "thought" not in res["review"]

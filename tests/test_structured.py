@@ -5,12 +5,21 @@ that takes no response_format (400). The form found is remembered in the SQLite 
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 from llm_server import ScriptedServer
 from test_llm import MODEL, MemoryRecorder, make_llm
 
-from base.formats import EDITS_SCHEMA, IDEA_SCHEMA, Edit, FormatError, edits_done, parse_edit_answer
+from base.formats import (
+    EDITS_SCHEMA,
+    IDEA_SCHEMA,
+    Edit,
+    FormatError,
+    edits_done,
+    edits_schema,
+    parse_edit_answer,
+)
 from base.llm import LLMError, Schema
 from base.records import ArchiveEntry
 from base.store import Store
@@ -117,7 +126,7 @@ def test_schema_answers_are_still_validated_and_re_asked(tiny_templates):
     assert idea.name == "smooth_dpo" and idea.novelty == 4
     assert sent_forms(server) == ["json_schema", "json_schema"]
     schema = server.requests[0]["response_format"]["json_schema"]["schema"]
-    assert schema == IDEA_SCHEMA.schema and schema["properties"]["novelty"]["maximum"] == 10
+    assert schema == IDEA_SCHEMA.schema and schema["properties"]["novelty"]["enum"] == list(range(1, 11))
     reask = server.requests[1]["messages"][-1]["content"]
     assert "novelty" in reask and "from 1 to 10" in reask and "123" in reask
 
@@ -141,6 +150,24 @@ def test_json_edits_and_text_edits_give_the_same_edits():
     with pytest.raises(FormatError, match="edit 1 of the JSON answer"):
         parse_edit_answer(json.dumps({"done": False, "edits": [{"path": "loss.py"}]}))
     assert EDITS_SCHEMA.schema["required"] == ["thought", "done", "edits"]
+
+
+def test_what_a_small_constrained_model_writes_is_read_or_named():
+    """What SmolLM2 wrote under llama-cpp-python's grammar (BENCHMARKS 13): raw newlines inside strings are read;
+    an edit answer cut at the token limit says where its JSON broke, not "no SEARCH/REPLACE blocks"; the schemas
+    carry what such a grammar can enforce (integer ranges as enums, the name's pattern, the editable paths)."""
+    raw = ('{"thought": "line one\nline two", "done": false, "edits": [{"path": "loss.py", '  # a raw newline
+           '"search": "    return a", "replace": "    return b"}]}')
+    assert "\n" in raw and parse_edit_answer(raw) == [Edit("loss.py", "    return a", "    return b")]
+    with pytest.raises(FormatError, match="invalid JSON in the JSON edits"):
+        parse_edit_answer('{"thought": "cut", "done": false, "edits": [{"path": "loss.py", "search": "  ret')
+    assert not edits_done('{"thought": "cut", "done": tr')
+    props = IDEA_SCHEMA.schema["properties"]
+    assert props["feasibility"]["enum"] == list(range(1, 11)) and "maximum" not in props["feasibility"]
+    assert re.fullmatch(props["name"]["pattern"], "margin_dpo") and not re.fullmatch(props["name"]["pattern"], "_")
+    path = edits_schema(("loss.py",)).schema["properties"]["edits"]["items"]["properties"]["path"]
+    assert path["enum"] == ["loss.py"] and "enum" not in EDITS_SCHEMA.schema["properties"]["edits"]["items"][
+        "properties"]["path"]
 
 
 def review_answer(overall: int, thought: str = "fine") -> str:
@@ -175,14 +202,18 @@ def test_flag_values_are_one_line_errors(tmp_path, tiny_templates):
                   "--structured", "always")
     assert r.code == 2 and "--structured must be 'auto', 'on' or 'off', not 'always'" in r.err
     assert "Traceback" not in r.text
+    r = scientist("run", "--template", "discopop", "--templates-dir", str(tiny_templates), "--home", str(tmp_path),
+                  "--no-writeup", "--model", "openai/test-model", "--api-base", "http://127.0.0.1:9/v1",
+                  "--max-tokens", "0")
+    assert r.code == 2 and r.err.strip().endswith("--max-tokens must be at least 1") and "Traceback" not in r.text
 
 
 def test_the_campaign_key_reaches_the_nights_config(tmp_path):
     from scientist.campaign import load_campaign
 
     path = tmp_path / "c.toml"
-    path.write_text('name = "c"\ntemplate = "discopop"\nmodel = "openai/x"\nstructured = "off"\n')
-    assert load_campaign(path).structured == "off"
+    path.write_text('name = "c"\ntemplate = "discopop"\nmodel = "openai/x"\nstructured = "off"\nmax_tokens = 900\n')
+    assert load_campaign(path).structured == "off" and load_campaign(path).max_tokens == 900
     path.write_text('name = "c"\ntemplate = "discopop"\nstructured = "sometimes"\n')
     with pytest.raises(Exception, match="field 'structured'"):
         load_campaign(path)

@@ -11,11 +11,11 @@ from collections.abc import Callable
 from typing import TypeVar
 
 from base.formats import (
-    EDITS_SCHEMA,
     IDEA_SCHEMA,
     VERDICT_SCHEMA,
     FormatError,
     edits_done,
+    edits_schema,
     edits_thought,
     is_done,
     parse_edit_answer,
@@ -114,7 +114,7 @@ class LLMProposer:
             messages.append({"role": "user", "content": f"{_feedback(ctx.history[-1], ctx.attempts)}\n\n{request}"})
 
         def parse(text: str):
-            # SEARCH/REPLACE text, or JSON edits from a server that took EDITS_SCHEMA
+            # SEARCH/REPLACE text, or JSON edits from a server that took edits_schema
             try:
                 edits = parse_edit_answer(text)
             except FormatError:
@@ -126,7 +126,8 @@ class LLMProposer:
             return edited
 
         try:
-            edited, text = self._ask("experiment", messages, parse, "edit", EDITS_SCHEMA)
+            schema = edits_schema(self.template.spec.editable)
+            edited, text = self._ask("experiment", messages, parse, "edit", schema)
         except NoValidAnswer as e:
             return Proposal(failure=str(e))
         if edited is _DONE:
