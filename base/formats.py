@@ -398,9 +398,10 @@ def parse_edits(text: str) -> list[Edit]:
     return edits
 
 
-def edits_schema(paths: tuple[str, ...] | list[str] = ()) -> Schema:
+def edits_schema(paths: tuple[str, ...] | list[str] = (), *, must_edit: bool = False) -> Schema:
     """The JSON form of edits, for servers that take a schema: the same Edit entries as the SEARCH/REPLACE text.
-    With the template's editable `paths`, "path" is their enum, so a constrained server cannot name another file."""
+    With the template's editable `paths`, "path" is their enum, so a constrained server cannot name another file;
+    `must_edit` (the first run of an idea, which nothing can have completed yet) asks for at least one edit."""
     path: dict = {"type": "string", "description": "the editable file, e.g. loss.py"}
     if paths:
         path["enum"] = list(paths)
@@ -409,7 +410,7 @@ def edits_schema(paths: tuple[str, ...] | list[str] = ()) -> Schema:
         "properties": {
             "thought": {"type": "string", "description": "what you change and why"},
             "done": {"type": "boolean", "description": "true, with no edits, when the experiments are complete"},
-            "edits": {"type": "array", "items": {
+            "edits": {"type": "array", **({"minItems": 1} if must_edit else {}), "items": {
                 "type": "object",
                 "properties": {
                     "path": path,

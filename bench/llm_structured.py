@@ -80,7 +80,8 @@ def stages(template_dir: Path) -> dict:
                   {"role": "user", "content": prompts.idea_prompt(task, files, [], 1)}], parse_idea, IDEA_SCHEMA),
         "edit": ([{"role": "system", "content": prompts.CODER_SYSTEM},
                   {"role": "user", "content": prompts.coder_prompt(idea, task, t.spec.editable, 1, "baseline 0.508")
-                   + "\n\n" + prompts.run_request(1, 1, files)}], edit_ok, edits_schema(t.spec.editable)),
+                   + "\n\n" + prompts.run_request(1, 1, files)}], edit_ok,
+                 edits_schema(t.spec.editable, must_edit=True)),
         "review": ([{"role": "system", "content": ai_scientist.SYSTEM}, {"role": "user", "content": review_prompt}],
                    parse_review, REVIEW_SCHEMA),
     }

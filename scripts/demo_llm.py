@@ -117,6 +117,7 @@ def main() -> None:
     ap.add_argument("--ideas", type=int, default=2)
     ap.add_argument("--runs", type=int, default=1)
     ap.add_argument("--structured", default="auto")
+    ap.add_argument("--max-tokens", type=int, default=768, help="per answer (the server's default is its context)")
     ap.add_argument("--home", type=Path, default=ROOT / ".scientist")
     ap.add_argument("--out", type=Path, default=ROOT / ".scientist" / "demo-llm")
     ap.add_argument("--server-python", default=str(ROOT / ".venv-llm" / "bin" / "python"))
@@ -131,6 +132,7 @@ def main() -> None:
                 "openai/smollm2", "--api-base", f"http://127.0.0.1:{port}/v1", "--ideas", str(args.ideas),
                 "--runs", str(args.runs), "--reflections", "1", "--review-ensemble", "1",
                 "--review-reflections", "1", "--retries", "1", "--structured", args.structured,
+                "--max-tokens", str(args.max_tokens),
                 "--home", str(args.home), "--out", str(args.out)]
         print(" ".join(argv), flush=True)
         code = subprocess.run(argv).returncode

@@ -168,6 +168,8 @@ def test_what_a_small_constrained_model_writes_is_read_or_named():
     path = edits_schema(("loss.py",)).schema["properties"]["edits"]["items"]["properties"]["path"]
     assert path["enum"] == ["loss.py"] and "enum" not in EDITS_SCHEMA.schema["properties"]["edits"]["items"][
         "properties"]["path"]
+    assert edits_schema(must_edit=True).schema["properties"]["edits"]["minItems"] == 1
+    assert "minItems" not in EDITS_SCHEMA.schema["properties"]["edits"]
 
 
 def review_answer(overall: int, thought: str = "fine") -> str:

@@ -126,7 +126,7 @@ class LLMProposer:
             return edited
 
         try:
-            schema = edits_schema(self.template.spec.editable)
+            schema = edits_schema(self.template.spec.editable, must_edit=ctx.run_idx == 1 and not ctx.history)
             edited, text = self._ask("experiment", messages, parse, "edit", schema)
         except NoValidAnswer as e:
             return Proposal(failure=str(e))
