@@ -37,6 +37,11 @@ class LLMError(Exception):
     """A model call that cannot be made or did not succeed; the message is one line, for the user."""
 
 
+class ContextTooLong(LLMError):
+    """The conversation no longer fits the model's context window: that conversation is over, not the session
+    (a small local model's grows past 8k tokens in one idea's re-asks)."""
+
+
 class BudgetExceeded(Exception):
     """The run's dollar or time budget is spent; the message says which and how much."""
 
@@ -313,6 +318,8 @@ class LLM:
         except Exception as exc:  # litellm raises many types; one that is not retryable fails at once
             if probing and _rejects(exc):
                 raise _Rejected(_reason(exc, self.timeout_s)) from None
+            if _context_too_long(exc):
+                raise ContextTooLong(f"{self.where} failed: {_reason(exc, self.timeout_s)}") from None
             raise LLMError(f"{self.where} failed: {_reason(exc, self.timeout_s)}") from None
 
     def _parse(self, resp: Any) -> tuple[str, int, int]:
@@ -435,10 +442,25 @@ def _http_status(exc: BaseException) -> int | None:
     return status if isinstance(status, int) else None
 
 
+_CONTEXT = re.compile(r"context length|context window|context_length_exceeded|exceeds? the context|prompt is too long",
+                      re.IGNORECASE)
+
+
+def _context_too_long(exc: BaseException) -> bool:
+    """Whether a 4xx says the messages do not fit the model's context (litellm's ContextWindowExceededError, or
+    the words OpenAI-compatible servers and Anthropic use)."""
+    if type(exc).__name__ == "ContextWindowExceededError":
+        return True
+    status = _http_status(exc)
+    return status is not None and 400 <= status < 500 and _CONTEXT.search(str(exc)) is not None
+
+
 def _rejects(exc: BaseException) -> bool:
     """Whether an error is how a server refuses a request's form (REJECTS): not a network or load problem, nor
-    a body that is not JSON."""
+    a body that is not JSON, nor messages too long for the model."""
     if _is_timeout(exc) or _is_connection_error(exc) or any(isinstance(e, json.JSONDecodeError) for e in _chain(exc)):
+        return False
+    if _context_too_long(exc):
         return False
     return _http_status(exc) in REJECTS
 

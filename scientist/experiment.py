@@ -110,7 +110,7 @@ def run_idea(cfg: LoopConfig, store: Store, *, session_id: int, idx: int, idea: 
     reason: str | None = None
 
     for run_idx in range(1, cfg.runs + 1):
-        succeeded = done = False
+        succeeded = done = ended = False
         for attempt in range(1, cfg.attempts + 1):
             budget.check()
             report.event("run_start", idea=idea.name, run=run_idx, runs=cfg.runs, attempt=attempt,
@@ -128,13 +128,16 @@ def run_idea(cfg: LoopConfig, store: Store, *, session_id: int, idx: int, idea: 
                 log.record(RunEntry(run=run_idx, attempt=attempt, status="no_edit", reason=why),
                            Attempt(run_idx, attempt, "no_edit", None, reason=why),
                            f"- Run {run_idx}, attempt {attempt}: no usable edit ({why}).", reason=why)
+                if proposal.final:
+                    ended, reason = True, f"run {run_idx}, attempt {attempt}: {why}"
+                    break
                 continue
             succeeded = _evaluate(cfg, store, log, proposal, ctx, baseline, folder, budget)
             if succeeded:
                 files = proposal.sources
                 store.save_idea(session_id, idx, idea.model_dump(), status="running", best_run_id=log.best.run_id)
                 break
-        if done:
+        if done or ended:
             break
         if not succeeded:
             last = log.history[-1].reason if log.history else "no attempt was made"

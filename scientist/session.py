@@ -107,8 +107,10 @@ def _archive(store: Store, template: Template, session_id: int, ids: list[int] |
 
 
 def _run_ideas(cfg: RunConfig, store: Store, session_id: int, proposer: Proposer, archive: list[ArchiveEntry],
-               baseline: Run, budget: Budget, executor: runner.Executor, report: Reporter) -> list[IdeaOutcome]:
-    """Up to cfg.ideas ideas, up to cfg.workers of them in flight; their outcomes in the order proposed.
+               baseline: Run, budget: Budget, executor: runner.Executor, report: Reporter,
+               outcomes: dict[int, IdeaOutcome]) -> None:
+    """Up to cfg.ideas ideas, up to cfg.workers of them in flight; their outcomes go into `outcomes` by index as
+    they finish, so a session that stops (budget, model error, Ctrl-C) still reports the ideas that ended.
 
     Ideas are proposed one at a time, here, from the archive as it stands when a worker frees:
     earlier ideas with their best metric, and ideas still running as pending (no metric), so the
@@ -122,7 +124,6 @@ def _run_ideas(cfg: RunConfig, store: Store, session_id: int, proposer: Proposer
                       cancel=threading.Event())
     proposed = {row["idx"]: row for row in store.ideas(session_id=session_id)}
     seen: list[ArchiveEntry] = []
-    outcomes: dict[int, IdeaOutcome] = {}
     running: dict[Future, tuple[int, ArchiveEntry]] = {}
     idx = accepted = 0
     pool = ThreadPoolExecutor(max_workers=cfg.workers, thread_name_prefix="idea")
@@ -164,7 +165,6 @@ def _run_ideas(cfg: RunConfig, store: Store, session_id: int, proposer: Proposer
         raise
     finally:
         pool.shutdown(wait=True)
-    return [outcomes[i] for i in sorted(outcomes)]
 
 
 def _drop(cfg: RunConfig, store: Store, session_id: int, idx: int, idea: Idea, row: dict | None,
@@ -261,7 +261,8 @@ def run_session(cfg: RunConfig, store: Store, report: Reporter) -> tuple[int, Se
     report.event("session", template=cfg.template.name, proposer=cfg.proposer, out_dir=str(cfg.out_dir),
                  resumed=resumed)
     stored = _note_template_change(cfg, store, session_id, stored, report)
-    ideas: list[IdeaOutcome] = []
+    finished: dict[int, IdeaOutcome] = {}
+    write = False
     baseline: Run | None = None
     status, reason, code = "complete", None, EXIT_OK
     try:
@@ -278,9 +279,10 @@ def run_session(cfg: RunConfig, store: Store, report: Reporter) -> tuple[int, Se
         if archive_ids is None:  # freeze the archive, so a resumed session asks the same questions
             store.set_session_args(session_id, {**stored, "archive_ids": [a.id for a in archive if a.id is not None]})
         proposer = make_proposer(cfg, store, session_id, budget, baseline)
-        ideas = _run_ideas(cfg, store, session_id, proposer, archive, baseline, budget, executor, report)
-        if len(ideas) < cfg.ideas:
-            status, reason = "stopped", (f"only {len(ideas)} of {cfg.ideas} ideas were new; the others were "
+        _run_ideas(cfg, store, session_id, proposer, archive, baseline, budget, executor, report, finished)
+        write = bool(finished)  # papers only for a session whose ideas all ran (a stopped one resumes first)
+        if len(finished) < cfg.ideas:
+            status, reason = "stopped", (f"only {len(finished)} of {cfg.ideas} ideas were new; the others were "
                                          "near-duplicates or, with --literature, not novel")
     except BudgetExceeded as e:
         status, reason, code = "stopped", str(e), EXIT_BUDGET
@@ -289,12 +291,13 @@ def run_session(cfg: RunConfig, store: Store, report: Reporter) -> tuple[int, Se
     except KeyboardInterrupt:
         status, reason, code = "stopped", "interrupted by the user", EXIT_INTERRUPTED
     finally:
+        ideas = [finished[i] for i in sorted(finished)]  # also those that ended before a stop
         if status != "complete":
             report.event("stopped", reason=reason)
         store.close_session(session_id, status, reason)
         summary = _summary(cfg, store, session_id, baseline, ideas, status, reason, time.time() - started)
         _write_outputs(cfg, store, session_id, summary)
-    if cfg.writeup and baseline is not None and ideas and code != EXIT_INTERRUPTED:
+    if cfg.writeup and baseline is not None and write and code != EXIT_INTERRUPTED:
         code = max(code, _writeup(cfg, store, session_id, budget, summary, report))
         if cfg.review and cfg.model and code in (EXIT_OK, EXIT_ERROR):
             code = max(code, _review(cfg, store, session_id, budget, summary, report))

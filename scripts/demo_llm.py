@@ -1,10 +1,12 @@
 """`make demo-llm`: the whole pipeline with a real small model on CPU, offline.
 
 Starts llama-cpp-python's server on loopback with SmolLM2-135M-Instruct (from .venv-llm, which the Makefile
-fills), runs `scientist run --template discopop --model openai/smollm2 --api-base http://127.0.0.1:PORT/v1`
-with a few ideas (papers written and reviewed by the same model), stops the server, and prints per stage how
-many answers were valid (each recorded answer parsed again with the stage's parser), how many runs succeeded
-and where the papers are. A 135M model answers badly; the point is that every stage runs and says so.
+fills) and runs two `scientist run --template discopop --model openai/smollm2 --api-base
+http://127.0.0.1:PORT/v1` sessions: one where the model proposes the ideas and writes the code, one where the
+evolve proposer's ideas run and the model writes and reviews the papers. Then it stops the server and prints,
+per session, how many answers of each stage were valid (each recorded answer parsed again with the stage's
+parser), how the run attempts ended and where the papers and reviews are. A 135M model answers badly; the
+point is that every stage meets it, and that every failure is recorded and explained.
 """
 
 from __future__ import annotations
@@ -87,7 +89,8 @@ def report(home: Path, out: Path) -> int:
         c["valid" if ok else ("unknown" if ok is None else "invalid")] += 1
         tokens += completion or 0
         seconds += latency or 0
-    print("\nanswers per stage (each recorded answer parsed again):")
+    print("\nanswers per stage (each recorded answer parsed again; an experiment answer counts when it is "
+          "well-formed, and whether its edit applied shows in the attempts below):")
     for stage, c in per_stage.items():
         forms = ", ".join(f"{k[5:]} {v}" for k, v in c.items() if k.startswith("form "))
         shown = f"{c['valid']}/{c['calls']} valid" if not c["unknown"] else f"{c['calls']} calls"
@@ -100,8 +103,10 @@ def report(home: Path, out: Path) -> int:
         return 1
     summary = json.loads(summary_path.read_text())
     runs = [r for idea in summary["ideas"] for r in idea.get("runs", [])]
+    tally = Counter(r["status"] for r in runs)
     print(f"\nsession {summary['status']}" + (f": {summary.get('reason')}" if summary.get("reason") else ""))
-    print(f"ideas: {len(summary['ideas'])}; runs succeeded: {sum(r['status'] == 'ok' for r in runs)}/{len(runs)}")
+    print(f"ideas: {len(summary['ideas'])}; run attempts: {len(runs)} ({tally['ok']} succeeded, {tally['failed']} "
+          f"failed in the sandbox, {tally['no_edit']} without a usable edit)")
     for idea in summary["ideas"]:
         paper = idea.get("paper") or {}
         review = idea.get("review") or {}
@@ -112,9 +117,19 @@ def report(home: Path, out: Path) -> int:
     return 0
 
 
+# Two sessions, so that every stage meets the model: in the first the model proposes the ideas and writes the
+# code (a 135M model's edits rarely apply, so it seldom gets as far as a paper); in the second the LLM-free evolve
+# proposer supplies ideas whose runs succeed, and the model writes and reviews their papers.
+SESSIONS = {
+    "ideas-and-code": lambda a: ["--ideas", str(a.ideas), "--runs", str(a.runs), "--attempts", "2",
+                                 "--reflections", "1"],
+    "papers-and-reviews": lambda a: ["--proposer", "evolve", "--writer", "llm", "--ideas", "1", "--runs", "1"],
+}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--ideas", type=int, default=2)
+    ap.add_argument("--ideas", type=int, default=2, help="ideas of the model's own session")
     ap.add_argument("--runs", type=int, default=1)
     ap.add_argument("--structured", default="auto")
     ap.add_argument("--max-tokens", type=int, default=768, help="per answer (the server's default is its context)")
@@ -127,20 +142,25 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     print(f"starting llama-cpp-python's server with SmolLM2-135M-Instruct on 127.0.0.1:{port}", flush=True)
     server = start_server(args.server_python, port, args.threads, 8192, log=args.out / "llama_server.log")
+    codes = {}
     try:
-        argv = [str(ROOT / ".venv" / "bin" / "scientist"), "run", "--template", "discopop", "--model",
-                "openai/smollm2", "--api-base", f"http://127.0.0.1:{port}/v1", "--ideas", str(args.ideas),
-                "--runs", str(args.runs), "--reflections", "1", "--review-ensemble", "1",
-                "--review-reflections", "1", "--retries", "1", "--structured", args.structured,
-                "--max-tokens", str(args.max_tokens),
-                "--home", str(args.home), "--out", str(args.out)]
-        print(" ".join(argv), flush=True)
-        code = subprocess.run(argv).returncode
+        for name, extra in SESSIONS.items():
+            argv = [str(ROOT / ".venv" / "bin" / "scientist"), "run", "--template", "discopop", "--model",
+                    "openai/smollm2", "--api-base", f"http://127.0.0.1:{port}/v1", *extra(args),
+                    "--review-ensemble", "1", "--review-reflections", "1", "--retries", "1",
+                    "--structured", args.structured, "--max-tokens", str(args.max_tokens),
+                    "--home", str(args.home), "--out", str(args.out / name)]
+            print(f"\n== {name}: " + " ".join(argv), flush=True)
+            codes[name] = subprocess.run(argv).returncode
     finally:
         server.terminate()
         server.wait(timeout=30)
-    print(f"server stopped; scientist run exited {code}")
-    raise SystemExit(report(args.home, args.out) or (0 if code in (0, 1) else code))
+    print("\nserver stopped; " + "; ".join(f"{name} exited {code}" for name, code in codes.items()))
+    failed = 0
+    for name in codes:
+        print(f"\n== {name}")
+        failed |= report(args.home, args.out / name)
+    raise SystemExit(failed or max((c for c in codes.values() if c not in (0, 1)), default=0))
 
 
 if __name__ == "__main__":

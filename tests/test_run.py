@@ -264,3 +264,38 @@ def test_two_llm_ideas_in_flight_share_one_exact_budget(tiny_templates, tmp_path
     done = {e["idea"]: e["time"] for e in events if e["event"] == "run_done"}
     (a, b) = sorted(starts)
     assert starts[a] < done[b] and starts[b] < done[a], events
+
+
+CONTEXT_400 = {"status": 400, "message": "This model's maximum context length is 8192 tokens. However, you "
+                                         "requested 9059 tokens (8291 in the messages, 768 in the completion)."}
+
+
+def test_a_full_context_ends_its_idea_and_a_later_stop_keeps_the_ideas_that_ended(tiny_templates, run_home,
+                                                                                    tmp_path):
+    # Idea 1's edit request no longer fits the model's context (what SmolLM2's 8k context did in make demo-llm):
+    # that idea fails at once, with the server's words, and the session goes on to idea 2, whose run succeeds;
+    # idea 3's request is refused (401), which stops the session, and summary.json still lists ideas 1 and 2.
+    # (ideas unlike those of the module's other sessions, which the shared home's archive holds)
+    talk = {**IDEA, "name": "long_talk", "title": "Curriculum over prompt lengths",
+             "hypothesis": "Ordering training prompts by length stabilises the reward margin early on.",
+             "experiment": "Sort the batches by prompt length for the first half of training."}
+    clip = {**IDEA, "name": "margin_clip", "title": "Clipped preference margins",
+             "hypothesis": "Capping the log-ratio margin at 5 keeps outlier pairs from dominating.",
+             "experiment": "Clip rho to [-5, 5] before the sigmoid."}
+    script = [IDEA_ANSWER.replace(json.dumps(IDEA), json.dumps(talk)), CONTEXT_400,
+              IDEA_ANSWER.replace(json.dumps(IDEA), json.dumps(clip)), EDIT_SMOOTH,
+              {"status": 401, "message": "invalid api key"}]
+    out = tmp_path / "out"
+    with ScriptedServer(script) as server:
+        r = run(tiny_templates, run_home, out, *llm_args(server.url, "--reflections", "0", "--ideas", "3",
+                                                          "--runs", "1", "--attempts", "4"))
+        requests = len(server.requests)
+    assert r.code == 1 and "Traceback" not in r.text and requests == len(script)  # no attempt re-sent the 400
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["status"] == "stopped" and "HTTP 401" in summary["reason"]
+    first, second = summary["ideas"]
+    assert (first["name"], first["status"], second["name"], second["status"]) == (
+        "long_talk", "failed", "margin_clip", "done")
+    assert first["reason"].startswith("run 1, attempt 1: the idea's conversation no longer fits the model's context")
+    assert "maximum context length is 8192 tokens" in first["reason"]
+    assert [e["status"] for e in first["runs"]] == ["no_edit"] and second["runs"][0]["status"] == "ok"

@@ -57,12 +57,14 @@ class IdeaContext:
 
 @dataclass
 class Proposal:
-    """Files to run, or done=True (the proposer ends the idea), or a failure to produce an edit."""
+    """Files to run, or done=True (the proposer ends the idea), or a failure to produce an edit (`final`: one
+    that every later attempt would repeat, so the idea ends with it)."""
 
     sources: dict[str, str] | None = None
     note: str = ""
     done: bool = False
     failure: str | None = None
+    final: bool = False
     meta: dict = field(default_factory=dict)
 
 

@@ -22,7 +22,7 @@ from base.formats import (
     parse_idea,
     parse_json_block,
 )
-from base.llm import LLM, InvalidAnswer, Schema, ask_parsed
+from base.llm import LLM, ContextTooLong, InvalidAnswer, Schema, ask_parsed
 from base.records import ArchiveEntry, Idea
 from base.template import Template
 from scientist import prompts
@@ -130,6 +130,8 @@ class LLMProposer:
             edited, text = self._ask("experiment", messages, parse, "edit", schema)
         except NoValidAnswer as e:
             return Proposal(failure=str(e))
+        except ContextTooLong as e:  # the idea's conversation is full: it ends, and the session goes on
+            return Proposal(failure=f"the idea's conversation no longer fits the model's context ({e})", final=True)
         if edited is _DONE:
             return Proposal(done=True, note="the model judged the experiments complete")
         return Proposal(sources=edited, note=_reasoning(text))
