@@ -301,6 +301,11 @@ def run_session(cfg: RunConfig, store: Store, report: Reporter) -> tuple[int, Se
         code = max(code, _writeup(cfg, store, session_id, budget, summary, report))
         if cfg.review and cfg.model and code in (EXIT_OK, EXIT_ERROR):
             code = max(code, _review(cfg, store, session_id, budget, summary, report))
+        # the papers' and reviews' model calls count too
+        cost, calls, prompt_tokens, completion_tokens = store.session_cost(session_id)
+        summary.cost_usd, summary.llm_calls = cost, calls
+        summary.tokens = {"prompt": prompt_tokens, "completion": completion_tokens}
+        summary.write(cfg.out_dir)
     report.event("stage", stage=status, spend_usd=store.session_cost(session_id)[0])
     return code, summary
 

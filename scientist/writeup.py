@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from base.formats import FormatError
 from base.llm import LLM
 from base.records import PaperStatus, Reporter, SessionSummary
 from base.store import Store
@@ -35,7 +36,13 @@ def write_papers(summary: SessionSummary, run_dir: Path, template: Template, *, 
         if report is not None:
             report.event("stage", stage=f"writeup {entry.name}")
         inp = load_input(template, run_dir, entry, summary)
-        entry.paper = write_paper(inp, run_dir / entry.folder / "paper", llm=llm)
+        paper_dir = run_dir / entry.folder / "paper"
+        try:
+            entry.paper = write_paper(inp, paper_dir, llm=llm)
+        except FormatError as e:  # the model gave no usable section: this paper failed, the next one is written
+            entry.paper = PaperStatus(status="writeup_failed", reason=f"the model wrote no usable LaTeX: {e}",
+                                      tex=str(paper_dir / "paper.tex"), claim_check=str(paper_dir / "claim_check.json"),
+                                      unverified_numbers=0, figures=0)
         results.append(entry.paper)
         if report is not None:
             report.event("paper", name=entry.name, status=entry.paper.status, pdf=entry.paper.pdf,

@@ -1,11 +1,12 @@
 """`make demo-llm`: the whole pipeline with a real small model on CPU, offline.
 
 Starts llama-cpp-python's server on loopback with SmolLM2-135M-Instruct (from .venv-llm, which the Makefile
-fills) and runs two `scientist run --template discopop --model openai/smollm2 --api-base
-http://127.0.0.1:PORT/v1` sessions: one where the model proposes the ideas and writes the code, one where the
-evolve proposer's ideas run and the model writes and reviews the papers. Then it stops the server and prints,
-per session, how many answers of each stage were valid (each recorded answer parsed again with the stage's
-parser), how the run attempts ended and where the papers and reviews are. A 135M model answers badly; the
+fills) and runs three `scientist run --template discopop --model openai/smollm2 --api-base
+http://127.0.0.1:PORT/v1` sessions: one where the model proposes the ideas and writes the code and papers, one
+where the evolve proposer's idea runs and the model writes its paper, and one where the model reviews the
+template's paper of that run. Then it stops the server and prints, per session, how many answers of each
+stage were valid (each recorded answer parsed again with the stage's parser), how the run attempts ended and
+where the papers and reviews are. A 135M model answers badly; the
 point is that every stage meets it, and that every failure is recorded and explained.
 """
 
@@ -117,13 +118,15 @@ def report(home: Path, out: Path) -> int:
     return 0
 
 
-# Two sessions, so that every stage meets the model: in the first the model proposes the ideas and writes the
-# code (a 135M model's edits rarely apply, so it seldom gets as far as a paper); in the second the LLM-free evolve
-# proposer supplies ideas whose runs succeed, and the model writes and reviews their papers.
+# Three sessions, so that every stage meets the model: in the first the model proposes the ideas, writes the
+# code and the papers (a 135M model's edits rarely apply); in the second the LLM-free evolve proposer supplies an
+# idea whose run succeeds and the model writes its paper; in the third the same run (reused) gets the template's
+# own paper, which compiles, and the model reviews it.
 SESSIONS = {
     "ideas-and-code": lambda a: ["--ideas", str(a.ideas), "--runs", str(a.runs), "--attempts", "2",
                                  "--reflections", "1"],
-    "papers-and-reviews": lambda a: ["--proposer", "evolve", "--writer", "llm", "--ideas", "1", "--runs", "1"],
+    "papers": lambda a: ["--proposer", "evolve", "--writer", "llm", "--ideas", "1", "--runs", "1"],
+    "reviews": lambda a: ["--proposer", "evolve", "--writer", "template", "--ideas", "1", "--runs", "1"],
 }
 
 

@@ -253,3 +253,30 @@ def test_papers_found_by_the_literature_search_are_citable(recorded, tmp_path):
     assert r.code == 0, r.text
     idea = json.loads((run / "summary.json").read_text())["ideas"][0]
     assert "@misc{lit1," in (run / idea["folder"] / "paper" / "references.bib").read_text()
+
+
+def test_a_paper_the_model_writes_no_latex_for_fails_alone_and_the_next_is_written(tiny_templates, tmp_path):
+    # What SmolLM2 did in make demo-llm: no ```latex block in 3 tries. Before, that stopped the whole paper
+    # stage; now that paper is writeup_failed with the reason, the next idea's paper is written, and
+    # summary.json counts the writer's calls.
+    asked = []
+
+    def model(body):
+        asked.append(body)
+        if len(asked) <= 3:  # the first paper's abstract, asked and re-asked twice
+            return "I would write an abstract here, but no LaTeX block."
+        return answer(body)
+
+    out = tmp_path / "run"
+    with ScriptedServer(model) as server:
+        r = scientist("run", "--template", "discopop", "--templates-dir", str(tiny_templates), "--home",
+                      str(tmp_path / "home"), "--out", str(out), "--proposer", "evolve", "--ideas", "2", "--runs",
+                      "1", "--writer", "llm", "--model", "openai/test-model", "--api-base", server.url,
+                      "--no-review", timeout=600)
+    assert r.code == 0 and "Traceback" not in r.text, r.text
+    summary = json.loads((out / "summary.json").read_text())
+    first, second = (i["paper"] for i in summary["ideas"])
+    assert first["status"] == "writeup_failed" and first["reason"].startswith(
+        "the model wrote no usable LaTeX: no LaTeX block after 3 tries: no ```latex fenced block found")
+    assert second["status"] == "ok" and os.path.isfile(second["pdf"])
+    assert summary["llm_calls"] == len(asked) > 3
