@@ -161,8 +161,9 @@ def print_session(console: Console, summary: SessionSummary, out_dir: Path) -> N
             if i.review is not None and i.review.Overall is not None:
                 console.print(f"review: {i.review.path} (Overall {i.review.Overall}, {i.review.Decision})")
         elif paper:
+            see = f"see {paper.tex}; " if Path(paper.tex).is_file() else ""  # none when no section was written
             console.print(f"paper of {escape(i.name)}: [red]{paper.status}[/red]: {escape(paper.reason or '')} "
-                          f"(see {paper.tex}; {paper.struck_sentences} struck sentences)")
+                          f"({see}{paper.struck_sentences} struck sentences)")
     if summary.review.startswith("skipped"):
         console.print(f"reviews: {summary.review}; review a paper any time with `scientist review PAPER.pdf "
                       "--model ...`")

@@ -111,7 +111,7 @@ def report(home: Path, out: Path) -> int:
     for idea in summary["ideas"]:
         paper = idea.get("paper") or {}
         review = idea.get("review") or {}
-        where = paper.get("pdf") or paper.get("error") or "no paper"
+        where = paper.get("pdf") or (f"{paper['status']} ({paper.get('reason')})" if paper else "no paper")
         verdict = (f"Overall {review['Overall']}, {review['Decision']}" if review.get("Overall") is not None
                    else review.get("error") or "not reviewed")
         print(f"  {idea['name']}: {idea['status']}; paper: {where}; review: {verdict}")
