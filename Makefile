@@ -52,7 +52,7 @@ references: setup
 # The suite includes a real small model (tests/test_real_model.py): its server is built here, once.
 test: system-test $(VENV)/.installed $(LLM_VENV)/.installed
 	$(VENV)/bin/lint-imports
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=25
 
 test-all: system-test $(VENV)/.installed $(LLM_VENV)/.installed
 	$(PY) -m pytest -q -m ""
