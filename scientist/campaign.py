@@ -111,6 +111,7 @@ class CampaignConfig(BaseModel):
     profile: str | None = None
     writeup: bool = True
     review: bool = True
+    review_protocol: Literal["ai-scientist", "ensemble"] = "ai-scientist"   # as scientist run --review-protocol
     structured: Literal["auto", "on", "off"] = "auto"    # structured outputs, as scientist run --structured
     max_tokens: int | None = Field(None, ge=1)           # per model answer, as scientist run --max-tokens
     budget: NightBudget = NightBudget()
@@ -229,7 +230,8 @@ def night_config(campaign: CampaignConfig, template: Template, sandbox: Sandbox,
         budget_evaluations=campaign.budget.evaluations,
         seed=night.index,  # the evolve proposer draws other genomes each night
         writeup=campaign.writeup, writer="llm" if proposer == "llm" else "template",
-        review=campaign.review, structured=campaign.structured, max_tokens=campaign.max_tokens,
+        review=campaign.review, review_protocol=campaign.review_protocol, structured=campaign.structured,
+        max_tokens=campaign.max_tokens,
         workers=workers, executor=campaign.executor, ray_address=campaign.ray_address,
         campaign=campaign.name, best_known=best)
 

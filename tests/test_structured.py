@@ -216,6 +216,11 @@ def test_the_campaign_key_reaches_the_nights_config(tmp_path):
     path = tmp_path / "c.toml"
     path.write_text('name = "c"\ntemplate = "discopop"\nmodel = "openai/x"\nstructured = "off"\nmax_tokens = 900\n')
     assert load_campaign(path).structured == "off" and load_campaign(path).max_tokens == 900
+    path.write_text('name = "c"\ntemplate = "discopop"\nmodel = "openai/x"\nreview_protocol = "ensemble"\n')
+    assert load_campaign(path).review_protocol == "ensemble"
+    path.write_text('name = "c"\ntemplate = "discopop"\nreview_protocol = "fast"\n')
+    with pytest.raises(Exception, match="field 'review_protocol'"):
+        load_campaign(path)
     path.write_text('name = "c"\ntemplate = "discopop"\nstructured = "sometimes"\n')
     with pytest.raises(Exception, match="field 'structured'"):
         load_campaign(path)
