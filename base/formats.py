@@ -438,12 +438,12 @@ def parse_edit_answer(text: str) -> list[Edit]:
     """The edits of an answer: JSON in EDITS_SCHEMA's shape (from a server that took the schema) or SEARCH/REPLACE
     blocks; FormatError otherwise, also for a JSON answer that says done (the caller checks `edits_done`)."""
     data = edits_json(text)
-    body = text.strip()
-    if data is None and body.startswith("{") and "<<<<<<<" not in body:
-        # all one {...} that is not valid JSON (a constrained server cut at the token limit): say where it broke,
-        # not "no SEARCH/REPLACE blocks"
-        _load_object(body, "the JSON edits")
     if data is None:
+        body = text.strip()
+        if body.startswith("{") and "<<<<<<<" not in body:
+            # all one {...} that is not valid JSON (a constrained server cut at the token limit): say where it
+            # broke, not "no SEARCH/REPLACE blocks"
+            _load_object(body, "the JSON edits")
         return parse_edits(text)
     entries = data.get("edits")
     if not isinstance(entries, list) or not entries:
