@@ -4,6 +4,7 @@ import re
 import string
 import sys
 import time
+from pathlib import Path
 
 from sandbox.limits import Limits, supervise
 from sandbox.logs import BoundedLog, MiB, kept_text, size_text
@@ -71,3 +72,32 @@ def test_supervise_keeps_a_quiet_runs_output_whole(tmp_path):
     assert outcome.ok and outcome.exceeded is None
     assert sorted((tmp_path / "log").read_text().splitlines()) == ["to err", "to out"]
     assert "to out" in outcome.log_tail
+
+
+NOISE = (Path(__file__).parent / "fixtures" / "xla_aot_noise.log").read_bytes()  # two lines jax 0.9 wrote here
+
+
+def test_xla_cache_loader_noise_is_left_out_and_counted_but_other_lines_stay(tmp_path):
+    scatter, gather = NOISE.splitlines(keepends=True)
+    real_isa = scatter.replace(b"+prefer-no-scatter is not", b"+avx512fp16 is not")  # a real mismatch: kept
+    out = b"".join([b"step 1\n", scatter, gather, b"Error: step 2 failed\n", real_isa, scatter, b"Epoch 3 done"])
+    log = BoundedLog(tmp_path / "log", head_bytes=MiB, tail_bytes=MiB)
+    for i in range(0, len(out), 97):  # chunks that cut the noise lines anywhere, the "E" of a line included
+        log.write(out[i:i + 97])
+    assert log.total == len(out)  # the output limit still sees every byte
+    log.close()
+    text = (tmp_path / "log").read_bytes()
+    assert text == (b"step 1\nError: step 2 failed\n" + real_isa + b"Epoch 3 done\n[3 lines of XLA's CPU "
+                    b"cache-loader warning about tuning flags (harmless, jax-ml/jax#38445) left out]\n")
+    assert log.noise_lines == 3 and log.dropped == 0
+
+
+def test_a_line_that_may_become_noise_waits_only_until_it_cannot(tmp_path):
+    log = BoundedLog(tmp_path / "log", head_bytes=MiB, tail_bytes=MiB)
+    log.write(b"E12")  # the start of an XLA log line: held
+    assert (tmp_path / "log").read_bytes() == b""
+    log.write(b"03 10:00:00.000000    7 other.cc:1] something else went wrong" + b"." * 200)
+    assert (tmp_path / "log").read_bytes().startswith(b"E1203 10:00:00.000000    7 other.cc:1] something")
+    log.write(NOISE[:500])  # an unfinished noise line at the end of the output is noise too
+    log.close()
+    assert b"cpu_aot_loader" not in (tmp_path / "log").read_bytes() and log.noise_lines == 1
