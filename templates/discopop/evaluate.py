@@ -23,13 +23,20 @@ def _world(config: dict) -> pf.WorldConfig:
     return pf.WorldConfig(**config["world"])
 
 
+@partial(jax.jit, static_argnums=(0, 1, 2, 3, 4, 5, 6))
+def _make_data(world: pf.WorldConfig, world_seed: int, prompts_seed: int, n_prompts: int, pairs_seed: int,
+               pairs: int, seeds: int):
+    """Training prompts and each seed's preference pairs, in one compiled program: op by op, making
+    them took 8.5 s of a fresh home's first run on 2 cores, and 4.2 s this way (BENCHMARKS.md §12)."""
+    prompts = pf.make_prompts(world, world_seed, jax.random.PRNGKey(prompts_seed), n_prompts)
+    keys = jax.random.split(jax.random.PRNGKey(pairs_seed), seeds)
+    return prompts, jax.vmap(lambda k: pf.sample_preferences(world, world_seed, prompts, k, pairs))(keys)
+
+
 def prepare(data_dir: Path, config: dict, private: dict, seeds: int) -> None:
     """Write data/train.npz: training prompts and `seeds` preference data sets."""
-    world, ws = _world(config), private["world_seed"]
-    prompts = pf.make_prompts(world, ws, jax.random.PRNGKey(private["train_prompts_seed"]),
-                              config["train_prompts"])
-    keys = jax.random.split(jax.random.PRNGKey(private["pairs_seed"]), seeds)
-    prefs = jax.vmap(lambda k: pf.sample_preferences(world, ws, prompts, k, config["pairs"]))(keys)
+    prompts, prefs = _make_data(_world(config), private["world_seed"], private["train_prompts_seed"],
+                                config["train_prompts"], private["pairs_seed"], config["pairs"], seeds)
     data_dir.mkdir(parents=True, exist_ok=True)
     np.savez(data_dir / "train.npz", features=np.asarray(prompts.features),
              ref_logps=np.asarray(prompts.ref_logps), prompt=np.asarray(prefs.prompt),
