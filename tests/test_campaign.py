@@ -78,13 +78,38 @@ def test_a_missing_campaign_file_is_one_line(tmp_path):
     assert r.code == 2 and "no such campaign file" in r.err and "Traceback" not in r.text
 
 
-def test_two_nights_accumulate_and_each_writes_its_digest(tiny_templates, tmp_path):
+def test_one_night_at_a_time_a_killed_night_is_resumed_and_the_next_builds_on_it(tiny_templates, tmp_path):
     home = tmp_path / "home"
     campaign = write_campaign(tmp_path / "campaign.toml", tiny_templates)
-    first = scientist("nightly", str(campaign), "--home", str(home), timeout=900)
-    assert first.code == 0, first.text
-    second = scientist("nightly", str(campaign), "--home", str(home), timeout=900)
-    assert second.code == 0, second.text
+    proc = subprocess.Popen([sys.executable, "-m", "scientist", "nightly", str(campaign), "--home", str(home)],
+                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    lock = home / "campaigns" / "tiny-nightly" / "nightly.lock"
+    deadline = time.time() + 300
+    while time.time() < deadline and not (nights(home) and _runs_ok(home) >= 2):
+        time.sleep(0.3)  # the baseline and a first candidate are recorded: mid-night
+    holder = json.loads(lock.read_text())
+    assert holder["pid"] == proc.pid
+    refused = scientist("nightly", str(campaign), "--home", str(home))
+    assert refused.code == cp.EXIT_LOCKED, refused.text
+    assert f"pid {proc.pid}" in refused.err and "another night of this campaign is running" in refused.err
+    recorded = _runs_ok(home)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    (killed,) = nights(home)
+    assert killed["status"] == "running"
+    again = scientist("nightly", str(campaign), "--home", str(home), timeout=900)
+    assert again.code == 0, again.text
+    assert "night 1 (resuming the night a killed process left unfinished)" in again.out
+    (finished,) = nights(home)
+    assert finished["status"] == "complete" and finished["out_dir"] == killed["out_dir"]
+    assert _runs_ok(home) >= recorded  # nothing recorded was lost; finished runs were reused
+    then = scientist("nightly", str(campaign), "--home", str(home), timeout=900)
+    assert then.code == 0 and "night 2 " in then.out, then.text
+    _two_nights_accumulated(home, tmp_path)
+
+
+def _two_nights_accumulated(home: Path, tmp_path: Path) -> None:
+    """Night 2 built on night 1, each wrote its digest, and the campaign commands show both."""
     one, two = nights(home)
     assert Path(one["out_dir"]).name.startswith("001-") and Path(two["out_dir"]).name.startswith("002-")
     # Night 2 proposed from night 1's archive: its frozen archive holds every idea night 1 had.
@@ -130,35 +155,6 @@ def test_two_nights_accumulate_and_each_writes_its_digest(tiny_templates, tmp_pa
     assert shown.code == 0 and "002-" in shown.out, shown.text
     missing = scientist("campaign", "show", "other", "--home", str(home))
     assert missing.code == 2 and "no campaign 'other'" in missing.err
-
-
-def test_one_night_at_a_time_and_a_killed_night_is_resumed_then_the_next_begins(tiny_templates, tmp_path):
-    home = tmp_path / "home"
-    campaign = write_campaign(tmp_path / "campaign.toml", tiny_templates)
-    proc = subprocess.Popen([sys.executable, "-m", "scientist", "nightly", str(campaign), "--home", str(home)],
-                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    lock = home / "campaigns" / "tiny-nightly" / "nightly.lock"
-    deadline = time.time() + 300
-    while time.time() < deadline and not (nights(home) and _runs_ok(home) >= 2):
-        time.sleep(0.3)  # the baseline and a first candidate are recorded: mid-night
-    holder = json.loads(lock.read_text())
-    assert holder["pid"] == proc.pid
-    refused = scientist("nightly", str(campaign), "--home", str(home))
-    assert refused.code == cp.EXIT_LOCKED, refused.text
-    assert f"pid {proc.pid}" in refused.err and "another night of this campaign is running" in refused.err
-    recorded = _runs_ok(home)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    (killed,) = nights(home)
-    assert killed["status"] == "running"
-    again = scientist("nightly", str(campaign), "--home", str(home), timeout=900)
-    assert again.code == 0, again.text
-    assert "night 1 (resuming the night a killed process left unfinished)" in again.out
-    (finished,) = nights(home)
-    assert finished["status"] == "complete" and finished["out_dir"] == killed["out_dir"]
-    assert _runs_ok(home) >= recorded  # nothing recorded was lost; finished runs were reused
-    then = scientist("nightly", str(campaign), "--home", str(home), timeout=900)
-    assert then.code == 0 and "night 2 " in then.out, then.text
 
 
 def _runs_ok(home: Path) -> int:

@@ -64,6 +64,7 @@ def _answered(log: Path) -> int:
     return len(ANSWERED.findall(log.read_text(errors="replace")))
 
 
+@pytest.mark.slow  # eight greedy answers of up to 320 tokens: about a minute; BENCHMARKS §13 measures it
 def test_structured_outputs_raise_the_share_of_valid_ideas(smollm):
     """The template's own idea prompt, asked greedily after 0-3 earlier ideas, with and without the schema."""
     url, _ = smollm
