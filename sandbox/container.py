@@ -225,6 +225,35 @@ def _supervise(container, limits: Limits, log_path: Path, work: Path, host: str 
                    log_tail=log.tail(4000), exceeded=exceeded)
 
 
+def _pids_events(pid: int, container_id: str) -> Path | None:
+    """The container's pids.events, when its cgroup can be read from here (a daemon on this machine).
+
+    The file counts the forks the kernel refused at the limit: a fork bomb's task count hovers
+    just under the limit as its members die and respawn, and the daemon's stats, sampled twice a
+    second, may never see it there. A daemon elsewhere, or a cgroup not found, leaves the stats.
+    """
+    try:
+        lines = Path(f"/proc/{pid}/cgroup").read_text().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        _, controllers, path = line.split(":", 2)
+        if container_id not in path or controllers not in ("", "pids"):
+            continue  # another process with that pid (a remote daemon's), or another v1 controller
+        for root in (Path("/sys/fs/cgroup"), Path("/sys/fs/cgroup/pids")):
+            events = root / path.lstrip("/") / "pids.events"
+            if events.is_file():
+                return events
+    return None
+
+
+def _forks_refused(events: Path | None) -> bool:
+    try:
+        return events is not None and events.read_text().split()[1:2] not in ([], ["0"])
+    except OSError:  # the container is gone: its cgroup with it
+        return False
+
+
 def _watch(container, limits: Limits, log: BoundedLog, disk: DiskWatch, started: float,
            cancel: threading.Event | None):
     """Poll the running container against the limits, killing it past one: (state, timed_out, exceeded, peak).
@@ -235,10 +264,13 @@ def _watch(container, limits: Limits, log: BoundedLog, disk: DiskWatch, started:
     exceeded = None
     peak = 0.0
     last_stats = 0.0
+    events, looked = None, False
     while True:
         state = container.client.api.inspect_container(container.id)["State"]
         if state["Status"] not in ("created", "running"):
             break
+        if not looked and state.get("Pid"):
+            events, looked = _pids_events(state["Pid"], container.id), True
         if cancel is not None and cancel.is_set():
             raise KeyboardInterrupt
         now = time.time()
@@ -248,6 +280,8 @@ def _watch(container, limits: Limits, log: BoundedLog, disk: DiskWatch, started:
             exceeded = "disk"
         elif limits.output_over(log):
             exceeded = "output"
+        elif _forks_refused(events):
+            exceeded = "processes"
         elif now - last_stats > _STATS_EVERY_S:
             last_stats = now
             stats = container.stats(stream=False, one_shot=True)

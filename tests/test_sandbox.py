@@ -59,3 +59,30 @@ def test_build_refuses_a_base_it_cannot_use(docker_host):
 def test_build_without_a_daemon_is_one_line():
     r = scientist("sandbox", "build", "--docker-host", DEAD)
     assert r.code == 2 and "no Docker daemon answers" in r.err and "Traceback" not in r.text
+
+
+def test_a_local_containers_refused_forks_are_read_from_its_cgroup(docker_host):
+    """The Docker backend's process limit reads the kernel's count of refused forks, as bwrap's does: the task
+    count of a fork bomb hovers under the limit, where the daemon's stats, sampled, may never see it."""
+    import time
+
+    import docker
+
+    from sandbox.container import _forks_refused, _pids_events
+
+    client = docker.DockerClient(base_url=docker_host)
+    forks = "for i in $(seq 40); do sleep 30 & done; sleep 30"  # 40 sleepers against a limit of 16
+    container = client.containers.run(TEST_IMAGE, ["sh", "-c", forks], detach=True, pids_limit=16,
+                                      network_mode="none")
+    try:
+        pid = client.api.inspect_container(container.id)["State"]["Pid"]
+        events = _pids_events(pid, container.id)
+        assert events is not None and events.name == "pids.events"
+        assert _pids_events(pid, "0" * 64) is None  # a process that is not this container's
+        deadline = time.time() + 30
+        while not _forks_refused(events) and time.time() < deadline:
+            time.sleep(0.1)
+        assert _forks_refused(events), events.read_text()
+    finally:
+        container.remove(force=True)
+    assert not _forks_refused(events)  # its cgroup went with it
