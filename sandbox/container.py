@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 import psutil
 
 from sandbox.errors import SandboxUnavailable
-from sandbox.limits import Limits, Outcome
+from sandbox.limits import CGROUP_ROOTS, Limits, Outcome, forks_refused
 from sandbox.logs import BoundedLog
 from sandbox.usage import DiskWatch
 
@@ -225,8 +225,8 @@ def _supervise(container, limits: Limits, log_path: Path, work: Path, host: str 
                    log_tail=log.tail(4000), exceeded=exceeded)
 
 
-def _pids_events(pid: int, container_id: str) -> Path | None:
-    """The container's pids.events, when its cgroup can be read from here (a daemon on this machine).
+def _pids_cgroup(pid: int, container_id: str) -> Path | None:
+    """The container's pids cgroup, when it can be read from here (a daemon on this machine).
 
     The file counts the forks the kernel refused at the limit: a fork bomb's task count hovers
     just under the limit as its members die and respawn, and the daemon's stats, sampled twice a
@@ -240,18 +240,10 @@ def _pids_events(pid: int, container_id: str) -> Path | None:
         _, controllers, path = line.split(":", 2)
         if container_id not in path or controllers not in ("", "pids"):
             continue  # another process with that pid (a remote daemon's), or another v1 controller
-        for root in (Path("/sys/fs/cgroup"), Path("/sys/fs/cgroup/pids")):
-            events = root / path.lstrip("/") / "pids.events"
-            if events.is_file():
-                return events
+        for root in CGROUP_ROOTS:
+            if (root / path.lstrip("/") / "pids.events").is_file():
+                return root / path.lstrip("/")
     return None
-
-
-def _forks_refused(events: Path | None) -> bool:
-    try:
-        return events is not None and events.read_text().split()[1:2] not in ([], ["0"])
-    except OSError:  # the container is gone: its cgroup with it
-        return False
 
 
 def _watch(container, limits: Limits, log: BoundedLog, disk: DiskWatch, started: float,
@@ -264,13 +256,13 @@ def _watch(container, limits: Limits, log: BoundedLog, disk: DiskWatch, started:
     exceeded = None
     peak = 0.0
     last_stats = 0.0
-    events, looked = None, False
+    cgroup, looked = None, False
     while True:
         state = container.client.api.inspect_container(container.id)["State"]
         if state["Status"] not in ("created", "running"):
             break
         if not looked and state.get("Pid"):
-            events, looked = _pids_events(state["Pid"], container.id), True
+            cgroup, looked = _pids_cgroup(state["Pid"], container.id), True
         if cancel is not None and cancel.is_set():
             raise KeyboardInterrupt
         now = time.time()
@@ -280,7 +272,7 @@ def _watch(container, limits: Limits, log: BoundedLog, disk: DiskWatch, started:
             exceeded = "disk"
         elif limits.output_over(log):
             exceeded = "output"
-        elif _forks_refused(events):
+        elif cgroup is not None and forks_refused(cgroup):
             exceeded = "processes"
         elif now - last_stats > _STATS_EVERY_S:
             last_stats = now

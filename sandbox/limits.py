@@ -37,7 +37,7 @@ PR_SET_PDEATHSIG = 1
 PR_SET_CHILD_SUBREAPER = 36
 _VA_HEADROOM_MB = 8192
 _POLL_S = 0.05
-_CGROUP_ROOTS = (Path("/sys/fs/cgroup/pids"), Path("/sys/fs/cgroup"))
+CGROUP_ROOTS = (Path("/sys/fs/cgroup/pids"), Path("/sys/fs/cgroup"))  # cgroup v1 pids, then v2
 
 
 @dataclass(frozen=True)
@@ -124,7 +124,7 @@ def _preexec(limits: Limits, cgroup: Path | None, cpus: tuple[int, ...] | None):
 
 def pids_cgroup(max_tasks: int) -> Path | None:
     """A new pids cgroup capped at max_tasks, where this process may make one; else None."""
-    for root in _CGROUP_ROOTS:
+    for root in CGROUP_ROOTS:
         if not (root / "cgroup.procs").exists() or not os.access(root, os.W_OK):
             continue
         if root == Path("/sys/fs/cgroup") and "pids" not in _read(root / "cgroup.subtree_control"):
@@ -148,8 +148,14 @@ def _at_process_limit(cgroup: Path | None, procs: list[psutil.Process], limit: i
     """
     if cgroup is None:
         return len(procs) >= limit
+    return int(_read(cgroup / "pids.current") or 0) >= limit or forks_refused(cgroup)
+
+
+def forks_refused(cgroup: Path) -> bool:
+    """Whether the kernel refused a fork in this pids cgroup at its limit (pids.events' "max" count);
+    False when the cgroup is gone."""
     refused = _read(cgroup / "pids.events").split()
-    return int(_read(cgroup / "pids.current") or 0) >= limit or (refused[:1] == ["max"] and refused[1] != "0")
+    return refused[:1] == ["max"] and refused[1] != "0"
 
 
 def _remove_stale_cgroups(root: Path) -> None:

@@ -68,21 +68,23 @@ def test_a_local_containers_refused_forks_are_read_from_its_cgroup(docker_host):
 
     import docker
 
-    from sandbox.container import _forks_refused, _pids_events
+    from sandbox.container import _pids_cgroup
+    from sandbox.limits import forks_refused
 
     client = docker.DockerClient(base_url=docker_host)
-    forks = "for i in $(seq 40); do sleep 30 & done; sleep 30"  # 40 sleepers against a limit of 16
-    container = client.containers.run(TEST_IMAGE, ["sh", "-c", forks], detach=True, pids_limit=16,
-                                      network_mode="none")
+    container = client.containers.run(TEST_IMAGE, ["sleep", "60"], detach=True, pids_limit=16, network_mode="none")
     try:
         pid = client.api.inspect_container(container.id)["State"]["Pid"]
-        events = _pids_events(pid, container.id)
-        assert events is not None and events.name == "pids.events"
-        assert _pids_events(pid, "0" * 64) is None  # a process that is not this container's
+        # 40 sleepers against a limit of 16, beside the container's own process, which keeps its cgroup when the
+        # shell dies of a refused fork
+        container.exec_run(["sh", "-c", "for i in $(seq 40); do sleep 30 & done"], detach=True)
+        cgroup = _pids_cgroup(pid, container.id)
+        assert cgroup is not None and (cgroup / "pids.events").is_file()
+        assert _pids_cgroup(pid, "0" * 64) is None  # a process that is not this container's
         deadline = time.time() + 30
-        while not _forks_refused(events) and time.time() < deadline:
+        while not forks_refused(cgroup) and time.time() < deadline:
             time.sleep(0.1)
-        assert _forks_refused(events), events.read_text()
+        assert forks_refused(cgroup), (cgroup / "pids.events").read_text()
     finally:
         container.remove(force=True)
-    assert not _forks_refused(events)  # its cgroup went with it
+    assert not forks_refused(cgroup)  # its cgroup went with it
