@@ -54,9 +54,10 @@ class ArchiveEntry(Record):
 
 
 class Comparison(Record):
-    """A run against the baseline: Welch's test over seeds, and the same after Holm's adjustment."""
+    """A run against the baseline: a test over seeds (Welch's or paired), and the same after Holm's adjustment."""
 
-    test: str
+    test: str                          # the test that ran, by name (base.stats: WELCH, PAIRED, ...)
+    why: str = ""                      # why that test, when it is not plain Welch's (paired, or a fallback)
     alpha: float
     difference: float
     p_value: float

@@ -1,10 +1,11 @@
-"""Honest statistics over seeds: mean, standard error, 95% t-interval, Welch's test."""
+"""Honest statistics over seeds: mean, standard error, 95% t-interval, Welch's or the paired test, Holm."""
 
 from __future__ import annotations
 
 import math
 import warnings
 from collections.abc import Sequence
+from typing import Literal
 
 import numpy as np
 
@@ -87,30 +88,96 @@ def better(a: float, b: float, direction: str) -> bool:
     return a > b if direction == "max" else a < b
 
 
+Test = Literal["welch", "paired"]
+
+WELCH = "Welch's t-test (two-sided)"
+PAIRED = "paired t-test over seeds (two-sided)"
+PERMUTATION = "exact permutation test over the pooled seeds (two-sided)"
+SIGN_FLIP = "exact sign-flip test over paired seeds (two-sided)"
+# Why the paired test, in the words tables and papers use.
+PAIRED_WHY = "runs share seeds and data, so seed-wise differences are tested"
+
+
 def compare(candidate: Sequence[float], baseline: Sequence[float], direction: str,
-            alpha: float = 0.05) -> Comparison:
-    """Welch's two-sided t-test of candidate against baseline over seeds.
+            alpha: float = 0.05, test: Test = "welch", shared_seeds: bool = True) -> Comparison:
+    """A two-sided test of candidate against baseline over seeds: Welch's t-test, or the paired t-test.
+
+    test="paired" pairs seed i of the candidate with seed i of the baseline: valid only when
+    the runs share seeds and data (same template, train_seed and seed count; the caller says
+    so with `shared_seeds`). Otherwise Welch's test runs and `why` says so. Where the t
+    statistic is undefined (no variance at all), an exact permutation (or sign-flip) test
+    gives the smallest p the seeds allow, never 0; equal constant samples give p = 1.
 
     `verdict` is "better" or "worse" only when the difference is significant at
     `alpha` in that direction, else "no significant difference".
     """
     a, b = np.asarray(candidate, float), np.asarray(baseline, float)
     diff = float(a.mean() - b.mean())
-    if a.size < 2 or b.size < 2:
-        p = float("nan")
-    elif a.std(ddof=1) == 0 and b.std(ddof=1) == 0:
-        p = 1.0 if diff == 0 else 0.0
-    else:
-        with warnings.catch_warnings():  # nearly identical samples only cost precision, said by p
-            warnings.simplefilter("ignore", RuntimeWarning)
-            from scipy import stats  # imported when first needed: it costs half a second
-
-            p = float(stats.ttest_ind(a, b, equal_var=False).pvalue)
+    why = ""
+    if test == "paired" and not shared_seeds:
+        test, why = "welch", "not paired: the runs do not share seeds and data"
+    elif test == "paired" and a.size != b.size:
+        test, why = "welch", f"not paired: the runs have {a.size} and {b.size} seeds"
+    elif test == "paired":
+        why = PAIRED_WHY
+    name, p, note = _paired(a - b) if test == "paired" else _welch(a, b)
+    why = "; ".join(w for w in (why, note) if w)
     if not p < alpha:  # also catches NaN
         verdict = "no significant difference"
     else:
         verdict = "better" if better(a.mean(), b.mean(), direction) else "worse"
-    return Comparison(test="Welch's t-test (two-sided)", alpha=alpha, difference=diff, p_value=p, verdict=verdict)
+    return Comparison(test=name, why=why, alpha=alpha, difference=diff, p_value=p, verdict=verdict)
+
+
+def _welch(a: np.ndarray, b: np.ndarray) -> tuple[str, float, str]:
+    """(test, p, note) of Welch's test, or of the exact test that stands in where its t is undefined."""
+    if a.size < 2 or b.size < 2:
+        return WELCH, float("nan"), "fewer than 2 seeds on a side: not testable"
+    if np.ptp(a) == 0 and np.ptp(b) == 0:  # no variance on either side: t is 0/0 or x/0
+        if a[0] == b[0]:
+            return WELCH, 1.0, "identical constant samples: no difference"
+        return PERMUTATION, _two_constants_p(a.size, b.size), "no variance on either side, so Welch's t is undefined"
+    # One constant side is fine: the standard error comes from the other (df = its n - 1).
+    with warnings.catch_warnings():  # nearly identical samples only cost precision, said by p
+        warnings.simplefilter("ignore", RuntimeWarning)
+        from scipy import stats  # imported when first needed: it costs half a second
+
+        return WELCH, float(stats.ttest_ind(a, b, equal_var=False).pvalue), ""
+
+
+def _paired(d: np.ndarray) -> tuple[str, float, str]:
+    """(test, p, note) of the paired t-test on per-seed differences d (df n - 1), or its exact stand-in."""
+    if d.size < 2:
+        return PAIRED, float("nan"), "fewer than 2 seeds: not testable"
+    if np.ptp(d) == 0:  # every seed moved by the same amount: t is 0/0 or x/0
+        if d[0] == 0:
+            return PAIRED, 1.0, "identical per-seed values: no difference"
+        # Under no effect each difference's sign is a coin flip; only all-same-sign is as extreme.
+        return SIGN_FLIP, 2.0 ** (1 - d.size), "equal per-seed differences, so the paired t is undefined"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        from scipy import stats
+
+        return PAIRED, float(stats.ttest_1samp(d, 0.0).pvalue), ""
+
+
+def _two_constants_p(n_a: int, n_b: int) -> float:
+    """Exact two-sided permutation p of |mean difference| for n_a copies of x against n_b copies of y (x != y).
+
+    Relabel the pooled seeds every way: k copies of x in the candidate's group give a difference
+    (x - y)(k/n_a - (n_a - k)/n_b); count the relabellings at least as far from 0 as the observed k = n_a.
+    """
+    n = n_a + n_b
+    extreme = sum(math.comb(n_a, k) * math.comb(n_b, n_a - k) for k in range(max(0, n_a - n_b), n_a + 1)
+                  if abs(k / n_a - (n_a - k) / n_b) >= 1 - 1e-12)
+    return extreme / math.comb(n, n_a)
+
+
+def format_p(p: float, name: str = "p", digits: int = 3) -> str:
+    """`p=0.031` for tables and logs: below 0.0001 a bound (`p<0.0001`), never `p=0`; `p=n/a` when untestable."""
+    if math.isnan(p):
+        return f"{name}=n/a"
+    return f"{name}<0.0001" if p < 1e-4 else f"{name}={p:.{digits}g}"
 
 
 def holm(p_values: Sequence[float]) -> list[float]:

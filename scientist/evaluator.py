@@ -12,10 +12,14 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import math
+import numbers
 import os
 import sys
 import time
 from pathlib import Path
+
+import numpy as np
 
 from base.stats import summarize
 from base.template import Metric, load_template
@@ -34,12 +38,22 @@ def _module(template_root: Path, filename: str):
 def final_info(template_name: str, metric: Metric, seeds: int, result: dict) -> dict:
     """The final_info.json contract: one summary per metric, the main metric named first.
 
-    The main metric's values must lie in its declared range (if any), and its interval stays within it.
+    Every value of every metric must be a finite number (a NaN passes any range check and
+    would flow into means and tests); the main metric's must lie in its declared range (if any),
+    and its interval stays within it. A violation is a ValueError with a one-line reason.
     """
-    per_seed = result["per_seed"]
+    per_seed = result.get("per_seed") if isinstance(result, dict) else None
+    if not isinstance(per_seed, dict):
+        raise ValueError(f"evaluator returned {type(per_seed).__name__} for per_seed, not a dict of per-seed lists")
     for name, values in per_seed.items():
+        if not isinstance(values, list | tuple):
+            raise ValueError(f"evaluator returned {type(values).__name__} for {name!r}, not a list of per-seed values")
         if len(values) != seeds:
             raise ValueError(f"evaluator returned {len(values)} values of {name!r} for {seeds} seeds")
+        for seed, v in enumerate(values):
+            # bool is an int to Python, but a metric of True is a bug, not a number
+            if isinstance(v, bool | np.bool_) or not isinstance(v, numbers.Real) or not math.isfinite(v):
+                raise ValueError(f"evaluator returned {name} = {v!r} for seed {seed}, not a finite number")
     outside = [v for v in per_seed.get(metric.name, []) if (metric.low is not None and v < metric.low)
                or (metric.high is not None and v > metric.high)]
     if outside:

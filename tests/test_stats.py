@@ -1,12 +1,16 @@
 """Intervals, significance and normalised scores, including minimised metrics and negative baselines."""
 
+import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
 from scipy import stats as sps
 
 from base.stats import compare, normalized, summarize
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_summarize_gives_t_interval():
@@ -101,3 +105,105 @@ def test_bounded_interval_covers_the_true_mean_about_95_percent_of_the_time():
         lo, hi = summarize(rng.beta(a, b, size=8), low=0.0, high=1.0)["ci95"]
         hits += lo <= truth <= hi
     assert 0.90 <= hits / 2000 <= 0.98
+
+
+# ------------------------------------------------------------------ zero variance, the paired test, p never 0
+
+
+def test_zero_variance_never_gives_p_zero():
+    from base.stats import PERMUTATION, SIGN_FLIP, WELCH
+
+    # Identical constant samples: no difference at all, p = 1 (both tests).
+    for test in ("welch", "paired"):
+        c = compare([1.5] * 8, [1.5] * 8, "max", test=test)
+        assert c.p_value == 1.0 and c.verdict == "no significant difference"
+    # Different constants: Welch's t is x/0 (p was 0); the exact permutation test over the pooled seeds gives
+    # the smallest p 8 + 8 seeds allow (the two all-one-side relabellings of C(16, 8)).
+    c = compare([2.0] * 8, [1.0] * 8, "max")
+    assert c.test == PERMUTATION and c.p_value == pytest.approx(2 / math.comb(16, 8)) and c.verdict == "better"
+    assert "undefined" in c.why
+    # 2 seeds a side can never be significant: p = 2 / C(4, 2).
+    c = compare([2.0, 2.0], [1.0, 1.0], "max")
+    assert c.p_value == pytest.approx(1 / 3) and c.verdict == "no significant difference"
+    assert compare([2.0] * 2, [1.0] * 6, "min").p_value == pytest.approx(1 / math.comb(8, 2))
+    # Paired, every seed moved by the same amount: the sign-flip test, 2 / 2^n.
+    c = compare([2.0, 3.0, 4.0, 5.0], [1.0, 2.0, 3.0, 4.0], "max", test="paired")
+    assert c.test == SIGN_FLIP and c.p_value == pytest.approx(2 / 16) and c.verdict == "no significant difference"
+    # One constant side and n >= 2 on the other: Welch's t is defined, a one-sample t-test of the other side.
+    other = [1.1, 1.3, 0.9, 1.2]
+    c = compare([1.0] * 3, other, "max")
+    assert c.test == WELCH and c.p_value == pytest.approx(sps.ttest_1samp(other, 1.0).pvalue)
+    # Too few seeds: not testable, said as such.
+    c = compare([1.0], [2.0, 2.1], "max")
+    assert math.isnan(c.p_value) and "not testable" in c.why and c.verdict == "no significant difference"
+
+
+def test_paired_test_uses_seed_wise_differences():
+    from base.stats import PAIRED, PAIRED_WHY, WELCH
+
+    # Seed effects shared by both runs (same seeds, same data): the paired test sees the consistent +0.02,
+    # Welch's test drowns it in the seed-to-seed spread.
+    baseline = [1.0, 1.5, 0.7, 1.2, 0.9, 1.4]
+    candidate = [b + 0.02 + e for b, e in zip(baseline, [0.001, -0.002, 0.0, 0.002, -0.001, 0.0], strict=True)]
+    paired = compare(candidate, baseline, "max", test="paired")
+    assert paired.test == PAIRED and paired.why == PAIRED_WHY
+    assert paired.p_value == pytest.approx(sps.ttest_rel(candidate, baseline).pvalue) and paired.verdict == "better"
+    welch = compare(candidate, baseline, "max")
+    assert welch.test == WELCH and welch.why == "" and welch.verdict == "no significant difference"
+    # Seeds that do not pair: Welch's test, and the comparison says why.
+    c = compare(candidate[:4], baseline, "max", test="paired")
+    assert c.test == WELCH and c.why == "not paired: the runs have 4 and 6 seeds"
+    assert c.p_value == pytest.approx(sps.ttest_ind(candidate[:4], baseline, equal_var=False).pvalue)
+    c = compare(candidate, baseline, "max", test="paired", shared_seeds=False)
+    assert c.test == WELCH and c.p_value == welch.p_value and "do not share seeds" in c.why
+
+
+def test_format_p_never_writes_zero():
+    from base.stats import format_p
+
+    assert format_p(0.0) == "p<0.0001" and format_p(3e-300, "p_Holm") == "p_Holm<0.0001"
+    assert format_p(0.0312) == "p=0.0312" and format_p(1.0) == "p=1" and format_p(float("nan")) == "p=n/a"
+
+
+# ------------------------------------------------------------------ the evaluator's contract: finite numbers only
+
+
+@pytest.fixture
+def echo_template(tmp_path):
+    """The grokking fixture with an evaluator that returns what values.json in the work folder says."""
+    import shutil
+
+    root = tmp_path / "grokking"
+    shutil.copytree(ROOT / "tests" / "fixtures" / "grokking", root)
+    (root / "evaluate.py").write_text(
+        "import json\n\n"
+        "def prepare(data_dir, config, private, seeds):\n    pass\n\n"
+        "def evaluate(work, config, private, seeds):\n"
+        "    return {'per_seed': json.loads((work / 'values.json').read_text())}\n")
+    return root
+
+
+@pytest.mark.parametrize("values,reason", [
+    ({"val_acc": [0.5, float("nan")]}, "val_acc = nan for seed 1, not a finite number"),
+    ({"val_acc": [0.5, 0.6], "val_loss": [float("inf"), 1.0]}, "val_loss = inf for seed 0, not a finite number"),
+    ({"val_acc": [0.5, 0.6], "val_loss": [float("-inf"), 1.0]}, "val_loss = -inf for seed 0"),
+    ({"val_acc": [0.5, "0.6"]}, "val_acc = '0.6' for seed 1, not a finite number"),
+    ({"val_acc": [True, 0.6]}, "val_acc = True for seed 0, not a finite number"),
+    ({"val_acc": [0.5, None]}, "val_acc = None for seed 1"),
+    ({"val_acc": 0.5}, "float for 'val_acc', not a list of per-seed values"),
+    ({"val_acc": [0.5, 1.5]}, "val_acc = 1.5, outside its declared range [0.0, 1.0]"),
+])
+def test_evaluator_rejects_values_that_are_not_finite_numbers(values, reason, echo_template, tmp_path, capsys):
+    from scientist.evaluator import ARTIFACT_REJECTED, main
+
+    work, out = tmp_path / "work", tmp_path / "final_info.json"
+    work.mkdir()
+    (work / "values.json").write_text(json.dumps(values))  # NaN and Infinity as Python's json writes them
+    args = ["evaluate", "--template", str(echo_template), "--dir", str(work), "--seeds", "2", "--out", str(out)]
+    assert main(args) == ARTIFACT_REJECTED
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and reason in err and "evaluation failed: ValueError: evaluator returned" in err
+    assert not out.exists()
+    # The same evaluator with finite values in range writes final_info.json.
+    (work / "values.json").write_text(json.dumps({"val_acc": [0.5, 0.75], "val_loss": [1.0, 2]}))
+    assert main(args) == 0 and json.loads(out.read_text())["metrics"]["val_acc"]["mean"] == 0.625
