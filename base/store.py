@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 import sqlite3
+import threading
 import time
 import zlib
 from dataclasses import dataclass, fields
@@ -45,7 +46,8 @@ CREATE TABLE IF NOT EXISTS runs (
     finished REAL,
     logs BLOB,                       -- zlib(JSON {name: text}): the run's bounded logs, so a deleted folder is
                                      -- rebuilt from the store alone
-    node TEXT                        -- where it was computed: "local" or a Ray node id
+    node TEXT,                       -- where it was computed: "local" or a Ray node id
+    draw INTEGER                     -- the secrets' draw it used (base.secrets); NULL: the home's own (draw 0)
 );
 CREATE INDEX IF NOT EXISTS runs_key ON runs(run_key, status);
 
@@ -99,6 +101,15 @@ CREATE TABLE IF NOT EXISTS steps (
     reason TEXT,
     UNIQUE (idea_id, run_idx, attempt)
 );
+-- The home's secrets (base.secrets): [private] values drawn at random on a template's first use, never
+-- written anywhere else. The first value recorded for a key wins (INSERT OR IGNORE), so processes agree.
+CREATE TABLE IF NOT EXISTS secrets (
+    template TEXT NOT NULL,
+    key TEXT NOT NULL,               -- dotted [private] key, e.g. world_seed
+    value INTEGER NOT NULL,          -- 63 bits
+    created REAL NOT NULL,
+    PRIMARY KEY (template, key)
+);
 -- Literature searches by (source, query), so a resumed session sees the same papers.
 CREATE TABLE IF NOT EXISTS literature (
     key TEXT PRIMARY KEY,
@@ -135,7 +146,7 @@ CREATE TABLE IF NOT EXISTS response_formats (
 # Columns added after the first release: (table, column, type), added to older stores when opened.
 _ADDED_COLUMNS = (("runs", "pid", "INTEGER"), ("ideas", "review", "TEXT"), ("runs", "logs", "BLOB"),
                   ("runs", "node", "TEXT"), ("sessions", "campaign", "TEXT"),
-                  ("llm_calls", "response_format", "TEXT"))
+                  ("llm_calls", "response_format", "TEXT"), ("runs", "draw", "INTEGER"))
 
 
 def source_hash(sources: dict[str, str]) -> str:
@@ -146,9 +157,10 @@ def source_hash(sources: dict[str, str]) -> str:
     return h.hexdigest()[:16]
 
 
-def run_key(template_hash: str, candidate_hash: str, seeds: int) -> str:
-    """What makes two runs the same computation."""
-    return hashlib.sha256(f"{template_hash}:{candidate_hash}:{seeds}".encode()).hexdigest()[:16]
+def run_key(template_hash: str, candidate_hash: str, seeds: int, draw: int = 0) -> str:
+    """What makes two runs the same computation (draw: base.secrets; keys of draw 0 are those of old stores)."""
+    draw_part = f":draw{draw}" if draw else ""
+    return hashlib.sha256(f"{template_hash}:{candidate_hash}:{seeds}{draw_part}".encode()).hexdigest()[:16]
 
 
 @dataclass
@@ -177,6 +189,7 @@ class Run:
     created: float
     finished: float | None
     node: str | None = None
+    draw: int | None = None   # the secrets' draw (base.secrets); None: draw 0
 
 
 _JSON_COLUMNS = ("candidate_source", "final_info", "timings")
@@ -202,6 +215,7 @@ class Store:
         self.db = sqlite3.connect(path, timeout=self.BUSY_TIMEOUT_S, isolation_level=None,
                                   check_same_thread=False)
         self.db.row_factory = sqlite3.Row
+        self._tx = threading.Lock()  # one explicit transaction at a time on the shared connection
         # One process at a time creates or upgrades the file; the others wait for it here.
         with FileLock(f"{path}.lock", timeout=self.BUSY_TIMEOUT_S):
             self.db.execute("PRAGMA journal_mode=WAL")
@@ -215,14 +229,14 @@ class Store:
         self.db.close()
 
     def start_run(self, *, kind: str, template: str, template_hash: str, sources: dict[str, str],
-                  seeds: int, sandbox: str, out_dir: Path) -> int:
+                  seeds: int, sandbox: str, out_dir: Path, draw: int = 0) -> int:
         """Record a run as started; returns its id."""
         cand = source_hash(sources)
         cur = self.db.execute(
             "INSERT INTO runs (run_key, kind, template, template_hash, candidate_hash, candidate_source,"
-            " seeds, sandbox, status, out_dir, pid, created) VALUES (?,?,?,?,?,?,?,?,?,?,?,?) RETURNING id",
-            (run_key(template_hash, cand, seeds), kind, template, template_hash, cand,
-             json.dumps(sources), seeds, sandbox, "running", str(out_dir), os.getpid(), time.time()),
+            " seeds, sandbox, status, out_dir, pid, created, draw) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?) RETURNING id",
+            (run_key(template_hash, cand, seeds, draw), kind, template, template_hash, cand,
+             json.dumps(sources), seeds, sandbox, "running", str(out_dir), os.getpid(), time.time(), draw or None),
         )
         # RETURNING, not cursor.lastrowid: the connection is shared by threads, and lastrowid is the
         # connection's latest insert, which may be another thread's.
@@ -277,6 +291,34 @@ class Store:
             " AND COALESCE(reason, '') NOT IN (?, ?) ORDER BY id DESC LIMIT 1", (key, INTERRUPTED, ABANDONED)
         ).fetchone()
         return _to_run(row) if row else None
+
+    # --- the home's secrets (base.secrets decides what they are) ---
+
+    def secrets(self, template: str) -> dict[str, int]:
+        """The secrets recorded for a template, by [private] key."""
+        rows = self.db.execute("SELECT key, value FROM secrets WHERE template=?", (template,)).fetchall()
+        return {r["key"]: int(r["value"]) for r in rows}
+
+    def add_secrets(self, template: str, values: dict[str, int], retire_runs: bool = False) -> dict[str, int]:
+        """Record values for keys that have none yet (a concurrent writer's earlier values win); all its secrets.
+
+        retire_runs: when these are the template's first secrets, its earlier runs (made with other
+        [private] values) get keys no lookup matches, in the same transaction, so none is reused.
+        """
+        with self._tx:
+            self.db.execute("BEGIN IMMEDIATE")
+            try:
+                first = not self.db.execute("SELECT 1 FROM secrets WHERE template=? LIMIT 1", (template,)).fetchone()
+                self.db.executemany("INSERT OR IGNORE INTO secrets (template, key, value, created) VALUES (?,?,?,?)",
+                                    [(template, k, int(v), time.time()) for k, v in values.items()])
+                if first and retire_runs:
+                    self.db.execute("UPDATE runs SET run_key = 'retired:' || run_key WHERE template=?"
+                                    " AND run_key NOT LIKE 'retired:%'", (template,))
+                self.db.execute("COMMIT")
+            except BaseException:
+                self.db.execute("ROLLBACK")
+                raise
+        return self.secrets(template)
 
     # --- sessions, ideas and steps of `scientist run` ---
 

@@ -225,15 +225,30 @@ def _kill_tree(proc: subprocess.Popen, procs: list[psutil.Process]) -> None:
             pass
 
 
+PIPE_BYTES = 65536  # Linux's default pipe buffer
+
+
+def _feed(proc: subprocess.Popen, data: bytes) -> None:
+    """Write data to the process's stdin and close it; a pipe's buffer holds it, so this never waits for the reader."""
+    try:
+        proc.stdin.write(data)
+        proc.stdin.close()
+    except BrokenPipeError:
+        pass  # the process ended already: its outcome says why
+
+
 def supervise(argv: list[str], *, env: dict[str, str], cwd: Path, limits: Limits, log_path: Path,
               watch_dir: Path | None = None, tail_chars: int = 4000, cpus: tuple[int, ...] | None = None,
-              cancel: threading.Event | None = None) -> Outcome:
+              cancel: threading.Event | None = None, stdin: bytes | None = None) -> Outcome:
     """Run argv under the limits, stdout and stderr to a bounded log at log_path; return how it ended.
 
     watch_dir: the folder the run may write, held to limits.disk_mb in all. cpus: the cores it may use.
     cancel: set by another thread to stop the run (its tree is killed and KeyboardInterrupt raised here).
+    stdin: bytes the run reads on its standard input (a pipe; at most a pipe's buffer, 64 KiB), else nothing.
     Several runs may be supervised at once by threads of one process: each kills and reaps only its own.
     """
+    if stdin is not None and len(stdin) > PIPE_BYTES:
+        raise ValueError(f"stdin of {len(stdin)} bytes is more than a pipe holds ({PIPE_BYTES} bytes)")
     become_subreaper()
     cgroup = pids_cgroup(limits.processes)
     disk = DiskWatch(watch_dir, limits.disk_mb) if watch_dir is not None else None
@@ -242,9 +257,11 @@ def supervise(argv: list[str], *, env: dict[str, str], cwd: Path, limits: Limits
     try:
         read_end, write_end = os.pipe()
         try:
-            proc = subprocess.Popen(argv, env=env, cwd=cwd, stdin=subprocess.DEVNULL, stdout=write_end,
-                                    stderr=write_end, start_new_session=True,
+            proc = subprocess.Popen(argv, env=env, cwd=cwd, stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
+                                    stdout=write_end, stderr=write_end, start_new_session=True,
                                     preexec_fn=_preexec(limits, cgroup, cpus))
+            if stdin:
+                _feed(proc, stdin)
         except BaseException:
             os.close(read_end)
             raise

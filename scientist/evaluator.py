@@ -5,6 +5,11 @@ current folder on sys.path), so it can never import the candidate's code. It
 loads the template's evaluator module by path, and for `evaluate` turns its
 per-seed values into final_info.json with mean, standard error, 95% interval
 and n per metric.
+
+The [private] values it uses (the home's secrets in place, base.secrets) arrive on its stdin
+as one JSON object (`--private stdin`, how the runner starts it): never in a file the sandbox
+could read, nor in its command line. Without that flag it uses template.toml's [private] as
+written: the shipped values, public, for tests and by-hand debugging only.
 """
 
 from __future__ import annotations
@@ -79,7 +84,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", required=True, type=int)
     parser.add_argument("--out", type=Path, help="where evaluate writes final_info.json")
     parser.add_argument("--jax-cache", type=Path)
+    parser.add_argument("--private", choices=["template", "stdin"], default="template",
+                        help="where [private] comes from: template.toml as written (public), or a JSON object on stdin")
     args = parser.parse_args(argv)
+    private = None
+    if args.private == "stdin":
+        try:
+            private = json.loads(sys.stdin.read())
+        except ValueError as e:
+            print(f"{FAIL_MARKER}--private stdin: not a JSON object ({e})", file=sys.stderr, flush=True)
+            return 2
+        if not isinstance(private, dict):
+            print(f"{FAIL_MARKER}--private stdin: not a JSON object", file=sys.stderr, flush=True)
+            return 2
 
     if args.jax_cache is not None:
         import jax
@@ -92,13 +109,14 @@ def main(argv: list[str] | None = None) -> int:
         jax.config.update("jax_compilation_cache_max_size", 4 * 2**30)
     template = load_template(args.template)
     spec = template.spec
+    private = spec.private if private is None else private
     module = _module(template.root, spec.evaluator)
     if args.action == "prepare":
-        module.prepare(args.dir, spec.config, spec.private, args.seeds)
+        module.prepare(args.dir, spec.config, private, args.seeds)
         return 0
     started = time.time()
     try:
-        result = module.evaluate(args.dir, spec.config, spec.private, args.seeds)
+        result = module.evaluate(args.dir, spec.config, private, args.seeds)
         info = final_info(spec.name, spec.metric, args.seeds, result)
     except ArtifactError as e:
         print(f"{FAIL_MARKER}artifact rejected: {e}", file=sys.stderr, flush=True)

@@ -30,6 +30,7 @@ from typing import Protocol
 
 from filelock import FileLock
 
+from base.secrets import digest, home_secrets, resolve_private
 from base.store import INTERRUPTED, Run, Store, run_key, source_hash
 from base.template import PROJECT_ROOT, Template
 from jax_workloads.sealed import FAIL_MARKER
@@ -52,6 +53,7 @@ class EvalRequest:
     force: bool = False
     reuse_failed: bool = False       # the agent loop also reuses runs that failed by themselves
     label: str = ""
+    draw: int = 0                    # the secrets' draw (base.secrets): 0 the home's own, k > 0 fresh ones
 
 
 @dataclass
@@ -78,6 +80,10 @@ class Job:
     sandbox: backends.Sandbox
     home: Path                             # caches (data, compiled programs) on the machine that computes
     cpus: tuple[int, ...] | None = None    # a local slot's cores; None: all
+    # The home's secrets (base.secrets) and which draw of them to use: only the trusted evaluator process
+    # sees them (on its stdin), never the sandbox, a file or a command line.
+    secrets: dict[str, int] = field(default_factory=dict, repr=False)
+    draw: int = 0
 
 
 @dataclass
@@ -112,7 +118,8 @@ def evaluate(req: EvalRequest, store: Store, executor: Executor | None = None,
              cancel: threading.Event | None = None) -> EvalResult:
     """Evaluate the request's candidate, or return the stored result of the same computation."""
     template_hash = req.template.content_hash()
-    key = run_key(template_hash, source_hash(req.sources), req.seeds)
+    key = run_key(template_hash, source_hash(req.sources), req.seeds, req.draw)
+    secrets = home_secrets(store, req.template)
     find = store.find_finished if req.reuse_failed else store.find_ok
     with _lock(req.home, f"run-{key}"):
         if not req.force and (previous := find(key)) is not None:
@@ -121,8 +128,10 @@ def evaluate(req: EvalRequest, store: Store, executor: Executor | None = None,
         run_dir = req.out_dir
         _clear_run_dir(run_dir)
         run_id = store.start_run(kind=req.kind, template=req.template.name, template_hash=template_hash,
-                                 sources=req.sources, seeds=req.seeds, sandbox=req.sandbox.backend, out_dir=run_dir)
-        job = Job(template=req.template, sources=req.sources, seeds=req.seeds, sandbox=req.sandbox, home=req.home)
+                                 sources=req.sources, seeds=req.seeds, sandbox=req.sandbox.backend, out_dir=run_dir,
+                                 draw=req.draw)
+        job = Job(template=req.template, sources=req.sources, seeds=req.seeds, sandbox=req.sandbox, home=req.home,
+                  secrets=secrets, draw=req.draw)
         t0 = time.time()
         try:
             done = (executor or Inline()).compute(job, run_dir, cancel)
@@ -276,8 +285,12 @@ def _populate(job: Job, run_dir: Path, timings: dict) -> Path:
 
 
 def _prepared_data(job: Job) -> Path:
-    """The template's training data for this many seeds, made once per content hash (per machine)."""
-    cache = job.home / "cache" / "data" / f"{job.template.name}-{job.template.content_hash()}-s{job.seeds}"
+    """The template's training data for this many seeds, made once per content hash and secrets (per machine).
+
+    The data depends on the resolved [private] values, so their digest is in the name (which reveals nothing of them).
+    """
+    private = digest(_private(job))
+    cache = job.home / "cache" / "data" / f"{job.template.name}-{job.template.content_hash()}-{private}-s{job.seeds}"
     if cache.is_dir():
         return cache
     with _lock(job.home, f"data-{cache.name}"):
@@ -302,13 +315,19 @@ def _run_evaluator(job: Job, work: Path, run_dir: Path, cancel: threading.Event 
                               cancel)
 
 
+def _private(job: Job) -> dict:
+    """The job's [private] values: the template's, with the home's secrets (of the job's draw) in place."""
+    return resolve_private(job.template.spec.private, job.secrets, job.draw)
+
+
 def _evaluator_process(job: Job, args: list[str], log: Path, cancel: threading.Event | None = None) -> Outcome:
+    """The trusted evaluator on the job's [private] values, which it reads from its stdin (never a file or argv)."""
     argv = [sys.executable, "-I", "-m", "scientist.evaluator", *args, "--template", str(job.template.root),
-            "--seeds", str(job.seeds), "--jax-cache", str(job.home / "cache" / "jax-eval")]
+            "--seeds", str(job.seeds), "--jax-cache", str(job.home / "cache" / "jax-eval"), "--private", "stdin"]
     env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": str(job.home), "JAX_PLATFORMS": "cpu",
            "PYTHONHASHSEED": "0", "LANG": "C.UTF-8"}
     return supervise(argv, env=env, cwd=job.home, limits=job.template.spec.limits.for_evaluator(), log_path=log,
-                     cpus=job.cpus, cancel=cancel)
+                     cpus=job.cpus, cancel=cancel, stdin=json.dumps(_private(job)).encode())
 
 
 def _harness_timings(work: Path, outcome: Outcome) -> dict[str, float]:
