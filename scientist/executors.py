@@ -5,7 +5,8 @@
             (an affinity set; Docker's cpuset), so that parallel runs do not fight over cores.
     ray     each run (training and sealed evaluation) is a Ray task with the resources the template
             declares; the node runs the same sandbox code path on its own caches; the template's
-            files and the candidate travel with the task and the results come back by value. The
+            files, the candidate and the home's secrets travel with the task (the secrets only to the node's
+            trusted evaluator, on its stdin) and the results come back by value. The
             store stays with the driver, so resuming works as with the local executor. A run whose
             worker is lost is retried once, then recorded as failed with the reason.
 
@@ -160,8 +161,10 @@ class RayExecutor:
         files = {name: path.read_bytes() for name, path in job.template.computing_files().items()
                  if not name.startswith("jax_workloads/")}
         files["template.toml"] = (job.template.root / "template.toml").read_bytes()
+        # The home's secrets travel by value in the task's arguments, to the node's trusted side only
+        # (_compute_on_node hands them to its evaluator process on stdin), never in a file.
         ref = task.remote(files, job.template.spec.profile, job.template.device, job.template.content_hash(),
-                          job.sources, job.seeds, job.sandbox)
+                          job.sources, job.seeds, job.sandbox, job.secrets, job.draw)
         try:
             while True:
                 ready, _ = ray.wait([ref], timeout=0.5)
@@ -199,13 +202,15 @@ def check_reachable(address: str | None) -> None:
 
 
 def _compute_on_node(files: dict[str, bytes], profile: str | None, device: str, template_hash: str,
-                     sources: dict[str, str], seeds: int, sandbox: Sandbox) -> Computed:
+                     sources: dict[str, str], seeds: int, sandbox: Sandbox, secrets: dict[str, int],
+                     draw: int) -> Computed:
     """A Ray task: the driver's computation on this node, in a folder of its own, returned by value.
 
     The template arrives as its files, with the profile and device the driver runs it with; the
     shared code (jax_workloads) is this node's own install, so the template's content hash, which
     covers both, must equal the driver's: a node with another version of the code would compute
-    something else under the same key. A GPU run gets the GPUs Ray assigned to the task.
+    something else under the same key. A GPU run gets the GPUs Ray assigned to the task. The driver
+    home's secrets come as arguments: the node's caches of prepared data are named by their digest.
     """
     import ray
 
@@ -233,7 +238,8 @@ def _compute_on_node(files: dict[str, bytes], profile: str | None, device: str, 
     _remove_orphaned_run_dirs(home)
     run_dir = Path(tempfile.mkdtemp(dir=home, prefix=f"run-{os.getpid()}-"))
     try:
-        done = compute(Job(template=template, sources=sources, seeds=seeds, sandbox=sandbox, home=home), run_dir)
+        done = compute(Job(template=template, sources=sources, seeds=seeds, sandbox=sandbox, home=home,
+                           secrets=secrets, draw=draw), run_dir)
     finally:
         shutil.rmtree(run_dir, ignore_errors=True)
     done.node = node
