@@ -33,6 +33,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from jax_workloads.seeds import seed_key
+
 DATASETS = ("moons", "circles", "spiral", "checkerboard")
 
 Params = dict[str, jax.Array]
@@ -116,7 +118,7 @@ def make_points(seed: int, seeds: int, n: int) -> jax.Array:
 
     Seed s's points depend only on (seed, s), not on how many seeds there are.
     """
-    root = jax.random.PRNGKey(seed)
+    root = seed_key(seed)  # every bit of a 63-bit secret (jax_workloads.seeds)
     return jnp.stack([make_datasets(jax.random.fold_in(root, s), n) for s in range(seeds)])
 
 

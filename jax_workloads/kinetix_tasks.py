@@ -28,6 +28,7 @@ import numpy as np
 
 from jax_workloads import ppo
 from jax_workloads.sealed import ArtifactError, export_arrays, load_arrays, load_export
+from jax_workloads.seeds import typed_seed_key
 
 EXPORT_FILE = "policy.jaxexport"
 PARAMS_FILE = "policy_params.npz"
@@ -126,7 +127,7 @@ def held_out_variants(states, config: dict, private: dict, per_level: int | None
     """The evaluator's held-out variants of `states`, level-major: per_level of each (default: [private]
     episodes_per_level), drawn from [private] eval_seed with the template's [config.variation]."""
     per_level = int(per_level or private["episodes_per_level"])
-    return variants(jax.random.key(private["eval_seed"]), states, per_level, Variation(**config.get("variation", {})))
+    return variants(typed_seed_key(private["eval_seed"]), states, per_level, Variation(**config.get("variation", {})))
 
 
 CURVE_POINTS = 100  # learning-curve points the harness exports for figures

@@ -27,6 +27,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jax_workloads.seeds import seed_key
+
 LossFn = Callable[..., jax.Array]
 
 
@@ -71,7 +73,7 @@ class Preferences(NamedTuple):
 
 
 def _reward_params(world: WorldConfig, world_seed: int) -> dict[str, jax.Array]:
-    k1, k2, k3 = jax.random.split(jax.random.PRNGKey(world_seed), 3)
+    k1, k2, k3 = jax.random.split(seed_key(world_seed), 3)  # every bit of a 63-bit secret (jax_workloads.seeds)
     d, h = world.feature_dim, world.reward_hidden
     return {
         "w1": jax.random.normal(k1, (d, h)) / jnp.sqrt(d),

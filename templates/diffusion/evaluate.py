@@ -17,6 +17,7 @@ import numpy as np
 
 from jax_workloads import diffusion as df
 from jax_workloads import sealed
+from jax_workloads.seeds import seed_key
 
 TABLE = ("tau", "a", "b", "c")
 FIGURE_POINTS = 400  # samples and held-out points per data set kept in `extra` for figures
@@ -70,7 +71,7 @@ def evaluate(work: Path, config: dict, private: dict, seeds: int) -> dict:
     train = df.make_points(private["data_seed"], seeds, n)
     heldout = df.make_points(private["heldout_seed"], seeds, n)
     m, n_sets = ev["samples"], len(df.DATASETS)
-    keys = jax.random.split(jax.random.PRNGKey(private["sample_seed"]), seeds * n_sets * 2)
+    keys = jax.random.split(seed_key(private["sample_seed"]), seeds * n_sets * 2)
     sample_keys = keys[: seeds * n_sets].reshape(seeds, n_sets, -1)
     noise = jax.vmap(lambda k: jax.random.normal(k, (m, 2)))(keys[seeds * n_sets:]).reshape(seeds, n_sets, m, 2)
 

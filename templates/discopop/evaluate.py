@@ -17,6 +17,7 @@ import numpy as np
 
 from jax_workloads import preference as pf
 from jax_workloads import sealed
+from jax_workloads.seeds import seed_key
 
 
 def _world(config: dict) -> pf.WorldConfig:
@@ -28,8 +29,8 @@ def _make_data(world: pf.WorldConfig, world_seed: int, prompts_seed: int, n_prom
                pairs: int, seeds: int):
     """Training prompts and each seed's preference pairs, in one compiled program: op by op, making
     them took 8.5 s of a fresh home's first run on 2 cores, and 4.2 s this way (BENCHMARKS.md §12)."""
-    prompts = pf.make_prompts(world, world_seed, jax.random.PRNGKey(prompts_seed), n_prompts)
-    keys = jax.random.split(jax.random.PRNGKey(pairs_seed), seeds)
+    prompts = pf.make_prompts(world, world_seed, seed_key(prompts_seed), n_prompts)
+    keys = jax.random.split(seed_key(pairs_seed), seeds)
     return prompts, jax.vmap(lambda k: pf.sample_preferences(world, world_seed, prompts, k, pairs))(keys)
 
 
@@ -58,7 +59,7 @@ def _score(params: dict, world: pf.WorldConfig, world_seed: int, eval_seed: int,
     One compiled program rather than some thirty small ones run op by op: each of those is traced,
     lowered and looked up in the persistent cache anew in every evaluator process.
     """
-    test = pf.make_prompts(world, world_seed, jax.random.PRNGKey(eval_seed), n_prompts)
+    test = pf.make_prompts(world, world_seed, seed_key(eval_seed), n_prompts)
     reward = pf.true_reward(world, world_seed, test.features)
     ref_reward = jnp.mean(jnp.sum(jnp.exp(test.ref_logps) * reward, axis=-1))
     oracle = jnp.mean(jnp.max(reward, axis=-1))

@@ -21,6 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jax_workloads import ppo, sealed
+from jax_workloads.seeds import typed_seed_key
 
 
 def network(config: dict) -> tuple[ppo.Env, ppo.ActorCritic]:
@@ -83,7 +84,7 @@ def evaluate(work: Path, config: dict, private: dict, seeds: int) -> dict:
     episodes = config["eval"]["episodes"]
     rollout = ppo.make_rollout(env, net.apply, num_envs=episodes, max_steps=config["eval"]["max_steps"],
                                greedy=config["eval"]["greedy"])
-    keys = jax.random.split(jax.random.key(private["eval_seed"]), seeds)
+    keys = jax.random.split(typed_seed_key(private["eval_seed"]), seeds)
     returns, _ = jax.jit(jax.vmap(rollout))(unflatten(arrays), keys)
     returns = np.asarray(returns, np.float64).mean(axis=1)
     # The curve is the harness's log of its own training episodes: informational, never scored.
