@@ -197,6 +197,16 @@ def holm(p_values: Sequence[float]) -> list[float]:
     return adjusted
 
 
+def holm_adjust(comparisons: Sequence[Comparison], direction: str) -> None:
+    """Set Holm-adjusted p-values and verdicts on comparisons of one family (one baseline), in place."""
+    for c, p in zip(comparisons, holm([c.p_value for c in comparisons]), strict=True):
+        c.p_value_holm = p
+        if not p < c.alpha:  # also catches NaN
+            c.verdict_holm = "no significant difference"
+        else:
+            c.verdict_holm = "better" if (c.difference > 0) == (direction == "max") else "worse"
+
+
 def normalized(value: float, baseline: float, direction: str) -> float:
     """Score relative to a baseline: 1 is the baseline, above 1 is better.
 

@@ -13,8 +13,8 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from base.records import Idea, IdeaOutcome, RunEntry, SessionSummary
-from base.stats import interval_method
+from base.records import Comparison, Idea, IdeaOutcome, RunEntry, SessionSummary
+from base.stats import PAIRED, PERMUTATION, SIGN_FLIP, WELCH, interval_method
 from base.template import Template
 from papers.claims import Fact, Kind, numbers
 from papers.tex import tex_escape
@@ -49,6 +49,11 @@ class PaperInput:
     def best_info(self) -> dict | None:
         best = self.entry.best
         return self.infos.get(best.folder) if best else None
+
+    @property
+    def comparisons(self) -> list[Comparison]:
+        """The comparisons of the successful runs with the baseline."""
+        return [r.metric.comparison for r in self.ok_runs if r.metric and r.metric.comparison]
 
     @property
     def interval(self) -> str:
@@ -172,6 +177,21 @@ def fmt_p(p: float) -> str:
     return "$<0.001$" if p < 0.001 else f"{p:.3f}"
 
 
+# The tests base.stats.compare runs, in a paper's words, and their short names for a table header.
+TEST_TEX = {WELCH: ("Welch's two-sided $t$-test \\cite{welch1947generalization}", "Welch"),
+            PAIRED: ("the two-sided paired $t$-test over seeds", "paired"),
+            PERMUTATION: ("an exact two-sided permutation test over the pooled seeds", "permutation"),
+            SIGN_FLIP: ("an exact two-sided sign-flip test over the paired seeds", "sign-flip")}
+
+
+def test_text(comparisons: list[Comparison]) -> str:
+    """Which tests compared the runs with the baseline, and why, in LaTeX (Welch's when there are none)."""
+    used = dict.fromkeys((c.test, c.why) for c in comparisons) or {(WELCH, ""): None}
+    parts = [TEST_TEX.get(test, (tex_escape(test), ""))[0] + (f" ({tex_escape(why)})" if why else "")
+             for test, why in used]
+    return "; for some runs ".join(parts)
+
+
 def results_table(inp: PaperInput) -> dict:
     """The main results table (LaTeX body, caption, label): the baseline and every successful run."""
     metric = inp.metric
@@ -186,14 +206,17 @@ def results_table(inp: PaperInput) -> dict:
         rows.append(f"{label.capitalize()} & {fmt(m.mean)} $\\pm$ {fmt(m.stderr)} & [{fmt(m.ci95[0])}, "
                     f"{fmt(m.ci95[1])}] & {m.n} & {difference:+.4f} & "
                     f"{fmt_p(p)} & {fmt_p(p_holm if p_holm is not None else float('nan'))} \\\\")
+    names = {TEST_TEX.get(c.test, ("", "test"))[1] for c in inp.comparisons} or {"Welch"}
+    short = names.pop() if len(names) == 1 else "test"
     body = "\n".join([
         "\\begin{tabular}{lcccccc}", "\\toprule",
-        "Run & Mean $\\pm$ s.e. & 95\\% CI & $n$ & $\\Delta$ vs.\\ baseline & $p$ (Welch) & $p$ (Holm) \\\\",
+        f"Run & Mean $\\pm$ s.e. & 95\\% CI & $n$ & $\\Delta$ vs.\\ baseline & $p$ ({short}) & $p$ (Holm) \\\\",
         "\\midrule", *rows, "\\bottomrule", "\\end{tabular}"])
     better = "higher" if inp.direction == "max" else "lower"
     caption = (f"Sealed evaluation of \\texttt{{{tex_escape(metric)}}} ({better} is better) for the baseline and "
-               f"every successful run, over $n$ seeds. 95\\% CI: {tex_escape(inp.interval)}. $p$: Welch's two-sided "
-               f"$t$-test against the baseline; Holm: adjusted for all comparisons of the session.")
+               f"every successful run, over $n$ seeds. 95\\% CI: {tex_escape(inp.interval)}. "
+               f"$p$: {test_text(inp.comparisons)}, against the baseline; Holm: adjusted for all comparisons of the "
+               "session.")
     return {"body": body, "caption": caption, "label": "tab:results"}
 
 

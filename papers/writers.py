@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from base.formats import FormatError, parse_latex_block
 from base.llm import LLM, InvalidAnswer, ask_parsed
+from base.stats import format_p
 from papers import verdicts
-from papers.facts import PaperInput, fmt, fmt_p, template_text
+from papers.facts import TEST_TEX, PaperInput, fmt, fmt_p, template_text, test_text
 from papers.render import HEADINGS, SECTIONS
 from papers.tex import tex_escape
 
@@ -34,7 +35,8 @@ def _verdict_sentence(inp: PaperInput) -> str:
     m, c = best.metric, best.metric.comparison
     b = inp.baseline["metrics"][inp.metric]
     # The unadjusted p is a number here, never a verdict of its own: the verdict is the adjusted one.
-    tests = f"Welch's $t$-test \\cite{{welch1947generalization}} gives {_p_text(c.p_value)}"
+    name = TEST_TEX.get(c.test, (tex_escape(c.test), ""))[0]
+    tests = f"{name[0].upper()}{name[1:]} gives {_p_text(c.p_value)}"
     if c.p_value_holm is not None:
         tests += (" and, after Holm's adjustment for all runs of the session compared with the baseline "
                   f"\\cite{{holm1979simple}}, {_p_text(c.p_value_holm)}")
@@ -85,7 +87,7 @@ def template_sections(inp: PaperInput) -> dict[str, str]:
               f"error and a 95\\% interval of the metric \\texttt{{{metric}}} ({better} is better): "
               f"{tex_escape(inp.interval)}. We call "
               f"a run better or worse than the baseline only when the difference is significant at the 0.05 level "
-              f"by Welch's two-sided $t$-test \\cite{{welch1947generalization}}, adjusted with Holm's method "
+              f"by {test_text(inp.comparisons)}, adjusted with Holm's method "
               f"\\cite{{holm1979simple}} for all runs of the session compared with the baseline; the verdict of the "
               f"idea is that of its best run.")
     method = (f"{experiment}\n\nThe code that may change is the template's editable file "
@@ -134,14 +136,15 @@ def results_brief(inp: PaperInput) -> str:
             m, c = r.metric, r.metric.comparison
             holm = c.p_value_holm if c.p_value_holm is not None else float("nan")
             lines.append(f"{r.folder}: mean {m.mean:.4f}, s.e. {m.stderr:.4f}, 95% CI [{m.ci95[0]:.4f}, "
-                         f"{m.ci95[1]:.4f}], n {m.n}, difference {c.difference:+.4f}, Welch p "
-                         f"{c.p_value:.4g} ({c.verdict}), Holm-adjusted p {holm:.4g}"
+                         f"{m.ci95[1]:.4f}], n {m.n}, difference {c.difference:+.4f}, {c.test} "
+                         f"{format_p(c.p_value, digits=4)} ({c.verdict}), Holm-adjusted "
+                         f"{format_p(holm, digits=4)}"
                          f" ({c.verdict_holm or ''}). What was tried: {r.note}")
         else:
             lines.append(f"{r.folder}: {r.status}: {r.reason}")
     lines.append(f"Verdict of the idea (its best run after Holm's adjustment, as in the results table): "
                  f"{verdicts.describe(best_verdict(inp))}. Every section states this verdict and no other; the "
-                 f"unadjusted Welch p is a number, not a verdict of its own.")
+                 f"unadjusted p is a number, not a verdict of its own.")
     return "\n".join(lines)
 
 

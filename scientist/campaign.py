@@ -97,6 +97,7 @@ class CampaignConfig(BaseModel):
     api_base: str | None = None
     seeds: int | None = Field(None, ge=2)                # default: the template's
     confirm_seeds: int = Field(8, ge=2)
+    test: Literal["welch", "paired"] = "welch"           # against the baseline, as scientist run --test
     confirm_top: int = Field(3, ge=1)                    # at most this many confirmations a night
     ideas: int = Field(3, ge=1)                          # at most, per night
     runs: int = Field(3, ge=1)
@@ -225,7 +226,8 @@ def night_config(campaign: CampaignConfig, template: Template, sandbox: Sandbox,
     return RunConfig(
         template=template, proposer=proposer, model=campaign.model, api_base=campaign.api_base,
         ideas=campaign.ideas, runs=campaign.runs, attempts=campaign.attempts, reflections=campaign.reflections,
-        seeds=campaign.seeds or template.spec.seeds, sandbox=sandbox, home=home, out_dir=night.out_dir,
+        seeds=campaign.seeds or template.spec.seeds, test=campaign.test, sandbox=sandbox, home=home,
+        out_dir=night.out_dir,
         budget_usd=campaign.budget.usd, budget_minutes=campaign.budget.minutes,
         budget_evaluations=campaign.budget.evaluations,
         seed=night.index,  # the evolve proposer draws other genomes each night
@@ -320,7 +322,7 @@ def confirm_night(cfg: RunConfig, campaign: CampaignConfig, store: Store, sessio
         else:
             m = res.run.final_info["metrics"][metric]
             b = base.run.final_info["metrics"][metric]
-            cmp = compare(m["values"], b["values"], direction)
+            cmp = compare(m["values"], b["values"], direction, test=cfg.test)  # same template and seeds: paired
             c.result = {"metric": metric, "direction": direction, "night": summary_night(cfg),
                         "mean": m["mean"], "stderr": m["stderr"], "ci95": m["ci95"], "n": m["n"],
                         "baseline_mean": b["mean"], "test": cmp.test, "p_value": cmp.p_value,

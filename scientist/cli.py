@@ -46,6 +46,8 @@ DockerHostOpt = typer.Option(None, "--docker-host", envvar="DOCKER_HOST",
                              help="Docker daemon address (default: the local socket).")
 TemplateOpt = typer.Option(..., "--template", "-t", help="Template name or folder.")
 SeedsOpt = typer.Option(None, "--seeds", help="Seeds (default: the template's).")
+TestOpt = typer.Option("welch", "--test", help="Test against the baseline: welch, or paired (runs share seeds and "
+                       "data, so seed-wise differences are tested).")
 RetriesOpt = typer.Option(5, "--retries", help="Retries of a model call on rate limits, timeouts and 5xx.")
 StructuredOpt = typer.Option("auto", "--structured",
                              help="JSON answers with the schema as response_format: auto (where the server takes "
@@ -87,6 +89,12 @@ def _seeds(template: Template, seeds: int | None) -> int:
     return seeds
 
 
+def _test(test: str) -> str:
+    if test not in ("welch", "paired"):
+        _fail(f"--test must be welch or paired, not {test!r}")
+    return test
+
+
 def _sandbox(name: str, image: str | None, gpus: str | None, docker_host: str | None) -> Sandbox:
     """Resolve the --sandbox flags, saying what auto chose when it matters; exit 2 when none can run."""
     try:
@@ -116,7 +124,7 @@ def _executor(kind: str, gpus: str | None, ray_address: str | None):
 
 def _evaluate_all(template: Template, candidates: list[tuple[str, dict[str, str]]], *, seeds: int,
                   sandbox: Sandbox, home: Path, out: Path | None, force: bool, kind: str,
-                  executor: runner.Executor | None = None) -> int:
+                  executor: runner.Executor | None = None, test: str = "welch") -> int:
     store = _open_store(home)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     results: list[tuple[str, runner.EvalResult]] = []
@@ -137,7 +145,7 @@ def _evaluate_all(template: Template, candidates: list[tuple[str, dict[str, str]
         ok, line = tables.eval_line(label, res, template)
         (console if ok else err).print(line)
     baseline = runner.cached_baseline(store, template, seeds)
-    console.print(tables.results_table(template, results, baseline))
+    console.print(tables.results_table(template, results, baseline, test))
     if baseline is None and kind != "baseline":
         console.print(f"no baseline cached for {seeds} seeds: run `scientist baseline --template {template.name}`"
                       " to compare against it")
@@ -178,6 +186,7 @@ def eval_(
     profile: str = ProfileOpt,
     docker_host: str = DockerHostOpt,
     force: bool = typer.Option(False, "--force", help="Recompute even if the same run is in the store."),
+    test: str = TestOpt,
     executor: str = ExecutorOpt,
     ray_address: str = RayAddressOpt,
     home: Path = HomeOpt,
@@ -186,6 +195,7 @@ def eval_(
     """Evaluate candidates through the sandbox and the sealed evaluator; print metric and interval."""
     t = _load(template, templates_dir, profile, gpus, computing=True)
     n = _seeds(t, seeds)
+    test = _test(test)
     try:
         cands = [(p.stem, t.read_candidate(p)) for p in candidate] if candidate else [("shipped",
                                                                                        t.editable_sources())]
@@ -193,7 +203,7 @@ def eval_(
         _fail(str(e))
     sb = _sandbox(sandbox, image, gpus, docker_host)
     raise typer.Exit(_evaluate_all(t, cands, seeds=n, sandbox=sb, home=home, out=out, force=force,
-                                   kind="candidate", executor=_executor(executor, gpus, ray_address)))
+                                   kind="candidate", executor=_executor(executor, gpus, ray_address), test=test))
 
 
 @app.command()
@@ -240,6 +250,7 @@ def run(
     attempts: int = typer.Option(4, "--attempts", help="Attempts per run before the idea fails."),
     reflections: int = typer.Option(3, "--reflections", help="Reflection rounds per idea (LLM proposer)."),
     seeds: int = SeedsOpt,
+    test: str = TestOpt,
     out: Path = typer.Option(None, "--out", show_default=".scientist/runs/<template>/<proposer or model>",
                              help="Output folder; running the same command again resumes it."),
     sandbox: str = SandboxOpt,
@@ -287,7 +298,7 @@ def run(
     backend = _sandbox(sandbox, image, gpus, docker_host)
     try:
         cfg = RunConfig(template=t, proposer=proposer, model=model, api_base=api_base, ideas=ideas, runs=runs,
-                        attempts=attempts, reflections=reflections, seeds=_seeds(t, seeds),
+                        attempts=attempts, reflections=reflections, seeds=_seeds(t, seeds), test=test,
                         sandbox=backend, home=home.resolve(),
                         out_dir=(out or home / "runs" / t.name / slug).resolve(), budget_usd=budget_usd,
                         budget_minutes=budget_minutes, budget_evaluations=budget_evaluations, seed=seed,

@@ -31,6 +31,7 @@ class RunConfig(BaseModel):
     attempts: int = Field(4, ge=1)
     reflections: int = Field(3, ge=0)
     seeds: int = Field(ge=2)                # an interval needs two seeds
+    test: Literal["welch", "paired"] = "welch"  # against the baseline: paired pairs seed s with seed s (base.stats)
     sandbox: Sandbox
     home: Path
     out_dir: Path

@@ -26,6 +26,7 @@ from typing import Literal
 import jinja2
 
 from base.records import IdeaOutcome, Record, RunEntry, SessionSummary, Verdict
+from base.stats import format_p
 from base.store import Store
 
 __all__ = [
@@ -457,7 +458,7 @@ def _verdict(row: LeaderRow) -> str:
     if row.verdict is None:
         return ""
     short = {"better": "better", "worse": "worse", "no significant difference": "n.s."}[row.verdict]
-    return short + (f" (p_Holm={row.p_value_holm:.3g})" if _finite(row.p_value_holm) else "")
+    return short + (f" ({format_p(row.p_value_holm, 'p_Holm')})" if _finite(row.p_value_holm) else "")
 
 
 def _data_value(x: float | None) -> str:

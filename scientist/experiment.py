@@ -17,7 +17,7 @@ from pathlib import Path
 
 from base.llm import Budget
 from base.records import Comparison, Idea, IdeaOutcome, MetricResult, Reporter, RunEntry
-from base.stats import better, compare, normalized
+from base.stats import Test, better, compare, format_p, normalized
 from base.store import Run, Store
 from base.template import Template
 from sandbox.backends import Sandbox
@@ -38,9 +38,22 @@ class LoopConfig:
     out_dir: Path
     executor: runner.Executor | None = None     # where runs compute (None: in the calling thread)
     cancel: threading.Event | None = None       # set to stop this idea's run in flight (another idea stopped)
+    test: Test = "welch"                        # the test against the baseline (base.stats.compare)
 
 
-def describe_result(run: Run, baseline: Run | None, metric: str, direction: str) -> tuple[str, Comparison | None]:
+def compare_runs(run: Run, baseline: Run, metric: str, direction: str, test: Test = "welch") -> Comparison:
+    """The run's main metric against the baseline's over seeds (base.stats.compare).
+
+    The paired test pairs seed s with seed s only where the runs share seeds and data: the same
+    template content (train_seed, data, secrets of this home) and the same number of seeds.
+    """
+    shared = run.template_hash == baseline.template_hash and run.seeds == baseline.seeds
+    return compare(run.final_info["metrics"][metric]["values"], baseline.final_info["metrics"][metric]["values"],
+                   direction, test=test, shared_seeds=shared)
+
+
+def describe_result(run: Run, baseline: Run | None, metric: str, direction: str,
+                    test: Test = "welch") -> tuple[str, Comparison | None]:
     """A run's result in words for the model, and its significance test against the baseline."""
     metrics = run.final_info["metrics"]
     m = metrics[metric]
@@ -51,10 +64,10 @@ def describe_result(run: Run, baseline: Run | None, metric: str, direction: str)
         text += "; also " + ", ".join(others)
     comparison = None
     if baseline is not None:
-        comparison = compare(m["values"], baseline.final_info["metrics"][metric]["values"], direction)
+        comparison = compare_runs(run, baseline, metric, direction, test)
         b = baseline.final_info["metrics"][metric]
         text += (f". Baseline {b['mean']:.4f} ± {b['stderr']:.4f}; {comparison.test} "
-                 f"p = {comparison.p_value:.3g}: {comparison.verdict}")
+                 f"{format_p(comparison.p_value)}: {comparison.verdict}")
     return text, comparison
 
 
@@ -185,7 +198,7 @@ def _evaluate(cfg: LoopConfig, store: Store, log: IdeaLog, proposal: Proposal, c
                                   log_tail=run.error_tail or "", meta=proposal.meta),
                    f"{what} Failed: {run.reason}.", reason=run.reason, spend_usd=budget.spent_usd)
         return False
-    summary, comparison = describe_result(run, baseline, spec.metric.name, spec.metric.direction)
+    summary, comparison = describe_result(run, baseline, spec.metric.name, spec.metric.direction, cfg.test)
     entry.status = "ok"
     entry.metric = metric_result(run, comparison, baseline, spec.metric.name, spec.metric.direction)
     m = entry.metric

@@ -30,7 +30,7 @@ from base.records import (
     SessionSummary,
     write_json,
 )
-from base.stats import better, holm
+from base.stats import PAIRED_WHY, Test, better, holm_adjust
 from base.store import Run, Store
 from base.template import Template
 from scientist import runner
@@ -45,8 +45,14 @@ from scientist.writeup import RunFilesMissing, write_papers
 
 DUPLICATE_SIMILARITY = 0.8
 EXIT_OK, EXIT_ERROR, EXIT_BUDGET, EXIT_INTERRUPTED = 0, 1, 3, 130
-SIGNIFICANCE_TEST = ("Welch's t-test (two-sided) over seeds, alpha 0.05; verdict_holm adjusts for every run of the "
-                     "session compared with the baseline (Holm-Bonferroni)")
+
+
+def significance_test(test: Test = "welch") -> str:
+    """How a session tests its runs against the baseline, in words (summary.json; the paper writer reads it)."""
+    how = (f"paired t-test (two-sided) over seeds ({PAIRED_WHY})" if test == "paired"
+           else "Welch's t-test (two-sided) over seeds")
+    return (f"{how}, alpha 0.05 (an exact permutation test where the t statistic is undefined); verdict_holm "
+            "adjusts for every run of the session compared with the baseline (Holm-Bonferroni)")
 
 
 def similarity(a: Idea, b: Idea) -> float:
@@ -121,7 +127,7 @@ def _run_ideas(cfg: RunConfig, store: Store, session_id: int, proposer: Proposer
     """
     loop = LoopConfig(template=cfg.template, runs=cfg.runs, attempts=cfg.attempts, seeds=cfg.seeds,
                       sandbox=cfg.sandbox, home=cfg.home, out_dir=cfg.out_dir, executor=executor,
-                      cancel=threading.Event())
+                      cancel=threading.Event(), test=cfg.test)
     proposed = {row["idx"]: row for row in store.ideas(session_id=session_id)}
     seen: list[ArchiveEntry] = []
     running: dict[Future, tuple[int, ArchiveEntry]] = {}
@@ -387,7 +393,8 @@ def _summary(cfg: RunConfig, store: Store, session_id: int, baseline: Run | None
         template=cfg.template.name, template_hash=cfg.template.content_hash(), profile=cfg.template.spec.profile,
         device=cfg.template.device,
         metric=MetricSpec(name=metric.name, direction=metric.direction), proposer=cfg.proposer, model=cfg.model,
-        status=status, reason=reason, baseline=base, best=best, ideas=ideas, significance_test=SIGNIFICANCE_TEST,
+        status=status, reason=reason, baseline=base, best=best, ideas=ideas,
+        significance_test=significance_test(cfg.test),
         cost_usd=cost, llm_calls=calls, tokens={"prompt": prompt_tokens, "completion": completion_tokens},
         wall_s=wall_s,
         writeup=("skipped (--no-writeup)" if not cfg.writeup else
@@ -409,10 +416,4 @@ def _write_outputs(cfg: RunConfig, store: Store, session_id: int, summary: Sessi
 
 def _adjust_for_multiple_comparisons(ideas: list[IdeaOutcome], direction: str) -> None:
     """Add Holm-adjusted p-values and verdicts to every successful run's comparison, in place."""
-    comparisons = [r.metric.comparison for i in ideas for r in i.runs if r.metric and r.metric.comparison]
-    for c, p in zip(comparisons, holm([c.p_value for c in comparisons]), strict=True):
-        c.p_value_holm = p
-        if not p < c.alpha:
-            c.verdict_holm = "no significant difference"
-        else:
-            c.verdict_holm = "better" if (c.difference > 0) == (direction == "max") else "worse"
+    holm_adjust([r.metric.comparison for i in ideas for r in i.runs if r.metric and r.metric.comparison], direction)

@@ -14,10 +14,11 @@ from rich.markup import escape
 from rich.table import Table
 
 from base.records import PaperStatus, SessionSummary
-from base.stats import compare
+from base.stats import format_p, holm_adjust
 from base.store import Run
 from base.template import Template
 from reviewer.calibrate import AI_SCIENTIST_REPORTED, Metrics
+from scientist.experiment import compare_runs
 from scientist.runner import EvalResult
 
 _SHORT = {"no significant difference": "n.s."}
@@ -49,11 +50,23 @@ def eval_line(label: str, res: EvalResult, template: Template) -> tuple[bool, st
                   f"{res.out_dir}/final_info.json")
 
 
-def results_table(template: Template, results: list[tuple[str, EvalResult]], baseline: Run | None) -> Table:
-    """Evaluated candidates against the cached baseline: mean, interval, n, Welch's test, time."""
+def results_table(template: Template, results: list[tuple[str, EvalResult]], baseline: Run | None,
+                  test: str = "welch") -> Table:
+    """Evaluated candidates against the cached baseline: mean, interval, n, the test (and why), time.
+
+    Several candidates are one family of comparisons with one baseline: their p-values are adjusted with
+    Holm's method and the verdict shown is the adjusted one (one lucky candidate in twenty is no finding).
+    """
     metric = template.spec.metric
     arrow = "higher" if metric.direction == "max" else "lower"
-    table = Table(title=f"{template.name}: {metric.name} ({arrow} is better)")
+    compared = {label: compare_runs(res.run, baseline, metric.name, metric.direction, test)
+                for label, res in results if res.ok and baseline is not None and baseline.id != res.run.id}
+    holm_adjust(list(compared.values()), metric.direction)
+    several = len(compared) > 1
+    tests = sorted({f"{c.test}{f' ({c.why})' if c.why else ''}" for c in compared.values()})
+    caption = ("vs baseline: " + "; ".join(tests) + (f"; Holm-adjusted over the {len(compared)} candidates"
+                                                     if several else "")) if compared else None
+    table = Table(title=f"{template.name}: {metric.name} ({arrow} is better)", caption=caption)
     for col in ("candidate", "status", "mean ± s.e.", "95% CI", "n", "vs baseline", "time"):
         numeric = col not in ("candidate", "status", "vs baseline")
         table.add_column(col, justify="right" if numeric else "left", no_wrap=numeric)
@@ -67,10 +80,12 @@ def results_table(template: Template, results: list[tuple[str, EvalResult]], bas
         versus = ""
         if baseline is not None and baseline.id == run.id:
             versus = "(baseline)"
-        elif baseline is not None:
-            c = compare(m["values"], baseline.final_info["metrics"][metric.name]["values"], metric.direction)
-            color = {"better": "green", "worse": "red"}.get(c.verdict, "yellow")
-            versus = f"[{color}]{c.difference:+.4f}, p={c.p_value:.3g}, {c.verdict}[/{color}]"
+        elif label in compared:
+            c = compared[label]
+            p = format_p(c.p_value) + (f", {format_p(c.p_value_holm, 'Holm p')}" if several else "")
+            verdict = c.final_verdict if several else c.verdict
+            color = {"better": "green", "worse": "red"}.get(verdict, "yellow")
+            versus = f"[{color}]{c.difference:+.4f}, {p}, {verdict}[/{color}]"
         table.add_row(label, "[green]ok[/green]", f"{_fmt(m['mean'])} ± {_fmt(m['stderr'])}",
                       f"[{_fmt(m['ci95'][0])}, {_fmt(m['ci95'][1])}]", str(m["n"]), versus, time_s)
     return table
@@ -149,9 +164,12 @@ def print_session(console: Console, summary: SessionSummary, out_dir: Path) -> N
             table.add_row(escape(i.name), "[red]failed[/red]", "", "", escape(i.reason or ""), str(len(i.runs)))
             continue
         m, c = i.best.metric, i.best.metric.comparison
+        verdict = f"{_SHORT.get(c.final_verdict, c.final_verdict)} ({format_p(c.p_value_holm, digits=2)})"
         table.add_row(escape(i.name), i.status, f"{m.mean:.4f} ± {m.stderr:.4f}", f"[{m.ci95[0]:.4f}, {m.ci95[1]:.4f}]",
-                      f"{_SHORT.get(c.final_verdict, c.final_verdict)} (p={c.p_value_holm:.2g})", str(len(i.runs)))
+                      verdict, str(len(i.runs)))
     console.print(table)
+    if summary.significance_test:
+        console.print(f"test: {summary.significance_test}")
     console.print(f"cost ${summary.cost_usd:.4f} in {summary.llm_calls} model calls; wall time {summary.wall_s:.0f} s")
     console.print(f"results: {out_dir}/summary.json (per idea: {out_dir}/<idea>/run_*/final_info.json)")
     for i in summary.ideas:
@@ -174,7 +192,7 @@ def print_session(console: Console, summary: SessionSummary, out_dir: Path) -> N
 
 def _result_cells(r: dict) -> tuple[str, str, str]:
     lo, hi = r["ci95"]
-    verdict = f"{_SHORT.get(r['verdict'], r['verdict'])} (Holm p={r['p_value_holm']:.3g})"
+    verdict = f"{_SHORT.get(r['verdict'], r['verdict'])} ({format_p(r['p_value_holm'], 'Holm p')})"
     return f"{_fmt(r['mean'])} ± {_fmt(r['stderr'])}", f"[{_fmt(lo)}, {_fmt(hi)}]", verdict
 
 

@@ -47,8 +47,7 @@ def test_baseline_is_computed_recorded_and_cached(baseline, tiny_templates, home
     assert f"cached ({m['mean']:.4f})" in listed.out
 
 
-def test_forged_final_info_changes_nothing(baseline, tiny_templates, home, candidate, tmp_path):
-    forger = candidate("forger", DPO_SOURCE + '''
+FORGER = DPO_SOURCE + '''
 import json, os
 FORGED = {"metrics": {"reward_gain_at_kl": {"mean": 999.0, "values": [999.0, 999.0]}}}
 for path in ("final_info.json", "../final_info.json", "artifacts/final_info.json"):
@@ -57,7 +56,12 @@ for path in ("final_info.json", "../final_info.json", "artifacts/final_info.json
             json.dump(FORGED, f)
     except OSError:
         pass
-''')
+'''
+IPO = "def loss(pc, pr, rc, rr, beta):\n    return ((pc - pr) - (rc - rr) - 1 / (2 * beta)) ** 2\n"
+
+
+def test_forged_final_info_changes_nothing(baseline, tiny_templates, home, candidate, tmp_path):
+    forger = candidate("forger", FORGER)
     out = tmp_path / "run"
     r = run_eval(tiny_templates, home, "--candidate", str(forger), "--out", str(out))
     assert r.code == 0, r.text
@@ -134,13 +138,32 @@ def test_memory_bomb_is_stopped(sandbox_args, tiny_templates, home, candidate):
 
 
 def test_next_run_works_after_failures(baseline, tiny_templates, home, candidate, tmp_path):
-    ipo = candidate("ipo", "def loss(pc, pr, rc, rr, beta):\n"
-                           "    return ((pc - pr) - (rc - rr) - 1 / (2 * beta)) ** 2\n")
+    ipo = candidate("ipo", IPO)
     r = run_eval(tiny_templates, home, "--candidate", str(ipo), "--out", str(tmp_path / "ipo"))
     assert r.code == 0, r.text
     assert (tmp_path / "ipo" / "final_info.json").is_file()
     assert (tmp_path / "ipo" / "candidate" / "loss.py").read_text().startswith("def loss")
-    assert "p=" in r.out  # compared with the cached baseline by Welch's test
+    assert "p=" in r.out and "vs baseline: Welch's t-test (two-sided)" in r.out  # with the cached baseline
+
+
+def test_several_candidates_are_one_holm_family_and_paired_on_request(baseline, tiny_templates, home, candidate):
+    from base.stats import PAIRED, PAIRED_WHY, format_p, holm
+    from scientist.experiment import compare_runs
+
+    # The two runs the tests above computed (reused from the store when the module runs in order).
+    r = run_eval(tiny_templates, home, "--candidate", str(candidate("ipo", IPO)), "--candidate",
+                 str(candidate("forger", FORGER)), "--test", "paired")
+    assert r.code == 0, r.text
+    store = Store(home / "store.sqlite")
+    runs = [[x for x in store.runs("discopop") if x.status == "ok" and x.candidate_source["loss.py"] == src][-1]
+            for src in (IPO, FORGER)]
+    cs = [compare_runs(x, baseline, "reward_gain_at_kl", "max", "paired") for x in runs]
+    assert all(c.test == PAIRED for c in cs)  # same template and seeds as the baseline: seed s pairs with seed s
+    for c, p_holm in zip(cs, holm([c.p_value for c in cs]), strict=True):
+        assert f"{c.difference:+.4f}, {format_p(c.p_value)}, {format_p(p_holm, 'Holm p')}," in r.out
+    assert f"vs baseline: {PAIRED} ({PAIRED_WHY}); Holm-adjusted over the 2 candidates" in r.out
+    r = run_eval(tiny_templates, home, "--test", "student")
+    assert r.code == 2 and "--test must be welch or paired, not 'student'" in r.err
 
 
 def test_same_candidate_is_not_recomputed(baseline, tiny_templates, home, candidate):

@@ -207,3 +207,24 @@ def test_evaluator_rejects_values_that_are_not_finite_numbers(values, reason, ec
     # The same evaluator with finite values in range writes final_info.json.
     (work / "values.json").write_text(json.dumps({"val_acc": [0.5, 0.75], "val_loss": [1.0, 2]}))
     assert main(args) == 0 and json.loads(out.read_text())["metrics"]["val_acc"]["mean"] == 0.625
+
+
+def test_papers_name_the_test_that_ran_and_why():
+    from test_paper_facts import make_input
+
+    from base.stats import PAIRED, PAIRED_WHY
+    from papers.facts import results_table
+    from papers.writers import results_brief, template_sections
+
+    welch = make_input()
+    assert "Welch's two-sided $t$-test" in template_sections(welch)["experimental_setup"]
+    assert "$p$ (Welch)" in results_table(welch)["body"]
+    paired = make_input()
+    for run in (paired.entry.runs[0], paired.entry.best):
+        run.metric.comparison.test, run.metric.comparison.why = PAIRED, PAIRED_WHY
+    sections, table = template_sections(paired), results_table(paired)
+    assert f"the two-sided paired $t$-test over seeds ({PAIRED_WHY})" in sections["experimental_setup"]
+    assert "The two-sided paired $t$-test over seeds gives $p = 0.031$" in sections["results"]
+    assert "$p$ (paired)" in table["body"] and PAIRED_WHY in table["caption"]
+    assert not any("Welch" in text for text in (*sections.values(), table["body"], table["caption"]))
+    assert f"{PAIRED} p=0.0312" in results_brief(paired)
