@@ -45,9 +45,11 @@ def compare_runs(run: Run, baseline: Run, metric: str, direction: str, test: Tes
     """The run's main metric against the baseline's over seeds (base.stats.compare).
 
     The paired test pairs seed s with seed s only where the runs share seeds and data: the same
-    template content (train_seed, data, secrets of this home) and the same number of seeds.
+    template content (its train_seed and data), the same draw of the home's secrets (held-out data)
+    and the same number of seeds.
     """
-    shared = run.template_hash == baseline.template_hash and run.seeds == baseline.seeds
+    shared = (run.template_hash == baseline.template_hash and run.seeds == baseline.seeds
+              and (run.draw or 0) == (baseline.draw or 0))
     return compare(run.final_info["metrics"][metric]["values"], baseline.final_info["metrics"][metric]["values"],
                    direction, test=test, shared_seeds=shared)
 
