@@ -320,7 +320,7 @@ def write_tiny_open(dest: Path) -> Path:
         text, n = re.subn(rf"(?m)^{key} = .*$", f"{key} = {value}", text)
         assert n == 1, key
     spec = tomllib.loads(text)
-    fingerprint = evaluator.reference_fingerprint(spec["config"], spec["private"])
+    fingerprint = evaluator.reference_fingerprint(spec["config"])
     text = re.sub(r'(?m)^fingerprint = .*$', f'fingerprint = "{fingerprint}"', text)
     text = re.sub(r"(?m)^return = .*$", f"return = {TINY_REFERENCE}", text)
     path.write_text(text)
