@@ -101,6 +101,9 @@ class TemplateSpec(BaseModel):
     editable: list[str] = Field(min_length=1)
     harness: list[str] = Field(min_length=1)
     entrypoint: str
+    # The trusted script that imports the candidate in a sandbox of its own and exports its functions
+    # (jax_workloads.exported); the harness then trains with those exports and never imports the candidate.
+    tracer: str | None = None  # TODO(issue 23): required once every template exports
     evaluator: str
     seeds: int = Field(gt=0)
     limits: Limits = Limits()
@@ -136,10 +139,10 @@ class TemplateSpec(BaseModel):
                              "which a run may use before it is stopped")
         return res
 
-    @field_validator("editable", "harness")
+    @field_validator("editable", "harness", "tracer")
     @classmethod
-    def _relative(cls, files: list[str]) -> list[str]:
-        for f in files:
+    def _relative(cls, files: list[str] | str | None) -> list[str] | str | None:
+        for f in [files] if isinstance(files, str) else files or []:
             if Path(f).is_absolute() or ".." in Path(f).parts:
                 raise ValueError(f"{f!r} must be a path inside the template folder")
         return files
@@ -236,7 +239,7 @@ class Template:
         Papers-only files (latex/, README.md, prompt.md, figures.py, search_space.py, candidates/)
         and shared code the template does not import leave it unchanged, so editing them reuses runs.
         """
-        settings = self.spec.model_dump(mode="json", include={"metric", "editable", "harness", "entrypoint",
+        settings = self.spec.model_dump(mode="json", include={"metric", "editable", "harness", "entrypoint", "tracer",
                                                                "evaluator", "limits", "config", "private"})
         settings["metric"].pop("description", None)
         if self.device == "gpu" or self.spec.resources.gpus > 0:
@@ -261,7 +264,8 @@ class Template:
         users: paths inside the template, or jax_workloads/<module>.py.
         """
         found: dict[str, Path] = {}
-        todo = [self.root / f for f in (*self.spec.editable, *self.spec.harness, self.spec.evaluator)]
+        tracer = [self.spec.tracer] if self.spec.tracer else []
+        todo = [self.root / f for f in (*self.spec.editable, *self.spec.harness, *tracer, self.spec.evaluator)]
         while todo:
             path = todo.pop()
             name = (str(path.relative_to(self.root)) if path.is_relative_to(self.root)
@@ -361,16 +365,44 @@ def load_template(name_or_path: str, templates_dir: Path = DEFAULT_TEMPLATES_DIR
         spec = TemplateSpec.model_validate(raw)
     except ValidationError as e:
         raise TemplateError(f"{toml_path}: {_problem(e)}") from None
-    for f in [*spec.editable, *spec.harness, spec.evaluator]:
+    for f in [*spec.editable, *spec.harness, *([spec.tracer] if spec.tracer else []), spec.evaluator]:
         if not (root / f).is_file():
             raise TemplateError(f"{toml_path}: file {f!r} named in the template does not exist")
     if spec.entrypoint not in spec.harness:
         raise TemplateError(f"{toml_path}: field 'entrypoint': {spec.entrypoint!r} is not among 'harness'")
+    if spec.tracer:
+        _check_separation(root, spec, toml_path)
     template = Template(root=root.resolve(), spec=spec)
     template.seed_ideas()  # a malformed seed_ideas.json is the template's error, said when it is loaded
     for name in spec.profiles:  # and so is a profile its settings cannot take, though no run asked for it yet
         template.with_profile(name)
     return template
+
+
+def _check_separation(root: Path, spec: TemplateSpec, toml_path: Path) -> None:
+    """The contract of sealed training: the candidate's Python runs only in the tracer's sandbox.
+
+    The runner never puts the editable files where the harness runs, so a harness that imports one
+    could not work; saying so when the template loads is kinder than a failed run. The tracer is the
+    only file that imports them, and it is no editable file itself.
+    """
+    if spec.tracer in spec.editable or spec.tracer in spec.harness:
+        raise TemplateError(f"{toml_path}: field 'tracer': {spec.tracer!r} must be neither editable nor a harness file")
+    editable = {Path(f).with_suffix("").as_posix().replace("/", ".") for f in spec.editable}
+    for f in spec.harness:
+        if not f.endswith(".py"):
+            continue
+        try:
+            tree = ast.parse((root / f).read_text())
+        except SyntaxError as e:
+            raise TemplateError(f"{toml_path}: harness file {f!r} has a syntax error at line {e.lineno}") from None
+        for node in ast.walk(tree):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module] if isinstance(node, ast.ImportFrom) and node.module else [])
+            imported = editable.intersection(names)
+            if imported:
+                raise TemplateError(f"{toml_path}: harness file {f!r} imports the editable module "
+                                    f"{sorted(imported)[0]!r}; only the tracer ({spec.tracer}) may import it")
 
 
 def list_template_names(templates_dir: Path = DEFAULT_TEMPLATES_DIR) -> list[str]:

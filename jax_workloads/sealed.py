@@ -114,8 +114,9 @@ _HOST_OPS = {"infeed", "outfeed", "send", "recv", "after_all", "create_token"}
 _PLAIN_DIALECTS = {"builtin", "func", "stablehlo", "chlo", "sdy", "shape", "arith", "tensor"}
 
 
-def load_export(path: str | Path, max_bytes: int, custom_calls: re.Pattern = PLAIN_CUSTOM_CALLS):
-    """Read a jax.export artifact and check that it is plain computation for one CPU device; returns the Exported.
+def load_export(path: str | Path, max_bytes: int, custom_calls: re.Pattern = PLAIN_CUSTOM_CALLS,
+                platforms: tuple[str, ...] = ("cpu",)):
+    """Read a jax.export artifact and check that it is plain computation for one device; returns the Exported.
 
     Walks every operation of the StableHLO module before anything runs it. Raises ArtifactError
     (one line) when the file is missing, larger than max_bytes or not an artifact; when it was
@@ -124,8 +125,6 @@ def load_export(path: str | Path, max_bytes: int, custom_calls: re.Pattern = PLA
     (infeed, outfeed, send, recv, tokens), or an operation of a dialect outside plain computation.
     """
     import jax
-    from jax._src.interpreters import mlir as jax_mlir  # the context jax itself parses StableHLO with
-    from jax._src.lib.mlir import ir
 
     path = Path(path)
     if not path.is_file():
@@ -137,16 +136,26 @@ def load_export(path: str | Path, max_bytes: int, custom_calls: re.Pattern = PLA
         exported = jax.export.deserialize(bytearray(path.read_bytes()))
     except Exception as e:  # noqa: BLE001 - a truncated or tampered file may fail anywhere in the parser
         raise ArtifactError(f"{path.name} is not a jax.export artifact ({describe(e)})") from None
-    if "cpu" not in exported.platforms:
-        raise ArtifactError(f"{path.name} was exported for {list(exported.platforms)}, not for the CPU")
+    check_exported(exported, path.name, custom_calls, platforms)
+    return exported
+
+
+def check_exported(exported, label: str, custom_calls: re.Pattern = PLAIN_CUSTOM_CALLS,
+                   platforms: tuple[str, ...] = ("cpu",)) -> None:
+    """Raise ArtifactError unless an Exported is plain computation for one device of one of `platforms`."""
+    from jax._src.interpreters import mlir as jax_mlir  # the context jax itself parses StableHLO with
+    from jax._src.lib.mlir import ir
+
+    if not set(platforms) & set(exported.platforms):
+        raise ArtifactError(f"{label} was exported for {list(exported.platforms)}, not for {list(platforms)}")
     if exported.nr_devices != 1:
-        raise ArtifactError(f"{path.name} was exported for {exported.nr_devices} devices, not 1")
+        raise ArtifactError(f"{label} was exported for {exported.nr_devices} devices, not 1")
     if exported.ordered_effects or exported.unordered_effects:
-        raise ArtifactError(f"{path.name} has side effects (callbacks or I/O)")
+        raise ArtifactError(f"{label} has side effects (callbacks or I/O)")
     try:
         module = ir.Module.parse(exported.mlir_module(), context=jax_mlir.make_ir_context())
     except Exception as e:  # noqa: BLE001 - anything unparsable is not plain computation
-        raise ArtifactError(f"{path.name} does not parse as StableHLO ({describe(e)})") from None
+        raise ArtifactError(f"{label} does not parse as StableHLO ({describe(e)})") from None
     bad: list[str] = []
 
     def walk(op) -> None:
@@ -165,8 +174,7 @@ def load_export(path: str | Path, max_bytes: int, custom_calls: re.Pattern = PLA
 
     walk(module.operation)
     if bad:
-        raise ArtifactError(f"{path.name} contains {sorted(set(bad))[0]}; only plain computation is accepted")
-    return exported
+        raise ArtifactError(f"{label} contains {sorted(set(bad))[0]}; only plain computation is accepted")
 
 
 class Stopwatch:

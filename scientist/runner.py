@@ -19,12 +19,13 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Protocol
 
@@ -167,6 +168,12 @@ def compute(job: Job, run_dir: Path, cancel: threading.Event | None = None) -> C
         work = _populate(job, run_dir, timings)
     except DataPreparationFailed as e:
         return failed(str(e), None)
+    if spec.tracer:
+        t_trace = time.time()
+        traced = _trace(job, run_dir, work, cancel)
+        timings["trace"] = time.time() - t_trace
+        if not traced.ok:
+            return failed(_reason(traced, job.template, where="the tracer"), traced.log_tail)
     outcome = backends.run(
         job.sandbox,
         backends.Job(script=spec.entrypoint, work=work, libs_parent=PROJECT_ROOT, cpus=job.cpus,
@@ -209,8 +216,8 @@ def sandbox_cache(home: Path, template: str, candidate_hash: str) -> Path:
     return home / "cache" / "jax-sandbox" / f"{template}-{candidate_hash}"
 
 
-RUN_ENTRIES = ("work", "candidate", "train.log", "eval.log", "final_info.json")
-LOG_FILES = ("train.log", "eval.log")
+RUN_ENTRIES = ("trace", "work", "candidate", "trace.log", "train.log", "eval.log", "final_info.json")
+LOG_FILES = ("trace.log", "train.log", "eval.log")
 
 
 def _read_logs(run_dir: Path) -> dict[str, str]:
@@ -263,18 +270,18 @@ class DataPreparationFailed(Exception):
 
 
 def _populate(job: Job, run_dir: Path, timings: dict) -> Path:
-    """Lay out run_dir/work: harness, candidate, public config, prepared data."""
+    """Lay out run_dir/work (harness, public config, prepared data) and run_dir/candidate (what the user reads).
+
+    With a tracer, the candidate goes only into run_dir/trace, the tracer's own sandbox (see _trace);
+    a template without one still gets it beside the harness.
+    """
     spec = job.template.spec
     work = run_dir / "work"
     (work / "artifacts").mkdir(parents=True)
-    for f in spec.harness:
-        (work / f).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(job.template.root / f, work / f)
+    _lay_out(job, work, [*spec.harness], with_candidate=not spec.tracer)
     for f, src in job.sources.items():
-        for base in (work, run_dir / "candidate"):
-            (base / f).parent.mkdir(parents=True, exist_ok=True)
-            (base / f).write_text(src)
-    (work / "config.json").write_text(json.dumps({"config": spec.config, "seeds": job.seeds}, indent=1))
+        (run_dir / "candidate" / f).parent.mkdir(parents=True, exist_ok=True)
+        (run_dir / "candidate" / f).write_text(src)
     t = time.time()
     data = _prepared_data(job)
     timings["prepare"] = time.time() - t
@@ -282,6 +289,68 @@ def _populate(job: Job, run_dir: Path, timings: dict) -> Path:
         # A copy, not a link: the sandbox may write to its data, never to the cache.
         shutil.copytree(data, work / "data")
     return work
+
+
+def _lay_out(job: Job, folder: Path, files: list[str], with_candidate: bool) -> None:
+    """Copy template files, the public config and (if asked) the candidate's sources into a sandbox's folder."""
+    for f in files:
+        (folder / f).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(job.template.root / f, folder / f)
+    if with_candidate:
+        for f, src in job.sources.items():
+            (folder / f).parent.mkdir(parents=True, exist_ok=True)
+            (folder / f).write_text(src)
+    (folder / "config.json").write_text(json.dumps({"config": job.template.spec.config, "seeds": job.seeds},
+                                                   indent=1))
+
+
+EXPORTS = "exports"
+EXPORT_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}$")
+MAX_EXPORTS, MAX_EXPORT_BYTES = 64, 256 * 2**20
+
+
+def _trace(job: Job, run_dir: Path, work: Path, cancel: threading.Event | None) -> Outcome:
+    """Run the template's tracer on the candidate in a sandbox of its own; copy its exports into work/exports.
+
+    The only process that imports the candidate. It gets the tracer, the harness files, the public
+    config and the candidate; no data and no compilation cache (a cache it could write is one it could
+    poison for the harness). Whatever it leaves behind (threads, exit handlers) ends with its sandbox;
+    only plain files named like exports are copied, never links, and the harness checks each one is
+    plain computation before it runs it.
+    """
+    spec = job.template.spec
+    trace = run_dir / "trace"
+    (trace / EXPORTS).mkdir(parents=True)
+    _lay_out(job, trace, [*spec.harness, spec.tracer], with_candidate=True)
+    outcome = backends.run(
+        job.sandbox, backends.Job(script=spec.tracer, work=trace, libs_parent=PROJECT_ROOT, cpus=job.cpus),
+        spec.limits, run_dir / "trace.log", cancel)
+    if outcome.ok:
+        try:
+            _copy_exports(trace / EXPORTS, work / EXPORTS)
+        except ValueError as e:
+            outcome = replace(outcome, returncode=1, log_tail=f"{FAIL_MARKER}{e}")
+    shutil.rmtree(trace, ignore_errors=True)
+    return outcome
+
+
+def _copy_exports(src: Path, dest: Path) -> None:
+    """Copy the tracer's exports: plain files with plain names, bounded in number and size; ValueError otherwise."""
+    dest.mkdir(parents=True, exist_ok=True)
+    entries = sorted(os.scandir(src), key=lambda e: e.name)
+    if len(entries) > MAX_EXPORTS:
+        raise ValueError(f"the tracer wrote {len(entries)} files to {EXPORTS}/, more than {MAX_EXPORTS}")
+    total = 0
+    for entry in entries:
+        if not EXPORT_NAME.match(entry.name) or not entry.is_file(follow_symlinks=False):
+            raise ValueError(f"the tracer left {EXPORTS}/{entry.name[:60]!r}, which is not a plain file")
+        fd = os.open(entry.path, os.O_RDONLY | os.O_NOFOLLOW)
+        with os.fdopen(fd, "rb") as f:
+            data = f.read(MAX_EXPORT_BYTES - total + 1)
+        total += len(data)
+        if total > MAX_EXPORT_BYTES:
+            raise ValueError(f"the tracer's exports are larger than {MAX_EXPORT_BYTES // 2**20} MiB")
+        (dest / entry.name).write_bytes(data)
 
 
 def _prepared_data(job: Job) -> Path:
@@ -343,10 +412,10 @@ def _harness_timings(work: Path, outcome: Outcome) -> dict[str, float]:
     return timings
 
 
-def _reason(outcome: Outcome, template: Template, evaluator: bool = False) -> str:
+def _reason(outcome: Outcome, template: Template, evaluator: bool = False, where: str | None = None) -> str:
     """One line saying why a run failed."""
     limits = template.spec.limits
-    where = "the evaluator" if evaluator else "the run"
+    where = where or ("the evaluator" if evaluator else "the run")
     if outcome.timed_out:
         limit = limits.eval_time_s if evaluator else limits.time_s
         return f"timed out: {where} exceeded its time limit of {limit:g} s"

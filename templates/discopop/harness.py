@@ -1,7 +1,8 @@
 """DiscoPOP harness (fixed; runs inside the sandbox): train with the candidate loss, export the policy.
 
-Reads config.json and data/train.npz from the work folder, gates the candidate
-on tiny inputs, trains the policy for every seed x beta in one compiled call,
+Reads config.json and data/train.npz from the work folder and the candidate's loss as the tracer
+exported it (exports/loss: StableHLO, checked to be plain computation; this process never imports
+loss.py), gates it on tiny inputs, trains the policy for every seed x beta in one compiled call,
 and exports only plain arrays (artifacts/policy.npz). It never scores anything.
 """
 
@@ -16,11 +17,8 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
+from jax_workloads import exported, sealed  # noqa: E402
 from jax_workloads import preference as pf  # noqa: E402
-from jax_workloads import sealed  # noqa: E402
-
-N_ARGS = 5  # policy_chosen_logps, policy_rejected_logps, reference_chosen_logps, reference_rejected_logps, beta
-
 
 # The gate's tiny batch: policy chosen, policy rejected, reference chosen and reference rejected
 # log-probs, exactly the values `-1 - 3 * uniform` of jax.random with PRNGKey(0) split four ways
@@ -34,10 +32,13 @@ GATE_LOGPS = (
 )
 
 
-def gate(loss) -> None:
-    """Cheap check before minutes are spent: right shape, finite values and gradients."""
-    logps = [np.asarray(row, np.float32) for row in GATE_LOGPS]
-    n = len(logps[0])
+def gate(loss, batch: int) -> None:
+    """Cheap check before minutes are spent: right shape, finite values and gradients.
+
+    The export takes one minibatch of `batch` examples: the gate's values, repeated to that length.
+    """
+    logps = [np.resize(np.asarray(row, np.float32), batch) for row in GATE_LOGPS]
+    n = batch
 
     def probe(pc, pr, rc, rr, beta):
         grad = jax.grad(lambda pc: jnp.mean(loss(pc, pr, rc, rr, beta)))(pc)
@@ -63,8 +64,11 @@ def main() -> None:
     clock = sealed.Stopwatch(STARTED)
     cfg = json.loads(Path("config.json").read_text())
     config, seeds = cfg["config"], cfg["seeds"]
-    loss = sealed.load_candidate("loss.py", "loss", N_ARGS)
-    gate(loss)
+    try:
+        loss = exported.import_function("exports/loss")
+    except sealed.ArtifactError as e:
+        sealed.fail(f"the traced loss was refused: {e}")
+    gate(loss, min(config["train"]["batch_size"], config["pairs"]))  # the minibatch make_train draws
     with np.load("data/train.npz") as d:
         prompts = pf.Prompts(jnp.asarray(d["features"]), jnp.asarray(d["ref_logps"]))
         prefs = pf.Preferences(jnp.asarray(d["prompt"]), jnp.asarray(d["chosen"]), jnp.asarray(d["rejected"]))
