@@ -196,40 +196,66 @@ def reward_and_kl(
     return expected, kl
 
 
-def frontier_value(kl: np.ndarray, gain: np.ndarray, budget: float) -> float:
-    """Reward gain reachable within a KL budget on the empirical Pareto frontier.
+MIX_WEIGHTS = np.linspace(0.0, 1.0, 17)[1:-1]  # the mixtures' weights between two policies (ends: the policies)
 
-    The points (KL, gain) of a beta sweep, plus the reference itself at (0, 0),
-    form an upper envelope that never decreases with KL; the value is that
-    envelope linearly interpolated at `budget` (flat beyond the largest KL seen).
+
+def mixture_reward_and_kl(
+    logps: jax.Array, ref_logps: jax.Array, reward: jax.Array, weights: np.ndarray = MIX_WEIGHTS
+) -> tuple[jax.Array, jax.Array]:
+    """Exact expected reward and KL of every two-policy mixture among `logps` [B, P, K] and the reference [P, K].
+
+    The mixture of pi_i and pi_j with weight w answers each prompt from pi_i with probability w, else
+    from pi_j: its response distribution is w pi_i + (1 - w) pi_j, a policy built from trained ones
+    only. Returns two arrays [pairs * len(weights)], pairs over the B + 1 policies (reference first).
     """
-    order = np.argsort(kl)
-    xs = np.concatenate([[0.0], np.asarray(kl, float)[order]])
-    ys = np.maximum.accumulate(np.concatenate([[0.0], np.asarray(gain, float)[order]]))
+    policies = jnp.concatenate([ref_logps[None], logps])
+    i, j = np.triu_indices(policies.shape[0], k=1)
+    log_w = jnp.log(jnp.asarray(weights, logps.dtype))[:, None, None, None]
+    log_1w = jnp.log1p(-jnp.asarray(weights, logps.dtype))[:, None, None, None]
+    mixed = jnp.logaddexp(log_w + policies[i][None], log_1w + policies[j][None])  # [W, pairs, P, K]
+    probs = jnp.exp(mixed)
+    expected = jnp.sum(probs * reward, axis=-1).mean(-1)
+    kl = jnp.sum(probs * (mixed - ref_logps), axis=-1).mean(-1)
+    return expected.reshape(-1), kl.reshape(-1)
+
+
+def reachable_frontier(kl: np.ndarray, gain: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The frontier of the points (KL, gain) of policies, their mixtures and the reference at (0, 0).
+
+    It is their upper concave hull up to its highest point. Why every point of it is reachable: the
+    mixture that answers from policy a with probability w, else from b, has gain w g_a + (1 - w) g_b
+    exactly (gain is linear in the policy) and KL at most w KL_a + (1 - w) KL_b (KL(pi || ref) is
+    convex in pi), so each point of a chord between reachable points is matched or beaten by a real
+    policy. Nothing above the hull is credited, however a sweep's points are spaced.
+    """
+    kl, gain = np.asarray(kl, float).ravel(), np.asarray(gain, float).ravel()
+    keep = gain > 0.0  # below the reference's gain a point never lies on the rising part of the hull
+    x, y = np.concatenate([[0.0], np.maximum(kl[keep], 0.0)]), np.concatenate([[0.0], gain[keep]])
+    order = np.lexsort((-y, x))  # by KL, the highest gain first among equal KLs
+    x, y = x[order], y[order]
+    first = np.concatenate([[True], np.diff(x) > 0])
+    hull: list[tuple[float, float]] = []
+    for p in zip(x[first], y[first], strict=True):
+        # Drop the last vertex while it lies on or below the chord from the one before it to p.
+        while len(hull) >= 2 and ((hull[-1][0] - hull[-2][0]) * (p[1] - hull[-2][1])
+                                  - (hull[-1][1] - hull[-2][1]) * (p[0] - hull[-2][0])) >= 0:
+            hull.pop()
+        hull.append(p)
+    xs, ys = np.array(hull).T
+    top = int(np.argmax(ys))  # past the highest point more KL buys nothing: the frontier stays flat
+    return xs[: top + 1], ys[: top + 1]
+
+
+def frontier_value(kl: np.ndarray, gain: np.ndarray, budget: float) -> float:
+    """Reward gain reachable within a KL budget by the given policies and their mixtures.
+
+    `reachable_frontier` read at `budget` (flat beyond its highest point); at least 0, the reference.
+    """
+    xs, ys = reachable_frontier(kl, gain)
     return float(np.interp(budget, xs, ys))
 
 
-def beta_path(betas: np.ndarray, kl: np.ndarray, gain: np.ndarray, per_gap: int = 32) -> tuple[np.ndarray, np.ndarray]:
-    """The sweep's points plus `per_gap` points between each pair of neighbouring betas.
-
-    KL and gain are each interpolated along log(beta) with a shape-preserving cubic (PCHIP: no
-    overshoot between two trained points). A loss that only rescales beta trains the same
-    policies at shifted betas; on the densified path both land on the same curve, where a
-    straight chord between 8 sparse points put them a grid-dependent distance below it.
-    """
-    betas, first = np.unique(np.asarray(betas, float), return_index=True)
-    kl, gain = np.asarray(kl, float)[first], np.asarray(gain, float)[first]
-    if len(betas) < 2:
-        return kl, gain
-    from scipy.interpolate import PchipInterpolator  # scipy comes with jax; imported here, on the trusted side
-
-    log_beta = np.log(betas)
-    between = np.linspace(log_beta[0], log_beta[-1], per_gap * (len(betas) - 1) + 1)
-    return (np.concatenate([kl, PchipInterpolator(log_beta, kl)(between)]),
-            np.concatenate([gain, PchipInterpolator(log_beta, gain)(between)]))
-
-
 def frontier_auc(kl: np.ndarray, gain: np.ndarray, budget: float) -> float:
-    """Mean of the frontier envelope over KL in [0, budget] (area divided by budget)."""
-    grid = np.linspace(0.0, budget, 65)
-    return float(np.mean([frontier_value(kl, gain, g) for g in grid]))
+    """Mean of the reachable frontier over KL in [0, budget] (area divided by budget)."""
+    xs, ys = reachable_frontier(kl, gain)
+    return float(np.mean(np.interp(np.linspace(0.0, budget, 65), xs, ys)))
