@@ -173,7 +173,7 @@ def compute(job: Job, run_dir: Path, cancel: threading.Event | None = None) -> C
         traced = _trace(job, run_dir, work, cancel)
         timings["trace"] = time.time() - t_trace
         if not traced.ok:
-            return failed(_reason(traced, job.template, where="the tracer"), traced.log_tail)
+            return failed(_reason(traced, job.template), traced.log_tail)
     outcome = backends.run(
         job.sandbox,
         backends.Job(script=spec.entrypoint, work=work, libs_parent=PROJECT_ROOT, cpus=job.cpus,
@@ -316,7 +316,7 @@ def _trace(job: Job, run_dir: Path, work: Path, cancel: threading.Event | None) 
     config and the candidate; no data and no compilation cache (a cache it could write is one it could
     poison for the harness). Whatever it leaves behind (threads, exit handlers) ends with its sandbox;
     only plain files named like exports are copied, never links, and the harness checks each one is
-    plain computation before it runs it.
+    plain computation before it runs it. run_dir/trace stays for the curious (its files are the candidate's).
     """
     spec = job.template.spec
     trace = run_dir / "trace"
@@ -330,7 +330,8 @@ def _trace(job: Job, run_dir: Path, work: Path, cancel: threading.Event | None) 
             _copy_exports(trace / EXPORTS, work / EXPORTS)
         except ValueError as e:
             outcome = replace(outcome, returncode=1, log_tail=f"{FAIL_MARKER}{e}")
-    shutil.rmtree(trace, ignore_errors=True)
+    if outcome.exceeded == "disk":
+        shutil.rmtree(trace, ignore_errors=True)  # give the space back; the log says what happened
     return outcome
 
 
@@ -412,10 +413,10 @@ def _harness_timings(work: Path, outcome: Outcome) -> dict[str, float]:
     return timings
 
 
-def _reason(outcome: Outcome, template: Template, evaluator: bool = False, where: str | None = None) -> str:
+def _reason(outcome: Outcome, template: Template, evaluator: bool = False) -> str:
     """One line saying why a run failed."""
     limits = template.spec.limits
-    where = where or ("the evaluator" if evaluator else "the run")
+    where = "the evaluator" if evaluator else "the run"
     if outcome.timed_out:
         limit = limits.eval_time_s if evaluator else limits.time_s
         return f"timed out: {where} exceeded its time limit of {limit:g} s"
