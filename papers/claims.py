@@ -1,13 +1,17 @@
 """The claim check: every number in the paper's prose must match a logged value within its rounding.
 
     numbers(latex)          every number of the body text, with how it was written (rounding) and where
-    check(sections, facts)  each number matched against the logged facts -> Report (saved next to the paper)
+    ratios(latex)           every ratio word ("doubles", "3 times higher", "2-fold"): a claim with a value too
+    check(sections, facts)  each number matched against the logged facts of the run its sentence is about
+                            -> Report (saved next to the paper)
     Report.feedback(name)   one message for the model: the unverified numbers of a section, to fix or remove
     strip_unverified(...)   last resort: strike the sentences that still carry an unverified number
 
 Tables are generated from the logs by the framework and are trusted, so they are not checked. Citation keys,
 references, labels, lengths and identifiers such as GPT-4 are not claims and are skipped. The check errs on the
-side of flagging: a number it cannot place is reported, never silently passed.
+side of flagging: a number it cannot place is reported, never silently passed. A number is checked against the
+facts of the run its sentence names (the best run, the baseline, "run 2"), never against any run's; the model's
+own macros are expanded (papers.macros) before anything is checked, so no number hides in one.
 LaTeX's comments, groups, math spans and command arguments are found with papers.lexer.
 """
 
@@ -38,25 +42,36 @@ class Kind(StrEnum):
     CONFIG = "config"
     COUNT = "count"
     TEMPLATE = "template"        # a number of the template's own LaTeX text
-    CONSTANT = "constant"        # a number of the idea's text or of the best run's code
+    CONSTANT = "constant"        # a number of the best run's code: a setting, never a result
+    IDEA = "idea"                # a number of the idea's own text (its title, hypothesis, experiment)
+    RATIO = "ratio"              # a run's mean (or evaluator scalar) over the baseline's, for "doubles", "3x"
     EXTRA = "extra"              # a scalar the evaluator logged in final_info.json's `extra`
     ANY = "any"                  # a hand-made fact without a kind: matches in every context
 
 
-# Kinds a number may state when no word around it says otherwise (COUNT only for integers).
-VALUE_KINDS = frozenset({Kind.MEAN, Kind.DIFFERENCE, Kind.NORMALIZED, Kind.CONFIG, Kind.CONSTANT, Kind.EXTRA,
-                         Kind.COUNT})
+# Kinds a number may state when no word around it says otherwise (COUNT only for integers). Not the constants of
+# the code or the idea: a 1.45 in `-logsigmoid(1.45*z)` is no reward, so those match only a number the words
+# present as a setting (SETTING_KINDS: "weight 0.3", "w=0.5", "1.45*z").
+VALUE_KINDS = frozenset({Kind.MEAN, Kind.DIFFERENCE, Kind.NORMALIZED, Kind.CONFIG, Kind.EXTRA, Kind.COUNT})
+SETTING_KINDS = frozenset({Kind.CONFIG, Kind.CONSTANT, Kind.IDEA})
+# What a run's comparison with the baseline logged: a sentence about the baseline may state these too.
+COMPARISON_KINDS = frozenset({Kind.DIFFERENCE, Kind.P_VALUE, Kind.P_THRESHOLD, Kind.NORMALIZED, Kind.RATIO})
 # A template's own text is trusted input, pasted verbatim: its numbers match whatever the words around them say.
 EVERYWHERE = frozenset({Kind.TEMPLATE, Kind.ANY})
 
 
 @dataclass(frozen=True)
 class Fact:
-    """A logged value the paper may state, with where it comes from (e.g. "run_2.reward.mean") and its kind."""
+    """A logged value the paper may state, with where it comes from (e.g. "run_2.reward.mean") and its kind.
+
+    `run` is the run folder it belongs to ("baseline", "run_2", "run_2_attempt_2"), None for what no run owns
+    (the configuration, counts, the template's text): a number is matched only with the facts of its run.
+    """
 
     name: str
     value: float
     kind: str = Kind.ANY
+    run: str | None = None
 
 
 @dataclass
@@ -116,7 +131,10 @@ class Report:
         lines.append("Every number in the text must be one of the logged values, possibly rounded (1.3604 may be "
                      "written 1.36 or 1.4; a fraction 0.3604 may be written 36.0\\%), and of the kind the words "
                      "around it say: a number after \"p =\" must be a logged p-value, one after \\pm a standard "
-                     "error, a configuration value must be named in its sentence. Replace each number above "
+                     "error, a configuration value must be named in its sentence. A number is checked against the "
+                     "run its sentence names (the best run, the baseline, run 2), a ratio word (doubles, 3 times "
+                     "higher) against the logged ratio of the quantity it names, and a constant of the code only "
+                     "as a setting, never as a result. Replace each number above "
                      "with the logged value it should be, or remove the claim. Do not compute, estimate or "
                      "invent numbers, and keep the rest of the section unchanged.")
         return "\n".join(lines)
@@ -142,8 +160,8 @@ _SKIP_ARGS = {
     "ref": 1, "eqref": 1, "autoref": 1, "cref": 1, "Cref": 1, "pageref": 1, "nameref": 1, "vref": 1,
     "label": 1, "includegraphics": 1, "input": 1, "include": 1, "begin": 1, "end": 1, "url": 1, "href": 1,
     "hspace": 1, "vspace": 1, "setlength": 2, "addtolength": 2, "setcounter": 2, "addtocounter": 2,
-    "usepackage": 1, "documentclass": 1, "bibliography": 1, "bibliographystyle": 1, "newcommand": 2,
-    "renewcommand": 2, "providecommand": 2, "resizebox": 2, "scalebox": 1, "fontsize": 2, "linespread": 1,
+    "usepackage": 1, "documentclass": 1, "bibliography": 1, "bibliographystyle": 1, "resizebox": 2,
+    "scalebox": 1, "fontsize": 2, "linespread": 1,
     "definecolor": 3, "graphicspath": 1, "nocite": 1,
 }
 _CITE = re.compile(r"[cC]ite[a-zA-Z]*\*?")  # \cite, \citep, \citet, \citealp, \citeauthor, \Citet, ...
@@ -266,6 +284,69 @@ def numbers(latex: str) -> list[tuple[str, float, int, int, int]]:
     scientific notation it is the mantissa's digits minus the exponent (2.5e-3 -> 4, 1.2e5 -> -4).
     """
     return [(n.written, n.value, n.decimals, n.start, n.end) for n in _scan(latex)]
+
+
+# Ratio words: "doubles", "halved", "twice as", "3 times higher", "3x faster", "3$\times$ more", "2-fold", "by a
+# factor of 2". Each is a claim with a value, checked against a logged ratio like a number (Kind.RATIO).
+_WORD_NUMBERS = {"two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7, "eight": 8, "nine": 9, "ten": 10}
+_N = r"(?P<n{}>\d+(?:\.\d+)?|" + "|".join(_WORD_NUMBERS) + r")"  # a group per alternative: n1, n2, n3
+_LESS = r"(?:less|lower|smaller|slower|fewer|cheaper|shorter)"
+_MORE = r"(?:more|higher|larger|greater|bigger|faster|longer|better|worse|as|the|that)"
+_RATIO = re.compile(
+    r"\b(?P<verb>doubl(?:es|ed|ing|e)|tripl(?:es|ed|ing|e)|quadrupl(?:es|ed|ing|e)|halv(?:es|ed|ing|e))\b"
+    r"(?![\s-]+(?:precision|descent|check\w*|blind|sided|counting|float|buffer|loop|integral|well)\b)"
+    r"|\b(?P<twice>twice)\s+(?:as|the|that|more|higher|larger|faster)\b"
+    r"|(?<![\w.])" + _N.format(1) + r"(?:[\s~]*-?[\s~]*)fold\b"
+    r"|(?<![\w.])" + _N.format(2) + r"[\s~]*(?:times|x|×|\$?\s*\\times\s*\$?)[\s~]+(?P<cmp>" + _LESS + "|" + _MORE
+    + r")\b"
+    r"|\bby\s+a\s+factor\s+of\s+" + _N.format(3) + r"(?![\w.])",
+    re.I)
+_VERB_RATIO = {"doubl": 2.0, "tripl": 3.0, "quadrupl": 4.0, "halv": 0.5}
+
+
+@dataclass
+class _Ratio(_Number):
+    inverse_too: bool = False  # "3 times better", "by a factor of 2": a ratio of 3 or 1/3, by the direction
+
+
+def _ratios(latex: str) -> list[_Ratio]:
+    text = _mask_nonprose(lexer.mask_comments(latex))
+    out = []
+    for m in _RATIO.finditer(text):
+        if m.group("verb"):
+            if m.group("verb").lower().startswith("halv") and re.search(r"(?:two|both|the|into|in)\s*$",
+                                                                      text[max(0, m.start() - 8):m.start()], re.I):
+                continue  # "the two halves of the data": a noun
+            verb = m.group("verb").lower()
+            value, decimals, inverse = next(v for k, v in _VERB_RATIO.items() if verb.startswith(k)), 0, False
+        elif m.group("twice"):
+            value, decimals, inverse = 2.0, 0, False
+        else:
+            n = (m.group("n1") or m.group("n2") or m.group("n3")).lower()
+            value = float(_WORD_NUMBERS.get(n, 0) or n)
+            decimals = len(n.split(".")[1]) if "." in n else 0
+            cmp = (m.group("cmp") or "").lower()
+            if re.fullmatch(_LESS, cmp):
+                value = 1.0 / value if value else value
+            inverse = cmp in ("better", "worse") or m.group(0).lower().startswith("by")
+        if value <= 0:
+            continue
+        out.append(_Ratio(written=latex[m.start():m.end()], value=value, decimals=decimals, start=m.start(),
+                          end=m.end(), percent=False, plain_int=False, inverse_too=inverse))
+    return out
+
+
+def ratios(latex: str) -> list[tuple[str, float, int, int]]:
+    """(written, value, start, end) of every ratio word of LaTeX body text ("halves" -> 0.5, "3x lower" -> 1/3)."""
+    return [(r.written, r.value, r.start, r.end) for r in _ratios(latex)]
+
+
+def _items(latex: str) -> list[_Number]:
+    """What the check reads: the numbers and the ratio words, a number inside a ratio ("3 times") read as the ratio."""
+    found = _ratios(latex)
+    inside = [(r.start, r.end) for r in found]
+    found += [n for n in _scan(latex) if not any(a <= n.start < b for a, b in inside)]
+    return sorted(found, key=lambda n: n.start)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -464,6 +545,12 @@ _BEFORE = [
                                       r"\bconfidence(?:\s+level)?)(?:\s+of)?\s*=?\s*$", re.I), {Kind.LEVEL}),
     ("interval bound", re.compile(r"(?:\b[Ii]nterval|\bCI)(?:\s+(?:of|is|was|from|between))?\s*[=:]?\s*\[?\s*$|\[\s*$"),
      {Kind.INTERVAL}),
+    # A setting: a hyperparameter's name or an identifier's "=" before it, or a formula's operator next to it.
+    ("setting", re.compile(r"(?:\b(?:weights?|coefficients?|scales?|scaling|temperatures?|margins?|constants?|"
+                           r"hyper-?parameters?|slopes?|offsets?|exponents?|thresholds?|mixing|clip\w*|"
+                           r"set\s+to|fixed\s+(?:at|to))(?:\s+(?:of|is|was|to|at))?\s*[=:]?"
+                           r"|(?P<ident>\\(?!Delta\b)[A-Za-z]+|\b(?![np]\s*=)[A-Za-z]\w*)\s*="
+                           r"|\*|/|\\cdot|\^)\s*\(?\s*$", re.I), SETTING_KINDS),
     ("difference", re.compile(r"(?:\b(?P<word>differences?|improv\w*|gains?|increase[sd]?|decrease[sd]?|reduc\w*|"
                               r"drops?|changes?|by)|\\Delta)(?:\s+(?:of|is|was|were|by|than))?\s*[=:]?\s*"
                               r"(?:about|only|roughly|approximately|just|≈|\\approx)?\s*\+?\s*$", re.I),
@@ -474,7 +561,10 @@ _AFTER = [
     ("significance level", re.compile(r"^\s*(?:significance\s+level|level|(?:t-)?(?:confidence|interval)|CI)\b", re.I),
      {Kind.LEVEL}),
     ("count", re.compile(r"^\s*(?:[a-z]+\s+)?(?:seeds?|runs?|attempts?)\b", re.I), {Kind.COUNT}),  # integers only
+    ("setting", re.compile(r"^\s*\)?\s*(?:\*|/|\^|\\cdot\b|\\(?:rho|beta|z|x|sigma|log|exp)\b)"), SETTING_KINDS),
 ]
+_RESULT_NAME = re.compile(r"mean|mu|avg|average|score|reward|gain|return|accuracy|acc|loss|mmd|bpc|result|value|"
+                          r"metric|solve|rate|difference|delta|diff", re.I)
 _NEXT_BOUND = re.compile(r"^\s*(?:,|;|--|–|to|and)\s*$")  # the second bound of "[1.2, 1.3]" or "1.2--1.3"
 _BEFORE_CHARS, _AFTER_CHARS = 60, 40
 
@@ -493,12 +583,16 @@ def _context(before: str, after: str, n: _Number, previous: str | None,
     for label, pattern, kinds in _AFTER:
         if pattern.match(after) and (label != "count" or n.plain_int):
             return label, frozenset(kinds)
+    values = VALUE_KINDS if n.plain_int else VALUE_KINDS - {Kind.COUNT}
     for label, pattern, kinds in _BEFORE:
         m = pattern.search(before)
         # "reward gain of 1.36" names the metric reward_gain_at_kl: a value, not a difference.
         if m and (m.groupdict().get("word") or "").lower().removesuffix("s") not in metric_words:
+            ident = (m.groupdict().get("ident") or "").lower().lstrip("\\")
+            if ident and (ident in metric_words or _RESULT_NAME.fullmatch(ident)):
+                return "value", values  # "mean = 0.73", "\mu = 0.73": a result, whatever the "=" looks like
             return label, frozenset(kinds)
-    return "value", VALUE_KINDS if n.plain_int else VALUE_KINDS - {Kind.COUNT}
+    return "value", values
 
 
 def _named(fact: Fact, sentence: str) -> bool:
@@ -507,42 +601,163 @@ def _named(fact: Fact, sentence: str) -> bool:
     return any(w.removesuffix("s") in sentence for w in re.split(r"[^a-z]+", leaf) if len(w) >= 3)
 
 
-def check(sections: dict[str, str], facts: list[Fact], small_int_limit: int = 10, metric: str = "") -> Report:
-    """Match every number of every section against the logged facts of the kind its words say it is.
+# --------------------------------------------------------------------------------------------------
+# Which run a number is about: the words of its sentence
+
+
+BASELINE, BEST = "baseline", "best"
+_SUBJECT = re.compile(
+    r"(?P<baseline>\bbaselines?\b)"
+    r"|\bruns?(?:\\_|_|[\s~])*(?P<run>\d+)(?:\s*(?:,|\(|\\_|_)?\s*attempt(?:\\_|_|[\s~])*(?P<attempt>\d+))?"
+    r"|(?P<best>\bbest[\s-]+run\b|\bour\b|\bours\b|\bwe\b|\bidea\b|\bcandidates?\b|\bproposed\b|"
+    r"\bthis\s+(?:loss|method|recipe|optimi[sz]er|agent|variant|change|idea|rule)\b)", re.I)
+_CONTRAST = re.compile(r"\b(?:against|versus|vs\.?|compared\s+(?:to|with)|than|relative\s+to)\b", re.I)
+_FOR_SUBJECT = re.compile(r"^\W{0,3}\s*(?:for|of|by|from)\s+(?:the\s+)?(?=\S)", re.I)
+# A sentence that states a hypothesis or an expectation: the idea's own numbers may be restated in it.
+_HYPOTHESIS = re.compile(r"\bhypothes\w*|\bexpect\w*|\bpredict\w*|\bconjectur\w*|\bwill\b|\bwould\b", re.I)
+
+
+def _subject_of(m: re.Match) -> str:
+    if m.group("baseline"):
+        return BASELINE
+    if m.group("run"):
+        attempt = m.group("attempt")
+        return f"run_{m.group('run')}" + (f"_attempt_{attempt}" if attempt and attempt != "1" else "")
+    return BEST
+
+
+def _subject(text: str, sentence_start: int, segment_start: int, n: _Number, after_end: int,
+             previous: str | None) -> str | None:
+    """The run a number is about: named right after it ("0.61 for the baseline"), named before it since the
+    previous number, the other side after a contrast ("ours reaches 0.73 against DPO's 0.61"), or the last one
+    its sentence named before it; None when the sentence names none (the best run or the baseline)."""
+    after = text[n.end:after_end]
+    lead = _FOR_SUBJECT.match(after)
+    if lead:
+        m = _SUBJECT.match(after, lead.end())
+        if m:
+            return _subject_of(m)
+    segment = list(_SUBJECT.finditer(text, segment_start, n.start))
+    if segment:
+        return _subject_of(segment[-1])
+    earlier = list(_SUBJECT.finditer(text, sentence_start, segment_start))
+    last = previous or (_subject_of(earlier[-1]) if earlier else None)
+    if last is not None and _CONTRAST.search(text, segment_start, n.start):
+        return BASELINE if last != BASELINE else BEST
+    return last
+
+
+def _owners(subject: str | None, best: str | None, named: set[str]) -> tuple[set[str | None], set[str | None]]:
+    """The runs whose facts a number about `subject` may state: (all kinds, comparison kinds only).
+
+    `named` are the runs other than the baseline that its sentence names."""
+    best_runs = {best} if best else set()
+    if subject == BASELINE:  # a comparison with the baseline is that of the run the sentence names, or the best
+        return {None, BASELINE}, {best if r == BEST else r for r in named} - {None} or best_runs
+    if subject is None:
+        return {None, BASELINE} | best_runs, set()
+    return {None, best if subject == BEST else subject}, set()
+
+
+def _ratio_matches(claim: _Number, fact: Fact, tolerance: float = 0.1) -> bool:
+    """A ratio word states a logged ratio within 10% (or the rounding of its number, if wider)."""
+    targets = [claim.value, 1 / claim.value] if getattr(claim, "inverse_too", False) else [claim.value]
+    half_unit = 0.5 * 10.0 ** -claim.decimals
+    return fact.value > 0 and any(abs(fact.value - t) <= max(tolerance * t, half_unit) for t in targets)
+
+
+@dataclass
+class _Reading:
+    """What the words around one number (or ratio word) say: what it is, of which run, in what sentence."""
+
+    number: _Number
+    label: str                   # the context: "value", "p-value", "setting", "ratio", ...
+    kinds: frozenset[str]        # the kinds of fact it may state
+    sentence: str                # its sentence, in plain lower-case words
+    owners: set[str | None]      # the runs whose facts of any kind it may state
+    compared: set[str | None]    # the runs whose comparison with the baseline it may state
+    hypothesis: bool             # its sentence states a hypothesis before it
+
+    def fits(self, f: Fact) -> bool:
+        """Whether the fact verifies this number."""
+        n = self.number
+        if not (f.run in self.owners or (f.run in self.compared and f.kind in COMPARISON_KINDS)):
+            return False
+        restated = f.kind == Kind.IDEA and self.hypothesis and self.label == "value"
+        if not (restated or f.kind in EVERYWHERE or f.kind in self.kinds):
+            return False
+        if f.kind in (Kind.CONFIG, Kind.RATIO) and not _named(f, self.sentence):
+            return False
+        if self.label == "ratio":
+            return f.kind == Kind.RATIO and _ratio_matches(n, f)
+        if self.label == "p-value bound" and f.kind == Kind.P_VALUE:
+            return f.value < n.value
+        return matches(n.value, n.decimals, f.value, n.percent)
+
+
+# --------------------------------------------------------------------------------------------------
+# The check
+
+
+def check(sections: dict[str, str], facts: list[Fact], small_int_limit: int = 10, metric: str = "",
+          best: str | None = None, quotes: tuple[str, ...] = ()) -> Report:
+    """Match every number of every section against the logged facts of its run, of the kind its words state.
 
     Exempt: plain integers with |v| <= small_int_limit (counts, low risk), years 1900-2100 in a prose citation
-    (after "et al.", or in parentheses with an author name), and numbers of hand-written cross-references
-    ("Section 3"). Every other number must match a fact within its rounding (see matches()) whose kind fits
-    its context (see _context(); facts of kind "template" or "any" fit every context), and a configuration
-    value must be named in its sentence. A bound ("p < 0.01") is verified by a logged p-value below it.
-    `metric` is the metric's name, whose words are not cues. The first matching fact in list order is
-    recorded, so put the preferred names first.
+    (after "et al.", or in parentheses with an author name), numbers of hand-written cross-references
+    ("Section 3"), and numbers inside a verbatim copy of one of `quotes` (the idea's own text, as the template
+    writer pastes it). Every other number must match a fact within its rounding (see matches()) whose kind fits
+    its context (see _context(); facts of kind "template" or "any" fit every context), of the run its sentence
+    is about (see _subject(): the best run `best`, the baseline, a named run; both the best run and the
+    baseline when the sentence names neither; facts without a run fit every sentence). A configuration value
+    or a ratio must be named in its sentence. A bound ("p < 0.01") is verified by a logged p-value below it, of
+    that run. A ratio word ("doubles", "3 times higher") is verified by a logged ratio within 10%. The code's
+    constants and the idea's numbers state only settings ("weight 0.3", "1.45*z"), the idea's also in a
+    hypothesis. `metric` is the metric's name, whose words are not cues. When `best` is None, the one run other
+    than the baseline that facts name is the best. The first matching fact in list order is recorded.
     """
+    if best is None:
+        runs = {f.run for f in facts} - {None, BASELINE}
+        best = runs.pop() if len(runs) == 1 else None
     metric_words = set(re.split(r"[^a-z]+", metric.lower())) - {""}
+    quoted = [re.compile(r"\s+".join(map(re.escape, q.split()))) for q in quotes if len(q.strip()) >= 12]
     claims: list[Claim] = []
     for section, latex in sections.items():
         layout = _layout(latex)
         masked = _mask_nonprose(layout.text)
-        found = _scan(latex)
-        previous, prev_end = None, 0
+        found = _items(latex)
+        in_quotes = [m.span() for q in quoted for m in q.finditer(latex)]
+        previous, prev_end, prev_subject, prev_span = None, 0, None, None
         for i, n in enumerate(found):
             span = _sentence_span(layout, n.start, n.end)
+            if span != prev_span:
+                prev_subject = None
             start = max(prev_end, span[0], n.start - _BEFORE_CHARS)
             stop = min(found[i + 1].start if i + 1 < len(found) else len(latex), span[1], n.end + _AFTER_CHARS)
-            label, kinds = _context(_plain(masked[start:n.start]), _plain(masked[n.end:stop]), n,
-                                    previous if start == prev_end else None, metric_words)
+            ratio = isinstance(n, _Ratio)
+            if ratio:
+                label, kinds = "ratio", frozenset({Kind.RATIO})
+            else:
+                label, kinds = _context(_plain(masked[start:n.start]), _plain(masked[n.end:stop]), n,
+                                        previous if start == prev_end else None, metric_words)
             sentence = _plain(masked[span[0]:span[1]].replace("\\", " ").replace("_", " ")).lower()
-            exempt = _exemption(layout.text, n, small_int_limit)
-            fact = None
-            if exempt is None:
-                fact = next((f for f in facts if (f.kind in EVERYWHERE or f.kind in kinds)
-                             and (f.kind != Kind.CONFIG or _named(f, sentence))
-                             and (f.value < n.value if label == "p-value bound" and f.kind == Kind.P_VALUE
-                                  else matches(n.value, n.decimals, f.value, n.percent))), None)
+            subject = _subject(masked, span[0], max(prev_end, span[0]), n, stop, prev_subject)
+            named = {_subject_of(m) for m in _SUBJECT.finditer(masked, span[0], span[1])} - {BASELINE}
+            owners, compared = _owners(subject, best, named)
+            hypothesis = _HYPOTHESIS.search(masked, span[0], n.start) is not None
+            exempt = None if ratio else _exemption(layout.text, n, small_int_limit)
+            if exempt is None and any(a <= n.start and n.end <= b for a, b in in_quotes):
+                exempt = "the idea's own text"
+            if exempt is None and ratio and hypothesis:
+                exempt = "a hypothesis"
+
+            reading = _Reading(n, label, kinds, sentence, owners, compared, hypothesis)
+            fact = next((f for f in facts if reading.fits(f)), None) if exempt is None else None
             claims.append(Claim(section=section, written=n.written, value=n.value, decimals=n.decimals,
                                 sentence=_sentence_text(latex, span, n), fact=fact.name if fact else None,
                                 exempt=exempt, kind=fact.kind if fact else None, context=label))
-            previous, prev_end = label, n.end
+            previous, prev_end, prev_span = label, n.end, span
+            prev_subject = subject if subject is not None else prev_subject
     return Report(claims)
 
 
@@ -559,7 +774,7 @@ def strip_unverified(latex: str, claims: list[Claim]) -> tuple[str, list[str]]:
         return latex, []
     layout = _layout(latex)
     spans = []
-    for n in _scan(latex):
+    for n in _items(latex):
         span = _sentence_span(layout, n.start, n.end)
         if (n.written, _sentence_text(latex, span, n)) in wanted:
             spans.append(span)

@@ -86,25 +86,38 @@ def load_input(template: Template, out_dir: Path, entry: IdeaOutcome, summary: S
 
 def _summary_facts(prefix: str, info: dict) -> list[Fact]:
     # Per-seed values are not facts: a paper states summaries, and hundreds of them would match anything.
-    out = [Fact(f"{prefix}.n", float(info["n"]), Kind.COUNT)]
+    out = [Fact(f"{prefix}.n", float(info["n"]), Kind.COUNT, prefix)]
     for name, m in info["metrics"].items():
-        out += [Fact(f"{prefix}.{name}.mean", m["mean"], Kind.MEAN),
-                Fact(f"{prefix}.{name}.stderr", m["stderr"], Kind.STDERR),
-                Fact(f"{prefix}.{name}.ci95_low", m["ci95"][0], Kind.INTERVAL),
-                Fact(f"{prefix}.{name}.ci95_high", m["ci95"][1], Kind.INTERVAL)]
+        out += [Fact(f"{prefix}.{name}.mean", m["mean"], Kind.MEAN, prefix),
+                Fact(f"{prefix}.{name}.stderr", m["stderr"], Kind.STDERR, prefix),
+                Fact(f"{prefix}.{name}.ci95_low", m["ci95"][0], Kind.INTERVAL, prefix),
+                Fact(f"{prefix}.{name}.ci95_high", m["ci95"][1], Kind.INTERVAL, prefix)]
     return out
 
 
-def _flatten(prefix: str, value, kind: str, lists: bool = True) -> list[Fact]:
+def _flatten(prefix: str, value, kind: str, lists: bool = True, run: str | None = None) -> list[Fact]:
     if isinstance(value, bool):
         return []
     if isinstance(value, int | float):
-        return [Fact(prefix, float(value), kind)]
+        return [Fact(prefix, float(value), kind, run)]
     if isinstance(value, dict):
-        return [f for k, v in value.items() for f in _flatten(f"{prefix}.{k}", v, kind, lists)]
+        return [f for k, v in value.items() for f in _flatten(f"{prefix}.{k}", v, kind, lists, run)]
     if isinstance(value, list) and lists:
-        return [f for i, v in enumerate(value) for f in _flatten(f"{prefix}[{i}]", v, kind, lists)]
+        return [f for i, v in enumerate(value) for f in _flatten(f"{prefix}[{i}]", v, kind, lists, run)]
     return []
+
+
+def _ratio_facts(run: str, info: dict, baseline: dict) -> list[Fact]:
+    """A run's means and scalar extras over the baseline's, for "doubles" or "3 times higher" (positive only)."""
+    pairs = {name: (m["mean"], baseline["metrics"][name]["mean"]) for name, m in info["metrics"].items()
+             if name in baseline["metrics"]}
+    extra, base_extra = info.get("extra", {}), baseline.get("extra", {})
+    pairs |= {key: (v, base_extra[key]) for key, v in extra.items()
+              if isinstance(v, int | float) and not isinstance(v, bool)
+              and isinstance(base_extra.get(key), int | float) and not isinstance(base_extra.get(key), bool)}
+    # The quantity's name is the last part of the fact's name: a ratio must be named in its sentence.
+    return [Fact(f"{run}.ratio.{name}", a / b, Kind.RATIO, run) for name, (a, b) in pairs.items()
+            if b != 0 and a / b > 0]
 
 
 TEMPLATE_TEXTS = ("background", "setup", "related")  # the template's own latex/<name>.tex, pasted into papers
@@ -121,24 +134,29 @@ def collect(inp: PaperInput) -> list[Fact]:
     """Every number the paper may state, with where it was logged and what kind of number it is."""
     facts = _summary_facts("baseline", inp.baseline)
     # Lists in `extra` (learning curves, per-seed sweeps) may be figures, but are not facts for prose.
-    facts += _flatten("baseline.extra", inp.baseline.get("extra", {}), Kind.EXTRA, lists=False)
-    p_values = []
+    facts += _flatten("baseline.extra", inp.baseline.get("extra", {}), Kind.EXTRA, lists=False, run="baseline")
+    thresholds = []
     for r in inp.ok_runs:
         name = r.folder
         facts += _summary_facts(name, inp.infos[name]) if name in inp.infos else []
+        facts += _ratio_facts(name, inp.infos[name], inp.baseline) if name in inp.infos else []
         c = r.metric.comparison
+        p_values = []
         for key, kind in (("difference", Kind.DIFFERENCE), ("p_value", Kind.P_VALUE), ("p_value_holm", Kind.P_VALUE)):
             value = getattr(c, key) if c is not None else None
             if value is not None:
-                facts.append(Fact(f"{name}.comparison.{key}", value, kind))
+                facts.append(Fact(f"{name}.comparison.{key}", value, kind, name))
                 p_values += [value] if kind == Kind.P_VALUE else []
+        # "p < 0.001" is a true statement about this run only when one of its own p-values is below 0.001.
+        thresholds += [Fact(f"{name}.p_threshold_{t:g}", t, Kind.P_THRESHOLD, name) for t in P_THRESHOLDS
+                       if any(p < t for p in p_values)]
         if r.metric.normalized is not None:
-            facts.append(Fact(f"{name}.normalized", r.metric.normalized, Kind.NORMALIZED))
+            facts.append(Fact(f"{name}.normalized", r.metric.normalized, Kind.NORMALIZED, name))
             facts.append(Fact(f"{name}.normalized_percent_change", (r.metric.normalized - 1.0) * 100,
-                              Kind.NORMALIZED))
+                              Kind.NORMALIZED, name))
     best = inp.best_info
     if best is not None:
-        facts += _flatten("best.extra", best.get("extra", {}), Kind.EXTRA, lists=False)
+        facts += _flatten("best.extra", best.get("extra", {}), Kind.EXTRA, lists=False, run=inp.entry.best.folder)
     facts += _flatten("config", inp.template.spec.config, Kind.CONFIG)
     runs = inp.entry.runs
     facts += [Fact("count.runs", float(len({r.run for r in runs})), Kind.COUNT),
@@ -149,11 +167,11 @@ def collect(inp: PaperInput) -> list[Fact]:
     metric = inp.template.spec.metric  # a declared range, named where the paper says how intervals were made
     facts += [Fact(f"metric.{k}", v, Kind.TEMPLATE) for k, v in (("low", metric.low), ("high", metric.high))
               if v is not None]
-    # "p < 0.001" is a true statement only when some logged p-value is below 0.001 (first: the name to record).
-    facts[:0] = [Fact(f"p_threshold_{t:g}", t, Kind.P_THRESHOLD) for t in P_THRESHOLDS if any(p < t for p in p_values)]
-    # The numbers that define the idea and its code (a loss's constants, say) may be stated as they are.
+    facts[:0] = thresholds  # first: the name to record for a bound
+    # The numbers that define the idea and its code (a loss's constants, say) may be stated as settings, never
+    # as results (papers.claims.SETTING_KINDS): a 1.45 in the code is no reward gain of 1.45.
     for key in ("title", "hypothesis", "experiment"):
-        facts += [Fact(f"idea.{key}", float(x), Kind.CONSTANT) for x in _NUMBER.findall(getattr(inp.idea, key))]
+        facts += [Fact(f"idea.{key}", float(x), Kind.IDEA) for x in _NUMBER.findall(getattr(inp.idea, key))]
     for path, src in inp.sources.items():
         facts += [Fact(f"candidate.{path}", float(x), Kind.CONSTANT) for x in _NUMBER.findall(src)]
     # The template's own text is trusted input: its numbers ("all 47^2 = 2209 pairs") are facts as written.
@@ -164,6 +182,16 @@ def collect(inp: PaperInput) -> list[Fact]:
 
 
 _NUMBER = re.compile(r"(?<![\w.])-?\d+(?:\.\d+)?(?:[eE]-?\d+)?")
+
+
+def quotes(inp: PaperInput) -> tuple[str, ...]:
+    """The idea's own text as a paper pastes it (papers.claims.check exempts the numbers of a verbatim copy)."""
+    return tuple(tex_escape(t) for t in (inp.idea.title, inp.idea.hypothesis, inp.idea.experiment) if t)
+
+
+def best_run(inp: PaperInput) -> str | None:
+    """The folder of the idea's best run, whose facts a sentence about "the best run" or "our loss" may state."""
+    return inp.entry.best.folder if inp.entry.best else None
 
 
 def fmt(x: float, digits: int = 4) -> str:

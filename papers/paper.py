@@ -3,8 +3,9 @@
     figures + tables from logged results
       -> sections (template writer, or LLM: draft + one refinement each)
       -> \\cite keys not in the bibliography removed
+      -> the model's macros expanded (a refused one's definition and uses struck), so none hides a number
       -> claim check: unverified numbers go back to the model, then any left are struck out
-      -> verdict check (LLM only): sentences contradicting the logged verdict likewise
+      -> verdict check (LLM only, every section): sentences contradicting the logged verdict likewise
       -> render paper.tex, compile with latexmk; the first error goes back to the model (bounded rounds)
       -> paper.pdf, paper.tex, references.bib, figures/, claim_check.json
 """
@@ -18,9 +19,9 @@ from dataclasses import asdict
 from pathlib import Path
 
 from base.records import PaperStatus
-from papers import latex, verdicts
+from papers import latex, macros, verdicts
 from papers.claims import Fact, Report, check, strip_unverified
-from papers.facts import PaperInput, collect, failures_table, results_table
+from papers.facts import PaperInput, best_run, collect, failures_table, quotes, results_table
 from papers.figures import FigureError, metric_per_run, template_figures
 from papers.render import SECTIONS, bib_keys, bibliography, fix_citations, literature_bib, render, section_at
 from papers.tex import tex_escape
@@ -98,11 +99,42 @@ def write_paper(inp: PaperInput, paper_dir: Path, *, llm=None, compile_timeout_s
         fixes.extend(f"{name}: {a}" for a in applied)
         return text
 
+    # Every struck sentence with its reason, for claim_check.json.
+    struck_all: list[dict] = []
+
+    def expand(current: dict[str, str]) -> dict[str, str]:
+        # The model's macros are expanded (or refused and struck) before anything is checked.
+        current, removed = macros.expand(current)
+        struck_all.extend(asdict(r) for r in removed)
+        return current
+
+    def claim_check(current: dict[str, str]) -> Report:
+        return check(current, facts, metric=inp.metric, best=best_run(inp), quotes=quotes(inp))
+
     def review(current: dict[str, str]) -> tuple[Report, list[verdicts.Contradiction]]:
         # The template writer states the logged verdict by construction; the model's prose is checked for it.
-        return check(current, facts, metric=inp.metric), verdicts.check(current, verdict) if writer else []
+        return claim_check(current), (verdicts.check(current, verdict, inp.direction, inp.metric) if writer
+                                      else [])
 
-    sections = {name: clean(name, sections.get(name, "")) for name in SECTIONS}
+    def strike(name: str, claims_: Report, contradictions_: list[verdicts.Contradiction]) -> None:
+        # Last resort: the sentences still unverified or contradicting the verdict go, with their reasons.
+        bad = [c for c in claims_.unverified if c.section == name]
+        if bad:
+            sections[name], removed = strip_unverified(sections[name], bad)
+            struck.extend(removed)
+            for sentence in removed:
+                why = [f"{c.written} ({c.context}) matches no logged fact of its run" for c in bad
+                       if " ".join(c.written.split()) in sentence]
+                struck_all.append({"section": name, "sentence": sentence,
+                                   "reason": "unverified: " + ("; ".join(why) or "an unverified number")})
+        if any(c.section == name for c in contradictions_):
+            sections[name], removed = verdicts.strike(sections[name], verdict, inp.direction, inp.metric)
+            struck_verdicts.extend(removed)
+            struck_all.extend({"section": name, "sentence": sentence,
+                               "reason": f"contradicts the logged verdict ({verdicts.describe(verdict)})"}
+                              for sentence in removed)
+
+    sections = expand({name: clean(name, sections.get(name, "")) for name in SECTIONS})
     claims, contradictions = review(sections)
     first_contradictions = contradictions
     for _ in range(CLAIM_ROUNDS if writer else 0):
@@ -112,17 +144,13 @@ def write_paper(inp: PaperInput, paper_dir: Path, *, llm=None, compile_timeout_s
         for name in bad:
             problem = "\n\n".join(t for t in (claims.feedback(name), verdicts.feedback(contradictions, name)) if t)
             sections[name] = clean(name, writer.fix(name, sections[name], problem))
+        sections = expand(sections)
         claims, contradictions = review(sections)
     struck: list[str] = []
-    for name in {c.section for c in claims.unverified}:
-        sections[name], removed = strip_unverified(sections[name], [c for c in claims.unverified
-                                                                    if c.section == name])
-        struck += removed
     struck_verdicts: list[str] = []
-    for name in {c.section for c in contradictions}:
-        sections[name], removed = verdicts.strike(sections[name], verdict)
-        struck_verdicts += removed
-    final_claims = check(sections, facts, metric=inp.metric)
+    for name in {c.section for c in claims.unverified} | {c.section for c in contradictions}:
+        strike(name, claims, contradictions)
+    final_claims = claim_check(sections)
 
     listing, listing_caption = _listing(inp)
     context = {"title": _title(inp), "author": "jax-scientist (automated research pipeline)",
@@ -142,21 +170,20 @@ def write_paper(inp: PaperInput, paper_dir: Path, *, llm=None, compile_timeout_s
         name = section_at(tex, result.error_line)
         if writer is None or name is None or attempt == COMPILE_ROUNDS:
             break
-        fixed = clean(name, writer.fix(name, sections[name], f"The paper failed to compile with this LaTeX error "
-                                                             f"in this section: {result.first_error}"))
-        fixed_claims = check({name: fixed}, facts, metric=inp.metric)
-        sections[name], removed = strip_unverified(fixed, fixed_claims.unverified)
-        struck += removed
-        if name in verdicts.CHECKED_SECTIONS:
-            sections[name], removed = verdicts.strike(sections[name], verdict)
-            struck_verdicts += removed
-        final_claims = check(sections, facts, metric=inp.metric)
+        sections[name] = clean(name, writer.fix(name, sections[name], f"The paper failed to compile with this "
+                                                                     f"LaTeX error in this section: "
+                                                                     f"{result.first_error}"))
+        sections = expand(sections)
+        fixed_claims, fixed_contradictions = review(sections)
+        strike(name, fixed_claims, fixed_contradictions)
+        final_claims = claim_check(sections)
         context["sections"] = sections
 
     check_report = {
         "claims": final_claims.to_json(),
         "claims_before_fixes": claims.to_json() if claims.unverified else None,
         "struck_sentences": struck,
+        "struck": struck_all,
         "verdict_check": {"verdict": verdict, "checked": writer is not None,
                           "contradictions_found": [asdict(c) for c in first_contradictions],
                           "struck_sentences": struck_verdicts},
@@ -171,7 +198,7 @@ def write_paper(inp: PaperInput, paper_dir: Path, *, llm=None, compile_timeout_s
     (paper_dir / "claim_check.json").write_text(json.dumps(check_report, indent=1))
     status = {"tex": str(tex_path), "claim_check": str(paper_dir / "claim_check.json"),
               "unverified_numbers": len(final_claims.unverified),
-              "struck_sentences": len(struck) + len(struck_verdicts), "figures": len(figures)}
+              "struck_sentences": len(struck_all), "figures": len(figures)}
     if result is not None and result.ok:
         return PaperStatus(status="ok", pdf=str(result.pdf), **status)
     return PaperStatus(status="writeup_failed", reason=(result.first_error if result else "not compiled"),

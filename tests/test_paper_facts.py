@@ -25,7 +25,7 @@ from base.stats import normalized
 from base.template import load_template
 from papers import verdicts
 from papers.claims import Kind, check
-from papers.facts import PaperInput, collect, fmt_p
+from papers.facts import PaperInput, best_run, collect, fmt_p, quotes
 from papers.paper import write_paper
 from papers.render import bib_keys, bibliography
 from papers.writers import template_sections
@@ -70,8 +70,13 @@ def make_input(verdict_holm: str = "no significant difference", *, mean: float =
                       significance="Welch's t-test (two-sided) over seeds, alpha 0.05; Holm-adjusted")
 
 
+def checked(sections: dict[str, str], inp: PaperInput):
+    """The claim check as the paper writer runs it: the idea's best run named, the idea's text quoted."""
+    return check(sections, collect(inp), metric=METRIC, best=best_run(inp), quotes=quotes(inp))
+
+
 def claim(text: str, inp: PaperInput):
-    [c] = [c for c in check({"results": text}, collect(inp), metric=METRIC).claims if c.exempt is None]
+    [c] = [c for c in checked({"results": text}, inp).claims if c.exempt is None]
     return c
 
 
@@ -89,16 +94,94 @@ def test_per_seed_values_and_curves_are_not_facts_but_scalars_are():
     assert len(facts) < 120  # it was over 1,400 with the curves
 
 
-def test_a_p_threshold_is_a_fact_only_when_a_logged_p_is_below_it():
+def with_worse_run(inp: PaperInput, mean: float = 0.5012, p: float = 0.0004, p_holm: float = 0.0012) -> PaperInput:
+    """The input with a third, successful run that is not the best: significantly worse than the baseline."""
+    rng = random.Random(1)
+    info = {"n": SEEDS, "metrics": {METRIC: _metric(mean, 0.0123, (mean - 0.0262, mean + 0.0262), rng),
+                                    "val_acc": _metric(0.7011, 0.0099, (0.6800, 0.7222), rng)}, "extra": {}}
+    m = info["metrics"][METRIC]
+    comparison = {"test": "Welch's t-test (two-sided)", "alpha": 0.05, "difference": mean - 0.6123, "p_value": p,
+                  "verdict": "worse", "p_value_holm": p_holm, "verdict_holm": "worse"}
+    metric = {"name": METRIC, "mean": mean, "stderr": m["stderr"], "ci95": m["ci95"], "n": SEEDS,
+              "values": m["values"], "comparison": comparison, "normalized": normalized(mean, 0.6123, "max")}
+    entry = inp.entry.model_dump()
+    entry["runs"].append({"run": 3, "attempt": 1, "status": "ok", "run_id": 7, "note": "pure hinge", "metric": metric})
+    return PaperInput(template=inp.template, idea=inp.idea, entry=IdeaOutcome.model_validate(entry),
+                      baseline=inp.baseline, infos={**inp.infos, "run_3": info}, significance=inp.significance)
+
+
+def test_a_p_threshold_is_a_fact_of_a_run_only_when_its_own_p_is_below_it():
     assert not [f for f in collect(make_input()) if f.kind == Kind.P_THRESHOLD and f.value < 0.05]
     small = collect(make_input("better", p=0.0004, p_holm=0.0008))
     assert sorted(f.value for f in small if f.kind == Kind.P_THRESHOLD) == [0.001, 0.01, 0.05]
     c = claim(r"Welch's test gives $p < 0.001$.", make_input("better", p=0.0004, p_holm=0.0008))
-    assert (c.fact, c.kind, c.context) == ("p_threshold_0.001", Kind.P_THRESHOLD, "p-value bound")
+    assert (c.fact, c.kind, c.context) == ("run_1.p_threshold_0.001", Kind.P_THRESHOLD, "p-value bound")
     # A bound is checked as a bound: 0.0012 is not below 0.001, though it rounds to it.
     assert claim(r"Welch's test gives $p < 0.001$.", make_input("better", p=0.0012, p_holm=0.0036)).fact is None
     assert claim(r"Welch's test gives $p < 0.002$.", make_input("better", p=0.0012, p_holm=0.0036)).fact == \
         "run_1.comparison.p_value"
+    # Another run's p-value says nothing of the best run's: a bound or a p is checked against the run it is about.
+    inp = with_worse_run(make_input())  # the best run has p = 0.0312; run 3 (worse) has p = 0.0004
+    assert {f.run for f in collect(inp) if f.kind == Kind.P_THRESHOLD and f.value < 0.05} == {"run_3"}
+    assert claim(r"The best run beats the baseline with $p < 0.001$.", inp).fact is None
+    assert claim(r"Our loss differs from the baseline with $p < 0.001$.", inp).fact is None
+    assert claim(r"Welch's test gives $p = 0.0004$ for our loss.", inp).fact is None
+    assert claim(r"Welch's test gives $p < 0.05$ for our loss.", inp).fact == "run_1.p_threshold_0.05"
+    assert claim(r"Run 3 is worse than the baseline with $p < 0.001$.", inp).fact == "run_3.p_threshold_0.001"
+    assert claim(r"Run 3 gives $p = 0.0004$.", inp).fact == "run_3.comparison.p_value"
+
+
+def test_a_number_is_checked_against_the_run_its_sentence_is_about():
+    inp = with_worse_run(make_input())  # best run_1: 0.7345; run_3: 0.5012; baseline: 0.6123
+    assert claim("The best run reached 0.7345.", inp).fact == "run_1.reward_gain_at_kl.mean"
+    assert claim("The best run reached 0.5012.", inp).fact is None  # run 3's mean
+    assert claim("Our loss reaches 0.5012 on average.", inp).fact is None
+    assert claim("The baseline reaches 0.7345.", inp).fact is None  # the best run's mean as the baseline's
+    assert claim("Our loss reaches 0.6123.", inp).fact is None  # the baseline's mean as ours
+    assert claim("Run 3 reached 0.5012.", inp).fact == "run_3.reward_gain_at_kl.mean"
+    assert claim("The baseline reaches 0.6123.", inp).fact == "baseline.reward_gain_at_kl.mean"
+    assert claim("It is 0.1222 above the baseline.", inp).fact == "run_1.comparison.difference"
+    # A sentence about both: each number is read with the run named next to it.
+    found = checked({"s": "Our loss reaches 0.7345 against the baseline's 0.6123."}, inp)
+    assert [c.fact for c in found.claims] == ["run_1.reward_gain_at_kl.mean", "baseline.reward_gain_at_kl.mean"]
+    found = checked({"s": "Our loss reaches 0.6123 against the baseline's 0.7345."}, inp)
+    assert [c.fact for c in found.claims] == [None, None]
+    found = checked({"s": "Our loss reaches 0.7345 (0.6123 for the baseline)."}, inp)
+    assert [c.fact for c in found.claims] == ["run_1.reward_gain_at_kl.mean", "baseline.reward_gain_at_kl.mean"]
+
+
+def test_code_constants_state_settings_never_results():
+    inp = make_input()
+    inp.sources = {"loss.py": "def loss(z):\n    return -jax.nn.log_sigmoid(1.45 * z) + 0.2071 * jax.nn.relu(-z)\n"}
+    assert claim("Our loss reaches a reward gain of 1.45.", inp).fact is None
+    assert claim("The best run reached 0.2071 on average.", inp).fact is None
+    assert claim("It improves on the baseline by 0.2071.", inp).fact is None
+    assert claim(r"The loss is $-\log\sigma(1.45 * z)$.", inp).fact == "candidate.loss.py"
+    assert claim("The hinge term has weight 0.2071.", inp).fact == "candidate.loss.py"
+    assert claim("It sets the temperature to 1.45.", inp).fact == "candidate.loss.py"
+    # The idea's own numbers likewise: settings, or the hypothesis it states.
+    assert claim("The two losses are mixed with weight 0.3.", inp).fact == "idea.experiment"
+    [c] = checked({"s": "Mix the two losses with weight 0.3."}, inp).claims  # the idea's text, verbatim
+    assert c.exempt == "the idea's own text"
+    assert claim("The best run reached 0.3 on average.", inp).fact is None
+
+
+def test_ratio_words_are_claims_checked_against_the_logged_ratio():
+    doubled = make_input("better", mean=1.2246, p=0.0001, p_holm=0.0003)  # 1.2246 / 0.6123 = 2
+    same = make_input(mean=0.6123, p=1.0, p_holm=1.0)
+    for text in ("Our loss doubles the reward gain of the baseline.", "It reaches twice the reward gain of DPO.",
+                 r"Our loss reaches a 2-fold reward gain.", r"Our loss has a $2\times$ higher reward gain.",
+                 "The reward gain is 2 times higher than the baseline's."):
+        assert claim(text, doubled).fact == "run_1.ratio.reward_gain_at_kl", text
+        assert claim(text, same).fact is None, text
+    assert claim("Our loss halves the reward gain.", make_input(mean=0.3061)).fact == "run_1.ratio.reward_gain_at_kl"
+    assert claim("Our loss triples the reward gain.", doubled).fact is None
+    # The ratio must be of a logged quantity the sentence names.
+    assert claim("Our loss is 2 times more sample-efficient.", doubled).fact is None
+    assert claim("Our loss doubles the accuracy.", doubled).fact is None
+    # Counting is no ratio, and a hypothesis is not a result.
+    assert checked({"s": "We ran it 3 times."}, same).ok
+    assert checked({"s": "We hypothesised that the loss doubles the reward gain."}, same).ok
 
 
 def test_numbers_match_only_facts_of_the_kind_their_words_state():
@@ -243,16 +326,38 @@ def test_a_paper_with_the_template_own_bibliography_and_text_compiles(own_templa
     ("We call a run better or worse than the baseline only when the test finds it.", set()),
     ("LRML outperforms DPO on MT-Bench \\cite{lu2024discovering}.", set()),
     ("Higher is better.", set()),
+    # A concession is no hedge: the claim stands (the issue's measured failure).
+    ("Our loss significantly outperforms the baseline, even if only by a small margin.", {"better"}),
+    ("It beats DPO, although only slightly.", {"better"}),
+    ("The loss outperforms DPO when trained for longer.", {"better"}),  # a claim before its condition
+    ("Our loss does not outperform the baseline.", {"not better"}),
+    ("The difference is statistically significant.", {"significant"}),
+    ("A difference is deemed significant when p < 0.05.", set()),
+    ("Our loss achieves the best reward gain of all.", {"better"}),
+    ("The best run reached 0.73 against the baseline's 0.61.", set()),
+    ("Our loss exceeds the baseline's reward gain.", {"better"}),
+    ("Our loss reaches a higher reward gain than DPO.", {"better"}),
+    ("Our loss reaches a lower reward gain than DPO.", {"worse"}),
+    ("Our loss has a lower KL than DPO.", set()),  # not the metric: no verdict
 ])
 def test_what_a_sentence_claims_about_the_result(sentence, found):
-    assert verdicts.stances(sentence) == found
+    assert verdicts.stances(sentence, "max", METRIC) == found
+
+
+def test_higher_and_lower_follow_the_metric_direction():
+    assert verdicts.stances("Our recipe reaches a lower MMD than the baseline.", "min", "mmd") == {"better"}
+    assert verdicts.stances("Our recipe reaches a higher MMD than the baseline.", "min", "mmd") == {"worse"}
 
 
 def test_contradictions_depend_on_the_logged_verdict():
-    text = {"results": "The idea is not significantly better than the baseline.", "background": "X outperforms Y."}
-    assert verdicts.check(text, "worse") == [] and verdicts.check(text, "no significant difference") == []
-    [c] = verdicts.check(text, "better")
-    assert (c.section, c.stance) == ("results", "not better")  # background is about other work: not read
+    text = {"results": "The idea is not significantly better than the baseline.",
+            "background": "Related losses are discussed by \\citet{rafailov2023direct}.",
+            "method": "Our loss outperforms DPO."}
+    [c] = verdicts.check(text, "worse")
+    assert (c.section, c.stance) == ("method", "better")  # every section is read, not only the results
+    assert [(c.section, c.stance) for c in verdicts.check(text, "no significant difference")] == [("method", "better")]
+    [c] = verdicts.check({**text, "method": ""}, "better")
+    assert (c.section, c.stance) == ("results", "not better")
     new, removed = verdicts.strike("First we ran it. The loss significantly outperforms DPO. Then we stopped.",
                                    "no significant difference")
     assert new == "First we ran it. Then we stopped." and removed == ["The loss significantly outperforms DPO."]
@@ -276,7 +381,7 @@ def test_every_section_of_the_template_writer_states_the_table_verdict(verdict_h
     inp = make_input(verdict_holm, mean=mean, p=p, p_holm=p_holm, verdict=unadjusted)
     sections = template_sections(inp)
     assert verdicts.check(sections, verdict_holm) == []
-    for name in verdicts.CHECKED_SECTIONS:
+    for name in ("abstract", "introduction", "results", "conclusion"):  # where the template writer states it
         text = sections[name]
         stated = set().union(*(verdicts.stances(s) for s in re.split(r"(?<=\.) ", text)))
         assert stated & {"better", "worse", "no significant difference"} == {verdict_holm}, (name, text)
@@ -386,3 +491,63 @@ def test_a_bounded_metric_paper_names_its_interval_and_keeps_it_in_range(tmp_pat
     assert 0 < low < high < 1 and f"[{low:.4f}, {high:.4f}]" in table["body"]
     report = check(sections, collect(inp), metric=METRIC)
     assert not report.unverified, report.unverified
+
+
+# --------------------------------------------------------------------------------------------------
+# The issue's measured failure: a paper of an idea equal to DPO (p = 1) that says it beats DPO
+
+
+OVERSTATED = {  # a stubborn model's sections: each repair gives the same text back
+    "abstract": "We study a blended preference loss. Our loss doubles the reward gain of DPO.",
+    "introduction": "Preference optimisation aligns models with what people want \\cite{rafailov2023direct}.",
+    "background": "\\newcommand{\\gain}{2.4493}\\def\\bonus#1.{#1}DPO minimises a logistic loss.",
+    "method": "We mix a hinge into the logistic loss.",
+    "experimental_setup": "Our loss is 3 times more sample-efficient than DPO. Each run is scored on held-out "
+                          "prompts.",
+    "results": "Our loss significantly outperforms the baseline, even if only by a small margin. "
+               "Table~\\ref{tab:results} lists every run. Our loss reaches a reward gain of \\gain{} on held-out "
+               "prompts. The bonus is \\bonus 7.",
+    "related_work": "Automated discovery was proposed before \\cite{lu2024aiscientist}.",
+    "conclusion": "There is no significant difference between the idea and the baseline.",
+}
+HEADINGS = {"Abstract": "abstract", "Introduction": "introduction", "Background": "background", "Method": "method",
+            "Experimental Setup": "experimental_setup", "Results": "results", "Related Work": "related_work",
+            "Conclusion": "conclusion"}
+
+
+def test_a_paper_overstating_a_null_result_compiles_without_the_overstatements(tmp_path):
+    from pypdf import PdfReader
+
+    def answer(body: dict) -> str:
+        last = body["messages"][-1]["content"]
+        if last.startswith("Criticise"):
+            return body["messages"][-2]["content"]
+        asked = re.search(r"Write the (.+?) section", last)
+        if asked:
+            return f"```latex\n{OVERSTATED[HEADINGS[asked.group(1)]]}\n```"
+        return "```latex\n" + last.split("```latex\n", 1)[1].split("\n```", 1)[0] + "\n```"  # the same again
+
+    inp = make_input(mean=0.6123, p=1.0, p_holm=1.0)  # the candidate is DPO: no significant difference, p = 1
+    with ScriptedServer(answer) as server:
+        llm = LLM("openai/test-model", recorder=MemoryRecorder(), budget=Budget(), api_base=server.url,
+                  max_retries=1, backoff_s=0.01)
+        paper = write_paper(inp, tmp_path / "paper", llm=llm)
+    assert paper.status == "ok", paper
+    text = " ".join(" ".join((page.extract_text() or "").split()) for page in PdfReader(paper.pdf).pages)
+    for gone in ("doubles", "3 times", "sample-efficient", "significantly outperforms", "small margin", "2.4493",
+                 "bonus"):
+        assert gone not in text, gone
+    assert "blended preference loss" in text and "no significant difference between the idea" in text
+    assert "every run" in text and "held-out prompts" in text  # the sentences around them stay
+    report = json.loads((tmp_path / "paper" / "claim_check.json").read_text())
+    reasons = {s["sentence"]: s["reason"] for s in report["struck"]}
+    assert "unverified: doubles (ratio)" in reasons["Our loss doubles the reward gain of DPO."]
+    assert "3 times more (ratio)" in reasons["Our loss is 3 times more sample-efficient than DPO."]
+    assert "contradicts the logged verdict" in reasons[
+        "Our loss significantly outperforms the baseline, even if only by a small margin."]
+    assert "2.4493 (value)" in reasons["Our loss reaches a reward gain of 2.4493{} on held-out prompts."]
+    assert "delimited parameters" in reasons["\\def\\bonus#1.{#1}"]
+    assert "\\bonus" in reasons["The bonus is \\bonus 7."]
+    assert paper.struck_sentences == len(report["struck"]) == 6
+    tex = (tmp_path / "paper" / "paper.tex").read_text()
+    assert "\\newcommand{\\gain}" not in tex and "\\gain" not in tex and "\\bonus" not in tex
