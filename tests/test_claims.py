@@ -318,3 +318,35 @@ def test_a_number_of_another_kind_is_unverified_but_template_text_matches_anywhe
         ("0.029", "p-value", "p"), ("0.029", "value", None)]  # a standard error and a p-value, never a value
     assert contexts(r"We use 0.0512 and $p = 0.0512$ and $\pm 0.0512$.") == [
         ("0.0512", "value", "diff"), ("0.0512", "p-value", "t"), ("0.0512", "standard error", "t")]
+
+
+# --------------------------------------------------------------------------------------------------
+# The model's macros: expanded before the check, or refused
+
+
+def test_a_number_hidden_in_a_macro_is_checked_where_it_is_used():
+    from papers.macros import expand
+
+    sections = {"method": r"\newcommand{\gain}{9.87}\def\ours{HingeMix}\let\mine\ours We define it.",
+                "results": r"\mine reaches \gain{} on average, \renewcommand{\gain}[1]{#1.5}then \gain{1}."}
+    # Read as written, only the definition's number is seen (flagged, not skipped), not where it is stated.
+    assert [c.written for c in check(sections, FACTS).unverified] == ["9.87", "1.5"]
+    out, struck = expand(sections)
+    assert out["results"] == "HingeMix{}reaches 9.87{} on average, then 1.5." and struck == []
+    assert out["method"] == " We define it."
+    assert [c.written for c in check(out, FACTS).unverified] == ["9.87", "1.5"]
+
+
+def test_what_cannot_be_expanded_is_refused_and_its_uses_struck():
+    from papers.macros import expand
+
+    sections = {"background": r"\def\x#1.{#1}Delimited. \newenvironment{res}{A 7.7 }{}Env.",
+                "results": r"It reaches \x 2.5. \begin{res}Kept 1.36.\end{res} There are $\arabic{page}$ pages. "
+                           r"\def\loop{\loop}Then \loop. Fine."}
+    out, struck = expand(sections)
+    assert out == {"background": "Delimited. Env.", "results": "Kept 1.36. Fine."}
+    reasons = {s.sentence: s.reason for s in struck}
+    assert "delimited parameters" in reasons[r"\def\x#1.{#1}"]
+    assert "environment" in reasons[r"\newenvironment{res}{A 7.7 }{}"]
+    assert "delimited" in reasons[r"It reaches \x 2.5."] and "computed" in reasons["There are $\\arabic{page}$ pages."]
+    assert "without end" in reasons[r"Then \loop."]
