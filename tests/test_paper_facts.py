@@ -166,6 +166,22 @@ def test_code_constants_state_settings_never_results():
     assert claim("The best run reached 0.3 on average.", inp).fact is None
 
 
+@pytest.mark.parametrize("name", ["discopop", "diffusion", "open", "kinetix", "transformer"])
+def test_the_template_writer_states_evolved_ideas_and_their_code_without_an_unverified_number(name):
+    # The evolve proposer's ideas name their constants ("-logsigmoid(1.45*z)", "ent 0.01", "AdamW 0.003"): pasted
+    # verbatim by the template writer, they are the idea's own text, not results.
+    from scientist.proposers.evolve import EvolveProposer, load_search_space
+
+    space = load_search_space(load_template(str(ROOT / "templates" / name)))
+    proposer = EvolveProposer(space, "max", seed=0)
+    for idx in range(5):
+        inp = make_input()
+        inp.idea = proposer.next_idea(idx, [])
+        inp.sources = space.render(inp.idea.genome)
+        report = checked(template_sections(inp), inp)
+        assert report.ok, (inp.idea.hypothesis, report.unverified)
+
+
 def test_ratio_words_are_claims_checked_against_the_logged_ratio():
     doubled = make_input("better", mean=1.2246, p=0.0001, p_holm=0.0003)  # 1.2246 / 0.6123 = 2
     same = make_input(mean=0.6123, p=1.0, p_holm=1.0)
