@@ -1,8 +1,10 @@
 """Hostile candidates against both real sandboxes (bubblewrap and Docker): each is blocked or changes nothing.
 
 The contained-candidate test runs DPO behind a prelude that attacks and records
-what happened in probe.json in its work folder; the run must still score exactly
-like DPO, and the host must be as it was. The other attacks (fork bomb, disk
+what happened in probe.json in the tracer's folder (the only place the candidate's Python runs):
+it also rebinds the shared training code, reads for the training data, and forges artifacts from
+an exit handler and a lingering thread. The run must still score exactly like DPO, and the host
+must be as it was. The other attacks (fork bomb, disk
 fill, output flood, parent killed) must end in a failed run with a one-line reason
 and leave no process or container behind; the flood runs under the process backend
 too, since its bounded log is the same for all three. Network attempts target only loopback (a
@@ -98,6 +100,25 @@ def fill_tmp():
 
 attempt("fill_tmp_mb", fill_tmp)
 attempt("raise_process_limit", lambda: resource.setrlimit(resource.RLIMIT_NPROC, (10**7, 10**7)))
+
+# Attacks on training itself: rebind the shared training code (three times the steps: a "better" loss that
+# is only more compute), read the training data, and forge artifacts and exports after the loss is exported.
+import atexit, dataclasses, threading, time
+import jax_workloads.preference as _pf
+_make_train = _pf.make_train
+_pf.make_train = lambda config, loss_fn: _make_train(dataclasses.replace(config, steps=config.steps * 3), loss_fn)
+attempt("rebind_training", lambda: _pf.make_train is not _make_train)
+attempt("read_train_data", lambda: open("data/train.npz", "rb").read(16).hex())
+
+def forge():
+    os.makedirs("artifacts", exist_ok=True)
+    with open("artifacts/policy.npz", "wb") as f:
+        f.write(b"forged")
+    with open("../work/artifacts/policy.npz", "wb") as f:
+        f.write(b"forged")
+
+atexit.register(lambda: attempt("forge_at_exit", forge))
+threading.Thread(target=lambda: (time.sleep(2), forge())).start()  # not a daemon: the tracer waits for it
 attempt("become_root", lambda: os.setuid(0) or os.getuid())
 attempt("detached", lambda: subprocess.Popen(["sleep", "876543"], start_new_session=True).pid)
 with open("probe.json", "w") as f:
@@ -179,7 +200,7 @@ def test_hostile_candidate_is_contained(sandbox_args, hostile_templates, hostile
     r = _eval(hostile_templates, hostile_home, hostile, out, sandbox_args)
     listener.close()
     assert r.code == 0, r.text
-    probe = json.loads((out / "work" / "probe.json").read_text())
+    probe = json.loads((out / "trace" / "probe.json").read_text())  # the candidate ran in the tracer's sandbox only
 
     assert not probe["loopback_to_host"]["ok"] and received == []        # no way out, not even to loopback
     assert not probe["other_address"]["ok"] and not probe["dns"]["ok"]   # nor anywhere else
@@ -192,9 +213,11 @@ def test_hostile_candidate_is_contained(sandbox_args, hostile_templates, hostile
     assert not probe["write_usr"]["ok"] and not probe["write_root"]["ok"]  # read-only host (or image)
     assert not probe["write_workloads"]["ok"]                              # and read-only shared library
     assert not probe["forge_outside"]["ok"]                                # the real final_info.json is out of reach
-    assert probe["sandbox_entries"]["value"] == ["jax-cache", "work"]
-    assert probe["cache_siblings"]["value"] == ["jax-cache", "work"]       # only its own compilation cache
-    assert probe["poison_own_cache"]["ok"]                                 # ...which it may spoil for itself only
+    assert probe["sandbox_entries"]["value"] == ["work"]                   # its own folder, and nothing else:
+    assert not probe["cache_siblings"]["ok"] and not probe["poison_own_cache"]["ok"]  # no cache to poison
+    assert probe["rebind_training"]["ok"] and not probe["read_train_data"]["ok"]  # rebound in its own process only
+    assert not (out / "work" / "probe.json").exists()                      # nothing of it ran where training did
+    assert (out / "work" / "artifacts" / "policy.npz").read_bytes()[:6] != b"forged"  # the harness's export
     assert probe["fill_tmp_mb"]["ok"] and probe["fill_tmp_mb"]["value"] <= TMP_MB  # /tmp is small and private
     assert not probe["raise_process_limit"]["ok"] or sandbox_args[1] == "bwrap" and os.getuid() == 0
     assert not probe["become_root"]["ok"] or sandbox_args[1] == "bwrap"   # docker: nobody, no capabilities
