@@ -10,7 +10,8 @@ Runs the real CLI four times, in this order, on one fresh home folder (--force, 
 
 then reads each run's phase timings (the JSON column `timings` of table `runs`
 in <home>/store.sqlite, written by scientist/runner.py) and prints the split:
-prepare, sandbox_start, setup, compile, train, export, evaluate, total, and
+prepare, trace (the tracing sandbox, start to exit), sandbox_start, setup, compile, train, export,
+evaluate, total, and
 other = total minus the named phases (framework overhead: copying harness, candidate
 and data into the work folder, the harness process exiting, store writes). `cli` is the
 wall time of the whole command, so cli - total is the CLI's own start-up (imports,
@@ -30,7 +31,7 @@ import tempfile
 import time
 from pathlib import Path
 
-PHASES = ("prepare", "sandbox_start", "setup", "compile", "train", "export", "evaluate")
+PHASES = ("prepare", "trace", "sandbox_start", "setup", "compile", "train", "export", "evaluate")
 RUNS = (("cold bwrap", "bwrap"), ("warm bwrap", "bwrap"), ("1st process", "process"),
         ("warm process", "process"))
 

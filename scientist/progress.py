@@ -5,7 +5,7 @@ reporter turns events into what its reader wants. Events come from several threa
 several ideas are in flight, so reporters take a lock.
 
 The live view shows one line per run in flight: its idea, run and attempt, its phase (proposing,
-setup, compile, train, export, evaluate: read from the harness's timings.json as it is written),
+trace, setup, compile, train, export, evaluate: read from the harness's timings.json as it is written),
 elapsed time and an estimate of the time left: from the harness's training progress where it
 reports it (progress.json, sealed.Progress), else from the template's earlier runs.
 """
@@ -65,6 +65,8 @@ class _InFlight:
         try:
             marks = json.loads((work / "timings.json").read_text())
         except (OSError, ValueError):
+            if (self.run_dir / "trace").is_dir() and not (work / "exports").is_dir():
+                return "trace", None  # the candidate's functions are being exported, in their own sandbox
             return ("setup" if work.is_dir() else "preparing"), None
         done = [p for p in _PHASES if p in marks]
         if len(done) == len(_PHASES):

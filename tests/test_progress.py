@@ -10,6 +10,9 @@ def test_a_run_in_flight_shows_its_phase_training_progress_and_time_left(tmp_pat
     run = _InFlight("ppo_idea run 1.1", started=1000.0, run_dir=tmp_path, expected_s=600.0)
     assert run.phase(1001.0) == ("preparing", None)
     (tmp_path / "work").mkdir()
+    (tmp_path / "trace").mkdir()
+    assert run.phase(1002.0) == ("trace", None)  # the tracer exports the candidate's functions
+    (tmp_path / "work" / "exports").mkdir()
     assert run.line(1030.0) == "ppo_idea run 1.1 · setup · 0:30 · about 9:30 left"  # the template's typical time
     timings = tmp_path / "work" / "timings.json"
     timings.write_text(json.dumps({"started": 1000.0, "setup": 10.0}))

@@ -34,9 +34,9 @@ def test_interrupted_run_is_recorded_and_leaves_no_process(tiny_templates, tmp_p
                             str(tiny_templates), "--home", str(home), "--candidate", str(slow)],
                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 60
-    while time.time() < deadline and not list(home.glob("runs/discopop/*/train.log")):
+    while time.time() < deadline and not list(home.glob("runs/discopop/*/trace.log")):
         time.sleep(0.2)
-    time.sleep(2.0)  # the sandboxed harness is now sleeping inside the candidate's import
+    time.sleep(2.0)  # the sandboxed tracer is now sleeping inside the candidate's import
     run_dir = next(home.glob("runs/discopop/*"))
     cli.send_signal(signal.SIGINT)
     out, err = cli.communicate(timeout=30)
