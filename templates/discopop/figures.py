@@ -83,8 +83,9 @@ def frontier_figure(best: dict, base: dict, out_dir: Path) -> Figure:
         f"{_seeds(best, base)}; error bars in both directions are 95\\% t-intervals over seeds, and points are "
         "joined in $\\beta$ order. The star is the reference policy at $(0, 0)$ and the dashed line the KL "
         f"budget, {best['budget']:g} nat{'' if best['budget'] == 1 else 's'}. The metric "
-        f"{texttt('reward_gain_at_kl')} is the reward gain reachable within this budget on the upper "
-        "envelope of each seed's frontier (with the reference at $(0, 0)$), averaged over seeds."
+        f"{texttt('reward_gain_at_kl')} is the reward gain reachable within this budget by each seed's trained "
+        "policies and their mixtures (the upper concave hull of their exact points, the reference at $(0, 0)$ "
+        "included), averaged over seeds."
     )
     return Figure(path=path, caption=caption, label="fig:reward_kl_frontier")
 
