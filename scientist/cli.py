@@ -145,7 +145,10 @@ def _evaluate_all(template: Template, candidates: list[tuple[str, dict[str, str]
         ok, line = tables.eval_line(label, res, template)
         (console if ok else err).print(line)
     baseline = runner.cached_baseline(store, template, seeds)
-    console.print(tables.results_table(template, results, baseline, test))
+    table, tests = tables.results_table(template, results, baseline, test)
+    console.print(table)
+    if tests:
+        console.print(tests)
     if baseline is None and kind != "baseline":
         console.print(f"no baseline cached for {seeds} seeds: run `scientist baseline --template {template.name}`"
                       " to compare against it")

@@ -51,8 +51,8 @@ def eval_line(label: str, res: EvalResult, template: Template) -> tuple[bool, st
 
 
 def results_table(template: Template, results: list[tuple[str, EvalResult]], baseline: Run | None,
-                  test: str = "welch") -> Table:
-    """Evaluated candidates against the cached baseline: mean, interval, n, the test (and why), time.
+                  test: str = "welch") -> tuple[Table, str]:
+    """Evaluated candidates against the cached baseline (mean, interval, n, test, time), and a line naming the test.
 
     Several candidates are one family of comparisons with one baseline: their p-values are adjusted with
     Holm's method and the verdict shown is the adjusted one (one lucky candidate in twenty is no finding).
@@ -63,10 +63,11 @@ def results_table(template: Template, results: list[tuple[str, EvalResult]], bas
                 for label, res in results if res.ok and baseline is not None and baseline.id != res.run.id}
     holm_adjust(list(compared.values()), metric.direction)
     several = len(compared) > 1
-    tests = sorted({f"{c.test}{f' ({c.why})' if c.why else ''}" for c in compared.values()})
-    caption = ("vs baseline: " + "; ".join(tests) + (f"; Holm-adjusted over the {len(compared)} candidates"
-                                                     if several else "")) if compared else None
-    table = Table(title=f"{template.name}: {metric.name} ({arrow} is better)", caption=caption)
+    names = dict.fromkeys(c.test for c in compared.values())
+    whys = dict.fromkeys(w for c in compared.values() for w in c.why.split("; ") if w)
+    line = ("vs baseline: " + ", ".join(names) + (f" ({'; '.join(whys)})" if whys else "")
+            + (f"; Holm-adjusted over the {len(compared)} candidates" if several else "")) if compared else ""
+    table = Table(title=f"{template.name}: {metric.name} ({arrow} is better)")
     for col in ("candidate", "status", "mean ± s.e.", "95% CI", "n", "vs baseline", "time"):
         numeric = col not in ("candidate", "status", "vs baseline")
         table.add_column(col, justify="right" if numeric else "left", no_wrap=numeric)
@@ -88,7 +89,7 @@ def results_table(template: Template, results: list[tuple[str, EvalResult]], bas
             versus = f"[{color}]{c.difference:+.4f}, {p}, {verdict}[/{color}]"
         table.add_row(label, "[green]ok[/green]", f"{_fmt(m['mean'])} ± {_fmt(m['stderr'])}",
                       f"[{_fmt(m['ci95'][0])}, {_fmt(m['ci95'][1])}]", str(m["n"]), versus, time_s)
-    return table
+    return table, escape(line)
 
 
 def templates_table(rows: list[tuple[Template, Run | None]]) -> Table:
