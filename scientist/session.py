@@ -51,8 +51,8 @@ def significance_test(test: Test = "welch") -> str:
     """How a session tests its runs against the baseline, in words (summary.json; the paper writer reads it)."""
     how = (f"paired t-test (two-sided) over seeds ({PAIRED_WHY})" if test == "paired"
            else "Welch's t-test (two-sided) over seeds")
-    return (f"{how}, alpha 0.05 (an exact permutation test where the t statistic is undefined); verdict_holm "
-            "adjusts for every run of the session compared with the baseline (Holm-Bonferroni)")
+    return (f"{how}, alpha 0.05 (an exact permutation or sign-flip test where the t statistic is undefined); "
+            "verdict_holm adjusts for every run of the session compared with the baseline (Holm-Bonferroni)")
 
 
 def similarity(a: Idea, b: Idea) -> float:
