@@ -59,6 +59,7 @@ def idea_ids(home: Path, session_id: int) -> list[int]:
     ('template = "discopop"\n', "field 'name': Field required"),
     ('name = "x y"\ntemplate = "discopop"\n', "field 'name': String should match pattern"),
     ('name = "x"\ntemplate = "discopop"\nworkers = 0\n', "field 'workers': Input should be greater than or equal to 1"),
+    ('name = "x"\ntemplate = "discopop"\ntest = "student"\n', "field 'test': Input should be 'welch' or 'paired'"),
     ('name = "x"\ntemplate = "discopop"\n[budget]\nminutes = 0\n', "field 'budget.minutes': Input should be greater"),
     ('name = "x"\ntemplate = "discopop"\n[budget]\nhours = 1\n', "field 'budget.hours': unknown key"),
     ('name = "x"\ntemplate = "discopop"\nproposer = "llm"\n', "field 'model': proposer = \"llm\" needs a model"),
