@@ -72,10 +72,15 @@ CREATE TABLE IF NOT EXISTS confirmations (   -- a campaign's candidate evaluated
     search_run_id INTEGER NOT NULL REFERENCES runs(id),     -- its best run in the search
     run_id INTEGER REFERENCES runs(id),                     -- the confirmation run
     baseline_run_id INTEGER REFERENCES runs(id),            -- the baseline on the same fresh seeds
-    result TEXT,                     -- JSON: mean, stderr, ci95, n, p_value, p_value_holm, verdict
+    result TEXT,                     -- JSON: mean, stderr, ci95, n, p_value, p_value_holm, verdict, previous
     new_best INTEGER NOT NULL DEFAULT 0,
     reason TEXT,                     -- why it is not a result (the confirmation run failed)
-    created REAL NOT NULL
+    created REAL NOT NULL,
+    template_hash TEXT,              -- the campaign template's content hash: results of one version compare
+    night INTEGER,                   -- the night's index in the campaign (1, 2, ...)
+    train_seed INTEGER,              -- the night's fresh [config] train_seed (NULL: the template has none)
+    draw INTEGER,                    -- the night's fresh draw of the [private] secrets (base.secrets)
+    previous_run_id INTEGER REFERENCES runs(id)             -- the previous best, re-run on the same fresh seeds
 );
 CREATE TABLE IF NOT EXISTS ideas (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -146,7 +151,10 @@ CREATE TABLE IF NOT EXISTS response_formats (
 # Columns added after the first release: (table, column, type), added to older stores when opened.
 _ADDED_COLUMNS = (("runs", "pid", "INTEGER"), ("ideas", "review", "TEXT"), ("runs", "logs", "BLOB"),
                   ("runs", "node", "TEXT"), ("sessions", "campaign", "TEXT"),
-                  ("llm_calls", "response_format", "TEXT"), ("runs", "draw", "INTEGER"))
+                  ("llm_calls", "response_format", "TEXT"), ("runs", "draw", "INTEGER"),
+                  ("confirmations", "template_hash", "TEXT"), ("confirmations", "night", "INTEGER"),
+                  ("confirmations", "train_seed", "INTEGER"), ("confirmations", "draw", "INTEGER"),
+                  ("confirmations", "previous_run_id", "INTEGER"))
 
 
 def source_hash(sources: dict[str, str]) -> str:
@@ -400,8 +408,9 @@ class Store:
     # --- campaigns: nights are sessions tagged with the campaign's name ---
 
     def campaign_nights(self, campaign: str) -> list[dict]:
-        """The sessions (nights) of a campaign, oldest first."""
-        rows = self.db.execute("SELECT id, out_dir, status, reason, created, finished FROM sessions"
+        """The sessions (nights) of a campaign, oldest first, with the template content hash each ran."""
+        rows = self.db.execute("SELECT id, out_dir, status, reason, created, finished,"
+                               " json_extract(args, '$.template_hash') AS template_hash FROM sessions"
                                " WHERE campaign=? ORDER BY id", (campaign,)).fetchall()
         return [dict(r) for r in rows]
 
@@ -413,13 +422,16 @@ class Store:
 
     def save_confirmation(self, *, campaign: str, session_id: int, idea: str, search_run_id: int,
                           run_id: int | None, baseline_run_id: int | None, result: dict | None,
-                          new_best: bool, reason: str | None = None) -> int:
-        """Record a confirmation of a campaign's candidate; returns its id."""
+                          new_best: bool, reason: str | None = None, template_hash: str | None = None,
+                          night: int | None = None, train_seed: int | None = None, draw: int | None = None,
+                          previous_run_id: int | None = None) -> int:
+        """Record a confirmation of a campaign's candidate, with the fresh seeds it ran on; returns its id."""
         cur = self.db.execute(
             "INSERT INTO confirmations (campaign, session_id, idea, search_run_id, run_id, baseline_run_id, result,"
-            " new_best, reason, created) VALUES (?,?,?,?,?,?,?,?,?,?) RETURNING id",
+            " new_best, reason, created, template_hash, night, train_seed, draw, previous_run_id)"
+            " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) RETURNING id",
             (campaign, session_id, idea, search_run_id, run_id, baseline_run_id, _dumps(result), int(new_best),
-             reason, time.time()))
+             reason, time.time(), template_hash, night, train_seed, draw, previous_run_id))
         return int(cur.fetchone()[0])
 
     def confirmations(self, campaign: str) -> list[dict]:

@@ -4,10 +4,14 @@ A campaign is a name in the store. Each night is a `scientist run` session tagge
 numbered, dated folder under <home>/campaigns/<name>/nights/; it proposes from the campaign's
 archive (every earlier night's ideas with their sealed results), so night 2 starts where night 1
 ended, and the evolve proposer draws another seed each night. After the search, a candidate that
-beats the campaign's best is trained and scored again on seeds the search never used (another
-[config] train_seed, `confirm_seeds` of them) with the baseline on the same seeds, before it is
-called a new best: the maximum of many noisy runs is biased upwards (the winner's curse), a
-fresh draw is not. The leaderboard ranks confirmed results only.
+beats the campaign's best is trained and scored again on the night's own fresh seeds (FreshSeeds:
+another [config] train_seed and another draw of the home's [private] secrets, so other training
+and held-out data, `confirm_seeds` of them; none used by the search or an earlier night) beside
+the baseline and the previous best re-run on the same seeds, before it is called a new best: the
+maximum of many noisy runs is biased upwards (the winner's curse), a fresh draw is not. A new best
+is significantly better than both (one Holm family per night). Results are kept by the template's
+content hash: the leaderboard ranks those of the current version only, and starts over when the
+template changes.
 
 One night at a time: a lock per campaign (flock, so a killed holder releases it by dying); a
 second invocation exits with EXIT_LOCKED naming the holder. A night left unfinished by a killed
@@ -31,7 +35,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from base.records import Reporter, SessionSummary
+from base.records import Comparison, Reporter, SessionSummary
+from base.secrets import secret_keys
 from base.stats import better, compare, holm
 from base.store import Run, Store
 from base.template import DEFAULT_TEMPLATES_DIR, Template, TemplateError, load_template
@@ -208,9 +213,9 @@ def next_night(store: Store, name: str, root: Path, today: str | None = None) ->
     return Night(index, root / "nights" / f"{index:03d}-{today or time.strftime('%Y-%m-%d')}", resumed=False)
 
 
-def best_known(store: Store, campaign: str) -> tuple[str, dict[str, str]] | None:
-    """The campaign's confirmed best as the LLM proposer is shown it: what it is, and its files."""
-    best = current_best(store, campaign)
+def best_known(store: Store, campaign: str, version: str | None = None) -> tuple[str, dict[str, str]] | None:
+    """The campaign's confirmed best (of this template version) as the LLM proposer is shown it: what, and its files."""
+    best = current_best(store, campaign, version)
     run = store.get(best["run_id"]) if best else None
     if run is None:
         return None
@@ -238,19 +243,60 @@ def night_config(campaign: CampaignConfig, template: Template, sandbox: Sandbox,
         campaign=campaign.name, best_known=best)
 
 
-def confirm_seed(campaign: str, template: Template) -> int:
-    """The [config] train_seed of a campaign's confirmations: fixed per campaign, never the search's."""
-    search = template.spec.config.get("train_seed")
-    seed = int(hashlib.sha256(f"confirm-{campaign}".encode()).hexdigest()[:8], 16)
-    return seed + 1 if seed == search else seed
+@dataclass(frozen=True)
+class FreshSeeds:
+    """What one night's confirmations run on: seeds that no search and no earlier night of the campaign used."""
+
+    night: int               # the night's index in the campaign, as the store numbers its sessions
+    train_seed: int | None   # the [config] train_seed; None when the template has none
+    draw: int                # the draw of the home's [private] secrets (base.secrets): fresh held-out and data seeds
 
 
-def confirmation_template(campaign: str, template: Template) -> Template:
-    """The template with the confirmation's train_seed: other, fresh seeds, and another content hash."""
-    if "train_seed" not in template.spec.config:
-        raise CampaignError(f"template {template.name} has no [config] train_seed, which confirmation runs need "
-                            "(docs/templates.md)")
-    config = {**template.spec.config, "train_seed": confirm_seed(campaign, template)}
+def _derived(campaign: str, night: int, what: str, attempt: int) -> int:
+    digest = hashlib.sha256(f"confirm:{campaign}:{night}:{what}:{attempt}".encode()).digest()
+    return int.from_bytes(digest[:4], "big") >> 1 or 1  # 31 bits and never 0: every harness's PRNGKey takes it
+
+
+def night_index(store: Store, campaign: str, session_id: int) -> int:
+    """The night's number in the campaign (1, 2, ...): its session's place among the campaign's sessions."""
+    ids = [n["id"] for n in store.campaign_nights(campaign)]
+    if session_id not in ids:
+        raise CampaignError(f"session {session_id} is not a night of campaign {campaign}")
+    return ids.index(session_id) + 1
+
+
+def fresh_seeds(store: Store, campaign: str, session_id: int, template: Template) -> FreshSeeds:
+    """The night's confirmation seeds: a train_seed and a secrets draw that no search and no earlier night used.
+
+    Both are derived from (campaign, night number), so a killed night that is resumed gets its own
+    again (and its finished runs are reused), and checked against what the store records for every
+    earlier night and the search's own (the template's train_seed, draw 0): a collision, one in 2^31,
+    takes the next derived value.
+    """
+    night = night_index(store, campaign, session_id)
+    earlier = [c for c in store.confirmations(campaign) if c["session_id"] != session_id]
+    seeds_used = {c["train_seed"] for c in earlier} | {template.spec.config.get("train_seed")}
+    draws_used = {c["draw"] for c in earlier} | {0}
+    train_seed = None
+    if "train_seed" in template.spec.config:
+        train_seed = next(s for a in range(100) if (s := _derived(campaign, night, "train_seed", a)) not in seeds_used)
+    draw = next(d for a in range(100) if (d := _derived(campaign, night, "draw", a)) not in draws_used)
+    return FreshSeeds(night, train_seed, draw)
+
+
+def check_confirmable(template: Template) -> None:
+    """CampaignError unless the template has something random a confirmation can draw afresh."""
+    if "train_seed" not in template.spec.config and not secret_keys(template.spec.private):
+        raise CampaignError(f"template {template.name} has neither a [config] train_seed nor [private] seeds, so a "
+                            "confirmation could not run on fresh seeds (docs/templates.md)")
+
+
+def confirmation_template(template: Template, fresh: FreshSeeds) -> Template:
+    """The template with the night's train_seed (the draw goes with each request): another content hash."""
+    check_confirmable(template)
+    if fresh.train_seed is None:
+        return template
+    config = {**template.spec.config, "train_seed": fresh.train_seed}
     return replace(template, spec=template.spec.model_copy(update={"config": config}))
 
 
@@ -262,34 +308,61 @@ class Confirmed:
     search_run: Run
     run: Run | None = None
     baseline: Run | None = None
+    previous: Run | None = None      # the campaign's previous best, re-run on the same fresh seeds
+    comparison: Comparison | None = None  # against the baseline, before Holm's adjustment
     result: dict | None = None
     new_best: bool = False
     reason: str | None = None
 
 
-def leaderboard(store: Store, campaign: str) -> list[dict]:
-    """The campaign's confirmed results, best first (failed confirmations left out)."""
-    rows = [c for c in store.confirmations(campaign) if c["result"] is not None]
+def current_version(store: Store, campaign: str) -> str | None:
+    """The template content hash of the campaign's latest night: the version its leaderboard ranks."""
+    nights = store.campaign_nights(campaign)
+    return nights[-1]["template_hash"] if nights else None
+
+
+def leaderboard(store: Store, campaign: str, version: str | None = None) -> list[dict]:
+    """The campaign's re-evaluated results of one template version (default: the latest night's), best first.
+
+    Failed confirmations are left out; so are those of other versions of the template, whose numbers
+    measure other code (older_results lists them).
+    """
+    version = version or current_version(store, campaign)
+    rows = [c for c in store.confirmations(campaign) if c["result"] is not None and c["template_hash"] == version]
     maximise = bool(rows) and rows[0]["result"]["direction"] == "max"
     return sorted(rows, key=lambda c: c["result"]["mean"], reverse=maximise)
 
 
-def current_best(store: Store, campaign: str) -> dict | None:
-    """The campaign's latest confirmed new best, or None."""
-    bests = [c for c in store.confirmations(campaign) if c["new_best"]]
+def older_results(store: Store, campaign: str, version: str | None = None) -> list[dict]:
+    """The campaign's re-evaluated results of other template versions than this one, oldest first."""
+    version = version or current_version(store, campaign)
+    return [c for c in store.confirmations(campaign) if c["result"] is not None and c["template_hash"] != version]
+
+
+def current_best(store: Store, campaign: str, version: str | None = None) -> dict | None:
+    """The campaign's latest confirmed new best of one template version (default: the latest night's), or None."""
+    version = version or current_version(store, campaign)
+    bests = [c for c in store.confirmations(campaign) if c["new_best"] and c["template_hash"] == version]
     return bests[-1] if bests else None
+
+
+# A confirmation's verdict against the baseline, as the digest's status column says it.
+STATUS = {"better": "confirmed", "no significant difference": "re-evaluated, n.s.", "worse": "re-evaluated, worse"}
 
 
 def confirm_night(cfg: RunConfig, campaign: CampaignConfig, store: Store, session_id: int,
                   summary: SessionSummary, report: Reporter) -> list[Confirmed]:
     """Evaluate again, on fresh seeds, the night's candidates that beat the campaign's best in the search.
 
-    Their comparisons with the baseline (on the same fresh seeds) are adjusted with Holm's method
-    over the night's confirmations; a new best must be significantly better than the baseline
-    and better than the previous confirmed best.
+    The fresh seeds (FreshSeeds: a train_seed and a draw of the held-out data) are the night's own.
+    The baseline and the previous confirmed best of this template version are re-run on them. One
+    Holm family holds the night's comparisons: each candidate against the baseline, and each candidate
+    whose mean beats the previous best's re-run against it. A new best is significantly better than
+    both; of several, the best mean.
     """
     metric, direction = cfg.template.spec.metric.name, cfg.template.spec.metric.direction
-    best = current_best(store, campaign.name)
+    version = cfg.template.content_hash()
+    best = current_best(store, campaign.name, version)
     bar = (store.get(best["search_run_id"]).metric_mean if best
            else summary.baseline.mean if summary.baseline else None)
     if bar is None:
@@ -301,54 +374,83 @@ def confirm_night(cfg: RunConfig, campaign: CampaignConfig, store: Store, sessio
     picked = picked[:campaign.confirm_top]
     if not picked:
         return []
-    template = confirmation_template(campaign.name, cfg.template)
+    fresh = fresh_seeds(store, campaign.name, session_id, cfg.template)
+    template = confirmation_template(cfg.template, fresh)
     report.event("stage", stage="confirming")
+    report.event("fresh_seeds", night=fresh.night, train_seed=fresh.train_seed, draw=fresh.draw)
     folder = cfg.out_dir / "confirm"
-    base = runner.evaluate(runner.EvalRequest(
-        template=template, sources=template.editable_sources(), seeds=campaign.confirm_seeds, sandbox=cfg.sandbox,
-        home=cfg.home, out_dir=(folder / "baseline").resolve(), kind="baseline", label="confirm/baseline"), store)
+
+    def evaluate(name: str, sources: dict[str, str], kind: str = "candidate") -> runner.EvalResult:
+        return runner.evaluate(runner.EvalRequest(
+            template=template, sources=sources, seeds=campaign.confirm_seeds, sandbox=cfg.sandbox, home=cfg.home,
+            out_dir=(folder / name).resolve(), kind=kind, label=f"confirm/{name}", draw=fresh.draw), store)
+
+    def summary_of(run: Run) -> dict:
+        return run.final_info["metrics"][metric]
+
+    base = evaluate("baseline", template.editable_sources(), kind="baseline")
+    previous, previous_note = None, None
+    if best is not None:
+        previous_run = store.get(best["run_id"])
+        previous = evaluate("previous_best", previous_run.candidate_source) if previous_run else None
+        if previous is None or not previous.ok:
+            why = previous.run.reason if previous else "its run is not in the store"
+            previous_note = f"the previous best ({best['idea']}) failed on these seeds: {why}"
     out: list[Confirmed] = []
     for idea in picked:
         search = store.get(idea.best.run_id)
-        c = Confirmed(idea=idea.name, search_run=search, baseline=base.run)
-        res = runner.evaluate(runner.EvalRequest(
-            template=template, sources=search.candidate_source, seeds=campaign.confirm_seeds, sandbox=cfg.sandbox,
-            home=cfg.home, out_dir=(folder / idea.name).resolve(), label=f"confirm/{idea.name}"), store)
+        c = Confirmed(idea=idea.name, search_run=search, baseline=base.run,
+                      previous=previous.run if previous else None)
+        res = evaluate(idea.name, search.candidate_source)
         c.run = res.run
         if not res.ok:
             c.reason = f"the confirmation run failed: {res.run.reason}"
         elif not base.ok:
             c.reason = f"the baseline failed on the confirmation seeds: {base.run.reason}"
         else:
-            m = res.run.final_info["metrics"][metric]
-            b = base.run.final_info["metrics"][metric]
-            cmp = compare(m["values"], b["values"], direction, test=cfg.test)  # same template and seeds: paired
+            m, b = summary_of(res.run), summary_of(base.run)
+            c.comparison = cmp = compare(m["values"], b["values"], direction, test=cfg.test)  # same seeds: paired
             c.result = {"metric": metric, "direction": direction, "night": summary_night(cfg),
                         "mean": m["mean"], "stderr": m["stderr"], "ci95": m["ci95"], "n": m["n"],
                         "baseline_mean": b["mean"], "test": cmp.test, "p_value": cmp.p_value,
-                        "difference": cmp.difference, "alpha": cmp.alpha}
+                        "difference": cmp.difference, "alpha": cmp.alpha,
+                        "train_seed": fresh.train_seed, "draw": fresh.draw, "previous": None}
+            if best is not None:
+                c.result["previous"] = {"idea": best["idea"], "night": best["result"].get("night"),
+                                        "confirmation_id": best["id"], "failed": previous_note}
         report.event("confirmed", idea=idea.name, search_mean=idea.best.metric.mean,
                      mean=c.result["mean"] if c.result else None, reason=c.reason)
         out.append(c)
     scored = [c for c in out if c.result is not None]
-    previous = best["result"]["mean"] if best else None
-    for c, p in zip(scored, holm([c.result["p_value"] for c in scored]), strict=True):
-        r = c.result
+    # One Holm family: every candidate against the baseline, and against the previous best where its
+    # mean beats the previous best's re-run (elsewhere that test could not say "better" anyway).
+    family = [(c.result, c.comparison) for c in scored]
+    if previous is not None and previous.ok:
+        p = summary_of(previous.run)
+        for c in scored:
+            # Not tested (its mean is not above the previous best's): no verdict, so never a new best.
+            c.result["previous"].update(run_id=previous.run.id, mean=p["mean"], stderr=p["stderr"], ci95=p["ci95"],
+                                        n=p["n"], verdict=None, p_value_holm=None)
+            if better(c.result["mean"], p["mean"], direction):
+                cmp = compare(summary_of(c.run)["values"], p["values"], direction, test=cfg.test)
+                c.result["previous"].update(test=cmp.test, p_value=cmp.p_value, difference=cmp.difference)
+                family.append((c.result["previous"], cmp))
+    for (r, cmp), p in zip(family, holm([cmp.p_value for _, cmp in family]), strict=True):
         r["p_value_holm"] = p
-        r["verdict"] = ("no significant difference" if not p < r["alpha"] else
-                        "better" if (r["difference"] > 0) == (direction == "max") else "worse")
-    winner = None
-    for c in scored:
-        if c.result["verdict"] == "better" and (previous is None or better(c.result["mean"], previous, direction)):
-            if winner is None or better(c.result["mean"], winner.result["mean"], direction):
-                winner = c
-    if winner is not None:
+        r["verdict"] = ("no significant difference" if not p < cmp.alpha else
+                        "better" if (cmp.difference > 0) == (direction == "max") else "worse")
+    winners = [c for c in scored if c.result["verdict"] == "better"
+               and (best is None or c.result["previous"].get("verdict") == "better")]
+    if winners:
+        winner = max(winners, key=lambda c: c.result["mean"] if direction == "max" else -c.result["mean"])
         winner.new_best = True
     for c in out:
         store.save_confirmation(campaign=campaign.name, session_id=session_id, idea=c.idea,
                                 search_run_id=c.search_run.id, run_id=c.run.id if c.run else None,
                                 baseline_run_id=c.baseline.id if c.baseline else None, result=c.result,
-                                new_best=c.new_best, reason=c.reason)
+                                new_best=c.new_best, reason=c.reason, template_hash=version, night=fresh.night,
+                                train_seed=fresh.train_seed, draw=fresh.draw,
+                                previous_run_id=c.previous.id if c.previous else None)
     return out
 
 
@@ -364,7 +466,7 @@ def load_night_template(campaign: CampaignConfig) -> Template:
         template = template.for_hardware(campaign.profile, campaign.gpus)
     except TemplateError as e:
         raise CampaignError(str(e)) from None
-    confirmation_template(campaign.name, template)  # checked now: before a night is spent, not after it
+    check_confirmable(template)  # checked now: before a night is spent, not after it
     return template
 
 
@@ -403,46 +505,72 @@ def _confirmed_row(store: Store, c: dict, page_dir: Path, best_id: int | None) -
     return LeaderRow(name=f"{c['idea']} ({r.get('night', '?')})", title=f"found on night {r.get('night', '?')}",
                      mean=r["mean"],
                      stderr=r["stderr"], ci_low=r["ci95"][0], ci_high=r["ci95"][1], n=r["n"], verdict=r["verdict"],
-                     p_value_holm=r["p_value_holm"], status="confirmed", run=Link(text="run", href=href),
+                     p_value_holm=r["p_value_holm"], status=STATUS[r["verdict"]], run=Link(text="run", href=href),
                      is_best=c["id"] == best_id)
 
 
+def _metric_row(run: Run | None, metric: str, name: str, title: str) -> LeaderRow | None:
+    m = run.final_info["metrics"][metric] if run and run.final_info else None
+    return LeaderRow(name=name, title=title, mean=m["mean"], stderr=m["stderr"], ci_low=m["ci95"][0],
+                     ci_high=m["ci95"][1], n=m["n"]) if m else None
+
+
 def night_digest(campaign: CampaignConfig, store: Store, night: Night, page_dir: Path, home: Path) -> Digest:
-    """The night's digest: the night's search (cost, failures, papers) and the campaign's confirmed results."""
+    """The night's digest: the night's search (cost, failures, papers) and the campaign's re-evaluated results.
+
+    Only the results of the night's template version are ranked; after a template change the page
+    says that the leaderboard starts over, and lists the earlier versions' results apart.
+    """
     d = digest_from_run(night.out_dir, page_dir=page_dir, home=home)
     session = store.session_at(night.out_dir)
-    confirmations = store.confirmations(campaign.name)
-    bests = [c for c in confirmations if c["new_best"]]
+    nights = store.campaign_nights(campaign.name)
+    version = next(n["template_hash"] for n in nights if n["id"] == session["id"])
+    first_of_version = not any(n["template_hash"] == version for n in nights if n["id"] < session["id"])
+    bests = [c for c in store.confirmations(campaign.name) if c["new_best"] and c["template_hash"] == version]
     best = bests[-1] if bests else None
-    rows = leaderboard(store, campaign.name)
+    rows = leaderboard(store, campaign.name, version)
+    older = older_results(store, campaign.name, version)
     d.title = f"{campaign.name}: night {night.index}"
     d.generator = "scientist nightly"
     d.subtitle = f"{night.out_dir.name} · {d.subtitle}" if d.subtitle else night.out_dir.name
+    if older and first_of_version:
+        versions = ", ".join(sorted({c["template_hash"] or "unrecorded" for c in older}))
+        d.notes.append(f"The template changed (version {version}; the campaign's {len(older)} earlier re-evaluated "
+                       f"result(s) were of version {versions}): the leaderboard starts over, and no earlier "
+                       "result is compared with this version's.")
+    if older:
+        d.older = [_confirmed_row(store, c, page_dir, None).model_copy(update={"title": c["template_hash"] or "?"})
+                   for c in older]
     if rows:
         d.leaderboard = [_confirmed_row(store, c, page_dir, best["id"] if best else None) for c in rows]
-        base = store.get(rows[0]["baseline_run_id"])
-        m = base.final_info["metrics"][d.metric] if base and base.final_info else None
-        d.baseline = LeaderRow(name="baseline", title="on the confirmation seeds", mean=m["mean"], stderr=m["stderr"],
-                               ci_low=m["ci95"][0], ci_high=m["ci95"][1], n=m["n"]) if m else d.baseline
-        d.subtitle += " · leaderboard: the campaign's confirmed results, on fresh seeds"
+        # The baseline on the seeds of this night's confirmations, else on those of the latest night that had some.
+        shown = max(rows, key=lambda c: c["id"])
+        d.baseline = _metric_row(store.get(shown["baseline_run_id"]), d.metric, "baseline",
+                                 f"on the fresh seeds of {shown['result'].get('night', '?')}") or d.baseline
+        d.subtitle += (" · leaderboard: the campaign's candidates re-evaluated on fresh seeds (each on its night's), "
+                       "this template version only")
     else:
-        d.subtitle += " · no confirmed result yet: the leaderboard is this night's search"
+        d.subtitle += " · nothing re-evaluated on this template version yet: the leaderboard is this night's search"
     d.new_bests = []
-    baseline_sources = store.get(rows[0]["baseline_run_id"]).candidate_source if rows else {}
     for i, c in enumerate(bests):
         if c["session_id"] != session["id"]:
             continue
         before = bests[i - 1] if i else None
-        old = store.get(before["run_id"]).candidate_source if before else baseline_sources
+        old = (store.get(before["run_id"]).candidate_source if before
+               else store.get(c["baseline_run_id"]).candidate_source)
         new = store.get(c["run_id"]).candidate_source
         r = c["result"]
+        prev = r.get("previous") or {}
         d.new_bests.append(NewBest(
             name=c["idea"], mean=r["mean"], ci_low=r["ci95"][0], ci_high=r["ci95"][1], n=r["n"],
-            previous=before["idea"] if before else "baseline",
-            previous_mean=before["result"]["mean"] if before else r["baseline_mean"], verdict=r["verdict"],
+            previous=(f"the previous best, {before['idea']} ({before['result'].get('night', '?')}), re-run on the "
+                      "same seeds") if before else "baseline",
+            previous_mean=prev.get("mean") if before else r["baseline_mean"],
+            previous_verdict=prev.get("verdict") if before else None,
+            previous_p_value_holm=prev.get("p_value_holm") if before else None, verdict=r["verdict"],
             diff=_diff(old, new, before["idea"] if before else "baseline", c["idea"])))
     d.series = []
-    for n in store.campaign_nights(campaign.name):
+    for n in nights:
         so_far = [c for c in bests if c["session_id"] <= n["id"]]
         if so_far and n["id"] <= session["id"]:
             r = so_far[-1]["result"]

@@ -553,7 +553,7 @@ def nightly(
         night = cp.next_night(store, c.name, root)
         try:
             cfg = cp.night_config(c, template, sandbox, home, night, c.workers or default_workers(c.gpus),
-                                  best=cp.best_known(store, c.name))
+                                  best=cp.best_known(store, c.name, template.content_hash()))
             session.check_model(cfg)
         except ValidationError as e:
             _fail(f"{campaign_file}: {flag_error(e).replace('--', '')}")

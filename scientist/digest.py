@@ -18,6 +18,7 @@ import difflib
 import io
 import math
 import os
+import re
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -72,7 +73,8 @@ class LeaderRow(Record):
     n: int | None = None
     verdict: Verdict | None = None        # against the baseline, Holm-adjusted when the session adjusted
     p_value_holm: float | None = None
-    status: str = "ok"                     # "ok", "failed", or the session's idea status
+    status: str = "ok"                     # "ok", "failed", the session's idea status, or a campaign's
+                                           # "confirmed" / "re-evaluated, n.s." / "re-evaluated, worse"
     run: Link | None = None                # the run folder
     paper: Link | None = None
     review: Link | None = None
@@ -89,7 +91,9 @@ class NewBest(Record):
     ci_high: float | None = None
     n: int | None = None
     previous: str                          # what it is compared with: "baseline", or the previous best's name
-    previous_mean: float | None = None
+    previous_mean: float | None = None     # a campaign's previous best: its re-run on the same fresh seeds
+    previous_verdict: Verdict | None = None  # against the previous best (Holm-adjusted); None: the baseline's
+    previous_p_value_holm: float | None = None
     verdict: Verdict | None = None         # against the baseline (Holm-adjusted), as the leaderboard says
     diff: str                              # unified diff of the candidate files, previous -> new
     run: Link | None = None
@@ -142,6 +146,8 @@ class Digest(Record):
     status: str = ""                       # the session's status line ("complete", "stopped: budget")
     baseline: LeaderRow | None = None
     leaderboard: list[LeaderRow] = []      # best first; rows without a result last
+    notes: list[str] = []                  # said above the leaderboard (a campaign's template changed: it starts over)
+    older: list[LeaderRow] = []            # a campaign's results of earlier template versions, never ranked with these
     new_bests: list[NewBest] = []
     series: list[SeriesPoint] = []         # best by night; empty for a single run
     cost: Cost = Cost()
@@ -461,6 +467,11 @@ def _verdict(row: LeaderRow) -> str:
     return short + (f" ({format_p(row.p_value_holm, 'p_Holm')})" if _finite(row.p_value_holm) else "")
 
 
+def _css_class(text: str) -> str:
+    """Text as a CSS class name ("re-evaluated, n.s." -> "re-evaluated-n-s")."""
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
+
+
 def _data_value(x: float | None) -> str:
     """The exact number for data-value attributes (repr round-trips), so a test or script reads back what was shown."""
     if x is None:
@@ -474,7 +485,8 @@ def _md_cell(text: object) -> str:
 
 
 for _env in (_ENV_HTML, _ENV_MD):
-    _env.filters.update(num=fmt_number, verdict=_verdict, data_value=_data_value, md=_md_cell)
+    _env.filters.update(num=fmt_number, verdict=_verdict, data_value=_data_value, md=_md_cell, css=_css_class,
+                        p_holm=lambda p: format_p(p, "p_Holm") if p is not None else "")
 
 
 def render_markdown(d: Digest) -> str:

@@ -22,6 +22,7 @@ from scientist.digest import (
     DigestError,
     FailureGroup,
     LeaderRow,
+    NewBest,
     SeriesPoint,
     candidate_diff,
     digest_from_run,
@@ -227,8 +228,16 @@ def _campaign_digest() -> Digest:
         direction="max",
         baseline=LeaderRow(name="baseline", mean=1.0, stderr=0.05, ci_low=0.9, ci_high=1.1, n=8, status="baseline"),
         leaderboard=[LeaderRow(name="<b>bold</b>", mean=1.3, stderr=0.04, ci_low=1.2, ci_high=1.4, n=8,
-                               verdict="better", p_value_holm=0.003, is_best=True),
+                               verdict="better", p_value_holm=0.003, is_best=True, status="confirmed"),
+                     LeaderRow(name="lucky", mean=1.05, stderr=0.04, ci_low=0.95, ci_high=1.15, n=8,
+                               verdict="no significant difference", p_value_holm=0.4, status="re-evaluated, n.s."),
                      LeaderRow(name="broke", status="failed")],
+        new_bests=[NewBest(name="<b>bold</b>", mean=1.3, ci_low=1.2, ci_high=1.4, n=8,
+                           previous="the previous best, old (002), re-run on the same seeds", previous_mean=1.2,
+                           previous_verdict="better", previous_p_value_holm=0.02, verdict="better", diff="")],
+        notes=["The template changed: the leaderboard starts over."],
+        older=[LeaderRow(name="stale (001)", title="0123abcd", mean=1.9, ci_low=1.8, ci_high=2.0, n=8,
+                         verdict="better", p_value_holm=0.001, status="confirmed")],
         series=[SeriesPoint(label="night 1", mean=1.1, ci_low=1.0, ci_high=1.2),
                 SeriesPoint(label="night 2", mean=1.2, ci_low=1.1, ci_high=1.3),
                 SeriesPoint(label="night 3", mean=1.3, ci_low=1.2, ci_high=1.4)],
@@ -244,8 +253,16 @@ def test_campaign_night_renders_series_escaped(tmp_path):
     assert "<b>bold</b>" not in html and "&lt;b&gt;bold&lt;/b&gt;" in html
     assert "GPU hours" in html and 'id="compute-hours" data-value="2.5"' in html
     assert 'class="verdict verdict-better"' in html and "p_Holm=0.003" in html
+    # Only what was confirmed says so; the previous best is judged on the same seeds; older versions stand apart.
+    assert '<td class="status status-re-evaluated-n-s">re-evaluated, n.s.</td>' in html
+    assert '<p class="notice">The template changed: the leaderboard starts over.</p>' in html
+    assert 'id="older-table"' in html and "stale (001)" not in html.split('id="older"')[0]
     md = render_markdown(d)
     assert "| night 2 | 1.2000 | [1.1000, 1.3000] |" in md
+    assert "| n.s. (p_Holm=0.4) | re-evaluated, n.s. |" in md and "| better (p_Holm=0.003) | confirmed |" in md
+    assert "re-run on the same seeds: 1.2000, against it: better (p_Holm=0.02)" in md
+    assert "**Note:** The template changed: the leaderboard starts over." in md
+    assert "stale (001)" in md.split("## Earlier template versions (not ranked)")[1]
     assert "2.500 GPU hours" in md and "$1.2500 in 40 calls" in md
 
 
