@@ -221,16 +221,19 @@ def campaigns_table(rows: list[tuple[dict, dict | None]]) -> Table:
 
 
 def leaderboard_table(name: str, rows: list[dict]) -> Table:
-    """A campaign's confirmed results, best first, with intervals and the test against the baseline."""
+    """A campaign's re-evaluated results (of its current template version), best first, with intervals, the test
+    against the baseline, and whether each was confirmed."""
     metric = rows[0]["result"]["metric"] if rows else "metric"
-    table = Table(title=f"{name}: confirmed {metric}, best first (fresh seeds; Welch vs the baseline on the same "
-                        "seeds, Holm over each night)")
-    for col in ("rank", "idea", "night", "mean ± s.e.", "95% CI", "n", "vs baseline", "best"):
+    table = Table(title=f"{name}: re-evaluated {metric}, best first (each on its night's fresh seeds; vs the baseline "
+                        "on the same seeds, Holm over each night; the current template version)")
+    for col in ("rank", "idea", "night", "mean ± s.e.", "95% CI", "n", "vs baseline", "status"):
         table.add_column(col)
     for i, c in enumerate(rows, start=1):
         mean, ci, verdict = _result_cells(c["result"])
+        v = c["result"]["verdict"]
+        status = "confirmed" if v == "better" else f"re-evaluated, {_SHORT.get(v, v)}"
         table.add_row(str(i), c["idea"], c["result"].get("night", ""), mean, ci, str(c["result"]["n"]), verdict,
-                      "new best" if c["new_best"] else "")
+                      status + (", new best" if c["new_best"] else ""))
     return table
 
 
