@@ -104,10 +104,11 @@ def load_arrays(path: str | Path, expected: Mapping[str, tuple[tuple[int, ...], 
     return arrays
 
 
-# Custom calls that are plain computation: jax.export's own shape assertions (symbolic dimensions) and
-# LAPACK kernels (linear algebra). Host callbacks (pure_callback, io_callback, debug.print) and any
+# Custom calls that are plain computation: jax.export's own shape assertions (symbolic dimensions),
+# LAPACK kernels (linear algebra) and mhlo.erf (how StableHLO serializes chlo.erf, e.g. in flax's
+# truncated-normal initializers). Host callbacks (pure_callback, io_callback, debug.print) and any
 # other foreign code are custom calls too; no pattern lets them through.
-PLAIN_CUSTOM_CALLS = re.compile(r"^(shape_assertion|lapack_[a-z0-9]+_ffi)$")
+PLAIN_CUSTOM_CALLS = re.compile(r"^(shape_assertion|lapack_[a-z0-9]+_ffi|mhlo\.erf)$")
 NO_CUSTOM_CALLS = re.compile(r"(?!)")  # matches no target
 # Operations that talk to the host or other devices, whatever their dialect's spelling.
 _HOST_OPS = {"infeed", "outfeed", "send", "recv", "after_all", "create_token"}

@@ -170,19 +170,29 @@ def make_train(config: TrainConfig, block: Callable[..., nn.Module],
     evenly spaced steps (each leaf [K, ...], the last after the final step); train_loss: [steps].
     """
     model = GPT(config.model, block)
-    tx = optimizer(config.steps)
+    return make_train_from(config, lambda rng: init_params(config.model, block, rng),
+                           lambda params, tokens: model.apply({"params": params}, tokens), optimizer(config.steps),
+                           loss)
+
+
+def make_train_from(config: TrainConfig, init: Callable, apply: Callable, tx: optax.GradientTransformation,
+                    loss: Callable[[jax.Array, jax.Array], jax.Array]) -> Callable:
+    """make_train from the model's functions: `init(rng) -> params`, `apply(params, tokens) -> logits`.
+
+    The sealed harness calls this with the tracer's exports of the recipe's model, optimizer and loss.
+    """
     per_checkpoint = config.steps // config.checkpoints
 
     def train(rng: jax.Array, data: jax.Array):
         init_rng, rng = jax.random.split(rng)
-        params = init_params(config.model, block, init_rng)
+        params = init(init_rng)
 
         def step(state, step_rng):
             params, opt_state = state
             x, y = sample_batch(step_rng, data, config.batch_size, config.model.block_size)
 
             def objective(p):
-                return jnp.mean(loss(model.apply({"params": p}, x), y))
+                return jnp.mean(loss(apply(p, x), y))
 
             value, grads = jax.value_and_grad(objective)(params)
             updates, opt_state = tx.update(grads, opt_state, params)

@@ -1,11 +1,14 @@
 """Transformer harness (fixed; runs inside the sandbox): train the recipe's GPT, export it.
 
 First of all it hides the fortune corpus from this process (confine.py), before JAX starts a
-thread and before the candidate's recipe is imported. Then it reads config.json and
-data/train.npz (the training text only), gates the recipe on tiny inputs, trains every seed
-in one compiled call (vmapped, or in sequence on a CPU: config.vmap_seeds), and exports the
-parameters at every checkpoint (artifacts/params.npz, plain arrays) and the forward pass
-(artifacts/forward.jaxexport, serialized StableHLO). It never scores anything.
+thread. Then it reads config.json, data/train.npz (the training text only) and the recipe as
+the tracer (trace.py) exported it to exports/: the model's init and apply, the optimizer's init
+and update and the loss as StableHLO (checked to be plain computation), and the forward pass for
+the evaluator. This process never imports recipe.py. It gates the exports (size, causality,
+finiteness, the forward pass being the trained model), trains every seed in one compiled call
+(vmapped, or in sequence on a CPU: config.vmap_seeds), and exports the parameters at every
+checkpoint (artifacts/params.npz, plain arrays) and the forward pass (artifacts/forward.jaxexport,
+serialized StableHLO). It never scores anything.
 """
 
 import time
@@ -22,12 +25,14 @@ import confine  # noqa: E402
 if __name__ == "__main__":
     HIDDEN = confine.hide([json.loads(Path("config.json").read_text())["config"]["corpus_dir"]])
 
-import flax.linen as nn  # noqa: E402
+from typing import NamedTuple  # noqa: E402
+
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
+import optax  # noqa: E402
 
-from jax_workloads import sealed  # noqa: E402
+from jax_workloads import exported, sealed  # noqa: E402
 from jax_workloads import transformer as tf  # noqa: E402
 
 
@@ -37,63 +42,80 @@ def train_config(config: dict) -> tf.TrainConfig:
                           batch_size=config["batch_size"], checkpoints=config["checkpoints"])
 
 
-def load_recipe() -> tuple:
-    """Block, optimizer and loss from the candidate's recipe.py (imported once)."""
-    loss = sealed.load_candidate("recipe.py", "loss", 2)
-    recipe = getattr(loss, "__globals__", None)  # the namespace of the module load_candidate imported
-    if recipe is None:
-        sealed.fail("candidate recipe.py: loss must be a function defined with def")
-    block, optimizer = recipe.get("Block"), recipe.get("optimizer")
-    if not (isinstance(block, type) and issubclass(block, nn.Module)):
-        sealed.fail("candidate recipe.py must define Block, a flax.linen Module class")
-    if not callable(optimizer):
-        sealed.fail("candidate recipe.py must define a function optimizer(total_steps)")
-    return block, optimizer, loss
+FORWARD = "forward.jaxexport"  # the forward pass at the evaluator's batch, as the evaluator takes it
 
 
-def gate(block, optimizer, loss, config: tf.TrainConfig, max_params: int) -> None:
+class Recipe(NamedTuple):
+    """The tracer's exports: parameters and optimizer states are lists of arrays."""
+
+    init: object          # init(key_data uint32[2]) -> parameters
+    apply: object         # apply(parameters, tokens [batch_size, T]) -> logits, differentiable
+    loss: object          # loss(logits, targets [batch_size, T]) -> [batch_size, T], differentiable
+    tx: optax.GradientTransformation  # the recipe's optimizer, on those lists
+    forward: object       # the evaluator's forward pass (a jax.export.Exported), [eval_batch, T]
+    forward_bytes: bytes
+
+
+def load_recipe(folder: str, config: dict) -> Recipe:
+    """The recipe as the tracer exported it to folder, each function checked to be plain computation."""
+    try:
+        fn = {name: exported.import_function(f"{folder}/{name}")
+              for name in ("init", "apply", "loss", "opt_init", "opt_update")}
+        forward_bytes = (Path(folder) / FORWARD).read_bytes() if (Path(folder) / FORWARD).is_file() else b""
+        forward = sealed.load_export(Path(folder) / FORWARD, config["max_export_bytes"], sealed.NO_CUSTOM_CALLS)
+        mc = config["model"]
+        tf.check_forward(forward, config["eval_batch"], mc["block_size"], tf.VOCAB_SIZE)
+    except sealed.ArtifactError as e:
+        sealed.fail(f"the traced recipe was refused: {e}")
+    tx = optax.GradientTransformation(fn["opt_init"], lambda grads, state, params=None: fn["opt_update"](
+        grads, state, params))
+    return Recipe(fn["init"], fn["apply"], fn["loss"], tx, forward, forward_bytes)
+
+
+def gate(recipe: Recipe, config: tf.TrainConfig, max_params: int) -> None:
     """Cheap checks before minutes are spent: size, shapes, causality, finiteness, gradients.
 
-    Every check runs jitted: op-by-op, flax and optax would dispatch hundreds of tiny computations.
+    On fresh parameters: the evaluator's forward pass must be causal and keep rows apart, and be the
+    model that training differentiates (the same logits as apply); the loss and the optimizer must be
+    finite. Every check runs jitted: op-by-op, the exports would dispatch many tiny computations.
     """
-    rng = jax.random.PRNGKey(0)
-    try:
-        n = tf.count_params(jax.eval_shape(lambda: tf.init_params(config.model, block, rng)))
-    except Exception as e:  # noqa: BLE001 - any error here is the candidate's
-        sealed.fail(f"Block raised while building the model: {sealed.describe(e)}")
+    key = jax.random.PRNGKey(0)
+    shapes = jax.eval_shape(recipe.init, key)
+    n = tf.count_params(shapes)
     if n > max_params:
         sealed.fail(f"the model has {n:,} parameters, more than the template's max_params = {max_params:,}")
 
-    b, t, v = 2, 8, config.model.vocab_size
-    tiny = tf.ModelConfig(**{**config.model.__dict__, "block_size": t})
-    tokens = jax.random.randint(rng, (b, t), 0, v)
+    b, t, v = config.batch_size, config.model.block_size, config.model.vocab_size
+    e = recipe.forward.in_avals[-1].shape[0]
+    tokens = np.asarray(jax.random.randint(key, (max(b, e), t), 0, v), np.int32)
     try:
-        params = jax.jit(lambda r: tf.init_params(tiny, block, r))(rng)
-        leaves, treedef = jax.tree_util.tree_flatten(params)
-        model = tf.GPT(tiny, block)
-
-        @jax.jit
-        def forward(leaves, tokens):
-            return model.apply({"params": jax.tree_util.tree_unflatten(treedef, leaves)}, tokens)
-
-        logits = forward(leaves, tokens)
-        leak = tf.leak_check(forward, leaves, tokens, seed=0) if logits.shape == (b, t, v) else None
-    except Exception as e:  # noqa: BLE001
-        sealed.fail(f"Block raised on a tiny batch: {sealed.describe(e)}")
-    if logits.shape != (b, t, v):
-        sealed.fail(f"the model with this Block returns shape {logits.shape} for tokens {tokens.shape}, expected "
-                    f"{(b, t, v)}: Block must map [batch, time, d_model] to the same shape")
+        params = jax.jit(recipe.init)(key)
+        forward = jax.jit(recipe.forward.call)
+        logits = forward(params, tokens[:e])
+        leak = tf.leak_check(forward, params, tokens[:e], seed=0)
+        trained = jax.jit(recipe.apply)(params, tokens[:b])
+    except Exception as ex:  # noqa: BLE001
+        sealed.fail(f"Block raised on a tiny batch: {sealed.describe(ex)}")
     if not bool(jnp.all(jnp.isfinite(logits))):
         sealed.fail("the model with this Block returns NaN or infinite values on a tiny batch")
     if leak is not None:
         sealed.fail(f"Block rejected: {leak}")
+    if trained.shape != (b, t, v):
+        sealed.fail(f"the model with this Block returns shape {trained.shape} for tokens {(b, t)}, expected "
+                    f"{(b, t, v)}: Block must map [batch, time, d_model] to the same shape")
+    rows = min(b, e)
+    diff = float(np.max(jnp.abs(jax.nn.log_softmax(trained[:rows]) - jax.nn.log_softmax(logits[:rows]))))
+    if not diff <= 1e-3:  # a Block that acts differently at the evaluator's batch size than in training
+        sealed.fail(f"Block rejected: the forward pass for the evaluator is not the trained model (its "
+                    f"log-probabilities differ by up to {diff:.3g} nats)")
 
     targets = jax.random.randint(jax.random.PRNGKey(1), (b, t), 0, v)
     try:
-        out, grad = jax.jit(lambda z: (loss(z, targets), jax.grad(lambda z: jnp.mean(loss(z, targets)))(z)))(logits)
+        out, grad = jax.jit(lambda z: (recipe.loss(z, targets),
+                                       jax.grad(lambda z: jnp.mean(recipe.loss(z, targets)))(z)))(trained)
         out = jnp.asarray(out)
-    except Exception as e:  # noqa: BLE001
-        sealed.fail(f"loss raised on a tiny batch: {sealed.describe(e)}")
+    except Exception as ex:  # noqa: BLE001
+        sealed.fail(f"loss raised on a tiny batch: {sealed.describe(ex)}")
     if out.shape != (b, t):
         sealed.fail(f"loss must return one value per position, shape {(b, t)}; it returned shape {out.shape}")
     if not jnp.issubdtype(out.dtype, jnp.floating):
@@ -102,11 +124,10 @@ def gate(block, optimizer, loss, config: tf.TrainConfig, max_params: int) -> Non
         sealed.fail("loss returned NaN or infinite values or gradients on a tiny batch")
 
     try:
-        tx = optimizer(config.steps)
-        updates = jax.jit(lambda p: tx.update(jax.tree.map(jnp.ones_like, p), tx.init(p), p)[0])(params)
-    except Exception as e:  # noqa: BLE001
-        sealed.fail(f"optimizer raised on a tiny model: {sealed.describe(e)}")
-    if jax.tree_util.tree_structure(updates) != treedef:
+        updates = jax.jit(lambda p: recipe.tx.update(jax.tree.map(jnp.ones_like, p), recipe.tx.init(p), p)[0])(params)
+    except Exception as ex:  # noqa: BLE001
+        sealed.fail(f"optimizer raised on a tiny model: {sealed.describe(ex)}")
+    if [np.shape(u) for u in jax.tree_util.tree_leaves(updates)] != [np.shape(p) for p in params]:
         sealed.fail("optimizer returned updates that do not match the parameters")
     if not all(bool(jnp.all(jnp.isfinite(u))) for u in jax.tree_util.tree_leaves(updates)):
         sealed.fail("optimizer returned NaN or infinite updates on a tiny model")
@@ -119,12 +140,13 @@ def main() -> None:
     run = json.loads(Path("config.json").read_text())
     config, seeds = run["config"], run["seeds"]
     cfg = train_config(config)
-    block, optimizer, loss = load_recipe()
-    gate(block, optimizer, loss, cfg, config["max_params"])
+    recipe = load_recipe("exports", config)
+    gate(recipe, cfg, config["max_params"])
     with np.load("data/train.npz") as d:
         data = jnp.asarray(d["tokens"])
     rngs = jax.random.split(jax.random.PRNGKey(config["train_seed"]), seeds)
-    train = tf.train_seeds(tf.make_train(cfg, block, optimizer, loss), config.get("vmap_seeds"))
+    train = tf.train_seeds(tf.make_train_from(cfg, recipe.init, recipe.apply, recipe.tx, recipe.loss),
+                           config.get("vmap_seeds"))
     clock.lap("setup")
     try:
         compiled = train.lower(rngs, data).compile()
@@ -137,13 +159,8 @@ def main() -> None:
     finite = np.all([np.isfinite(x).reshape(seeds, -1).all(-1) for x in leaves], axis=0)
     if not finite.all():
         sealed.fail(f"training diverged: non-finite parameters in seed(s) {np.flatnonzero(~finite).tolist()}")
-    try:
-        final = jax.tree.map(lambda x: x[0, -1], checkpoints)
-        blob = tf.export_forward(cfg.model, block, final, config["eval_batch"])
-    except Exception as e:  # noqa: BLE001
-        sealed.fail(f"exporting the forward pass failed: {sealed.describe(e)}")
     sealed.export_arrays("artifacts/params.npz", dict(zip(tf.param_names(len(leaves)), leaves, strict=True)))
-    Path("artifacts/forward.jaxexport").write_bytes(blob)
+    Path("artifacts/forward.jaxexport").write_bytes(recipe.forward_bytes)
     # The training loss (the recipe's own, in bits) is for people reading the run only; the evaluator ignores it.
     per_checkpoint = np.asarray(losses).reshape(seeds, cfg.checkpoints, -1).mean(-1) / np.log(2.0)
     Path("artifacts/train_log.json").write_text(json.dumps({"train_loss_bits_per_checkpoint": per_checkpoint.tolist()}))
