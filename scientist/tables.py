@@ -59,8 +59,8 @@ def results_table(template: Template, results: list[tuple[str, EvalResult]], bas
     """
     metric = template.spec.metric
     arrow = "higher" if metric.direction == "max" else "lower"
-    compared = {label: compare_runs(res.run, baseline, metric.name, metric.direction, test)
-                for label, res in results if res.ok and baseline is not None and baseline.id != res.run.id}
+    compared = {i: compare_runs(res.run, baseline, metric.name, metric.direction, test)  # by position: labels repeat
+                for i, (_, res) in enumerate(results) if res.ok and baseline is not None and baseline.id != res.run.id}
     holm_adjust(list(compared.values()), metric.direction)
     several = len(compared) > 1
     names = dict.fromkeys(c.test for c in compared.values())
@@ -71,7 +71,7 @@ def results_table(template: Template, results: list[tuple[str, EvalResult]], bas
     for col in ("candidate", "status", "mean ± s.e.", "95% CI", "n", "vs baseline", "time"):
         numeric = col not in ("candidate", "status", "vs baseline")
         table.add_column(col, justify="right" if numeric else "left", no_wrap=numeric)
-    for label, res in results:
+    for i, (label, res) in enumerate(results):
         run = res.run
         time_s = "cached" if res.cached else f"{res.timings.get('total', 0):.1f}s"
         if not res.ok:
@@ -81,8 +81,8 @@ def results_table(template: Template, results: list[tuple[str, EvalResult]], bas
         versus = ""
         if baseline is not None and baseline.id == run.id:
             versus = "(baseline)"
-        elif label in compared:
-            c = compared[label]
+        elif i in compared:
+            c = compared[i]
             p = format_p(c.p_value) + (f", {format_p(c.p_value_holm, 'Holm p')}" if several else "")
             verdict = c.final_verdict if several else c.verdict
             color = {"better": "green", "worse": "red"}.get(verdict, "yellow")
