@@ -6,6 +6,7 @@ package: without it these tests are skipped with the reason (in CI, where setup 
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import json
 import os
@@ -133,19 +134,19 @@ def test_eval_through_docker_trains_and_scores_sealed(tmp_path, docker_host):
                   str(tmp_path / "home"), "--sandbox", "docker", "--image", TEST_IMAGE, "--docker-host", docker_host,
                   "--candidate", str(spy), "--out", str(out))
     assert r.code == 0, r.text
-    log = (out / "train.log").read_text()
+    log = (out / "trace.log").read_text()  # the recipe runs only in the tracer's sandbox
     assert "SPY denied /usr/share/games/fortunes FileNotFoundError" in log and "SPY read" not in log
-    assert "SPY data ['data/train.npz']" in log
+    assert "SPY data []" in log and "SPY" not in (out / "train.log").read_text()
     values = json.loads((out / "final_info.json").read_text())["metrics"]["val_bpc"]["values"]
     assert len(values) == 2 and all(3.0 < v < 4.2 for v in values), values  # learned; not the forged 0.0
 
 
 def test_eval_through_bwrap_hides_the_held_out_text(spy_run, split):
     out, _ = spy_run
-    log = (out / "train.log").read_text()
+    log = (out / "trace.log").read_text()  # the recipe runs only in the tracer's sandbox, which has no data
     for path in ("/usr/share/games/fortunes", "/usr/share/games/fortunes/literature"):
         assert f"SPY denied {path} PermissionError" in log
-    assert "SPY read" not in log and "SPY data ['data/train.npz']" in log
+    assert "SPY read" not in log and "SPY data []" in log and "SPY" not in (out / "train.log").read_text()
     with np.load(out / "work" / "data" / "train.npz") as d:
         text = tf.decode(d["tokens"])
     assert not any(doc in text for doc in [doc for doc in split[1] if len(doc) > 300][:50])
@@ -272,20 +273,38 @@ def test_bad_artifacts_are_rejected_with_one_line(what, spy_run, tmp_path):
 # ---------------------------------------------------------------- the harness's gate
 
 
-def test_gate_rejects_a_non_causal_block_a_bad_loss_and_a_big_model(capsys):
-    harness = load_module(TEMPLATE / "harness.py", "transformer_harness")
-    small = tf.TrainConfig(tf.ModelConfig(block_size=32, d_model=32, n_layers=1, n_heads=2), steps=100)
+def load_tracer():
+    """trace.py and the harness it imports (as `harness`, its name in the sandbox)."""
+    sys.modules.pop("harness", None)
+    try:
+        return load_module(TEMPLATE / "trace.py", "transformer_trace")
+    finally:
+        sys.modules.pop("harness", None)
+
+
+# Reads position t + 1 only at the training batch (8 below): the evaluator's forward pass (batch 4) is causal.
+SHAPE_DEPENDENT = "x + (x.shape[0] == 8) * nn.Dense(self.d_model)(jnp.roll(x, -1, axis=1))"
+
+
+def test_gate_rejects_a_non_causal_block_a_bad_loss_and_a_big_model(capsys, tmp_path):
+    """The tracer exports each recipe; the harness gates the exports (it never sees the recipe)."""
+    trace = load_tracer()
+    harness = trace.harness
+    small = tf.TrainConfig(tf.ModelConfig(block_size=32, d_model=32, n_layers=1, n_heads=2), steps=100, batch_size=8)
+    config = {"max_export_bytes": 10**6, "eval_batch": 4, "model": dataclasses.asdict(small.model)}
     cases = [  # the shipped recipe passes the gate in test_eval_through_bwrap_hides_the_held_out_text
         (make_block(BAD_BLOCKS["peeks_ahead"][0]), recipe.loss, 10**6, "Block rejected: the model is not causal"),
+        (make_block(SHAPE_DEPENDENT), recipe.loss, 10**6, "the forward pass for the evaluator is not the trained"),
         (recipe.Block, lambda logits, targets: jnp.mean(logits), 10**6, "loss must return one value per position"),
         (recipe.Block, recipe.loss, 1000, "the model has 20,064 parameters, more than the template's max_params"),
     ]
-    for block, loss, max_params, message in cases:
+    for i, (block, loss, max_params, message) in enumerate(cases):
+        trace.export_recipe(block, recipe.optimizer, loss, small, config["eval_batch"], tmp_path / str(i))
         with pytest.raises(SystemExit) as e:
-            harness.gate(block, recipe.optimizer, loss, small, max_params)
+            harness.gate(harness.load_recipe(str(tmp_path / str(i)), config), small, max_params)
         assert e.value.code == sealed.CANDIDATE_FAILED
         err = capsys.readouterr().err.strip()
-        assert err.startswith(sealed.FAIL_MARKER) and message in err and "\n" not in err
+        assert err.startswith(sealed.FAIL_MARKER) and message in err and "\n" not in err, err
 
 
 # ---------------------------------------------------------------- search space
