@@ -3,6 +3,8 @@ kill -9 mid-night, confirmation on fresh seeds, the digest, a scripted-model nig
 
 import json
 import os
+import re
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -14,7 +16,8 @@ import pytest
 from conftest import ROOT, scientist
 
 from base.records import SessionSummary
-from base.store import Store
+from base.stats import holm
+from base.store import Run, Store
 from base.template import load_template
 from sandbox.backends import resolve
 from scientist import campaign as cp
@@ -166,60 +169,140 @@ def _runs_ok(home: Path) -> int:
         return 0
 
 
-def test_a_search_best_that_is_the_baseline_in_disguise_is_not_confirmed(tiny_templates, tmp_path):
-    # The winner's curse: a candidate that beat the bar on the search's seeds is evaluated again on
-    # fresh ones; the shipped loss with a comment is the baseline, and the fresh seeds say so.
-    home = tmp_path / "home"
-    template = load_template("discopop", tiny_templates)
-    store = Store(home / "store.sqlite")
-    sandbox = resolve("bwrap")
-    c = cp.CampaignConfig(name="curse", template="discopop", templates_dir=tiny_templates, proposer="evolve",
-                          seeds=2, confirm_seeds=3, sandbox="bwrap")
-    night = cp.Night(1, tmp_path / "night", resumed=False)
-    cfg = cp.night_config(c, template, sandbox, home, night, workers=1)
-    store.open_session(out_dir=cfg.out_dir, template="discopop", proposer="evolve", model=None, args={},
-                       campaign="curse")
-    from scientist import runner
-    disguised = {"loss.py": template.editable_sources()["loss.py"] + "\n# tuned\n"}
-    search = runner.evaluate(runner.EvalRequest(template=template, sources=disguised, seeds=2, sandbox=sandbox,
-                                                home=home, out_dir=tmp_path / "search"), store)
-    assert search.ok, search.run.reason
-    summary = SessionSummary.model_validate({
-        "template": "discopop", "template_hash": template.content_hash(), "metric": {"name": "reward_gain_at_kl",
-                                                                                    "direction": "max"},
-        "proposer": "evolve", "status": "complete",
-        "baseline": {"run_id": search.run.id, "mean": search.run.metric_mean - 1.0, "stderr": 0.0,
-                     "ci95": [0, 0], "n": 2, "run_dir": "x"},
-        "ideas": [{"idx": 0, "name": "tuned", "title": "t", "folder": "00_tuned", "status": "done",
-                   "best": {"run": 1, "attempt": 1, "run_id": search.run.id,
-                            "metric": {"name": "reward_gain_at_kl", "mean": search.run.metric_mean,
-                                       "stderr": search.run.metric_stderr, "ci95": [0, 1], "n": 2,
-                                       "values": [0.0, 0.0]}},
-                   "runs": []}]})
-    (session,) = nights(home)
-    (confirmed,) = cp.confirm_night(cfg, c, store, session["id"], summary, JsonReporter(open(os.devnull, "w")))
-    assert confirmed.result is not None and confirmed.result["n"] == 3
-    fresh = confirmed.run.final_info["metrics"]["reward_gain_at_kl"]["values"]
-    assert len(fresh) == 3 and fresh[:2] != search.run.final_info["metrics"]["reward_gain_at_kl"]["values"]
-    assert confirmed.run.template_hash != search.run.template_hash  # other seeds: another computation
-    # The baseline on the same fresh seeds scores exactly what the disguised baseline does.
-    assert confirmed.baseline.final_info["metrics"]["reward_gain_at_kl"]["values"] == pytest.approx(fresh)
-    assert confirmed.result["verdict"] == "no significant difference" and not confirmed.new_best
-    (row,) = store.confirmations("curse")
-    assert row["new_best"] == 0 and row["result"]["p_value_holm"] == pytest.approx(confirmed.result["p_value"])
-    assert cp.current_best(store, "curse") is None
+GROKKING = ROOT / "tests" / "fixtures" / "grokking"
+OPTIMIZER = "import optax\n\n\ndef optimizer(learning_rate, steps):\n    return optax.{}\n"
 
-    # Had it been significantly better, it would be the night's new best: its page shows the code it
-    # changed against the baseline's, and the campaign's best by night.
-    store.save_confirmation(campaign="curse", session_id=session["id"], idea="tuned", search_run_id=search.run.id,
-                            run_id=confirmed.run.id, baseline_run_id=confirmed.baseline.id,
-                            result={**confirmed.result, "verdict": "better"}, new_best=True)
-    summary.write(night.out_dir)
-    pages = cp.write_digest(c, store, night, home)
+
+def _grokking(templates: Path, time_s: int = 120) -> Path:
+    """The grokking fixture with a slow baseline, 4 checkpoints, and its seeds split from [config] train_seed."""
+    root = shutil.copytree(GROKKING, templates / "grokking", ignore=shutil.ignore_patterns("__pycache__"),
+                           dirs_exist_ok=True)
+    harness = (root / "harness.py").read_text()
+    assert harness.count("jax.random.PRNGKey(0)") == 1  # the fixture ignores train_seed; a campaign template may not
+    harness = harness.replace("jax.random.PRNGKey(0)", 'jax.random.PRNGKey(config["train_seed"])')
+    (root / "harness.py").write_text(harness)
+    toml = (root / "template.toml").read_text()
+    toml, n = re.subn(r"(?m)^checkpoints = \d+$", "checkpoints = 4\ntrain_seed = 0", toml)
+    toml, m = re.subn(r"(?m)^time_s = \d+$", f"time_s = {time_s}", toml)
+    assert n == m == 1
+    (root / "template.toml").write_text(toml)
+    (root / "optimizer.py").write_text(OPTIMIZER.format("adamw(3e-4, b1=0.9, b2=0.98, weight_decay=1.0)"))
+    return root
+
+
+def _night(c: cp.CampaignConfig, store: Store, template, home: Path, folder: Path, index: int,
+           ideas: list[tuple[str, Run, float]]) -> tuple[cp.Night, list[cp.Confirmed]]:
+    """A campaign night whose search found these ideas (name, best run, its mean as the search saw it), confirmed."""
+    night = cp.Night(index, folder, resumed=False)
+    cfg = cp.night_config(c, template, resolve("bwrap"), home, night, workers=1)
+    session_id, _, _ = store.open_session(out_dir=folder, template="grokking", proposer="evolve", model=None,
+                                          args={"template_hash": template.content_hash()}, campaign=c.name)
+    summary = SessionSummary.model_validate({
+        "template": "grokking", "template_hash": template.content_hash(),
+        "metric": {"name": "val_acc", "direction": "max"}, "proposer": "evolve", "status": "complete",
+        "baseline": {"run_id": 0, "mean": 0.05, "stderr": 0.01, "ci95": [0.03, 0.07], "n": 2, "run_dir": "x"},
+        "ideas": [{"idx": i, "name": name, "title": name, "folder": name, "status": "done", "runs": [],
+                   "best": {"run": 1, "attempt": 1, "run_id": run.id,
+                            "metric": {"name": "val_acc", "mean": mean, "stderr": 0.01, "ci95": [0, 1], "n": 2,
+                                       "values": [mean, mean]}}}
+                  for i, (name, run, mean) in enumerate(ideas)]})
+    confirmed = cp.confirm_night(cfg, c, store, session_id, summary, JsonReporter(open(os.devnull, "w")))
+    summary.write(folder)
+    store.close_session(session_id, "complete")
+    return night, confirmed
+
+
+def test_two_nights_confirm_on_fresh_seeds_the_winner_rule_and_the_previous_best(tmp_path):
+    # Night 1: two candidates beat the baseline on fresh seeds; the better one is the new best. Night 2 draws
+    # other seeds, re-runs night 1's best on them beside the baseline, and a candidate equal to that best is
+    # no new best, nor is one whose search lead was the winner's curse. Then the template changes: the
+    # leaderboard starts over. Real runs of the grokking fixture throughout.
+    home, templates = tmp_path / "home", tmp_path / "templates"
+    _grokking(templates)
+    template = load_template("grokking", templates)
+    store = Store(home / "store.sqlite")
+    c = cp.CampaignConfig(name="fresh", template="grokking", templates_dir=templates, proposer="evolve",
+                          confirm_seeds=3, sandbox="bwrap")
+    from scientist import runner
+
+    def search(name: str, recipe: str) -> Run:
+        res = runner.evaluate(runner.EvalRequest(
+            template=template, sources={"optimizer.py": OPTIMIZER.format(recipe)}, seeds=2,
+            sandbox=resolve("bwrap"), home=home, out_dir=tmp_path / "search" / name), store)
+        assert res.ok, res.run.reason
+        return res.run
+
+    fast, faster = search("fast", "adamw(0.003, b1=0.9, b2=0.98, weight_decay=1.0)"), \
+        search("faster", "adamw(0.01, b1=0.9, b2=0.98, weight_decay=1.0)")
+    night1, (a, b) = _night(c, store, template, home, tmp_path / "001-night", 1,
+                            [("fast", fast, fast.metric_mean), ("faster", faster, faster.metric_mean)])
+    # The winner rule: both are significantly better than the baseline (one Holm family); the better mean wins.
+    assert a.result["verdict"] == b.result["verdict"] == "better", (a.result, b.result)
+    best, other = sorted((a, b), key=lambda c: c.result["mean"], reverse=True)
+    assert best.new_best and not other.new_best
+    assert [a.result["p_value_holm"], b.result["p_value_holm"]] == pytest.approx(
+        holm([a.result["p_value"], b.result["p_value"]]))
+    assert a.result["previous"] is None and cp.current_best(store, "fresh")["idea"] == best.idea
+    assert cp.best_known(store, "fresh", template.content_hash())[1] == best.search_run.candidate_source
+
+    # Night 2's search: one idea with exactly the best's code, one with the shipped code, both leading the search.
+    bar = best.search_run.metric_mean
+    second = [("same_as_best", best.run, bar + 0.2), ("cursed", a.baseline, bar + 0.1)]
+    night2, (same, cursed) = _night(c, store, template, home, tmp_path / "002-night", 2, second)
+    rows = store.confirmations("fresh")
+    seeds = {(r["night"], r["train_seed"], r["draw"]) for r in rows}
+    assert len(seeds) == 2, seeds  # one train_seed and one draw per night
+    (n1, seed1, draw1), (n2, seed2, draw2) = sorted(seeds)
+    assert (n1, n2) == (1, 2) and len({0, seed1, seed2}) == 3 and len({0, draw1, draw2}) == 3
+
+    def train_seed(run: Run) -> int:  # as the harness was given it
+        return json.loads((Path(run.out_dir) / "work" / "config.json").read_text())["config"]["train_seed"]
+
+    for r in rows:  # every confirmation, baseline and previous best ran on its night's train_seed and draw
+        for run_id in (r["run_id"], r["baseline_run_id"], r["previous_run_id"]):
+            if run_id is not None:
+                run = store.get(run_id)
+                assert (run.draw, train_seed(run)) == (r["draw"], r["train_seed"]), (r, run)
+        # A night resumed after a kill would draw its own seeds again (and reuse its finished runs).
+        assert cp.fresh_seeds(store, "fresh", r["session_id"], template) == cp.FreshSeeds(
+            r["night"], r["train_seed"], r["draw"])
+    # The search's runs: the template's own train_seed (0) and the home's own secrets (draw 0).
+    assert {fast.draw or 0, faster.draw or 0} == {0} and {train_seed(fast), train_seed(faster)} == {0}
+    # Night 2 re-ran night 1's best on its own seeds: another baseline, the best's code, fresh numbers.
+    previous = same.previous
+    assert previous is not None and previous.candidate_source == best.search_run.candidate_source
+    assert same.baseline.id != a.baseline.id and previous.id not in (best.run.id, best.search_run.id)
+    assert same.result["previous"]["mean"] == pytest.approx(previous.metric_mean)
+    # Equal to the previous best: better than the baseline, not than the best; no new best.
+    assert same.result["verdict"] == "better" and same.result["previous"]["verdict"] != "better"
+    assert not same.new_best and not cursed.new_best
+    # The search's lead of the baseline's own code does not survive fresh seeds: re-evaluated, not significant.
+    assert cursed.result["verdict"] == "no significant difference"
+    assert cp.current_best(store, "fresh")["idea"] == best.idea
+    md = cp.write_digest(c, store, night2, home).markdown.read_text()
+    assert "| re-evaluated, n.s. |" in md.split("| cursed (002-night) |")[1].split("\n")[0]
+    assert "| confirmed |" in md.split("| same_as_best (002-night) |")[1].split("\n")[0]
+    assert [same.result["p_value_holm"], cursed.result["p_value_holm"]] == pytest.approx(
+        holm([same.result["p_value"], cursed.result["p_value"]]))  # equal means: not tested against the best
+    assert "starts over" not in md
+
+    # Night 1's page shows its new best's code against the baseline's, and the best by night.
+    pages = cp.write_digest(c, store, night1, home)
     md, html = pages.markdown.read_text(), pages.html.read_text()
-    assert "+# tuned" in md and "baseline/loss.py" in md and "tuned/loss.py" in md
+    assert f"+    return optax.adamw(0.0{'1' if best.idea == 'faster' else '03'}" in md
+    assert "baseline/optimizer.py" in md and f"{best.idea}/optimizer.py" in md
     assert html.count("data:image/png;base64,") == 2  # the leaderboard and the best by night
-    assert cp.best_known(store, "curse")[1] == disguised  # what the next night's model is shown
+
+    # The template changes: its results are not compared with the earlier version's; the leaderboard starts over.
+    _grokking(templates, time_s=121)
+    changed = load_template("grokking", templates)
+    assert changed.content_hash() != template.content_hash()
+    night3, none = _night(c, store, changed, home, tmp_path / "003-night", 3, [])
+    assert none == [] and cp.current_best(store, "fresh") is None and cp.leaderboard(store, "fresh") == []
+    assert cp.best_known(store, "fresh", changed.content_hash()) is None
+    md = cp.write_digest(c, store, night3, home).markdown.read_text()
+    assert "the leaderboard starts over" in md and "## Earlier template versions (not ranked)" in md
+    assert md.split("## Leaderboard")[1].split("##")[0].count("(00") == 0  # no earlier result is ranked
 
 
 def test_a_scripted_model_night_through_litellm_then_a_night_that_sees_it(tiny_templates, tmp_path):
