@@ -56,7 +56,7 @@ def export_function(fn: Callable, args: tuple, path: str | Path, *, name: str, v
         exp = jax.export.export(jax.jit(jax.vmap(fn)), platforms=[jax.default_backend()])(*batched)
         data = exp.serialize(vjp_order=1 if vjp else 0)
     except Exception as e:  # noqa: BLE001 - any tracing error is the candidate's
-        fail(f"{name} could not be traced on its arguments {_shapes(args)}: {describe(e)}")
+        fail(f"{name} raised while being traced: {describe(e)} (arguments {_shapes(args)})")
     path = Path(f"{path}{SUFFIX}")
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(data)

@@ -81,7 +81,7 @@ BAD = {
     "shape": ("import jax.numpy as jnp\ndef loss(a, b, c, d, beta):\n    return jnp.sum(a)\n",
               "one value per example"),
     "raises": ("def loss(a, b, c, d, beta):\n    raise ValueError('boom')\n",
-               "loss raised on a tiny batch: ValueError: boom"),
+               "loss raised while being traced: ValueError: boom"),
     "import_error": ("import not_a_module\n", "failed to import: ModuleNotFoundError"),
     # Finite on the gate's tiny batch (log-probs in [-4, -1]), NaN once training meets log-probs below -6.
     "diverges": ("import jax.numpy as jnp\ndef loss(a, b, c, d, beta):\n    return -(a - b) + 0 * jnp.sqrt(b + 6)\n",

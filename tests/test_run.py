@@ -71,7 +71,7 @@ def test_llm_run_recovers_from_bad_answers_and_resumes_without_paying(tiny_templ
     assert idea["name"] == "smooth_dpo" and idea["status"] == "done"
     assert [(e["run"], e["attempt"], e["status"]) for e in idea["runs"]] == [(1, 1, "ok"), (2, 1, "failed"),
                                                                              (2, 2, "ok")]
-    assert "loss raised on a tiny batch: RuntimeError: oops" in idea["runs"][1]["reason"]
+    assert "loss raised while being traced: RuntimeError: oops" in idea["runs"][1]["reason"]
     best = idea["best"]["metric"]
     assert best["comparison"]["test"].startswith("Welch") and best["n"] == 2 and "normalized" in best
     assert best["comparison"]["p_value_holm"] >= best["comparison"]["p_value"]
