@@ -10,6 +10,7 @@ files) ends with this sandbox.
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import harness  # the gates, so that a bad recipe fails here with the messages it always had
 import jax
@@ -21,8 +22,12 @@ def main() -> None:
     config = json.loads(Path("config.json").read_text())["config"]
     tc = harness.train_config(config)
     schedule = sealed.load_candidate("ddpm.py", "schedule", 1)
-    loss = sealed.load_candidate("ddpm.py", "loss", 4)
-    sampler = sealed.load_candidate("ddpm.py", "sampler", 1)
+    # The module's namespace: imported once, so that its import-time code runs once too.
+    recipe = SimpleNamespace(**getattr(schedule, "__globals__", {}))
+    if not hasattr(schedule, "__globals__"):
+        sealed.fail("candidate ddpm.py: schedule must be a function defined with def")
+    loss = sealed.check_function(recipe, "loss", 4, "ddpm.py")
+    sampler = sealed.check_function(recipe, "sampler", 1, "ddpm.py")
     # The table from concrete values (a sampler may use numpy on them), as the harness always made it.
     table = harness.gate_sampler(sampler, harness.gate_schedule(schedule, tc.timesteps), config["max_sampler_steps"])
     # Training evaluated the schedule inside its compiled program; under jit XLA folds it to the same
