@@ -7,11 +7,13 @@ template's editable file):
 
 `recipe.optimizer(total_steps)` is the optax optimizer and `recipe.loss(logits, targets)` the
 per-token training loss. `make_train(config, block, optimizer, loss)` returns a pure, scan-based
-`train(rng, data)`; the harness trains every seed in one compiled call (`train_seeds`: jax.vmap
-over seeds, or on a CPU, where that is slower, jax.lax.map).
+`train(rng, data)`; `make_train_from` does the same from the model's init and apply functions (the
+sealed harness passes the tracer's exports of them, never importing a recipe). The harness trains
+every seed in one compiled call (`train_seeds`: jax.vmap over seeds, or on a CPU, where that is
+slower, jax.lax.map).
 
 Because the block is editable, the evaluator cannot rebuild the model from trusted code. The
-harness therefore exports the forward pass as serialized StableHLO (`export_forward`, with
+template's tracer therefore exports the forward pass as serialized StableHLO (`export_forward`, with
 `jax.export`) and the parameters as plain arrays; the evaluator deserializes the forward pass
 (`sealed.load_export` with no custom calls allowed, then `check_forward`: no Python, no
 callbacks, no I/O operations, the expected signature), checks that it is causal and keeps
