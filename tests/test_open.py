@@ -8,6 +8,7 @@ import random
 import re
 import shutil
 import tomllib
+from functools import partial
 from pathlib import Path
 
 import jax
@@ -172,6 +173,51 @@ def test_shipped_adam_matches_optax_adam():
     assert (OPEN / "optimizer.py").read_text() == (OPEN / "candidates" / "adam.py").read_text()
 
 
+# ---------------------------------------------------------------- the rule as the tracer exports it
+
+
+def random_gru_weights(seed: int = 3):
+    rule = load_module(OPEN / "learned_rule.py", "open_gru_rule")
+    leaves, tree = jax.tree.flatten(rule.zero_weights())
+    keys = jax.random.split(jax.random.key(seed), len(leaves))
+    return rule, tree.unflatten([0.5 * jax.random.normal(k, leaf.shape) for k, leaf in zip(keys, leaves, strict=True)])
+
+
+def test_exported_rule_computes_what_the_module_does(tmp_path, monkeypatch):
+    """Exports made as trace.py makes them, loaded as the harness loads them, give the module's updates (and
+    carries) inside vmap, as training calls them."""
+    from jax_workloads import exported
+
+    gru, weights = random_gru_weights()
+    monkeypatch.chdir(tmp_path)
+    shapes = harness.GATE_SHAPES  # the gate calls these
+    for rule, carry in ((candidate("adam"), 0), (lambda f: gru.learned_update(weights, f), 8)):
+        for shape in shapes:
+            specs = (harness.feature_specs(shape, carry),)
+            exported.export_function(lambda d, rule=rule: rule(of.Features(**d)), specs, harness.export_path(shape),
+                                     name="update", vjp=False)
+        loaded = harness.load_rule(shapes)
+        harness.gate(loaded, carry)
+        for shape in shapes:
+            keys = jax.random.split(jax.random.key(1), 2)
+            f = jax.vmap(partial(of.example_features, shape, step=7, carry_size=carry))(keys)
+            ours, theirs = jax.jit(jax.vmap(loaded))(f), jax.jit(jax.vmap(rule))(f)
+            assert jax.tree.structure(ours) == jax.tree.structure(theirs)
+            for a, b in zip(jax.tree.leaves(ours), jax.tree.leaves(theirs), strict=True):
+                np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-9)
+
+
+def test_declared_settings_are_checked_as_data(capsys):
+    assert harness.rule_options({}) == (0, False)
+    assert harness.rule_options({"CARRY": 8, "ZERO_MEAN": True}) == (8, True)
+    for bad, message in (({"CARRY": 65}, "CARRY must be an int from 0 to 64"), ({"CARRY": True}, "not True"),
+                         ({"CARRY": "8"}, "not '8'"), ({"ZERO_MEAN": 1}, "ZERO_MEAN must be True or False, not 1")):
+        with pytest.raises(SystemExit):
+            harness.rule_options(bad)
+        err = capsys.readouterr().err
+        assert message in err and err.count("\n") == 1, err
+
+
 # ---------------------------------------------------------------- the shipped rules learn
 
 
@@ -332,6 +378,7 @@ BAD = {
     "nan": "def update(f):\n    return f.grad * float('nan')\n",
     "late_nan": "import jax.numpy as jnp\n\n\ndef update(f):\n"
                 "    return jnp.where(f.train_frac > 0.4, jnp.nan, -1e-3 * f.grad)\n",
+    "bad_carry": "CARRY = 2.5\n\n\ndef update(f):\n    return -1e-3 * f.grad, f.carry\n",  # refused by the tracer
 }
 
 
@@ -363,6 +410,8 @@ def test_scientist_eval_through_the_sandbox(tmp_path):
                                       "it returned shape (6,)")
     assert reasons["nan"] == "update rule returned NaN or infinite values on tiny inputs (shape (6, 4), step 1)"
     assert reasons["late_nan"] == "training diverged: non-finite policy parameters in seed(s) [0, 1]"
+    assert reasons["bad_carry"] == ("CARRY must be an int from 0 to 64 (floats of recurrent state per parameter), "
+                                    "not 2.5")
     assert "wrong_shape: failed: update rule must return" in r.err
 
 

@@ -1,10 +1,12 @@
 """OPEN harness (fixed; runs inside the sandbox): train PPO with the candidate update rule, export the policy.
 
-Reads config.json from the work folder, gates the candidate rule on tiny inputs, trains
-PPO (jax_workloads.ppo) with the rule as its optimizer for every seed in one compiled
-call, and exports only plain arrays: the trained actor-critic's parameters
-(artifacts/policy.npz) and, for figures only, the per-update training return
-(artifacts/curve.npz). It never scores anything.
+Reads config.json from the work folder and the candidate rule as the tracer (trace.py) exported it:
+one StableHLO function per parameter shape of the fixed network (exports/update_<shape>, checked to
+be plain computation) and its declared settings (exports/manifest.json, checked here). This process
+never imports optimizer.py. It gates the rule on tiny inputs, trains PPO (jax_workloads.ppo) with
+the rule as its optimizer for every seed in one compiled call, and exports only plain arrays: the
+trained actor-critic's parameters (artifacts/policy.npz) and, for figures only, the per-update
+training return (artifacts/curve.npz). It never scores anything.
 
 As OPEN's code does (github.com/AlexGoldie/rl-learned-optimization, rl_optimizer/train.py at commit
 b65037bd89c09f31e80c5d49f1d78cc9c6dc43e0), by default the actor's and the critic's gradients are
@@ -28,23 +30,61 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import optax  # noqa: E402
 
+from jax_workloads import exported, ppo, sealed  # noqa: E402
 from jax_workloads import open_features as of  # noqa: E402
-from jax_workloads import ppo, sealed  # noqa: E402
 
 GATE_SHAPES = [(6, 4), (4,), (1,)]  # a kernel, a bias, a value head's bias
 GRAD_CLIPS = ("separate", "joint")      # OPEN's per-network clipping; PureJaxRL's one global norm
 PROPORTIONS = ("open", "minibatch")     # OPEN's u/(U-1) and epoch/(E-1); u/U and the minibatch position
 
 
-def rule_options(rule) -> tuple[int, bool]:
-    """(CARRY, ZERO_MEAN) as the candidate's module declares them (0 and False when it does not)."""
-    module = getattr(rule, "__globals__", {})
-    carry, zero_mean = module.get("CARRY", 0), module.get("ZERO_MEAN", False)
+def rule_options(declared: dict) -> tuple[int, bool]:
+    """(CARRY, ZERO_MEAN) as the candidate declares them (0 and False when it does not), checked: they are data."""
+    carry, zero_mean = declared.get("CARRY", 0), declared.get("ZERO_MEAN", False)
     if isinstance(carry, bool) or not isinstance(carry, int) or not 0 <= carry <= 64:
         sealed.fail(f"CARRY must be an int from 0 to 64 (floats of recurrent state per parameter), not {carry!r}")
     if not isinstance(zero_mean, bool):
         sealed.fail(f"ZERO_MEAN must be True or False, not {zero_mean!r}")
     return carry, zero_mean
+
+
+def parameter_shapes(config: dict) -> list[tuple[int, ...]]:
+    """The gate's shapes, then the fixed actor-critic's other parameter shapes: the shapes `update` is exported at."""
+    env = ppo.gymnax_env(config["env"])
+    net = ppo.default_network(ppo.PPOConfig(**config["ppo"]), env)
+    params = jax.eval_shape(net.init, jax.random.key(0), jnp.zeros((env.obs_size,)))
+    shapes = GATE_SHAPES + [tuple(leaf.shape) for leaf in jax.tree.leaves(params)]
+    return list(dict.fromkeys(shapes))
+
+
+def export_path(shape: tuple[int, ...]) -> str:
+    """Where the tracer writes `update` for parameters of this shape: exports/update_64x3, ..."""
+    return f"exports/update_{'x'.join(map(str, shape)) or 'scalar'}"
+
+
+def as_dict(f: of.Features) -> dict:
+    """The features as the exported function takes them: a plain dict of arrays (no carry for a stateless rule)."""
+    return {k: v for k, v in f._asdict().items() if v is not None}
+
+
+def feature_specs(shape: tuple[int, ...], carry: int) -> dict:
+    """Shapes and dtypes of the features of one parameter tensor: the exported function's argument."""
+    return jax.eval_shape(lambda: as_dict(of.example_features(shape, jax.random.key(0), carry_size=carry)))
+
+
+def load_rule(shapes: list[tuple[int, ...]]):
+    """The update rule over Features, calling the tracer's export for each parameter shape; fail() if one is refused."""
+    updates = {}
+    for shape in shapes:
+        try:
+            updates[shape] = exported.import_function(export_path(shape))
+        except sealed.ArtifactError as e:
+            sealed.fail(f"the traced update rule was refused: {e}")
+
+    def rule(f: of.Features):
+        return updates[tuple(f.param.shape)](as_dict(f))
+
+    return rule
 
 
 def gate(rule, carry: int = 0) -> None:
@@ -107,8 +147,11 @@ def main() -> None:
     clock = sealed.Stopwatch(STARTED)
     cfg = json.loads(Path("config.json").read_text())
     config, seeds = cfg["config"], cfg["seeds"]
-    rule = sealed.load_candidate("optimizer.py", "update", 1)
-    carry, zero_mean = rule_options(rule)
+    try:
+        carry, zero_mean = rule_options(exported.read_manifest("exports"))
+    except sealed.ArtifactError as e:
+        sealed.fail(f"the traced update rule was refused: {e}")
+    rule = load_rule(parameter_shapes(config))
     gate(rule, carry)
     env = ppo.gymnax_env(config["env"])
     ppo_config = ppo.PPOConfig(**config["ppo"])
