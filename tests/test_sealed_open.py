@@ -19,6 +19,7 @@ from test_open import write_tiny_open
 
 ADAM = (ROOT / "templates" / "open" / "candidates" / "adam.py").read_text()
 FORGED = b"forged by the candidate"
+TARGETS_OUTSIDE = ["../../work/artifacts/policy.npz", "../../work/exports/update_6x4.jaxexport"]
 
 ATTACKS = '''
 
@@ -37,8 +38,9 @@ import jax_workloads.sealed as _sealed  # noqa: E402
 from jax_workloads.seeds import typed_seed_key  # noqa: E402
 
 FORGED = b"forged by the candidate"
-TARGETS = ["artifacts/policy.npz", "artifacts/curve.npz", "exports/policy.npz", "../work/artifacts/policy.npz",
-           "../work/exports/manifest.json", "/sandbox/work/artifacts/policy.npz"]
+# Its own folder (the sandbox's /sandbox/work), then the harness's work folder beside it, were it reachable.
+TARGETS = ["artifacts/policy.npz", "artifacts/curve.npz", "exports/policy.npz", "../../work/artifacts/policy.npz",
+           "../../work/exports/update_6x4.jaxexport"]
 
 
 def _log(attack, **what):
@@ -121,9 +123,8 @@ def test_the_attacks_ran_in_the_tracer_only(runs):
     assert set(by_kind) == {"rebind", "thread", "atexit", "held_out"}, attacks
     # (b) Only the tracer's own folder was writable; what it forged there never reached training or the evaluator.
     for kind in ("thread", "atexit"):
-        assert set(by_kind[kind]["wrote"]) == {"artifacts/policy.npz", "artifacts/curve.npz", "exports/policy.npz",
-                                               "/sandbox/work/artifacts/policy.npz"}, by_kind[kind]
-        assert "../work/artifacts/policy.npz" in by_kind[kind]["refused"]
+        assert by_kind[kind]["wrote"] == ["artifacts/policy.npz", "artifacts/curve.npz", "exports/policy.npz"]
+        assert by_kind[kind]["refused"] == TARGETS_OUTSIDE
     assert (trace / "artifacts" / "policy.npz").read_bytes() == FORGED
     policy = work / "artifacts" / "policy.npz"
     if policy.is_file():  # the run folder may drop work/ once scored
