@@ -53,7 +53,10 @@ def export_function(fn: Callable, args: tuple, path: str | Path, *, name: str, v
     (axis,) = jax.export.symbolic_shape(_AXIS)
     batched = jax.tree.map(lambda s: spec((axis, *s.shape), s.dtype), args)
     try:
-        exp = jax.export.export(jax.jit(jax.vmap(fn)), platforms=[jax.default_backend()])(*batched)
+        # For this machine's device (the tracer runs with the harness's GPUs) and always for the CPU,
+        # where gates and tests may call it.
+        platforms = sorted({"cpu", jax.default_backend()})
+        exp = jax.export.export(jax.jit(jax.vmap(fn)), platforms=platforms)(*batched)
         data = exp.serialize(vjp_order=1 if vjp else 0)
     except Exception as e:  # noqa: BLE001 - any tracing error is the candidate's
         fail(f"{name} raised while being traced: {describe(e)} (arguments {_shapes(args)})")
