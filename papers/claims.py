@@ -548,6 +548,8 @@ _BEFORE = [
     # A setting: a hyperparameter's name or an identifier's "=" before it, or a formula's operator next to it.
     ("setting", re.compile(r"(?:\b(?:weights?|coefficients?|scales?|scaling|temperatures?|margins?|constants?|"
                            r"hyper-?parameters?|slopes?|offsets?|exponents?|thresholds?|mixing|clip\w*|"
+                           r"learning\s+rates?|lr|(?:weight\s+)?decay|momentum|eps(?:ilon)?|"
+                           r"(?![pn]\d)[A-Za-z]{1,5}\d\w*|"  # an optimizer's b2, beta1, a network's d64
                            r"set\s+to|fixed\s+(?:at|to))(?:\s+(?:of|is|was|to|at))?\s*[=:]?"
                            r"|(?P<ident>\\(?!Delta\b)[A-Za-z]+|\b(?![np]\s*=)[A-Za-z]\w*)\s*="
                            r"|\*|/|\\cdot|\^)\s*\(?\s*$", re.I), SETTING_KINDS),
