@@ -104,24 +104,6 @@ def test_llm_run_recovers_from_bad_answers_and_resumes_without_paying(tiny_templ
     resumed = json.loads((out / "summary.json").read_text())
     assert resumed["ideas"][0]["best"] == idea["best"] and resumed["llm_calls"] == 8
 
-    # Again with --test paired: the same runs, compared seed by seed with the baseline (same template and seeds).
-    from scipy import stats
-
-    from base.stats import PAIRED, PAIRED_WHY
-
-    with ScriptedServer([]) as server:
-        paired = run(tiny_templates, run_home, out, *llm_args(server.url, "--ideas", "1", "--runs", "3",
-                                                               "--reflections", "2", "--test", "paired"))
-        assert server.requests == []
-    assert paired.code == 0, paired.text
-    summary = json.loads((out / "summary.json").read_text())
-    c, values = summary["ideas"][0]["best"]["metric"]["comparison"], summary["ideas"][0]["best"]["metric"]["values"]
-    base = json.loads((out / "baseline" / "final_info.json").read_text())["metrics"]["reward_gain_at_kl"]["values"]
-    assert c["test"] == PAIRED and c["why"] == PAIRED_WHY
-    assert c["p_value"] == pytest.approx(stats.ttest_rel(values, base).pvalue) and values == best["values"]
-    assert summary["significance_test"].startswith(f"paired t-test (two-sided) over seeds ({PAIRED_WHY})")
-    assert f"test: paired t-test (two-sided) over seeds ({PAIRED_WHY})" in paired.out
-
 
 def test_edit_to_a_fixed_file_is_refused_and_explained(tiny_templates, run_home, tmp_path):
     harness_edit = edit("import time", "import time, os", path="harness.py", why="Speed up the harness.")
