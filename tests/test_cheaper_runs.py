@@ -55,12 +55,13 @@ def test_gate_batch_is_the_batch_jax_random_drew():
 ])
 def test_jitted_gate_still_rejects(loss, reason, capsys):
     with pytest.raises(SystemExit):
-        harness.gate(loss)
+        harness.gate(loss, 8)  # the tracer's export takes a minibatch; here, the gate's 8 examples
     assert reason in capsys.readouterr().err
 
 
 def test_jitted_gate_passes_a_good_loss():
-    harness.gate(dpo)  # returns without sys.exit
+    harness.gate(dpo, 8)  # returns without sys.exit
+    harness.gate(dpo, 512)  # the gate's values repeated to a training minibatch
 
 
 def test_fused_score_equals_the_op_by_op_computation():
@@ -72,7 +73,7 @@ def test_fused_score_equals_the_op_by_op_computation():
         jax.random.split(jax.random.PRNGKey(2), 2), train, prefs, jnp.array([0.1, 1.0, 5.0]))
     assert float(jnp.abs(params["w2"]).max()) > 0  # trained away from the reference
 
-    rewards, kls, ref, oracle = evaluator._score(params, world, ws, seed, n)
+    rewards, kls, ref, oracle, *_mixtures = evaluator._score(params, world, ws, seed, n)
 
     # The evaluator before it was fused: op by op, the test set closed over as constants.
     test = pf.make_prompts(world, ws, jax.random.PRNGKey(seed), n)
