@@ -148,7 +148,7 @@ def test_sample_and_crossover_are_deterministic():
 def test_rendered_members_pass_the_harness_gate():
     harness = load_module(DISCOPOP / "harness.py", "discopop_harness")
     for g in [*ss.known().values(), *GENOMES[:6]]:
-        harness.gate(loss_from_source(ss.render(g)["loss.py"]))  # exits the process on failure
+        harness.gate(loss_from_source(ss.render(g)["loss.py"]), 8)  # exits the process on failure
 
 
 def test_evolved_ideas_never_repeat_the_baseline():
