@@ -145,7 +145,9 @@ def test_a_broken_harness_stops_the_run_before_any_idea_with_a_clear_message(tmp
     templates = tmp_path / "t"
     write_tiny_template(templates)
     harness = templates / "discopop" / "harness.py"
-    harness.write_text(harness.read_text().replace("    gate(loss)\n", "    gate(loss)\n    sealed.fail('planted')\n"))
+    source = harness.read_text()
+    assert source.count("    gate(loss, ") == 1
+    harness.write_text(source.replace("    gate(loss, ", "    sealed.fail('planted')\n    gate(loss, "))
     out = tmp_path / "run"
     r = scientist("run", "--template", "discopop", "--templates-dir", str(templates), "--home", str(tmp_path / "h"),
                   "--out", str(out), "--proposer", "evolve", "--ideas", "1", "--runs", "1", "--attempts", "1",
