@@ -269,7 +269,8 @@ for i in range(10**6):
     free = psutil.disk_usage(str(tmp_path)).free
     r = _eval(hostile_templates, tmp_path / "home", filler, tmp_path / "run", sandbox_args)
     assert r.code == 1 and "disk limit: the run wrote more than 64 MB in its folder" in r.err, r.text
-    assert not (tmp_path / "run" / "work").exists() and (tmp_path / "run" / "train.log").exists()
+    # The candidate filled the tracer's folder (where its import runs): removed, its log kept.
+    assert not (tmp_path / "run" / "trace").exists() and (tmp_path / "run" / "trace.log").exists()
     assert psutil.disk_usage(str(tmp_path)).free > free - 32 * 2**20  # the space is given back
     assert _containers(sandbox_args) == []
 
@@ -317,8 +318,8 @@ def test_output_flood_is_stopped_and_its_log_bounded(sandbox_args, flood_templat
     # The reason above is the output limit's, not the 40 s time limit's: no timing assertion is needed (a loaded
     # machine took 40 s to write the flood).
 
-    # The log: the first 1 MiB, the marker line, the last 3 MiB; nothing else of the flood was kept.
-    log = (out / "train.log").read_bytes()
+    # The log (the tracer's: the candidate's import floods): the first 1 MiB, the marker line, the last 3 MiB.
+    log = (out / "trace.log").read_bytes()
     dropped = DROPPED.search(log)
     assert dropped and len(log) - len(dropped.group(0)) == 4 * MiB
     head, tail = log[:dropped.start()], log[dropped.end():]
@@ -326,7 +327,7 @@ def test_output_flood_is_stopped_and_its_log_bounded(sandbox_args, flood_templat
     assert max(int(n) for n in re.findall(rb"(?:out|err) (\d+) ", tail)) >= FLOOD_MB // 2 - 1  # the flood's end
     assert _folder_bytes(out) < 6 * MiB  # the whole run folder: the log, the candidate, its small work folder
     print(f"flood on {sandbox_args[1]}: stopped after {took:.1f} s, {int(dropped.group(1).replace(b',', b'')):,} "
-          f"bytes dropped, train.log {len(log):,} bytes, run folder {_folder_bytes(out):,} bytes")
+          f"bytes dropped, trace.log {len(log):,} bytes, run folder {_folder_bytes(out):,} bytes")
     time.sleep(0.5)
     assert _leftovers(marker) == [] and _containers(sandbox_args) == []
 
