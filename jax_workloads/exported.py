@@ -55,7 +55,7 @@ def export_function(fn: Callable, args: tuple, path: str | Path, *, name: str, v
     try:
         # For this machine's device (the tracer runs with the harness's GPUs) and always for the CPU,
         # where gates and tests may call it.
-        platforms = sorted({"cpu", jax.default_backend()})
+        platforms = sorted({"cpu", {"gpu": "cuda"}.get(jax.default_backend(), jax.default_backend())})
         exp = jax.export.export(jax.jit(jax.vmap(fn)), platforms=platforms)(*batched)
         data = exp.serialize(vjp_order=1 if vjp else 0)
     except Exception as e:  # noqa: BLE001 - any tracing error is the candidate's

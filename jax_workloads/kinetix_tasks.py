@@ -183,6 +183,17 @@ def make_env(levels: Sequence[str], variation: Variation = Variation(), *, conti
     return ppo.Env(reset, step, obs_size, int(space.n), 0, "kinetix")
 
 
+def task_env(config: dict, continuous: bool) -> ppo.Env:
+    """The kinetix template's training environment as its public [config] describes it (levels, variation,
+    episode limit, dense reward), with the agent's action space; what both its tracer and its harness build.
+
+    Raises ValueError, TypeError or KeyError when [config] describes no such environment.
+    """
+    return make_env(config["levels"], Variation(**config.get("variation", {})), continuous=continuous,
+                    max_timesteps=config["max_timesteps"],
+                    dense_reward_scale=config.get("dense_reward_scale", DENSE_REWARD_SCALE))
+
+
 @dataclass(frozen=True)
 class ActionSpec:
     """What the evaluator's environment accepts, for checking an exported policy's signature."""
@@ -271,6 +282,18 @@ def export_policy(act: Callable, params, obs_size: int, directory: str | Path) -
     export_arrays(directory / PARAMS_FILE, {f"p{i:03d}": np.asarray(x) for i, x in enumerate(leaves)})
 
 
+def init_lapack() -> None:
+    """Make jaxlib's LAPACK kernels callable from exports deserialized in this process.
+
+    jax initialises them only when it lowers a linear-algebra operation itself; an export that calls one
+    (orthogonal initialisation is a QR decomposition: lapack_sgeqrf_ffi), deserialized in a process that has
+    not, segfaults when it runs (jax-ml/jax#29610, jax 0.9.0 here). Cheap, and idempotent.
+    """
+    from jax._src.lib import lapack
+
+    lapack.prepare_lapack_call("geqrf_ffi", np.float32)
+
+
 def load_policy(directory: str | Path, seeds: int, static_params) -> tuple[Callable, ActionSpec]:
     """Load and check an exported policy; returns (policy(obs [S, E, obs_size]) -> actions, its ActionSpec).
 
@@ -314,6 +337,7 @@ def load_policy(directory: str | Path, seeds: int, static_params) -> tuple[Calla
         expected[f"p{i:03d}"] = (aval.shape, str(aval.dtype))
     params = load_arrays(directory / PARAMS_FILE, expected)
     flat = [jnp.asarray(params[f"p{i:03d}"]) for i in range(n_params)]
+    init_lapack()  # a network may hold linear algebra (sealed.PLAIN_CUSTOM_CALLS lets LAPACK through)
 
     def policy(obs):
         return exported.call(flat, obs)

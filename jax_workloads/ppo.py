@@ -141,6 +141,17 @@ def default_network(config: PPOConfig, env: Env) -> nn.Module:
     return ActorCritic(env.num_actions, env.action_dim, config.hidden, config.layers, config.activation)
 
 
+class Network(NamedTuple):
+    """A network as the two functions make_train calls of a flax module: what stands in for one when the network is
+    a candidate's exported functions (jax_workloads.exported), which the training process never imports.
+
+    init(key, obs [obs_size]) -> params; apply(params, obs [n, obs_size]) -> (policy_out, value [n]).
+    """
+
+    init: Callable
+    apply: Callable
+
+
 # The policy distribution, written out: categorical over logits, or a diagonal Gaussian.
 def sample_action(key, policy_out, discrete: bool):
     """Draw an action from the network's policy output."""
@@ -241,7 +252,7 @@ def env_minibatches(key: jax.Array, data, num_minibatches: int):
     return jax.tree.map(split, data)
 
 
-def make_train(config: PPOConfig, env: Env, *, network: nn.Module | None = None,
+def make_train(config: PPOConfig, env: Env, *, network: nn.Module | Network | None = None,
                optimizer: optax.GradientTransformation | None = None, loss: Callable = ppo_loss,
                optimizer_sees_batch: bool = False, progress: Callable[[Any], None] | None = None) -> Callable:
     """Return train(rng) -> {"params", "metrics"}; jit it, and vmap it over seeds.
@@ -252,6 +263,8 @@ def make_train(config: PPOConfig, env: Env, *, network: nn.Module | None = None,
     also receives the minibatch as `batch=` (OPEN's dormancy needs the activations on it).
     `progress`, if given, is called on the host with the index of each finished update
     (sealed.Progress.update); it has no outputs, so the results do not depend on it.
+    `network` is a flax module or a Network of two functions (init, apply); `loss` is called as
+    loss(params, network.apply, minibatch, config, discrete).
     """
     if config.num_updates < 1:
         raise ValueError(f"total_timesteps={config.total_timesteps} is less than one update "

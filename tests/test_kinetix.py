@@ -2,7 +2,8 @@
 
 Real JAX and Kinetix throughout. Compiling Kinetix on a CPU takes tens of seconds, so the default
 tests compile it twice (the evaluator's rollout, and one manual episode); the full sandboxed runs
-are marked slow.
+are marked slow. The gate's tests run the tracer (trace.py, which alone imports agent.py) and the
+harness's gate on its exports, as a run does (tests/test_sealed_kinetix.py: the exports themselves).
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ def load_module(path: Path, name: str):
 
 evaluator = load_module(KINETIX / "evaluate.py", "kinetix_evaluate")
 harness = load_module(KINETIX / "harness.py", "kinetix_harness")
+tracer = load_module(KINETIX / "trace.py", "kinetix_trace")
 space = load_module(KINETIX / "search_space.py", "kinetix_search_space")
 
 TINY = {  # a sandboxed run in about two minutes on 2 cores, nearly all of it compilation
@@ -348,30 +350,41 @@ BAD_AGENTS = {
 }
 
 
+# The gate's settings: one level, the tiny run's batch shapes (8 environments; minibatches of 64).
+GATE_CONFIG = {"levels": ["s/h0_weak_thrust"], "max_timesteps": 256,
+               "ppo": {"total_timesteps": 256, "num_envs": 8, "num_steps": 16, "num_minibatches": 2}}
+
+
 @pytest.fixture(scope="module")
-def small_env():
-    return kt.make_env(["s/h0_weak_thrust"])
+def envs():
+    """The gate's environment for each action head (CONTINUOUS False and True)."""
+    return {continuous: kt.task_env(GATE_CONFIG, continuous) for continuous in (False, True)}
+
+
+def trace_and_gate(agent: Path, folder: Path, envs: dict):
+    """What a run does before training: the tracer exports the agent, the harness imports and gates the exports."""
+    tracer.trace(str(agent), GATE_CONFIG, folder / "exports")
+    traced = harness.load_agent(folder / "exports")
+    harness.gate(traced, envs[traced.continuous], harness.ppo_config(GATE_CONFIG))
+    return traced
 
 
 @pytest.mark.parametrize("name", sorted(BAD_AGENTS))
-def test_gate_rejects_bad_agent_with_one_line(name, tmp_path, small_env, capsys):
+def test_gate_rejects_bad_agent_with_one_line(name, tmp_path, envs, capsys):
     source, reason = BAD_AGENTS[name]
     path = tmp_path / "agent.py"
     path.write_text(source)
     with pytest.raises(SystemExit) as e:
-        continuous, make_network, loss = harness.load_agent(str(path))
-        harness.gate(make_network, loss, small_env, ppo.PPOConfig())
+        trace_and_gate(path, tmp_path, envs)
     assert e.value.code == 3
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("HARNESS-FAIL: ") and reason in lines[0], lines
 
 
-def test_gate_accepts_the_shipped_agent_and_candidates(tmp_path, small_env):
+def test_gate_accepts_the_shipped_agent_and_candidates(tmp_path, envs):
     for path in [KINETIX / "agent.py", *sorted((KINETIX / "candidates").glob("*.py"))]:
-        continuous, make_network, loss = harness.load_agent(str(path))
-        env = kt.make_env(["s/h0_weak_thrust"], continuous=True) if continuous else small_env
-        net = harness.gate(make_network, loss, env, ppo.PPOConfig())
-        assert net is not None, path.name
+        traced = trace_and_gate(path, tmp_path / path.stem, envs)
+        assert traced.continuous == (path.stem == "continuous"), path.name
 
 
 def test_harness_trains_the_budget_of_the_profile_applied(capsys):
@@ -411,7 +424,7 @@ def test_shipped_files_are_rendered_known_members():
         assert space.render(known[path.stem])["agent.py"] == path.read_text(), path.name
 
 
-def test_random_members_are_valid_and_pass_the_gate(tmp_path, small_env):
+def test_random_members_are_valid_and_pass_the_gate(tmp_path, envs):
     rng = random.Random(7)
     pool = list(space.known().values())
     genomes = []
@@ -425,14 +438,13 @@ def test_random_members_are_valid_and_pass_the_gate(tmp_path, small_env):
     assert all(space.mutate(g, rng) != g for g in genomes[:20])
     with pytest.raises(ValueError, match="hidden must be one of"):
         space.validate({**genomes[0], "hidden": 100})
-    continuous_env = kt.make_env(["s/h0_weak_thrust"], continuous=True)
-    for g in genomes[:3] + [{**genomes[0], "continuous": True, "layer_norm": True, "activation": "gelu"}]:
-        path = tmp_path / "agent.py"
+    for i, g in enumerate(genomes[:3] + [{**genomes[0], "continuous": True, "layer_norm": True, "activation": "gelu"}]):
+        path = tmp_path / f"member{i}" / "agent.py"
+        path.parent.mkdir()
         path.write_text(space.render(g)["agent.py"])
-        continuous, make_network, loss = harness.load_agent(str(path))
-        assert continuous == g["continuous"]
-        harness.gate(make_network, loss, continuous_env if continuous else small_env, ppo.PPOConfig())
-        assert space.describe(g).startswith("continuous" if continuous else "discrete")
+        traced = trace_and_gate(path, path.parent, envs)
+        assert traced.continuous == g["continuous"]
+        assert space.describe(g).startswith("continuous" if traced.continuous else "discrete")
 
 
 # ---------------------------------------------------------------- the whole run, through the real sandbox
@@ -455,24 +467,46 @@ def test_scientist_eval_kinetix_through_bwrap(tmp_path):
     assert (out / "work" / "artifacts" / kt.EXPORT_FILE).is_file()
 
 
-@pytest.mark.slow
-def test_candidate_that_tampers_with_its_export_is_rejected(tmp_path):
-    # The candidate runs in the harness's process, so it can overwrite what the harness exported;
-    # the evaluator must then reject the artifact, not crash or score it.
-    templates = tmp_path / "t"
-    write_tiny_kinetix(templates)
-    tamper = tmp_path / "agent.py"
-    tamper.write_text(AGENT + '''
+TAMPER = AGENT + """
 
 import atexit
+import os
 
 
 @atexit.register
 def _overwrite():
-    with open("artifacts/policy.jaxexport", "wb") as f:
+    os.makedirs("{folder}", exist_ok=True)
+    with open("{folder}/policy.jaxexport", "wb") as f:
         f.write(b"I solved every level")
-''')
+"""
+
+
+@pytest.mark.slow
+def test_candidate_that_tampers_with_the_harness_export_changes_nothing(tmp_path):
+    # The candidate runs only in the tracer's sandbox, so the policy it overwrites at exit is in that sandbox's
+    # folder, which the harness never sees: the run trains and is scored as usual.
+    templates = tmp_path / "t"
+    write_tiny_kinetix(templates)
+    tamper = tmp_path / "agent.py"
+    tamper.write_text(TAMPER.replace("{folder}", "artifacts"))
+    out = tmp_path / "run"
+    r = scientist("eval", "--template", "kinetix", "--templates-dir", str(templates), "--home", str(tmp_path / "h"),
+                  "--candidate", str(tamper), "--sandbox", "bwrap", "--out", str(out), timeout=900)
+    assert r.code == 0, r.text
+    assert (out / "trace" / "artifacts" / "policy.jaxexport").read_bytes() == b"I solved every level"
+    assert (out / "work" / "artifacts" / kt.EXPORT_FILE).read_bytes() != b"I solved every level"
+    info = json.loads((out / "final_info.json").read_text())
+    assert all(0.0 <= v <= 1.0 for v in info["metrics"]["solve_rate"]["values"])
+
+
+def test_candidate_that_tampers_with_its_exports_is_refused(tmp_path):
+    # What it can reach is its own exports: the harness checks them before it runs any, and refuses these.
+    templates = tmp_path / "t"
+    write_tiny_kinetix(templates)
+    tamper = tmp_path / "agent.py"
+    tamper.write_text(TAMPER.replace("{folder}", "exports"))
     r = scientist("eval", "--template", "kinetix", "--templates-dir", str(templates), "--home", str(tmp_path / "h"),
                   "--candidate", str(tamper), "--sandbox", "bwrap", timeout=900)
     assert r.code == 1, r.text
-    assert "artifact rejected: policy.jaxexport is not a jax.export artifact" in r.err and "Traceback" not in r.text
+    assert "the traced agent was refused: policy.jaxexport is not a jax.export artifact" in r.err
+    assert "Traceback" not in r.text
