@@ -338,6 +338,8 @@ def _trace(job: Job, run_dir: Path, work: Path, cancel: threading.Event | None) 
 def _copy_exports(src: Path, dest: Path) -> None:
     """Copy the tracer's exports: plain files with plain names, bounded in number and size; ValueError otherwise."""
     dest.mkdir(parents=True, exist_ok=True)
+    if src.is_symlink() or not src.is_dir():  # a link would have us list, and copy, a folder of the host's
+        raise ValueError(f"the tracer's {EXPORTS}/ is no longer a plain folder")
     entries = sorted(os.scandir(src), key=lambda e: e.name)
     if len(entries) > MAX_EXPORTS:
         raise ValueError(f"the tracer wrote {len(entries)} files to {EXPORTS}/, more than {MAX_EXPORTS}")

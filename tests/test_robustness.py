@@ -45,3 +45,25 @@ def test_interrupted_run_is_recorded_and_leaves_no_process(tiny_templates, tmp_p
     assert row == ("failed", "interrupted by the user")
     left = [p for p in psutil.process_iter(["cmdline"]) if str(run_dir) in " ".join(p.info["cmdline"] or [])]
     assert left == []
+
+
+def test_the_tracers_exports_are_copied_only_as_plain_files(tmp_path):
+    """A candidate owns the tracer's folder: a linked exports/ or a linked export must not pull host files in."""
+    import os
+
+    import pytest
+
+    from scientist.runner import _copy_exports
+
+    (tmp_path / "linked").symlink_to("/etc")
+    with pytest.raises(ValueError, match="no longer a plain folder"):
+        _copy_exports(tmp_path / "linked", tmp_path / "dest")
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    (plain / "loss.jaxexport").write_bytes(b"x")
+    os.symlink("/etc/hostname", plain / "policy.jaxexport")
+    with pytest.raises(ValueError, match="not a plain file"):
+        _copy_exports(plain, tmp_path / "dest2")
+    (plain / "policy.jaxexport").unlink()
+    _copy_exports(plain, tmp_path / "dest3")
+    assert sorted(os.listdir(tmp_path / "dest3")) == ["loss.jaxexport"]
