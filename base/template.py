@@ -103,7 +103,7 @@ class TemplateSpec(BaseModel):
     entrypoint: str
     # The trusted script that imports the candidate in a sandbox of its own and exports its functions
     # (jax_workloads.exported); the harness then trains with those exports and never imports the candidate.
-    tracer: str | None = None  # TODO(issue 23): required once every template exports
+    tracer: str  # imports the candidate and exports its functions; the only file that may (see _check_separation)
     evaluator: str
     seeds: int = Field(gt=0)
     limits: Limits = Limits()
@@ -141,8 +141,8 @@ class TemplateSpec(BaseModel):
 
     @field_validator("editable", "harness", "tracer")
     @classmethod
-    def _relative(cls, files: list[str] | str | None) -> list[str] | str | None:
-        for f in [files] if isinstance(files, str) else files or []:
+    def _relative(cls, files: list[str] | str) -> list[str] | str:
+        for f in [files] if isinstance(files, str) else files:
             if Path(f).is_absolute() or ".." in Path(f).parts:
                 raise ValueError(f"{f!r} must be a path inside the template folder")
         return files
@@ -264,8 +264,7 @@ class Template:
         users: paths inside the template, or jax_workloads/<module>.py.
         """
         found: dict[str, Path] = {}
-        tracer = [self.spec.tracer] if self.spec.tracer else []
-        todo = [self.root / f for f in (*self.spec.editable, *self.spec.harness, *tracer, self.spec.evaluator)]
+        todo = [self.root / f for f in (*self.spec.editable, *self.spec.harness, self.spec.tracer, self.spec.evaluator)]
         while todo:
             path = todo.pop()
             name = (str(path.relative_to(self.root)) if path.is_relative_to(self.root)
@@ -365,13 +364,12 @@ def load_template(name_or_path: str, templates_dir: Path = DEFAULT_TEMPLATES_DIR
         spec = TemplateSpec.model_validate(raw)
     except ValidationError as e:
         raise TemplateError(f"{toml_path}: {_problem(e)}") from None
-    for f in [*spec.editable, *spec.harness, *([spec.tracer] if spec.tracer else []), spec.evaluator]:
+    for f in [*spec.editable, *spec.harness, spec.tracer, spec.evaluator]:
         if not (root / f).is_file():
             raise TemplateError(f"{toml_path}: file {f!r} named in the template does not exist")
     if spec.entrypoint not in spec.harness:
         raise TemplateError(f"{toml_path}: field 'entrypoint': {spec.entrypoint!r} is not among 'harness'")
-    if spec.tracer:
-        _check_separation(root, spec, toml_path)
+    _check_separation(root, spec, toml_path)
     template = Template(root=root.resolve(), spec=spec)
     template.seed_ideas()  # a malformed seed_ideas.json is the template's error, said when it is loaded
     for name in spec.profiles:  # and so is a profile its settings cannot take, though no run asked for it yet

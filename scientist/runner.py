@@ -168,12 +168,11 @@ def compute(job: Job, run_dir: Path, cancel: threading.Event | None = None) -> C
         work = _populate(job, run_dir, timings)
     except DataPreparationFailed as e:
         return failed(str(e), None)
-    if spec.tracer:
-        t_trace = time.time()
-        traced = _trace(job, run_dir, work, cancel)
-        timings["trace"] = time.time() - t_trace
-        if not traced.ok:
-            return failed(_reason(traced, job.template), traced.log_tail)
+    t_trace = time.time()
+    traced = _trace(job, run_dir, work, cancel)
+    timings["trace"] = time.time() - t_trace
+    if not traced.ok:
+        return failed(_reason(traced, job.template), traced.log_tail)
     outcome = backends.run(
         job.sandbox,
         backends.Job(script=spec.entrypoint, work=work, libs_parent=PROJECT_ROOT, cpus=job.cpus,
@@ -272,13 +271,12 @@ class DataPreparationFailed(Exception):
 def _populate(job: Job, run_dir: Path, timings: dict) -> Path:
     """Lay out run_dir/work (harness, public config, prepared data) and run_dir/candidate (what the user reads).
 
-    With a tracer, the candidate goes only into run_dir/trace, the tracer's own sandbox (see _trace);
-    a template without one still gets it beside the harness.
+    The candidate goes only into run_dir/trace, the tracer's own sandbox (see _trace), never beside the harness.
     """
     spec = job.template.spec
     work = run_dir / "work"
     (work / "artifacts").mkdir(parents=True)
-    _lay_out(job, work, [*spec.harness], with_candidate=not spec.tracer)
+    _lay_out(job, work, [*spec.harness], with_candidate=False)
     for f, src in job.sources.items():
         (run_dir / "candidate" / f).parent.mkdir(parents=True, exist_ok=True)
         (run_dir / "candidate" / f).write_text(src)

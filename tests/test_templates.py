@@ -27,6 +27,7 @@ def test_shipped_template_loads():
 
 @pytest.mark.parametrize("pattern,replacement,message", [
     (r"^name = .*$", "", "field 'name': missing"),
+    (r"^tracer = .*$", "", "field 'tracer': missing"),
     (r"^seeds = .*$", 'seeds = "eight"', "field 'seeds': Input should be a valid integer"),
     (r'^direction = .*$', 'direction = "up"', "field 'metric.direction': Input should be 'max' or 'min'"),
     (r"^time_s = .*$", "time_s = -1", "field 'limits.time_s': Input should be greater than 0"),
