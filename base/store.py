@@ -21,6 +21,8 @@ from typing import Any
 import psutil
 from filelock import FileLock
 
+from base.results import ConfirmationResult, FinalInfo
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -199,6 +201,14 @@ class Run:
     node: str | None = None
     draw: int | None = None   # the secrets' draw (base.secrets); None: draw 0
 
+    @property
+    def result(self) -> FinalInfo:
+        """The sealed result as a record; ValueError for a run that has none (it failed, or is running)."""
+        if self.final_info is None:
+            raise ValueError(f"run {self.id} has no sealed result ({self.status}"
+                             + (f": {self.reason})" if self.reason else ")"))
+        return FinalInfo.from_json(self.final_info)
+
 
 _JSON_COLUMNS = ("candidate_source", "final_info", "timings")
 # Every column but the logs, which are read only when a run's folder is made again.
@@ -257,8 +267,8 @@ class Store:
         """Record the outcome of a run, with its (bounded) logs by file name."""
         mean = stderr = None
         if final_info is not None and metric is not None:
-            mean = final_info["metrics"][metric]["mean"]
-            stderr = final_info["metrics"][metric]["stderr"]
+            m = FinalInfo.from_json(final_info).summary(metric)
+            mean, stderr = m.mean, m.stderr
         packed = zlib.compress(json.dumps(logs).encode(), 6) if logs else None
         self.db.execute(
             "UPDATE runs SET status=?, reason=?, metric_name=?, metric_mean=?, metric_stderr=?,"
@@ -421,7 +431,7 @@ class Store:
         return [dict(r) for r in rows.fetchall()]
 
     def save_confirmation(self, *, campaign: str, session_id: int, idea: str, search_run_id: int,
-                          run_id: int | None, baseline_run_id: int | None, result: dict | None,
+                          run_id: int | None, baseline_run_id: int | None, result: ConfirmationResult | None,
                           new_best: bool, reason: str | None = None, template_hash: str | None = None,
                           night: int | None = None, train_seed: int | None = None, draw: int | None = None,
                           previous_run_id: int | None = None) -> int:
@@ -430,14 +440,16 @@ class Store:
             "INSERT INTO confirmations (campaign, session_id, idea, search_run_id, run_id, baseline_run_id, result,"
             " new_best, reason, created, template_hash, night, train_seed, draw, previous_run_id)"
             " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) RETURNING id",
-            (campaign, session_id, idea, search_run_id, run_id, baseline_run_id, _dumps(result), int(new_best),
+            (campaign, session_id, idea, search_run_id, run_id, baseline_run_id,
+             _dumps(result.to_json() if result else None), int(new_best),
              reason, time.time(), template_hash, night, train_seed, draw, previous_run_id))
         return int(cur.fetchone()[0])
 
     def confirmations(self, campaign: str) -> list[dict]:
-        """A campaign's confirmations, oldest first, with their result decoded."""
+        """A campaign's confirmations, oldest first, with their result as a record (None where it failed)."""
         rows = self.db.execute("SELECT * FROM confirmations WHERE campaign=? ORDER BY id", (campaign,)).fetchall()
-        return [{**dict(r), "result": json.loads(r["result"]) if r["result"] else None} for r in rows]
+        return [{**dict(r), "result": ConfirmationResult.from_json(json.loads(r["result"])) if r["result"] else None}
+                for r in rows]
 
     def session_cost(self, session_id: int) -> tuple[float, int, int, int]:
         """(dollars, calls, prompt tokens, completion tokens) recorded for a session."""

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from base.records import Comparison, Idea, IdeaOutcome, RunEntry, SessionSummary
+from base.results import FinalInfo
 from base.stats import PAIRED, PERMUTATION, SIGN_FLIP, WELCH, interval_method
 from base.template import Template
 from papers.claims import Fact, Kind, numbers
@@ -27,8 +28,8 @@ class PaperInput:
     template: Template
     idea: Idea
     entry: IdeaOutcome            # the idea's outcome in summary.json (status, reason, best, runs)
-    baseline: dict                # the baseline's final_info.json
-    infos: dict[str, dict]        # final_info.json of each successful run, by "run_<j>[_attempt_<k>]"
+    baseline: FinalInfo           # the baseline's final_info.json
+    infos: dict[str, FinalInfo]   # final_info.json of each successful run, by "run_<j>[_attempt_<k>]"
     notes: str = ""
     significance: str = ""
     sources: dict[str, str] = field(default_factory=dict)  # the best run's candidate files
@@ -46,7 +47,7 @@ class PaperInput:
         return self.entry.ok_runs
 
     @property
-    def best_info(self) -> dict | None:
+    def best_info(self) -> FinalInfo | None:
         best = self.entry.best
         return self.infos.get(best.folder) if best else None
 
@@ -59,19 +60,18 @@ class PaperInput:
     def interval(self) -> str:
         """How the 95% intervals were made, in words (a bounded metric's stay within its range)."""
         spec = self.template.spec.metric
-        method = self.baseline["metrics"][self.metric].get("ci95_method", "t")
-        return interval_method(method, spec.low, spec.high)
+        return interval_method(self.baseline.summary(self.metric).ci95_method, spec.low, spec.high)
 
 
 def load_input(template: Template, out_dir: Path, entry: IdeaOutcome, summary: SessionSummary) -> PaperInput:
     """Read an idea's logged results from a finished run folder."""
     idea_dir = out_dir / entry.folder
-    baseline = json.loads((out_dir / "baseline" / "final_info.json").read_text())
+    baseline = FinalInfo.from_json(json.loads((out_dir / "baseline" / "final_info.json").read_text()))
     infos = {}
     for r in entry.runs:
         path = idea_dir / r.folder / "final_info.json"
         if r.status == "ok" and path.is_file():
-            infos[r.folder] = json.loads(path.read_text())
+            infos[r.folder] = FinalInfo.from_json(json.loads(path.read_text()))
     sources = {}
     if entry.best:
         cand = idea_dir / entry.best.folder / "candidate"
@@ -84,14 +84,14 @@ def load_input(template: Template, out_dir: Path, entry: IdeaOutcome, summary: S
                       significance=summary.significance_test, sources=sources)
 
 
-def _summary_facts(prefix: str, info: dict) -> list[Fact]:
+def _summary_facts(prefix: str, info: FinalInfo) -> list[Fact]:
     # Per-seed values are not facts: a paper states summaries, and hundreds of them would match anything.
-    out = [Fact(f"{prefix}.n", float(info["n"]), Kind.COUNT, prefix)]
-    for name, m in info["metrics"].items():
-        out += [Fact(f"{prefix}.{name}.mean", m["mean"], Kind.MEAN, prefix),
-                Fact(f"{prefix}.{name}.stderr", m["stderr"], Kind.STDERR, prefix),
-                Fact(f"{prefix}.{name}.ci95_low", m["ci95"][0], Kind.INTERVAL, prefix),
-                Fact(f"{prefix}.{name}.ci95_high", m["ci95"][1], Kind.INTERVAL, prefix)]
+    out = [Fact(f"{prefix}.n", float(info.n), Kind.COUNT, prefix)]
+    for name, m in info.metrics.items():
+        out += [Fact(f"{prefix}.{name}.mean", m.mean, Kind.MEAN, prefix),
+                Fact(f"{prefix}.{name}.stderr", m.stderr, Kind.STDERR, prefix),
+                Fact(f"{prefix}.{name}.ci95_low", m.ci95[0], Kind.INTERVAL, prefix),
+                Fact(f"{prefix}.{name}.ci95_high", m.ci95[1], Kind.INTERVAL, prefix)]
     return out
 
 
@@ -107,11 +107,11 @@ def _flatten(prefix: str, value, kind: str, lists: bool = True, run: str | None 
     return []
 
 
-def _ratio_facts(run: str, info: dict, baseline: dict) -> list[Fact]:
+def _ratio_facts(run: str, info: FinalInfo, baseline: FinalInfo) -> list[Fact]:
     """A run's means and scalar extras over the baseline's, for "doubles" or "3 times higher" (positive only)."""
-    pairs = {name: (m["mean"], baseline["metrics"][name]["mean"]) for name, m in info["metrics"].items()
-             if name in baseline["metrics"]}
-    extra, base_extra = info.get("extra", {}), baseline.get("extra", {})
+    pairs = {name: (m.mean, baseline.metrics[name].mean) for name, m in info.metrics.items()
+             if name in baseline.metrics}
+    extra, base_extra = info.extra, baseline.extra
     pairs |= {key: (v, base_extra[key]) for key, v in extra.items()
               if isinstance(v, int | float) and not isinstance(v, bool)
               and isinstance(base_extra.get(key), int | float) and not isinstance(base_extra.get(key), bool)}
@@ -134,7 +134,7 @@ def collect(inp: PaperInput) -> list[Fact]:
     """Every number the paper may state, with where it was logged and what kind of number it is."""
     facts = _summary_facts("baseline", inp.baseline)
     # Lists in `extra` (learning curves, per-seed sweeps) may be figures, but are not facts for prose.
-    facts += _flatten("baseline.extra", inp.baseline.get("extra", {}), Kind.EXTRA, lists=False, run="baseline")
+    facts += _flatten("baseline.extra", inp.baseline.extra, Kind.EXTRA, lists=False, run="baseline")
     thresholds = []
     for r in inp.ok_runs:
         name = r.folder
@@ -156,13 +156,13 @@ def collect(inp: PaperInput) -> list[Fact]:
                               Kind.NORMALIZED, name))
     best = inp.best_info
     if best is not None:
-        facts += _flatten("best.extra", best.get("extra", {}), Kind.EXTRA, lists=False, run=inp.entry.best.folder)
+        facts += _flatten("best.extra", best.extra, Kind.EXTRA, lists=False, run=inp.entry.best.folder)
     facts += _flatten("config", inp.template.spec.config, Kind.CONFIG)
     runs = inp.entry.runs
     facts += [Fact("count.runs", float(len({r.run for r in runs})), Kind.COUNT),
               Fact("count.attempts", float(len(runs)), Kind.COUNT),
               Fact("count.successful_runs", float(len(inp.ok_runs)), Kind.COUNT),
-              Fact("seeds", float(inp.baseline["n"]), Kind.COUNT)]
+              Fact("seeds", float(inp.baseline.n), Kind.COUNT)]
     facts += [Fact("alpha", 0.05, Kind.LEVEL), Fact("confidence_percent", 95.0, Kind.LEVEL)]
     metric = inp.template.spec.metric  # a declared range, named where the paper says how intervals were made
     facts += [Fact(f"metric.{k}", v, Kind.TEMPLATE) for k, v in (("low", metric.low), ("high", metric.high))
@@ -224,9 +224,9 @@ def results_table(inp: PaperInput) -> dict:
     """The main results table (LaTeX body, caption, label): the baseline and every successful run."""
     metric = inp.metric
     rows = []
-    b = inp.baseline["metrics"][metric]
-    rows.append(f"Baseline & {fmt(b['mean'])} $\\pm$ {fmt(b['stderr'])} & [{fmt(b['ci95'][0])}, "
-                f"{fmt(b['ci95'][1])}] & {b['n']} & -- & -- & -- \\\\")
+    b = inp.baseline.summary(metric)
+    rows.append(f"Baseline & {fmt(b.mean)} $\\pm$ {fmt(b.stderr)} & [{fmt(b.ci95[0])}, "
+                f"{fmt(b.ci95[1])}] & {b.n} & -- & -- & -- \\\\")
     for r in inp.ok_runs:
         m, c = r.metric, r.metric.comparison
         difference, p, p_holm = (c.difference, c.p_value, c.p_value_holm) if c else (0.0, float("nan"), None)

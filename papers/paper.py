@@ -37,15 +37,16 @@ def _figures(inp: PaperInput, fig_dir: Path, problems: list[str]) -> list[dict]:
     runs = [{"label": r.folder.replace("_", " "), "status": "ok" if r.metric else "failed",
              **({"mean": r.metric.mean, "ci95": r.metric.ci95, "n": r.metric.n} if r.metric else {})}
             for r in inp.entry.runs]
-    b = inp.baseline["metrics"][inp.metric]
+    b = inp.baseline.summary(inp.metric)
     try:
-        figs.append(metric_per_run(runs, {"mean": b["mean"], "ci95": b["ci95"], "n": b["n"]}, inp.metric,
+        figs.append(metric_per_run(runs, {"mean": b.mean, "ci95": b.ci95, "n": b.n}, inp.metric,
                                    inp.direction, fig_dir))
     except FigureError as e:
         problems.append(f"figure metric_per_run: {e}")
     if inp.best_info is not None:
         try:
-            figs += template_figures(inp.template.root, inp.best_info, inp.baseline, fig_dir)
+            # A template's figures.py takes final_info.json as the dicts the evaluator wrote.
+            figs += template_figures(inp.template.root, inp.best_info.to_json(), inp.baseline.to_json(), fig_dir)
         except FigureError as e:
             problems.append(f"template figures: {e}")
     # Paths relative to the paper folder, so the .tex compiles wherever the folder is moved.

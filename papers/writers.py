@@ -33,7 +33,7 @@ def _verdict_sentence(inp: PaperInput) -> str:
     if not best or verdict is None:
         return ""
     m, c = best.metric, best.metric.comparison
-    b = inp.baseline["metrics"][inp.metric]
+    b = inp.baseline.summary(inp.metric)
     # The unadjusted p is a number here, never a verdict of its own: the verdict is the adjusted one.
     name = TEST_TEX.get(c.test, (tex_escape(c.test), ""))[0]
     tests = f"{name[0].upper()}{name[1:]} gives {_p_text(c.p_value)}"
@@ -42,7 +42,7 @@ def _verdict_sentence(inp: PaperInput) -> str:
                   f"\\cite{{holm1979simple}}, {_p_text(c.p_value_holm)}")
     return (f"The best run reached {fmt(m.mean)} $\\pm$ {fmt(m.stderr)} (mean $\\pm$ standard error; 95\\% "
             f"interval [{fmt(m.ci95[0])}, {fmt(m.ci95[1])}], $n = {m.n}$ seeds) against the baseline's "
-            f"{fmt(b['mean'])} $\\pm$ {fmt(b['stderr'])}. {tests}: {VERDICT_TEXT.get(verdict, verdict)}.")
+            f"{fmt(b.mean)} $\\pm$ {fmt(b.stderr)}. {tests}: {VERDICT_TEXT.get(verdict, verdict)}.")
 
 
 CONCLUSIONS = {
@@ -83,7 +83,7 @@ def template_sections(inp: PaperInput) -> dict[str, str]:
                     f"records what was tried and why it failed ({'; '.join(reasons) or 'no attempt was made'}).")
     background = template_text(root, "background") or tex_escape(spec.description) + "."
     setup = template_text(root, "setup") or tex_escape(spec.metric.description)
-    setup += (f"\n\nEvery run is evaluated over $n = {inp.baseline['n']}$ seeds; we report the mean, its standard "
+    setup += (f"\n\nEvery run is evaluated over $n = {inp.baseline.n}$ seeds; we report the mean, its standard "
               f"error and a 95\\% interval of the metric \\texttt{{{metric}}} ({better} is better): "
               f"{tex_escape(inp.interval)}. We call "
               f"a run better or worse than the baseline only when the difference is significant at the 0.05 level "
@@ -128,9 +128,9 @@ def results_brief(inp: PaperInput) -> str:
              f"{inp.template.spec.metric.description}",
              f"Significance: {inp.significance}",
              f"95% intervals: {inp.interval}"]
-    b = inp.baseline["metrics"][inp.metric]
-    lines.append(f"Baseline: mean {b['mean']:.4f}, s.e. {b['stderr']:.4f}, 95% CI [{b['ci95'][0]:.4f}, "
-                 f"{b['ci95'][1]:.4f}], n {b['n']}")
+    b = inp.baseline.summary(inp.metric)
+    lines.append(f"Baseline: mean {b.mean:.4f}, s.e. {b.stderr:.4f}, 95% CI [{b.ci95[0]:.4f}, "
+                 f"{b.ci95[1]:.4f}], n {b.n}")
     for r in inp.entry.runs:
         if r.status == "ok" and r.metric and r.metric.comparison:
             m, c = r.metric, r.metric.comparison

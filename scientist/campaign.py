@@ -36,6 +36,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from base.records import Comparison, Reporter, SessionSummary
+from base.results import ConfirmationResult, PreviousBest
 from base.secrets import secret_keys
 from base.stats import better, compare, holm
 from base.store import Run, Store
@@ -220,8 +221,8 @@ def best_known(store: Store, campaign: str, version: str | None = None) -> tuple
     if run is None:
         return None
     r = best["result"]
-    return (f"idea {best['idea']} of night {r.get('night', '?')}: {r['metric']} = {r['mean']:.4f} ± {r['stderr']:.4f} "
-            f"on {r['n']} fresh seeds, against {r['baseline_mean']:.4f} for the shipped code", run.candidate_source)
+    return (f"idea {best['idea']} of night {r.night or '?'}: {r.metric} = {r.mean:.4f} ± {r.stderr:.4f} "
+            f"on {r.n} fresh seeds, against {r.baseline_mean:.4f} for the shipped code", run.candidate_source)
 
 
 def night_config(campaign: CampaignConfig, template: Template, sandbox: Sandbox, home: Path, night: Night,
@@ -310,7 +311,7 @@ class Confirmed:
     baseline: Run | None = None
     previous: Run | None = None      # the campaign's previous best, re-run on the same fresh seeds
     comparison: Comparison | None = None  # against the baseline, before Holm's adjustment
-    result: dict | None = None
+    result: ConfirmationResult | None = None
     new_best: bool = False
     reason: str | None = None
 
@@ -329,8 +330,8 @@ def leaderboard(store: Store, campaign: str, version: str | None = None) -> list
     """
     version = version or current_version(store, campaign)
     rows = [c for c in store.confirmations(campaign) if c["result"] is not None and c["template_hash"] == version]
-    maximise = bool(rows) and rows[0]["result"]["direction"] == "max"
-    return sorted(rows, key=lambda c: c["result"]["mean"], reverse=maximise)
+    maximise = bool(rows) and rows[0]["result"].direction == "max"
+    return sorted(rows, key=lambda c: c["result"].mean, reverse=maximise)
 
 
 def older_results(store: Store, campaign: str, version: str | None = None) -> list[dict]:
@@ -385,9 +386,6 @@ def confirm_night(cfg: RunConfig, campaign: CampaignConfig, store: Store, sessio
             template=template, sources=sources, seeds=campaign.confirm_seeds, sandbox=cfg.sandbox, home=cfg.home,
             out_dir=(folder / name).resolve(), kind=kind, label=f"confirm/{name}", draw=fresh.draw), store)
 
-    def summary_of(run: Run) -> dict:
-        return run.final_info["metrics"][metric]
-
     base = evaluate("baseline", template.editable_sources(), kind="baseline")
     previous, previous_note = None, None
     if best is not None:
@@ -408,41 +406,40 @@ def confirm_night(cfg: RunConfig, campaign: CampaignConfig, store: Store, sessio
         elif not base.ok:
             c.reason = f"the baseline failed on the confirmation seeds: {base.run.reason}"
         else:
-            m, b = summary_of(res.run), summary_of(base.run)
-            c.comparison = cmp = compare(m["values"], b["values"], direction, test=cfg.test)  # same seeds: paired
-            c.result = {"metric": metric, "direction": direction, "night": summary_night(cfg),
-                        "mean": m["mean"], "stderr": m["stderr"], "ci95": m["ci95"], "n": m["n"],
-                        "baseline_mean": b["mean"], "test": cmp.test, "p_value": cmp.p_value,
-                        "difference": cmp.difference, "alpha": cmp.alpha,
-                        "train_seed": fresh.train_seed, "draw": fresh.draw, "previous": None}
-            if best is not None:
-                c.result["previous"] = {"idea": best["idea"], "night": best["result"].get("night"),
-                                        "confirmation_id": best["id"], "failed": previous_note}
+            m, b = res.run.result.summary(metric), base.run.result.summary(metric)
+            c.comparison = cmp = compare(m.values, b.values, direction, test=cfg.test)  # same seeds: paired
+            c.result = ConfirmationResult(
+                metric=metric, direction=direction, night=summary_night(cfg), mean=m.mean, stderr=m.stderr,
+                ci95=m.ci95, n=m.n, baseline_mean=b.mean, test=cmp.test, p_value=cmp.p_value,
+                difference=cmp.difference, alpha=cmp.alpha, train_seed=fresh.train_seed, draw=fresh.draw,
+                previous=None if best is None else PreviousBest(
+                    idea=best["idea"], night=best["result"].night, confirmation_id=best["id"], failed=previous_note))
         report.event("confirmed", idea=idea.name, search_mean=idea.best.metric.mean,
-                     mean=c.result["mean"] if c.result else None, reason=c.reason)
+                     mean=c.result.mean if c.result else None, reason=c.reason)
         out.append(c)
     scored = [c for c in out if c.result is not None]
     # One Holm family: every candidate against the baseline, and against the previous best where its
     # mean beats the previous best's re-run (elsewhere that test could not say "better" anyway).
-    family = [(c.result, c.comparison) for c in scored]
+    family: list[tuple[ConfirmationResult | PreviousBest, Comparison]] = [(c.result, c.comparison) for c in scored]
     if previous is not None and previous.ok:
-        p = summary_of(previous.run)
+        p = previous.run.result.summary(metric)
         for c in scored:
+            prev = c.result.previous
+            prev.run_id, prev.mean, prev.stderr, prev.ci95, prev.n = previous.run.id, p.mean, p.stderr, p.ci95, p.n
             # Not tested (its mean is not above the previous best's): no verdict, so never a new best.
-            c.result["previous"].update(run_id=previous.run.id, mean=p["mean"], stderr=p["stderr"], ci95=p["ci95"],
-                                        n=p["n"], verdict=None, p_value_holm=None)
-            if better(c.result["mean"], p["mean"], direction):
-                cmp = compare(summary_of(c.run)["values"], p["values"], direction, test=cfg.test)
-                c.result["previous"].update(test=cmp.test, p_value=cmp.p_value, difference=cmp.difference)
-                family.append((c.result["previous"], cmp))
+            prev.verdict = prev.p_value_holm = None
+            if better(c.result.mean, p.mean, direction):
+                cmp = compare(c.run.result.summary(metric).values, p.values, direction, test=cfg.test)
+                prev.test, prev.p_value, prev.difference = cmp.test, cmp.p_value, cmp.difference
+                family.append((prev, cmp))
     for (r, cmp), p in zip(family, holm([cmp.p_value for _, cmp in family]), strict=True):
-        r["p_value_holm"] = p
-        r["verdict"] = ("no significant difference" if not p < cmp.alpha else
-                        "better" if (cmp.difference > 0) == (direction == "max") else "worse")
-    winners = [c for c in scored if c.result["verdict"] == "better"
-               and (best is None or c.result["previous"].get("verdict") == "better")]
+        r.p_value_holm = p
+        r.verdict = ("no significant difference" if not p < cmp.alpha else
+                     "better" if (cmp.difference > 0) == (direction == "max") else "worse")
+    winners = [c for c in scored if c.result.verdict == "better"
+               and (best is None or c.result.previous.verdict == "better")]
     if winners:
-        winner = max(winners, key=lambda c: c.result["mean"] if direction == "max" else -c.result["mean"])
+        winner = max(winners, key=lambda c: c.result.mean if direction == "max" else -c.result.mean)
         winner.new_best = True
     for c in out:
         store.save_confirmation(campaign=campaign.name, session_id=session_id, idea=c.idea,
@@ -502,17 +499,16 @@ def _confirmed_row(store: Store, c: dict, page_dir: Path, best_id: int | None) -
     r, run = c["result"], store.get(c["run_id"])
     href = os.path.relpath(run.out_dir, page_dir) if run and run.out_dir else None
     # Idea names repeat across nights (evolve_000 every night): the night tells them apart.
-    return LeaderRow(name=f"{c['idea']} ({r.get('night', '?')})", title=f"found on night {r.get('night', '?')}",
-                     mean=r["mean"],
-                     stderr=r["stderr"], ci_low=r["ci95"][0], ci_high=r["ci95"][1], n=r["n"], verdict=r["verdict"],
-                     p_value_holm=r["p_value_holm"], status=STATUS[r["verdict"]], run=Link(text="run", href=href),
+    return LeaderRow(name=f"{c['idea']} ({r.night or '?'})", title=f"found on night {r.night or '?'}", mean=r.mean,
+                     stderr=r.stderr, ci_low=r.ci95[0], ci_high=r.ci95[1], n=r.n, verdict=r.verdict,
+                     p_value_holm=r.p_value_holm, status=STATUS[r.verdict], run=Link(text="run", href=href),
                      is_best=c["id"] == best_id)
 
 
 def _metric_row(run: Run | None, metric: str, name: str, title: str) -> LeaderRow | None:
-    m = run.final_info["metrics"][metric] if run and run.final_info else None
-    return LeaderRow(name=name, title=title, mean=m["mean"], stderr=m["stderr"], ci_low=m["ci95"][0],
-                     ci_high=m["ci95"][1], n=m["n"]) if m else None
+    m = run.result.summary(metric) if run and run.final_info else None
+    return LeaderRow(name=name, title=title, mean=m.mean, stderr=m.stderr, ci_low=m.ci95[0],
+                     ci_high=m.ci95[1], n=m.n) if m else None
 
 
 def night_digest(campaign: CampaignConfig, store: Store, night: Night, page_dir: Path, home: Path) -> Digest:
@@ -546,7 +542,7 @@ def night_digest(campaign: CampaignConfig, store: Store, night: Night, page_dir:
         # The baseline on the seeds of this night's confirmations, else on those of the latest night that had some.
         shown = max(rows, key=lambda c: c["id"])
         d.baseline = _metric_row(store.get(shown["baseline_run_id"]), d.metric, "baseline",
-                                 f"on the fresh seeds of {shown['result'].get('night', '?')}") or d.baseline
+                                 f"on the fresh seeds of {shown['result'].night or '?'}") or d.baseline
         d.subtitle += (" · leaderboard: the campaign's candidates re-evaluated on fresh seeds (each on its night's), "
                        "this template version only")
     else:
@@ -560,22 +556,22 @@ def night_digest(campaign: CampaignConfig, store: Store, night: Night, page_dir:
                else store.get(c["baseline_run_id"]).candidate_source)
         new = store.get(c["run_id"]).candidate_source
         r = c["result"]
-        prev = r.get("previous") or {}
+        prev = r.previous if before else None  # None too in results of early versions, which did not record it
         d.new_bests.append(NewBest(
-            name=c["idea"], mean=r["mean"], ci_low=r["ci95"][0], ci_high=r["ci95"][1], n=r["n"],
-            previous=(f"the previous best, {before['idea']} ({before['result'].get('night', '?')}), re-run on the "
+            name=c["idea"], mean=r.mean, ci_low=r.ci95[0], ci_high=r.ci95[1], n=r.n,
+            previous=(f"the previous best, {before['idea']} ({before['result'].night or '?'}), re-run on the "
                       "same seeds") if before else "baseline",
-            previous_mean=prev.get("mean") if before else r["baseline_mean"],
-            previous_verdict=prev.get("verdict") if before else None,
-            previous_p_value_holm=prev.get("p_value_holm") if before else None, verdict=r["verdict"],
+            previous_mean=(prev.mean if prev else None) if before else r.baseline_mean,
+            previous_verdict=prev.verdict if prev else None,
+            previous_p_value_holm=prev.p_value_holm if prev else None, verdict=r.verdict,
             diff=_diff(old, new, before["idea"] if before else "baseline", c["idea"])))
     d.series = []
     for n in nights:
         so_far = [c for c in bests if c["session_id"] <= n["id"]]
         if so_far and n["id"] <= session["id"]:
             r = so_far[-1]["result"]
-            d.series.append(SeriesPoint(label=Path(n["out_dir"]).name, mean=r["mean"], ci_low=r["ci95"][0],
-                                        ci_high=r["ci95"][1]))
+            d.series.append(SeriesPoint(label=Path(n["out_dir"]).name, mean=r.mean, ci_low=r.ci95[0],
+                                        ci_high=r.ci95[1]))
     return d
 
 

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from base.results import FinalInfo
 from base.stats import summarize
 from base.template import Metric, load_template
 from jax_workloads.sealed import FAIL_MARKER, ArtifactError, describe
@@ -40,7 +41,7 @@ def _module(template_root: Path, filename: str):
     return module
 
 
-def final_info(template_name: str, metric: Metric, seeds: int, result: dict) -> dict:
+def final_info(template_name: str, metric: Metric, seeds: int, result: dict) -> FinalInfo:
     """The final_info.json contract: one summary per metric, the main metric named first.
 
     Every value of every metric must be a finite number (a NaN passes any range check and
@@ -66,14 +67,8 @@ def final_info(template_name: str, metric: Metric, seeds: int, result: dict) -> 
                          f"[{metric.low}, {metric.high}]")
     summaries = {name: summarize(values, *((metric.low, metric.high) if name == metric.name else ()))
                  for name, values in per_seed.items()}
-    return {
-        "template": template_name,
-        "metric": metric.name,
-        "direction": metric.direction,
-        "n": seeds,
-        "metrics": summaries,
-        "extra": result.get("extra", {}),
-    }
+    return FinalInfo(template=template_name, metric=metric.name, direction=metric.direction, n=seeds,
+                     metrics=summaries, extra=result.get("extra", {}))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -124,12 +119,12 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as e:  # noqa: BLE001 - an evaluator crash on a weird artifact is a rejection too
         print(f"{FAIL_MARKER}evaluation failed: {describe(e)}", file=sys.stderr, flush=True)
         return ARTIFACT_REJECTED
-    if spec.metric.name not in info["metrics"]:
+    if spec.metric.name not in info.metrics:
         print(f"{FAIL_MARKER}evaluator produced no {spec.metric.name!r}", file=sys.stderr, flush=True)
         return ARTIFACT_REJECTED
-    info["evaluate_s"] = time.time() - started
+    info = info.model_copy(update={"evaluate_s": time.time() - started})
     tmp = args.out.with_suffix(".tmp")
-    tmp.write_text(json.dumps(info, indent=1))
+    tmp.write_text(json.dumps(info.to_json(), indent=1))
     os.replace(tmp, args.out)
     return 0
 

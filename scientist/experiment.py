@@ -50,25 +50,25 @@ def compare_runs(run: Run, baseline: Run, metric: str, direction: str, test: Tes
     """
     shared = (run.template_hash == baseline.template_hash and run.seeds == baseline.seeds
               and (run.draw or 0) == (baseline.draw or 0))
-    return compare(run.final_info["metrics"][metric]["values"], baseline.final_info["metrics"][metric]["values"],
-                   direction, test=test, shared_seeds=shared)
+    return compare(run.result.summary(metric).values, baseline.result.summary(metric).values, direction, test=test,
+                   shared_seeds=shared)
 
 
 def describe_result(run: Run, baseline: Run | None, metric: str, direction: str,
                     test: Test = "welch") -> tuple[str, Comparison | None]:
     """A run's result in words for the model, and its significance test against the baseline."""
-    metrics = run.final_info["metrics"]
-    m = metrics[metric]
-    text = f"{metric} = {m['mean']:.4f} ± {m['stderr']:.4f} (95% CI {m['ci95'][0]:.4f} to {m['ci95'][1]:.4f}, " \
-           f"n={m['n']}, {'higher' if direction == 'max' else 'lower'} is better)"
-    others = [f"{k} = {v['mean']:.4f}" for k, v in metrics.items() if k != metric]
+    info = run.result
+    m = info.summary(metric)
+    text = f"{metric} = {m.mean:.4f} ± {m.stderr:.4f} (95% CI {m.ci95[0]:.4f} to {m.ci95[1]:.4f}, " \
+           f"n={m.n}, {'higher' if direction == 'max' else 'lower'} is better)"
+    others = [f"{k} = {v.mean:.4f}" for k, v in info.metrics.items() if k != metric]
     if others:
         text += "; also " + ", ".join(others)
     comparison = None
     if baseline is not None:
         comparison = compare_runs(run, baseline, metric, direction, test)
-        b = baseline.final_info["metrics"][metric]
-        text += (f". Baseline {b['mean']:.4f} ± {b['stderr']:.4f}; {comparison.test} "
+        b = baseline.result.summary(metric)
+        text += (f". Baseline {b.mean:.4f} ± {b.stderr:.4f}; {comparison.test} "
                  f"{format_p(comparison.p_value)}: {comparison.verdict}")
     return text, comparison
 
@@ -76,11 +76,11 @@ def describe_result(run: Run, baseline: Run | None, metric: str, direction: str,
 def metric_result(run: Run, comparison: Comparison | None, baseline: Run, metric: str,
                   direction: str) -> MetricResult:
     """A successful run's main metric as summary.json records it."""
-    m = run.final_info["metrics"][metric]
-    base_mean = baseline.final_info["metrics"][metric]["mean"]
-    return MetricResult(name=metric, mean=m["mean"], stderr=m["stderr"], ci95=m["ci95"], n=m["n"], values=m["values"],
+    m = run.result.summary(metric)
+    base_mean = baseline.result.summary(metric).mean
+    return MetricResult(name=metric, mean=m.mean, stderr=m.stderr, ci95=m.ci95, n=m.n, values=m.values,
                         comparison=comparison,
-                        normalized=normalized(m["mean"], base_mean, direction) if base_mean != 0 else None)
+                        normalized=normalized(m.mean, base_mean, direction) if base_mean != 0 else None)
 
 
 @dataclass

@@ -278,8 +278,8 @@ def run_session(cfg: RunConfig, store: Store, report: Reporter) -> tuple[int, Se
         profile = f"profile {cfg.template.spec.profile or 'none'} on {cfg.template.device.upper()}"
         report.event("executor", description=f"{executor.describe()}; {profile}")
         baseline = ensure_baseline(cfg, store, executor)
-        m = baseline.final_info["metrics"][cfg.template.spec.metric.name]
-        report.event("baseline", metric=cfg.template.spec.metric.name, mean=m["mean"], ci95=m["ci95"])
+        m = baseline.result.summary(cfg.template.spec.metric.name)
+        report.event("baseline", metric=cfg.template.spec.metric.name, mean=m.mean, ci95=m.ci95)
         archive_ids = stored.get("archive_ids")
         archive = _archive(store, cfg.template, session_id, archive_ids, cfg.campaign)
         if archive_ids is None:  # freeze the archive, so a resumed session asks the same questions
@@ -381,8 +381,8 @@ def _summary(cfg: RunConfig, store: Store, session_id: int, baseline: Run | None
     metric = cfg.template.spec.metric
     base = None
     if baseline is not None:
-        m = baseline.final_info["metrics"][metric.name]
-        base = BaselineResult(run_id=baseline.id, mean=m["mean"], stderr=m["stderr"], ci95=m["ci95"], n=m["n"],
+        m = baseline.result.summary(metric.name)
+        base = BaselineResult(run_id=baseline.id, mean=m.mean, stderr=m.stderr, ci95=m.ci95, n=m.n,
                               run_dir=str(cfg.out_dir / "baseline"))
     _adjust_for_multiple_comparisons(ideas, metric.direction)
     best = None

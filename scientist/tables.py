@@ -14,6 +14,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from base.records import PaperStatus, SessionSummary
+from base.results import ConfirmationResult
 from base.stats import format_p, holm_adjust
 from base.store import Run
 from base.template import Template
@@ -43,10 +44,10 @@ def eval_line(label: str, res: EvalResult, template: Template) -> tuple[bool, st
     if not res.ok:
         return False, (f"[red]✗[/red] {label}: failed: {escape(run.reason or '')} "
                        f"(run {run.id}, log {res.out_dir}/train.log)")
-    m = run.final_info["metrics"][template.spec.metric.name]
+    m = run.result.summary(template.spec.metric.name)
     how = f"cached from run {run.id}" if res.cached else f"run {run.id}"
-    return True, (f"[green]✓[/green] {label}: {template.spec.metric.name} = {m['mean']:.4f} "
-                  f"(95% CI {m['ci95'][0]:.4f} to {m['ci95'][1]:.4f}, n={m['n']}; {how}) "
+    return True, (f"[green]✓[/green] {label}: {template.spec.metric.name} = {m.mean:.4f} "
+                  f"(95% CI {m.ci95[0]:.4f} to {m.ci95[1]:.4f}, n={m.n}; {how}) "
                   f"{res.out_dir}/final_info.json")
 
 
@@ -77,7 +78,7 @@ def results_table(template: Template, results: list[tuple[str, EvalResult]], bas
         if not res.ok:
             table.add_row(label, "[red]failed[/red]", "", "", "", "", time_s)
             continue
-        m = run.final_info["metrics"][metric.name]
+        m = run.result.summary(metric.name)
         versus = ""
         if baseline is not None and baseline.id == run.id:
             versus = "(baseline)"
@@ -87,8 +88,8 @@ def results_table(template: Template, results: list[tuple[str, EvalResult]], bas
             verdict = c.final_verdict if several else c.verdict
             color = {"better": "green", "worse": "red"}.get(verdict, "yellow")
             versus = f"[{color}]{c.difference:+.4f}, {p}, {verdict}[/{color}]"
-        table.add_row(label, "[green]ok[/green]", f"{_fmt(m['mean'])} ± {_fmt(m['stderr'])}",
-                      f"[{_fmt(m['ci95'][0])}, {_fmt(m['ci95'][1])}]", str(m["n"]), versus, time_s)
+        table.add_row(label, "[green]ok[/green]", f"{_fmt(m.mean)} ± {_fmt(m.stderr)}",
+                      f"[{_fmt(m.ci95[0])}, {_fmt(m.ci95[1])}]", str(m.n), versus, time_s)
     return table, escape(line)
 
 
@@ -191,10 +192,10 @@ def print_session(console: Console, summary: SessionSummary, out_dir: Path) -> N
                       "run the same command again to resume")
 
 
-def _result_cells(r: dict) -> tuple[str, str, str]:
-    lo, hi = r["ci95"]
-    verdict = f"{_SHORT.get(r['verdict'], r['verdict'])} ({format_p(r['p_value_holm'], 'Holm p')})"
-    return f"{_fmt(r['mean'])} ± {_fmt(r['stderr'])}", f"[{_fmt(lo)}, {_fmt(hi)}]", verdict
+def _result_cells(r: ConfirmationResult) -> tuple[str, str, str]:
+    lo, hi = r.ci95
+    verdict = f"{_SHORT.get(r.verdict, r.verdict)} ({format_p(r.p_value_holm, 'Holm p')})"
+    return f"{_fmt(r.mean)} ± {_fmt(r.stderr)}", f"[{_fmt(lo)}, {_fmt(hi)}]", verdict
 
 
 def confirmation_line(c, template: Template) -> str:
@@ -204,8 +205,8 @@ def confirmation_line(c, template: Template) -> str:
         return f"confirm {escape(c.idea)}: search {_fmt(search)}; [red]{escape(c.reason or 'failed')}[/red]"
     mean, ci, verdict = _result_cells(c.result)
     star = " [green]new best[/green]" if c.new_best else ""
-    return (f"confirm {escape(c.idea)}: search {_fmt(search)} -> {mean} on {c.result['n']} fresh seeds, 95% CI {ci}, "
-            f"vs baseline {_fmt(c.result['baseline_mean'])}: {verdict}{star}")
+    return (f"confirm {escape(c.idea)}: search {_fmt(search)} -> {mean} on {c.result.n} fresh seeds, 95% CI {ci}, "
+            f"vs baseline {_fmt(c.result.baseline_mean)}: {verdict}{star}")
 
 
 def campaigns_table(rows: list[tuple[dict, dict | None]]) -> Table:
@@ -215,7 +216,7 @@ def campaigns_table(rows: list[tuple[dict, dict | None]]) -> Table:
         table.add_column(col)
     for row, best in rows:
         when = time.strftime("%Y-%m-%d %H:%M", time.localtime(row["last"])) if row["last"] else ""
-        shown = f"{best['idea']}: {_fmt(best['result']['mean'])} ± {_fmt(best['result']['stderr'])}" if best else "none"
+        shown = f"{best['idea']}: {_fmt(best['result'].mean)} ± {_fmt(best['result'].stderr)}" if best else "none"
         table.add_row(row["name"], row["template"], str(row["nights"]), when, shown)
     return table
 
@@ -223,16 +224,16 @@ def campaigns_table(rows: list[tuple[dict, dict | None]]) -> Table:
 def leaderboard_table(name: str, rows: list[dict]) -> Table:
     """A campaign's re-evaluated results (of its current template version), best first, with intervals, the test
     against the baseline, and whether each was confirmed."""
-    metric = rows[0]["result"]["metric"] if rows else "metric"
+    metric = rows[0]["result"].metric if rows else "metric"
     table = Table(title=f"{name}: re-evaluated {metric}, best first (each on its night's fresh seeds; vs the baseline "
                         "on the same seeds, Holm over each night; the current template version)")
     for col in ("rank", "idea", "night", "mean ± s.e.", "95% CI", "n", "vs baseline", "status"):
         table.add_column(col)
     for i, c in enumerate(rows, start=1):
-        mean, ci, verdict = _result_cells(c["result"])
-        v = c["result"]["verdict"]
-        status = "confirmed" if v == "better" else f"re-evaluated, {_SHORT.get(v, v)}"
-        table.add_row(str(i), c["idea"], c["result"].get("night", ""), mean, ci, str(c["result"]["n"]), verdict,
+        r = c["result"]
+        mean, ci, verdict = _result_cells(r)
+        status = "confirmed" if r.verdict == "better" else f"re-evaluated, {_SHORT.get(r.verdict, r.verdict)}"
+        table.add_row(str(i), c["idea"], r.night or "", mean, ci, str(r.n), verdict,
                       status + (", new best" if c["new_best"] else ""))
     return table
 

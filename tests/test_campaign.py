@@ -136,12 +136,12 @@ def _two_nights_accumulated(home: Path, tmp_path: Path) -> None:
     shown = {name: {k: float(v) for k, v in cells.items()} for name, cells in _leaderboard(dom).items()}
     confirmed = cp.leaderboard(Store(home / "store.sqlite"), "tiny-nightly")
     if confirmed:  # the confirmed leaderboard, every row as the store has it
-        expected = {f"{c['idea']} ({c['result']['night']})": c["result"] for c in confirmed}
+        expected = {f"{c['idea']} ({c['result'].night})": c["result"] for c in confirmed}
         assert set(expected) <= set(shown), (expected, shown)
         for name, r in expected.items():
-            assert shown[name]["mean"] == pytest.approx(r["mean"], abs=1e-12)
-            assert (shown[name]["ci-low"], shown[name]["ci-high"]) == pytest.approx(tuple(r["ci95"]), abs=1e-12)
-            assert shown[name]["n"] == r["n"]
+            assert shown[name]["mean"] == pytest.approx(r.mean, abs=1e-12)
+            assert (shown[name]["ci-low"], shown[name]["ci-high"]) == pytest.approx(tuple(r.ci95), abs=1e-12)
+            assert shown[name]["n"] == r.n
     else:  # none beat the baseline in the search: the page shows the night's search, as summary.json has it
         for idea in s2.ideas:
             if idea.best is not None:
@@ -234,12 +234,12 @@ def test_two_nights_confirm_on_fresh_seeds_the_winner_rule_and_the_previous_best
     night1, (a, b) = _night(c, store, template, home, tmp_path / "001-night", 1,
                             [("fast", fast, fast.metric_mean), ("faster", faster, faster.metric_mean)])
     # The winner rule: both are significantly better than the baseline (one Holm family); the better mean wins.
-    assert a.result["verdict"] == b.result["verdict"] == "better", (a.result, b.result)
-    best, other = sorted((a, b), key=lambda c: c.result["mean"], reverse=True)
+    assert a.result.verdict == b.result.verdict == "better", (a.result, b.result)
+    best, other = sorted((a, b), key=lambda c: c.result.mean, reverse=True)
     assert best.new_best and not other.new_best
-    assert [a.result["p_value_holm"], b.result["p_value_holm"]] == pytest.approx(
-        holm([a.result["p_value"], b.result["p_value"]]))
-    assert a.result["previous"] is None and cp.current_best(store, "fresh")["idea"] == best.idea
+    assert [a.result.p_value_holm, b.result.p_value_holm] == pytest.approx(
+        holm([a.result.p_value, b.result.p_value]))
+    assert a.result.previous is None and cp.current_best(store, "fresh")["idea"] == best.idea
     assert cp.best_known(store, "fresh", template.content_hash())[1] == best.search_run.candidate_source
 
     # Night 2's search: one idea with exactly the best's code, one with the shipped code, both leading the search.
@@ -269,18 +269,18 @@ def test_two_nights_confirm_on_fresh_seeds_the_winner_rule_and_the_previous_best
     previous = same.previous
     assert previous is not None and previous.candidate_source == best.search_run.candidate_source
     assert same.baseline.id != a.baseline.id and previous.id not in (best.run.id, best.search_run.id)
-    assert same.result["previous"]["mean"] == pytest.approx(previous.metric_mean)
+    assert same.result.previous.mean == pytest.approx(previous.metric_mean)
     # Equal to the previous best: better than the baseline, not than the best; no new best.
-    assert same.result["verdict"] == "better" and same.result["previous"]["verdict"] != "better"
+    assert same.result.verdict == "better" and same.result.previous.verdict != "better"
     assert not same.new_best and not cursed.new_best
     # The search's lead of the baseline's own code does not survive fresh seeds: re-evaluated, not significant.
-    assert cursed.result["verdict"] == "no significant difference"
+    assert cursed.result.verdict == "no significant difference"
     assert cp.current_best(store, "fresh")["idea"] == best.idea
     md = cp.write_digest(c, store, night2, home).markdown.read_text()
     assert "| re-evaluated, n.s. |" in md.split("| cursed (002-night) |")[1].split("\n")[0]
     assert "| confirmed |" in md.split("| same_as_best (002-night) |")[1].split("\n")[0]
-    assert [same.result["p_value_holm"], cursed.result["p_value_holm"]] == pytest.approx(
-        holm([same.result["p_value"], cursed.result["p_value"]]))  # equal means: not tested against the best
+    assert [same.result.p_value_holm, cursed.result.p_value_holm] == pytest.approx(
+        holm([same.result.p_value, cursed.result.p_value]))  # equal means: not tested against the best
     assert "starts over" not in md
 
     # Night 1's page shows its new best's code against the baseline's, and the best by night.

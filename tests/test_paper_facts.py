@@ -21,6 +21,7 @@ from test_llm import MemoryRecorder
 
 from base.llm import LLM, Budget
 from base.records import Idea, IdeaOutcome, SessionSummary
+from base.results import FinalInfo, MetricSummary
 from base.stats import normalized
 from base.template import load_template
 from papers import verdicts
@@ -39,6 +40,12 @@ def _metric(mean: float, stderr: float, ci: tuple[float, float], rng: random.Ran
             "ci95": list(ci), "n": SEEDS}
 
 
+def _final_info(metrics: dict[str, dict], extra: dict) -> FinalInfo:
+    """A final_info.json as the sealed evaluator writes it, of the discopop template."""
+    return FinalInfo.from_json({"template": "discopop", "metric": METRIC, "direction": "max", "n": SEEDS,
+                                "metrics": metrics, "extra": extra})
+
+
 def make_input(verdict_holm: str = "no significant difference", *, mean: float = 0.7345, p: float = 0.0312,
                p_holm: float = 0.0936, verdict: str | None = None, template_root: Path | None = None) -> PaperInput:
     """One idea of one successful and one failed run against a baseline; `extra` holds 4 curves x 340 steps."""
@@ -48,16 +55,14 @@ def make_input(verdict_holm: str = "no significant difference", *, mean: float =
     extra = {**curves, "per_seed": [rng.random() for _ in range(SEEDS)], "kl_budget": 1.0}
     # A second logged metric has per-seed values too (the case that made "b2 0.98" match run_1.val_acc.seed_5).
     val_acc = _metric(0.8417, 0.0102, (0.8199, 0.8635), rng)
-    base = {"n": SEEDS, "metrics": {METRIC: _metric(0.6123, 0.0211, (0.5673, 0.6573), rng), "val_acc": val_acc},
-            "extra": extra}
-    info = {"n": SEEDS, "metrics": {METRIC: _metric(mean, 0.0188, (mean - 0.0401, mean + 0.0401), rng),
-                                    "val_acc": val_acc},
-            "extra": extra}
-    m = info["metrics"][METRIC]
+    base = _final_info({METRIC: _metric(0.6123, 0.0211, (0.5673, 0.6573), rng), "val_acc": val_acc}, extra)
+    info = _final_info({METRIC: _metric(mean, 0.0188, (mean - 0.0401, mean + 0.0401), rng), "val_acc": val_acc},
+                       extra)
+    m = info.summary(METRIC)
     comparison = {"test": "Welch's t-test (two-sided)", "alpha": 0.05, "difference": mean - 0.6123, "p_value": p,
                   "verdict": verdict or verdict_holm, "p_value_holm": p_holm, "verdict_holm": verdict_holm}
-    metric = {"name": METRIC, "mean": mean, "stderr": m["stderr"], "ci95": m["ci95"], "n": SEEDS,
-              "values": m["values"], "comparison": comparison, "normalized": normalized(mean, 0.6123, "max")}
+    metric = {"name": METRIC, "mean": mean, "stderr": m.stderr, "ci95": m.ci95, "n": SEEDS,
+              "values": m.values, "comparison": comparison, "normalized": normalized(mean, 0.6123, "max")}
     runs = [{"run": 1, "attempt": 1, "status": "ok", "run_id": 5, "note": "hinge mix", "metric": metric},
             {"run": 2, "attempt": 1, "status": "failed", "run_id": 6, "reason": "loss returned NaN"}]
     entry = {"idx": 0, "name": "hinge_mix", "title": "Hinge mix", "folder": "idea_0_hinge_mix", "status": "done",
@@ -97,13 +102,13 @@ def test_per_seed_values_and_curves_are_not_facts_but_scalars_are():
 def with_worse_run(inp: PaperInput, mean: float = 0.5012, p: float = 0.0004, p_holm: float = 0.0012) -> PaperInput:
     """The input with a third, successful run that is not the best: significantly worse than the baseline."""
     rng = random.Random(1)
-    info = {"n": SEEDS, "metrics": {METRIC: _metric(mean, 0.0123, (mean - 0.0262, mean + 0.0262), rng),
-                                    "val_acc": _metric(0.7011, 0.0099, (0.6800, 0.7222), rng)}, "extra": {}}
-    m = info["metrics"][METRIC]
+    info = _final_info({METRIC: _metric(mean, 0.0123, (mean - 0.0262, mean + 0.0262), rng),
+                        "val_acc": _metric(0.7011, 0.0099, (0.6800, 0.7222), rng)}, {})
+    m = info.summary(METRIC)
     comparison = {"test": "Welch's t-test (two-sided)", "alpha": 0.05, "difference": mean - 0.6123, "p_value": p,
                   "verdict": "worse", "p_value_holm": p_holm, "verdict_holm": "worse"}
-    metric = {"name": METRIC, "mean": mean, "stderr": m["stderr"], "ci95": m["ci95"], "n": SEEDS,
-              "values": m["values"], "comparison": comparison, "normalized": normalized(mean, 0.6123, "max")}
+    metric = {"name": METRIC, "mean": mean, "stderr": m.stderr, "ci95": m.ci95, "n": SEEDS,
+              "values": m.values, "comparison": comparison, "normalized": normalized(mean, 0.6123, "max")}
     entry = inp.entry.model_dump()
     entry["runs"].append({"run": 3, "attempt": 1, "status": "ok", "run_id": 7, "note": "pure hinge", "metric": metric})
     return PaperInput(template=inp.template, idea=inp.idea, entry=IdeaOutcome.model_validate(entry),
@@ -461,9 +466,9 @@ def test_a_run_whose_every_paper_failed_exits_with_an_error(tmp_path):
     run = tmp_path / "run"
     inp = make_input()
     (run / "baseline").mkdir(parents=True)
-    (run / "baseline" / "final_info.json").write_text(json.dumps(inp.baseline))
+    (run / "baseline" / "final_info.json").write_text(json.dumps(inp.baseline.to_json()))
     (run / inp.entry.folder / "run_1").mkdir(parents=True)
-    (run / inp.entry.folder / "run_1" / "final_info.json").write_text(json.dumps(inp.infos["run_1"]))
+    (run / inp.entry.folder / "run_1" / "final_info.json").write_text(json.dumps(inp.infos["run_1"].to_json()))
     (run / inp.entry.folder / "run_2").mkdir(parents=True)
     (run / inp.entry.folder / "run_2" / "candidate").mkdir()
     summary = SessionSummary(template="discopop", template_hash="h", metric={"name": METRIC, "direction": "max"},
@@ -496,7 +501,8 @@ def test_a_bounded_metric_paper_names_its_interval_and_keeps_it_in_range(tmp_pat
     from base.stats import summarize
 
     near_zero = summarize([0.0] * 15 + [0.0024], low=0.0, high=1.0)
-    inp.baseline["metrics"][METRIC] = near_zero
+    inp.baseline = inp.baseline.model_copy(
+        update={"metrics": {**inp.baseline.metrics, METRIC: MetricSummary.from_json(near_zero)}})
     sections = template_sections(inp)
     assert "logit scale" in sections["experimental_setup"] and "[0, 1]" in sections["experimental_setup"]
     from papers.facts import results_table

@@ -1,9 +1,14 @@
 """The store's rules for reuse and resume: what is reused, what is redone, what a dead process leaves."""
 
 import json
+import shutil
 import subprocess
 import sys
 
+import pytest
+from conftest import ROOT
+
+from base.results import ConfirmationResult, FinalInfo, MissingMetric
 from base.store import ABANDONED, INTERRUPTED, Store, run_key, source_hash
 
 SOURCES = {"loss.py": "def loss(a, b, c, d, beta):\n    return a\n"}
@@ -126,3 +131,58 @@ def test_processes_writing_one_store_at_once_lose_no_row(tmp_path):
     assert [p.wait(timeout=300) for p in procs] == [0, 0, 0]
     rows = Store(tmp_path / "s.sqlite").db.execute("SELECT status FROM runs").fetchall()
     assert len(rows) == 450 and {r["status"] for r in rows} == {"ok"}
+
+
+def test_a_sealed_result_reads_as_a_record_and_is_written_back_as_it_was(tmp_path):
+    from scientist.evaluator import main
+
+    # final_info.json as the sealed evaluator writes it, for the grokking fixture (val_acc bounded to [0, 1]).
+    root = tmp_path / "grokking"
+    shutil.copytree(ROOT / "tests" / "fixtures" / "grokking", root)
+    (root / "evaluate.py").write_text(
+        "def prepare(data_dir, config, private, seeds):\n    pass\n\n"
+        "def evaluate(work, config, private, seeds):\n"
+        "    return {'per_seed': {'val_acc': [0.5, 0.75, 0.625], 'val_loss': [1.0, 2, 1.5]},\n"
+        "            'extra': {'curve': [[0.1, 0.2], [0.3, 0.4]], 'steps': 3}}\n")
+    out = tmp_path / "final_info.json"
+    assert main(["evaluate", "--template", str(root), "--dir", str(tmp_path), "--seeds", "3", "--out", str(out)]) == 0
+    data = json.loads(out.read_text())
+    info = FinalInfo.from_json(data)
+    assert json.dumps(info.to_json(), indent=1) == out.read_text()  # the same keys, values and order
+    acc = info.summary("val_acc")
+    assert (acc.values, acc.mean, acc.n, acc.ci95_method) == ([0.5, 0.75, 0.625], 0.625, 3, "logit-t")
+    assert (acc.stderr, acc.ci95) == (data["metrics"]["val_acc"]["stderr"], data["metrics"]["val_acc"]["ci95"])
+    assert info.summary("val_loss").values == [1.0, 2.0, 1.5] and info.extra["steps"] == 3
+    assert (info.template, info.metric, info.direction, info.n) == ("grokking", "val_acc", "max", 3)
+    with pytest.raises(MissingMetric, match=r"no metric 'val_bpc' \(it has val_acc, val_loss\)"):
+        info.summary("val_bpc")
+    # A result scored before bounded intervals and evaluation times: read with defaults, written back without them.
+    old = {k: v for k, v in data.items() if k != "evaluate_s"}
+    old["metrics"] = {name: {k: v for k, v in m.items() if k != "ci95_method"} for name, m in data["metrics"].items()}
+    assert FinalInfo.from_json(old).summary("val_acc").ci95_method == "t" and FinalInfo.from_json(old).to_json() == old
+
+    # The store keeps the JSON as written; a run reads it as the record.
+    store = Store(tmp_path / "s.sqlite")
+    ok = start(store, tmp_path)
+    store.finish_run(ok, status="ok", final_info=data, metric="val_acc")
+    run = store.get(ok)
+    assert run.final_info == data and run.result == info and (run.metric_mean, run.metric_stderr) == (0.625, acc.stderr)
+    failed = start(store, tmp_path, {"loss.py": "x = 1\n"})
+    store.finish_run(failed, status="failed", reason="loss returned NaN")
+    with pytest.raises(ValueError, match=f"run {failed} has no sealed result \\(failed: loss returned NaN\\)"):
+        _ = store.get(failed).result
+
+
+def test_a_confirmation_result_of_an_earlier_version_loads_and_is_kept_as_written(tmp_path):
+    # The first campaigns recorded no fresh seeds and no previous best.
+    first = {"metric": "val_acc", "direction": "max", "night": "001-2026-12-02", "mean": 0.9, "stderr": 0.01,
+             "ci95": [0.88, 0.92], "n": 4, "baseline_mean": 0.8, "test": "Welch's t-test (two-sided)",
+             "p_value": 0.001, "difference": 0.1, "alpha": 0.05, "p_value_holm": 0.002, "verdict": "better"}
+    store = Store(tmp_path / "s.sqlite")
+    store.save_confirmation(campaign="c", session_id=1, idea="a", search_run_id=1, run_id=2, baseline_run_id=3,
+                            result=ConfirmationResult.from_json(first), new_best=True)
+    [row] = store.confirmations("c")
+    r = row["result"]
+    assert (r.mean, r.verdict, r.previous, r.train_seed) == (0.9, "better", None, None)
+    assert r.to_json() == first
+    assert json.loads(store.db.execute("SELECT result FROM confirmations").fetchone()[0]) == first
