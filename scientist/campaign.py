@@ -75,7 +75,7 @@ class NightBudget(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     minutes: float | None = Field(None, gt=0)
-    usd: float | None = Field(None, gt=0)
+    usd: float | None = Field(None, ge=0)  # 0: spend nothing (no model call; an evolve night needs none)
     evaluations: int | None = Field(None, ge=1)
 
 

@@ -35,7 +35,7 @@ class RunConfig(BaseModel):
     sandbox: Sandbox
     home: Path
     out_dir: Path
-    budget_usd: float | None = Field(None, gt=0)
+    budget_usd: float | None = Field(None, ge=0)  # 0: spend nothing (no model call; an evolve run needs none)
     budget_minutes: float | None = Field(None, gt=0)
     budget_evaluations: int | None = Field(None, ge=1)   # sandboxed runs computed (reused ones are free)
     seed: int = 0

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from conftest import ROOT, scientist
 
+from base.llm import Budget, BudgetExceeded
 from base.records import SessionSummary
 from base.stats import holm
 from base.store import Run, Store
@@ -65,6 +66,7 @@ def idea_ids(home: Path, session_id: int) -> list[int]:
     ('name = "x"\ntemplate = "discopop"\ntest = "student"\n', "field 'test': Input should be 'welch' or 'paired'"),
     ('name = "x"\ntemplate = "discopop"\n[budget]\nminutes = 0\n', "field 'budget.minutes': Input should be greater"),
     ('name = "x"\ntemplate = "discopop"\n[budget]\nhours = 1\n', "field 'budget.hours': unknown key"),
+    ('name = "x"\ntemplate = "discopop"\n[budget]\nusd = -1\n', "field 'budget.usd': Input should be greater than or equal to 0"),
     ('name = "x"\ntemplate = "discopop"\nproposer = "llm"\n', "field 'model': proposer = \"llm\" needs a model"),
     ('name = "x"\ntemplate = "nope"\n', "field 'template': unknown template 'nope'"),
     ('name = "x"\ntemplate = \n', "not valid TOML"),
@@ -75,6 +77,15 @@ def test_a_bad_campaign_file_is_one_line_and_exit_2(tmp_path, body, message):
     r = scientist("nightly", str(path), "--home", str(tmp_path / "home"))
     assert r.code == 2, r.text
     assert message in r.err and "Traceback" not in r.text and len(r.err.strip().splitlines()) == 1, r.err
+
+
+def test_a_zero_dollar_budget_means_spend_nothing(tmp_path):
+    """An evolve campaign calls no model: usd = 0 is its honest budget, not an error."""
+    path = tmp_path / "c.toml"
+    path.write_text('name = "x"\ntemplate = "discopop"\nproposer = "evolve"\n[budget]\nusd = 0.0\n')
+    assert cp.load_campaign(path).budget.usd == 0.0
+    with pytest.raises(BudgetExceeded):  # and it holds: a model would not get a single call
+        Budget(usd=0.0).check()
 
 
 def test_a_missing_campaign_file_is_one_line(tmp_path):

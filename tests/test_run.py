@@ -163,7 +163,7 @@ def test_dollar_budget_stops_cleanly_and_says_so(tiny_templates, run_home, tmp_p
 
 
 @pytest.mark.parametrize("args,message", [
-    (("--budget-usd", "0"), "--budget-usd must be greater than 0"),
+    (("--budget-usd", "-1"), "--budget-usd must be at least 0"),
     (("--budget-minutes", "0"), "--budget-minutes must be greater than 0"),
     (("--model", "anthropic/claude-3-5-sonnet-20241022"), "ANTHROPIC_API_KEY"),
     (("--proposer", "llm"), "--proposer llm needs --model"),
