@@ -3,7 +3,7 @@
 Each command parses its flags, builds what the layer below needs (a template, a sandbox, a
 RunConfig), dispatches, and prints with scientist.tables. Every expected failure is one line
 and a non-zero exit: 1 when a run failed, 2 when the command could not start (bad template,
-flag or file), 3 at a budget, 130 when interrupted.
+flag or file), 3 at a budget, 130 when interrupted; 70 is the last-resort guard's (main).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from scientist import runner, tables
 from scientist.config import RunConfig, flag_error
 from scientist.executors import default_workers
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode=None,
                   help="Research automation for small JAX experiment templates.")
 console = tables.make_console()
 err = tables.make_console(stderr=True)
@@ -57,7 +57,7 @@ MaxTokensOpt = typer.Option(None, "--max-tokens", show_default="the server's",
                                  "whole context).")
 ExecutorOpt = typer.Option("local", "--executor", help="local (this machine) or ray (a Ray cluster).")
 ProfileOpt = typer.Option(None, "--profile", show_default="gpu with --gpus, else cpu",
-                          help="The template's \\[profiles.<name>] settings to run with (sizes, seeds, limits).")
+                          help="The template's [profiles.<name>] settings to run with (sizes, seeds, limits).")
 RayAddressOpt = typer.Option(None, "--ray-address", show_default="a local Ray instance",
                              help="The Ray cluster to use with --executor ray, e.g. 10.0.0.1:6379.")
 
@@ -521,9 +521,15 @@ def nightly(
 ) -> None:
     """One night of a campaign, for cron: search, confirm new bests on fresh seeds, write the digest.
 
-    Exit codes: 0 the night ran (to its end or its budget), 1 it stopped on an error, 2 the
-    campaign file or the machine cannot run it, 4 another night of the campaign is running,
-    130 interrupted. Never prompts.
+    Never prompts. Exit codes:
+
+    \b
+      0    the night ran, to its end or its budget
+      1    it stopped on an error (printed and stored)
+      2    the campaign file or the machine cannot run it
+      4    another night of the campaign is running
+      70   an internal error (please report it)
+      130  interrupted
     """
     from base.llm import LLMError
     from scientist import campaign as cp
@@ -599,7 +605,8 @@ def report(
     console.print(f"report: {md}\n        {html}")
 
 
-campaign_app = typer.Typer(no_args_is_help=True, help="Campaigns: their leaderboards and nights.")
+campaign_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None,
+                           help="Campaigns: their leaderboards and nights.")
 app.add_typer(campaign_app, name="campaign")
 
 
@@ -626,7 +633,8 @@ def campaign_show(name: str = typer.Argument(..., help="The campaign's name."), 
     console.print(tables.nights_table(nights))
 
 
-sandbox_app = typer.Typer(no_args_is_help=True, help="The sandbox: build its Docker image, see which backend runs.")
+sandbox_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None,
+                          help="The sandbox: build its Docker image, see which backend runs.")
 app.add_typer(sandbox_app, name="sandbox")
 
 
