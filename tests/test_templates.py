@@ -97,7 +97,7 @@ SHIPPED = ["discopop", "open", "kinetix", "diffusion", "transformer"]
 # kinetix's changed on 2026-12-03 to Kinetix's own PPO (tests/test_kinetix_fidelity.py), re-measured then.
 # open's changed on 2026-12-03 to OPEN's wiring ([config.open], tests/test_open_fidelity.py), re-measured then,
 # and on 2026-12-07 only in the label of its Adam reference (its fingerprint no longer covers the eval seed).
-CPU_SETTINGS = {"discopop": "449aa8910b5c", "open": "9abc960fb4ca", "kinetix": "c0575a95c8c4",
+CPU_SETTINGS = {"discopop": "449aa8910b5c", "open": "5f56a07bd07f", "kinetix": "c0575a95c8c4",
                 "diffusion": "db010fbc7f5b", "transformer": "e9dec21fe124"}
 SETTINGS = {"seeds", "limits", "config", "private"}
 
