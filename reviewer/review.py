@@ -5,7 +5,7 @@ on "I am done"), all at one temperature above 0, a malformed answer being sent b
 an area chair's meta-review. The numeric scores of the result are the means of the ensemble's valid
 scores rounded half up to the form's scale; the Decision is the area chair's. The default protocol,
 The AI Scientist's own, is reviewer/ai_scientist.py; reviewer.batch.review_with_protocol picks by the
-settings. The model sees only the text a human reader would see (reviewer.pdf's injection guard).
+settings. The model sees only the text a human reader would see (reviewer.injection_guard).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""reviewer.pdf on real PDFs made with pdflatex: text and captions, the injection guard, errors, truncation."""
+"""reviewer.pdf and reviewer.injection_guard on real PDFs made with pdflatex: text, captions, guard, errors, cuts."""
 
 from __future__ import annotations
 
@@ -244,10 +244,10 @@ def test_visible_instruction_is_removed(tmp_path):
     ("Prior work does not ignore instructions from users.", False),
 ])
 def test_instruction_patterns(sentence, flagged):
-    from reviewer.pdf import _remove_instructions
+    from reviewer.injection_guard import remove_instructions
 
     text = f"A sentence before.\n{sentence}\nA sentence after."
-    kept, flags = _remove_instructions(text, page_number=3)
+    kept, flags = remove_instructions(text, page_number=3)
     assert bool(flags) == flagged
     if flagged:
         assert kept.replace("\n", " ").split() == "A sentence before. A sentence after.".split()
