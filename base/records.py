@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
@@ -225,12 +225,3 @@ def write_json(path: Path, data: Any) -> None:
     tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
     tmp.write_text(json.dumps(data, indent=1))
     os.replace(tmp, path)
-
-
-class Reporter(Protocol):
-    """Where the agent loop reports progress: a live display, JSON lines, or nothing.
-
-    The loop emits events (`report.event("run_done", run=1, ...)`) and never formats output itself.
-    """
-
-    def event(self, kind: str, **fields: Any) -> None: ...

@@ -35,7 +35,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from base.records import Comparison, Reporter, SessionSummary
+from base.events import ConfirmationDone, FreshSeedsDrawn, Reporter, Stage
+from base.records import Comparison, SessionSummary
 from base.results import ConfirmationResult, PreviousBest
 from base.secrets import secret_keys
 from base.stats import better, compare, holm
@@ -377,8 +378,8 @@ def confirm_night(cfg: RunConfig, campaign: CampaignConfig, store: Store, sessio
         return []
     fresh = fresh_seeds(store, campaign.name, session_id, cfg.template)
     template = confirmation_template(cfg.template, fresh)
-    report.event("stage", stage="confirming")
-    report.event("fresh_seeds", night=fresh.night, train_seed=fresh.train_seed, draw=fresh.draw)
+    report.event(Stage(stage="confirming"))
+    report.event(FreshSeedsDrawn(night=fresh.night, train_seed=fresh.train_seed, draw=fresh.draw))
     folder = cfg.out_dir / "confirm"
 
     def evaluate(name: str, sources: dict[str, str], kind: str = "candidate") -> runner.EvalResult:
@@ -414,8 +415,9 @@ def confirm_night(cfg: RunConfig, campaign: CampaignConfig, store: Store, sessio
                 difference=cmp.difference, alpha=cmp.alpha, train_seed=fresh.train_seed, draw=fresh.draw,
                 previous=None if best is None else PreviousBest(
                     idea=best["idea"], night=best["result"].night, confirmation_id=best["id"], failed=previous_note))
-        report.event("confirmed", idea=idea.name, search_mean=idea.best.metric.mean,
-                     mean=c.result.mean if c.result else None, reason=c.reason)
+        report.event(ConfirmationDone(idea=idea.name, search_mean=idea.best.metric.mean,
+                                      mean=c.result.mean if c.result else None, reason=c.reason,
+                                      verdict=c.comparison.verdict if c.comparison else None))
         out.append(c)
     scored = [c for c in out if c.result is not None]
     # One Holm family: every candidate against the baseline, and against the previous best where its

@@ -15,8 +15,9 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from base.events import IdeaDone, Reporter, RunComputing, RunFailed, RunStarted, RunSucceeded
 from base.llm import Budget
-from base.records import Comparison, Idea, IdeaOutcome, MetricResult, Reporter, RunEntry
+from base.records import Comparison, Idea, IdeaOutcome, MetricResult, RunEntry
 from base.stats import Test, better, compare, format_p, normalized
 from base.store import Run, Store
 from base.template import Template
@@ -97,19 +98,28 @@ class IdeaLog:
     notes: list[str] = field(default_factory=list)          # notes.md, for the paper writer
     best: RunEntry | None = None
 
-    def record(self, entry: RunEntry, attempt: Attempt, note: str, **event: object) -> None:
-        """An attempt ended: to the store, the proposer's history, summary entries, notes and the display."""
+    def record(self, entry: RunEntry, attempt: Attempt, note: str, *, spend_usd: float | None = None,
+               cached: bool = False) -> None:
+        """An attempt ended: to the store, the proposer's history, summary entries, notes and the display.
+
+        spend_usd is the session's spend once the attempt reached the sandbox (None for no usable edit);
+        cached says its run was reused from the store.
+        """
         self.store.save_step(self.idea_id, entry.run, entry.attempt, status=entry.status, run_id=entry.run_id,
                              reason=entry.reason)
         self.history.append(attempt)
         self.entries.append(entry)
         self.notes.append(note)
-        if entry.metric is not None:
-            if self.best is None or better(entry.metric.mean, self.best.metric.mean, self.direction):
-                self.best = entry
-            event["best"] = self.best.metric.mean
-        self.report.event("run_done", idea=self.name, run=entry.run, attempt=entry.attempt, status=entry.status,
-                          **event)
+        m = entry.metric
+        if m is None:
+            self.report.event(RunFailed(idea=self.name, run=entry.run, attempt=entry.attempt, status=entry.status,
+                                        reason=entry.reason, spend_usd=spend_usd))
+            return
+        if self.best is None or better(m.mean, self.best.metric.mean, self.direction):
+            self.best = entry
+        self.report.event(RunSucceeded(idea=self.name, run=entry.run, attempt=entry.attempt, metric=m.mean,
+                                       stderr=m.stderr, verdict=m.comparison.verdict, cached=cached,
+                                       spend_usd=spend_usd, best=self.best.metric.mean))
 
 
 def run_idea(cfg: LoopConfig, store: Store, *, session_id: int, idx: int, idea: Idea, folder: str,
@@ -128,8 +138,8 @@ def run_idea(cfg: LoopConfig, store: Store, *, session_id: int, idx: int, idea: 
         succeeded = done = ended = False
         for attempt in range(1, cfg.attempts + 1):
             budget.check()
-            report.event("run_start", idea=idea.name, run=run_idx, runs=cfg.runs, attempt=attempt,
-                         spend_usd=budget.spent_usd)
+            report.event(RunStarted(idea=idea.name, run=run_idx, runs=cfg.runs, attempt=attempt,
+                                    spend_usd=budget.spent_usd))
             ctx = IdeaContext(idx=idx, idea=idea, run_idx=run_idx, runs=cfg.runs, attempt=attempt,
                               attempts=cfg.attempts, files=files, history=log.history, baseline=baseline_text,
                               direction=direction)
@@ -142,7 +152,7 @@ def run_idea(cfg: LoopConfig, store: Store, *, session_id: int, idx: int, idea: 
                 why = proposal.failure or "no candidate proposed"
                 log.record(RunEntry(run=run_idx, attempt=attempt, status="no_edit", reason=why),
                            Attempt(run_idx, attempt, "no_edit", None, reason=why),
-                           f"- Run {run_idx}, attempt {attempt}: no usable edit ({why}).", reason=why)
+                           f"- Run {run_idx}, attempt {attempt}: no usable edit ({why}).")
                 if proposal.final:
                     ended, reason = True, f"run {run_idx}, attempt {attempt}: {why}"
                     break
@@ -170,7 +180,7 @@ def run_idea(cfg: LoopConfig, store: Store, *, session_id: int, idx: int, idea: 
     (cfg.out_dir / folder / "notes.md").write_text(notes_text)
     store.save_idea(session_id, idx, idea.model_dump(), status=status, reason=reason, notes=notes_text,
                     best_run_id=log.best.run_id if log.best else None)
-    report.event("idea_done", name=idea.name, status=status, reason=reason)
+    report.event(IdeaDone(name=idea.name, status=status, reason=reason))
     return IdeaOutcome(idx=idx, name=idea.name, title=idea.title, folder=folder, status=status, reason=reason,
                        best=log.best, runs=log.entries)
 
@@ -186,8 +196,8 @@ def _evaluate(cfg: LoopConfig, store: Store, log: IdeaLog, proposal: Proposal, c
                              label=f"{folder}/run_{ctx.run_idx}")
     report = log.report
     budget.reserve_evaluation()
-    report.event("run_computing", idea=log.name, run=ctx.run_idx, attempt=ctx.attempt, run_dir=str(dest),
-                 expected_s=store.typical_seconds(cfg.template.name, cfg.seeds))
+    report.event(RunComputing(idea=log.name, run=ctx.run_idx, attempt=ctx.attempt, run_dir=str(dest),
+                              expected_s=store.typical_seconds(cfg.template.name, cfg.seeds)))
     res = runner.evaluate(req, store, cfg.executor, cfg.cancel)  # a reused run's files are written into dest too
     if res.cached:
         budget.refund_evaluation()
@@ -198,7 +208,7 @@ def _evaluate(cfg: LoopConfig, store: Store, log: IdeaLog, proposal: Proposal, c
         entry.reason = run.reason
         log.record(entry, Attempt(ctx.run_idx, ctx.attempt, "failed", proposal.sources, reason=run.reason,
                                   log_tail=run.error_tail or "", meta=proposal.meta),
-                   f"{what} Failed: {run.reason}.", reason=run.reason, spend_usd=budget.spent_usd)
+                   f"{what} Failed: {run.reason}.", spend_usd=budget.spent_usd)
         return False
     summary, comparison = describe_result(run, baseline, spec.metric.name, spec.metric.direction, cfg.test)
     entry.status = "ok"
@@ -206,6 +216,5 @@ def _evaluate(cfg: LoopConfig, store: Store, log: IdeaLog, proposal: Proposal, c
     m = entry.metric
     log.record(entry, Attempt(ctx.run_idx, ctx.attempt, "ok", proposal.sources, summary=summary, metric=m.mean,
                               meta=proposal.meta),
-               f"{what} Result: {summary}.", metric=m.mean, stderr=m.stderr, verdict=comparison.verdict,
-               cached=res.cached, spend_usd=budget.spent_usd)
+               f"{what} Result: {summary}.", spend_usd=budget.spent_usd, cached=res.cached)
     return True

@@ -16,6 +16,19 @@ from dataclasses import asdict
 from difflib import SequenceMatcher
 from pathlib import Path
 
+from base.events import (
+    BaselineMeasured,
+    ExecutorChosen,
+    IdeaAccepted,
+    IdeaDropped,
+    Reporter,
+    Reviewed,
+    ReviewFailed,
+    SessionStarted,
+    Stage,
+    Stopped,
+    TemplateChanged,
+)
 from base.formats import FormatError
 from base.llm import LLM, Budget, BudgetExceeded, LLMError
 from base.records import (
@@ -24,7 +37,6 @@ from base.records import (
     Idea,
     IdeaOutcome,
     MetricSpec,
-    Reporter,
     ReviewSummary,
     SessionBest,
     SessionSummary,
@@ -137,7 +149,7 @@ def _run_ideas(cfg: RunConfig, store: Store, session_id: int, proposer: Proposer
         while True:
             while accepted < cfg.ideas and idx < 2 * cfg.ideas and len(running) < cfg.workers:
                 budget.check()
-                report.event("stage", stage="ideas", spend_usd=budget.spent_usd)
+                report.event(Stage(stage="ideas", spend_usd=budget.spent_usd))
                 row = proposed.get(idx)
                 idea = Idea.model_validate(row["idea"]) if row else proposer.next_idea(idx, archive + seen)
                 entry = ArchiveEntry(idea=idea)
@@ -145,8 +157,8 @@ def _run_ideas(cfg: RunConfig, store: Store, session_id: int, proposer: Proposer
                 seen.append(entry)
                 if not dropped:
                     store.save_idea(session_id, idx, idea.model_dump(), status="running")
-                    report.event("idea", idx=accepted, total=cfg.ideas, name=idea.name, title=idea.title)
-                    report.event("stage", stage="experiments", spend_usd=budget.spent_usd)
+                    report.event(IdeaAccepted(idx=accepted, total=cfg.ideas, name=idea.name, title=idea.title))
+                    report.event(Stage(stage="experiments", spend_usd=budget.spent_usd))
                     future = pool.submit(run_idea, loop, store, session_id=session_id, idx=idx, idea=idea,
                                          folder=f"{idx:02d}_{idea.name}", proposer=proposer, baseline=baseline,
                                          budget=budget, report=report)
@@ -177,7 +189,7 @@ def _drop(cfg: RunConfig, store: Store, session_id: int, idx: int, idea: Idea, r
           proposer: Proposer, previous: list[ArchiveEntry], budget: Budget, report: Reporter) -> bool:
     """Whether an idea is dropped (a near-duplicate, or not novel with --literature), recorded as such."""
     if row is not None and row["status"] in ("duplicate", "not_novel"):  # decided before the session was resumed
-        report.event("idea_dropped", name=idea.name, reason=row["reason"])
+        report.event(IdeaDropped(name=idea.name, reason=row["reason"]))
         return True
     if row is not None:
         return False
@@ -185,14 +197,14 @@ def _drop(cfg: RunConfig, store: Store, session_id: int, idx: int, idea: Idea, r
     if duplicate is not None:
         why = f"near-duplicate of {duplicate}"
         store.save_idea(session_id, idx, idea.model_dump(), status="duplicate", reason=why)
-        report.event("idea_dropped", name=idea.name, reason=why)
+        report.event(IdeaDropped(name=idea.name, reason=why))
         return True
     if cfg.literature is not None and isinstance(proposer, LLMProposer):
-        report.event("stage", stage="literature", spend_usd=budget.spent_usd)
+        report.event(Stage(stage="literature", spend_usd=budget.spent_usd))
         novel, why = check_novelty(cfg, store, proposer, idea, budget)
         if not novel:
             store.save_idea(session_id, idx, idea.model_dump(), status="not_novel", reason=why)
-            report.event("idea_dropped", name=idea.name, reason=f"not novel: {why}")
+            report.event(IdeaDropped(name=idea.name, reason=f"not novel: {why}"))
             return True
     return False
 
@@ -248,7 +260,7 @@ def _note_template_change(cfg: RunConfig, store: Store, session_id: int, stored:
     before = stored.get("template_files")
     if before is not None and stored.get("template_hash") != digest:
         changed = sorted(f for f in set(before) | set(files) if before.get(f) != files.get(f))
-        report.event("template_changed", template=cfg.template.name, files=changed)
+        report.event(TemplateChanged(template=cfg.template.name, files=changed))
     updated = {**stored, "template_hash": digest, "template_files": files}
     store.set_session_args(session_id, updated)
     return updated
@@ -264,8 +276,8 @@ def run_session(cfg: RunConfig, store: Store, report: Reporter) -> tuple[int, Se
         args=cfg.to_json(), campaign=cfg.campaign)
     budget = Budget(usd=cfg.budget_usd, minutes=cfg.budget_minutes, spent_usd=store.session_cost(session_id)[0],
                     evaluations=cfg.budget_evaluations)
-    report.event("session", template=cfg.template.name, proposer=cfg.proposer, out_dir=str(cfg.out_dir),
-                 resumed=resumed)
+    report.event(SessionStarted(template=cfg.template.name, proposer=cfg.proposer, out_dir=str(cfg.out_dir),
+                                resumed=resumed))
     stored = _note_template_change(cfg, store, session_id, stored, report)
     finished: dict[int, IdeaOutcome] = {}
     write = False
@@ -273,13 +285,13 @@ def run_session(cfg: RunConfig, store: Store, report: Reporter) -> tuple[int, Se
     status, reason, code = "complete", None, EXIT_OK
     try:
         budget.check()
-        report.event("stage", stage="baseline")
+        report.event(Stage(stage="baseline"))
         executor = make_executor(cfg.executor, cfg.workers, cfg.sandbox.gpus, cfg.ray_address)
         profile = f"profile {cfg.template.spec.profile or 'none'} on {cfg.template.device.upper()}"
-        report.event("executor", description=f"{executor.describe()}; {profile}")
+        report.event(ExecutorChosen(description=f"{executor.describe()}; {profile}"))
         baseline = ensure_baseline(cfg, store, executor)
         m = baseline.result.summary(cfg.template.spec.metric.name)
-        report.event("baseline", metric=cfg.template.spec.metric.name, mean=m.mean, ci95=m.ci95)
+        report.event(BaselineMeasured(metric=cfg.template.spec.metric.name, mean=m.mean, ci95=m.ci95))
         archive_ids = stored.get("archive_ids")
         archive = _archive(store, cfg.template, session_id, archive_ids, cfg.campaign)
         if archive_ids is None:  # freeze the archive, so a resumed session asks the same questions
@@ -299,7 +311,7 @@ def run_session(cfg: RunConfig, store: Store, report: Reporter) -> tuple[int, Se
     finally:
         ideas = [finished[i] for i in sorted(finished)]  # also those that ended before a stop
         if status != "complete":
-            report.event("stopped", reason=reason)
+            report.event(Stopped(reason=reason))
         store.close_session(session_id, status, reason)
         summary = _summary(cfg, store, session_id, baseline, ideas, status, reason, time.time() - started)
         _write_outputs(cfg, store, session_id, summary)
@@ -312,7 +324,7 @@ def run_session(cfg: RunConfig, store: Store, report: Reporter) -> tuple[int, Se
         summary.cost_usd, summary.llm_calls = cost, calls
         summary.tokens = {"prompt": prompt_tokens, "completion": completion_tokens}
         summary.write(cfg.out_dir)
-    report.event("stage", stage=status, spend_usd=store.session_cost(session_id)[0])
+    report.event(Stage(stage=status, spend_usd=store.session_cost(session_id)[0]))
     return code, summary
 
 
@@ -331,7 +343,7 @@ def _review(cfg: RunConfig, store: Store, session_id: int, budget: Budget, summa
     for entry in summary.ideas:
         if entry.paper is None or entry.paper.status != "ok":
             continue
-        report.event("stage", stage=f"review {entry.name}", spend_usd=budget.spent_usd)
+        report.event(Stage(stage=f"review {entry.name}", spend_usd=budget.spent_usd))
         pdf = Path(entry.paper.pdf)
         res = review_one_paper(pdf, make_llm, settings, run_dir=cfg.out_dir, summary=summary)
         path = pdf.parent / "review.json"
@@ -341,11 +353,11 @@ def _review(cfg: RunConfig, store: Store, session_id: int, budget: Budget, summa
             entry.review = ReviewSummary(Overall=rev["Overall"], Decision=rev["Decision"],
                                          Soundness=rev["Soundness"], Confidence=rev["Confidence"], path=str(path))
             store.save_review(session_id, entry.idx, rev)
-            report.event("review", name=entry.name, overall=rev["Overall"], decision=rev["Decision"])
+            report.event(Reviewed(name=entry.name, overall=rev["Overall"], decision=rev["Decision"]))
         else:
             entry.review = ReviewSummary(status="error", error=res["error"])
             code = EXIT_BUDGET if res["error"].startswith("budget:") else EXIT_ERROR
-            report.event("review", name=entry.name, error=res["error"])
+            report.event(ReviewFailed(name=entry.name, error=res["error"]))
         summary.write(cfg.out_dir)
     return code
 
@@ -360,13 +372,13 @@ def _writeup(cfg: RunConfig, store: Store, session_id: int, budget: Budget, summ
     try:
         papers = write_papers(summary, cfg.out_dir, cfg.template, llm=llm, store=store, report=report)
     except BudgetExceeded as e:
-        report.event("stopped", reason=f"writeup: {e}")
+        report.event(Stopped(reason=f"writeup: {e}"))
         return EXIT_BUDGET
     except (LLMError, FormatError, RunFilesMissing) as e:
-        report.event("stopped", reason=f"writeup: {e}")
+        report.event(Stopped(reason=f"writeup: {e}"))
         return EXIT_ERROR
     except KeyboardInterrupt:
-        report.event("stopped", reason="interrupted by the user")
+        report.event(Stopped(reason="interrupted by the user"))
         return EXIT_INTERRUPTED
     # Papers were attempted and none compiled: the run did not deliver what it was asked for.
     if papers and not any(p.status == "ok" for p in papers):

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from base.events import PaperDone, Reporter, Stage
 from base.formats import FormatError
 from base.llm import LLM
-from base.records import PaperStatus, Reporter, SessionSummary
+from base.records import PaperStatus, SessionSummary
 from base.store import Store
 from base.template import Template
 from papers.facts import load_input
@@ -34,7 +35,7 @@ def write_papers(summary: SessionSummary, run_dir: Path, template: Template, *, 
         if idea is not None and entry.name != idea:
             continue
         if report is not None:
-            report.event("stage", stage=f"writeup {entry.name}")
+            report.event(Stage(stage=f"writeup {entry.name}"))
         inp = load_input(template, run_dir, entry, summary)
         paper_dir = run_dir / entry.folder / "paper"
         try:
@@ -45,8 +46,8 @@ def write_papers(summary: SessionSummary, run_dir: Path, template: Template, *, 
                                       unverified_numbers=0, figures=0)
         results.append(entry.paper)
         if report is not None:
-            report.event("paper", name=entry.name, status=entry.paper.status, pdf=entry.paper.pdf,
-                         reason=entry.paper.reason)
+            report.event(PaperDone(name=entry.name, status=entry.paper.status, pdf=entry.paper.pdf,
+                                   reason=entry.paper.reason))
         summary.write(run_dir)  # after each paper, so a stop keeps the ones written
     return results
 

@@ -1,9 +1,36 @@
-"""The live view's line for a run in flight: phase from the harness's timings.json, progress and time left."""
+"""Progress reporters: the live view (a run in flight's phase, progress and time left; every event kind in words)
+and JSON lines (the same bytes --log-json always wrote)."""
 
+import io
 import json
 import time
+from dataclasses import dataclass
+from typing import ClassVar
 
-from scientist.progress import _InFlight
+from rich.console import Console
+
+from base.events import (
+    BaselineMeasured,
+    ConfirmationDone,
+    Event,
+    ExecutorChosen,
+    FreshSeedsDrawn,
+    IdeaAccepted,
+    IdeaDone,
+    IdeaDropped,
+    PaperDone,
+    Reviewed,
+    ReviewFailed,
+    RunComputing,
+    RunFailed,
+    RunStarted,
+    RunSucceeded,
+    SessionStarted,
+    Stage,
+    Stopped,
+    TemplateChanged,
+)
+from scientist.progress import JsonReporter, RichReporter, _InFlight
 
 
 def test_a_run_in_flight_shows_its_phase_training_progress_and_time_left(tmp_path):
@@ -33,3 +60,127 @@ def test_a_garbled_progress_file_is_ignored_not_fatal(tmp_path):
     (tmp_path / "work" / "progress.json").write_text('{"done": 3, "total": 0}')
     run = _InFlight("x", started=time.time(), run_dir=tmp_path)
     assert run.phase() == ("train", None)
+
+
+# One of each event record, in the order a session (then a campaign night's confirmation) emits them, with the
+# JSON line the reporter wrote for it before events were records: --log-json's bytes must not change.
+EVENTS = [
+    (SessionStarted(template="ppo", proposer="evolve", out_dir="/runs/ppo", resumed=False),
+     '{"event": "session", "time": 1700000000.5, "template": "ppo", "proposer": "evolve", "out_dir": "/runs/ppo", '
+     '"resumed": false}'),
+    (TemplateChanged(template="ppo", files=["harness.py"]),
+     '{"event": "template_changed", "time": 1700000000.5, "template": "ppo", "files": ["harness.py"]}'),
+    (Stage(stage="baseline"), '{"event": "stage", "time": 1700000000.5, "stage": "baseline"}'),
+    (ExecutorChosen(description="2 local worker slots; profile none on CPU"),
+     '{"event": "executor", "time": 1700000000.5, "description": "2 local worker slots; profile none on CPU"}'),
+    (BaselineMeasured(metric="return", mean=1.5, ci95=[1.25, 1.75]),
+     '{"event": "baseline", "time": 1700000000.5, "metric": "return", "mean": 1.5, "ci95": [1.25, 1.75]}'),
+    (Stage(stage="ideas", spend_usd=0.25),
+     '{"event": "stage", "time": 1700000000.5, "stage": "ideas", "spend_usd": 0.25}'),
+    (IdeaDropped(name="dup", reason="near-duplicate of wide"),
+     '{"event": "idea_dropped", "time": 1700000000.5, "name": "dup", "reason": "near-duplicate of wide"}'),
+    (IdeaAccepted(idx=0, total=2, name="wide", title="A wider net"),
+     '{"event": "idea", "time": 1700000000.5, "idx": 0, "total": 2, "name": "wide", "title": "A wider net"}'),
+    (RunStarted(idea="wide", run=1, runs=2, attempt=1, spend_usd=0.5),
+     '{"event": "run_start", "time": 1700000000.5, "idea": "wide", "run": 1, "runs": 2, "attempt": 1, '
+     '"spend_usd": 0.5}'),
+    (RunComputing(idea="wide", run=1, attempt=1, run_dir="/runs/ppo/00_wide/run_1", expected_s=60.0),
+     '{"event": "run_computing", "time": 1700000000.5, "idea": "wide", "run": 1, "attempt": 1, '
+     '"run_dir": "/runs/ppo/00_wide/run_1", "expected_s": 60.0}'),
+    (RunSucceeded(idea="wide", run=1, attempt=1, metric=1.75, stderr=0.125, verdict="better", cached=False,
+                  spend_usd=0.75, best=1.75),
+     '{"event": "run_done", "time": 1700000000.5, "idea": "wide", "run": 1, "attempt": 1, "status": "ok", '
+     '"metric": 1.75, "stderr": 0.125, "verdict": "better", "cached": false, "spend_usd": 0.75, "best": 1.75}'),
+    (RunFailed(idea="wide", run=2, attempt=1, status="failed", reason="the loss is nan", spend_usd=1.0),
+     '{"event": "run_done", "time": 1700000000.5, "idea": "wide", "run": 2, "attempt": 1, "status": "failed", '
+     '"reason": "the loss is nan", "spend_usd": 1.0}'),
+    (RunFailed(idea="wide", run=2, attempt=2, status="no_edit", reason="no SEARCH block matched"),
+     '{"event": "run_done", "time": 1700000000.5, "idea": "wide", "run": 2, "attempt": 2, "status": "no_edit", '
+     '"reason": "no SEARCH block matched"}'),
+    (IdeaDone(name="wide", status="done", reason=None),
+     '{"event": "idea_done", "time": 1700000000.5, "name": "wide", "status": "done", "reason": null}'),
+    (Stage(stage="writeup wide"), '{"event": "stage", "time": 1700000000.5, "stage": "writeup wide"}'),
+    (PaperDone(name="wide", status="ok", pdf="/runs/ppo/00_wide/paper/paper.pdf", reason=None),
+     '{"event": "paper", "time": 1700000000.5, "name": "wide", "status": "ok", '
+     '"pdf": "/runs/ppo/00_wide/paper/paper.pdf", "reason": null}'),
+    (PaperDone(name="deep", status="writeup_failed", pdf=None, reason="Undefined control sequence"),
+     '{"event": "paper", "time": 1700000000.5, "name": "deep", "status": "writeup_failed", "pdf": null, '
+     '"reason": "Undefined control sequence"}'),
+    (Reviewed(name="wide", overall=6, decision="Accept"),
+     '{"event": "review", "time": 1700000000.5, "name": "wide", "overall": 6, "decision": "Accept"}'),
+    (ReviewFailed(name="deep", error="budget: $5.00 spent"),
+     '{"event": "review", "time": 1700000000.5, "name": "deep", "error": "budget: $5.00 spent"}'),
+    (Stopped(reason="writeup: budget: $5.00 spent"),
+     '{"event": "stopped", "time": 1700000000.5, "reason": "writeup: budget: $5.00 spent"}'),
+    (FreshSeedsDrawn(night=3, train_seed=None, draw=7),
+     '{"event": "fresh_seeds", "time": 1700000000.5, "night": 3, "train_seed": null, "draw": 7}'),
+    (ConfirmationDone(idea="wide", search_mean=1.75, mean=1.625, reason=None, verdict="better"),
+     '{"event": "confirmed", "time": 1700000000.5, "idea": "wide", "search_mean": 1.75, "mean": 1.625, '
+     '"reason": null}'),
+    (ConfirmationDone(idea="deep", search_mean=1.5, mean=None, reason="the confirmation run failed: timeout"),
+     '{"event": "confirmed", "time": 1700000000.5, "idea": "deep", "search_mean": 1.5, "mean": null, '
+     '"reason": "the confirmation run failed: timeout"}'),
+]
+
+
+def test_the_samples_cover_every_event_kind():
+    """A new kind of event needs a sample here, so that the tests below check both reporters handle it."""
+    assert {type(e) for e, _ in EVENTS} == {c for c in Event.__subclasses__() if c.__module__ == "base.events"}
+    kinds = {e.kind for e, _ in EVENTS}
+    assert kinds == {"session", "template_changed", "stage", "executor", "baseline", "idea_dropped", "idea",
+                     "run_start", "run_computing", "run_done", "idea_done", "paper", "review", "stopped",
+                     "fresh_seeds", "confirmed"}
+
+
+def test_json_lines_keep_their_event_names_keys_and_bytes(monkeypatch):
+    monkeypatch.setattr(time, "time", lambda: 1700000000.5)
+    stream = io.StringIO()
+    report = JsonReporter(stream)
+    for event, _ in EVENTS:
+        report.event(event)
+    assert stream.getvalue().splitlines() == [line for _, line in EVENTS]
+
+
+def test_the_live_view_handles_every_event_kind_with_its_own_words():
+    """Each event prints a line or changes the live view (stage, spend, best, runs in flight); none is dropped,
+    and none falls to the plain default that a kind without a case gets."""
+    out = io.StringIO()
+    report = RichReporter(Console(file=out, width=300, highlight=False, emoji=False))
+    for event, _ in EVENTS:
+        view, printed = report.view(now=0.0), len(out.getvalue())
+        report.event(event)
+        said = out.getvalue()[printed:]
+        assert said or report.view(now=0.0) != view, f"{type(event).__name__} showed nothing"
+        assert not said.startswith(f"{event.kind}: {{"), f"{type(event).__name__} has no case of its own"
+    head, rows = report.view(now=0.0)
+    assert head == "[bold]writeup wide[/bold] · best 1.7500 · $1.00" and rows == []
+
+
+def test_the_live_view_says_what_a_confirmation_found():
+    out = io.StringIO()
+    report = RichReporter(Console(file=out, width=300, highlight=False, emoji=False))
+    report.event(FreshSeedsDrawn(night=3, train_seed=12, draw=7))
+    for event in (ConfirmationDone(idea="wide", search_mean=1.75, mean=1.625, reason=None, verdict="better"),
+                  ConfirmationDone(idea="flat", search_mean=1.5, mean=1.25, reason=None,
+                                   verdict="no significant difference"),
+                  ConfirmationDone(idea="deep", search_mean=1.5, mean=None, reason="the confirmation run failed")):
+        report.event(event)
+    assert out.getvalue().splitlines() == [
+        "confirming on night 3's fresh seeds (train_seed 12, draw 7)",
+        "  confirm wide: search 1.7500 -> 1.6250 on the fresh seeds, better than the baseline (before Holm's "
+        "adjustment)",
+        "  confirm flat: search 1.5000 -> 1.2500 on the fresh seeds, no significant difference from the baseline "
+        "(before Holm's adjustment)",
+        "  confirm deep: search 1.5000; failed: the confirmation run failed",
+    ]
+
+
+def test_a_kind_without_a_case_is_shown_plainly_not_dropped():
+    @dataclass(frozen=True, kw_only=True)
+    class Novel(Event):
+        kind: ClassVar[str] = "novel"
+        what: str
+
+    out = io.StringIO()
+    RichReporter(Console(file=out, width=300, highlight=False, emoji=False)).event(Novel(what="news"))
+    assert out.getvalue() == 'novel: {"what": "news"}\n'
