@@ -7,8 +7,9 @@ template may add figures of its own in `<template>/figures.py` (see
 `template_figures`), made with the helpers here: the style and size
 (`figure_style`, `new_figure`, `save_figure`, `legend_above`), the evaluator's
 `extra` read with one-line errors (`read_extra`), the mean and 95% interval over
-seeds per x (`mean_ci95`), "n seeds" for captions (`seeds_phrase`) and LaTeX
-escaping (`tex_escape`, `texttt`, from papers.tex).
+seeds per x (`mean_ci95`) and how to draw it (`curve_with_band`, `bars_with_ci`),
+"n seeds" for captions (`seeds_phrase`) and LaTeX escaping (`tex_escape`,
+`texttt`, from papers.tex).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 import numpy as np
@@ -37,8 +39,9 @@ from papers.tex import tex_escape, texttt  # noqa: E402
 
 __all__ = [  # the framework's figures, and what a template's figures.py may use
     "BASELINE_COLOR", "FAILED_COLOR", "FIGSIZE", "RUN_COLOR", "STYLE", "Band", "Figure", "FigureError",
-    "figure_style", "legend_above", "mean_ci95", "metric_per_run", "n_seeds", "new_figure", "plain_text",
-    "read_extra", "save_figure", "seeds_phrase", "template_figures", "tex_escape", "texttt",
+    "bars_with_ci", "curve_with_band", "figure_style", "legend_above", "mean_ci95", "metric_per_run", "n_seeds",
+    "new_figure", "plain_text", "read_extra", "save_figure", "seeds_phrase", "template_figures", "tex_escape",
+    "texttt",
 ]
 
 # One column of a two-column paper is about 3.3 in wide; LaTeX scales the PDF to
@@ -184,6 +187,24 @@ def mean_ci95(values: ArrayLike, clip: tuple[float, float] | None = None) -> Ban
     if clip is not None:
         lo, hi = np.clip(lo, *clip), np.clip(hi, *clip)
     return Band(mean=mean, lo=lo, hi=hi, n=values.shape[0])
+
+
+def curve_with_band(ax: Axes, x: ArrayLike, band: Band, color: str, label: str) -> None:
+    """The mean over seeds at each x as a line, and its 95% interval as a band of the same colour around it."""
+    ax.plot(x, band.mean, color=color, label=label)
+    # Light and without an edge, so that the other run's line still shows where two bands overlap.
+    ax.fill_between(x, band.lo, band.hi, color=color, alpha=0.2, linewidth=0)
+
+
+def bars_with_ci(ax: Axes, x: ArrayLike, band: Band, color: str, label: str, slot: int = 0, slots: int = 1,
+                 width: float = 0.8, **kwargs: Any) -> None:
+    """A bar of the mean over seeds at each x, with its 95% interval as an error bar.
+
+    slot, slots: this run's place among `slots` bars of width `width` side by side at each x (0 leftmost), so
+    that runs compared per x stand next to each other. kwargs go to `Axes.bar` (error_kw, ...).
+    """
+    offset = (slot - (slots - 1) / 2) * width  # the group of bars is centred on x
+    ax.bar(np.asarray(x, dtype=float) + offset, band.mean, width, yerr=band.err, color=color, label=label, **kwargs)
 
 
 def n_seeds(n: int) -> str:

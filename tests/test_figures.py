@@ -8,12 +8,15 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import numpy as np
 import pytest
+from matplotlib.container import BarContainer
 from pypdf import PdfReader
 
 from base.stats import summarize
 from papers.figures import (
     Figure,
     FigureError,
+    bars_with_ci,
+    curve_with_band,
     mean_ci95,
     metric_per_run,
     n_seeds,
@@ -162,6 +165,28 @@ def test_mean_ci95_per_x_over_seeds() -> None:
     assert list(one.lo) == list(one.hi) == list(one.mean) == [0.5, 0.7] and not one.err.any()
     with pytest.raises(FigureError, match="must be \\[seeds\\]\\[points\\]"):
         mean_ci95([1.0, 2.0])
+
+
+def test_curve_with_band_and_bars_with_ci_draw_the_band() -> None:
+    band = mean_ci95(np.array([[1.0, 0.2, 0.5], [2.0, 0.4, 0.7], [4.0, 0.9, 0.6]]))
+    x = np.array([10.0, 20.0, 30.0])
+    fig, (curve_ax, bar_ax) = plt.subplots(1, 2)
+    try:
+        curve_with_band(curve_ax, x, band, "#0072B2", "run")
+        (line,) = curve_ax.get_lines()
+        assert line.get_label() == "run" and list(line.get_xdata()) == list(x)
+        np.testing.assert_allclose(line.get_ydata(), band.mean)
+        (shade,) = curve_ax.collections  # the band: from lo to hi at every x
+        ys = shade.get_paths()[0].vertices[:, 1]
+        assert ys.min() == pytest.approx(band.lo.min()) and ys.max() == pytest.approx(band.hi.max())
+        for slot in (0, 1):  # two runs side by side at each x, centred on it
+            bars_with_ci(bar_ax, x, band, "#555555", f"run {slot}", slot=slot, slots=2, width=4.0)
+        left, right = [c for c in bar_ax.containers if isinstance(c, BarContainer)]
+        assert [b.get_x() + b.get_width() / 2 for b in left] == pytest.approx(x - 2.0)
+        assert [b.get_x() + b.get_width() / 2 for b in right] == pytest.approx(x + 2.0)
+        np.testing.assert_allclose([b.get_height() for b in right], band.mean)
+    finally:
+        plt.close(fig)
 
 
 def test_seeds_phrase_and_tex() -> None:

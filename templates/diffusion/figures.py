@@ -19,6 +19,7 @@ from papers.figures import (
     RUN_COLOR,
     Figure,
     FigureError,
+    bars_with_ci,
     figure_style,
     legend_above,
     mean_ci95,
@@ -89,12 +90,10 @@ def mmd_figure(best: dict, base: dict, out_dir: Path) -> Figure:
     """MMD per data set (bars: mean over seeds, 95% t-intervals), best against baseline, with noise's MMD."""
     names = best["names"]
     x = np.arange(len(names))
-    width = 0.38
     with figure_style():
         fig, ax = plt.subplots(figsize=FIGSIZE)
         for i, (run, (label, color)) in enumerate(((base, BASELINE), (best, BEST))):
-            band = mean_ci95(run["mmd"])
-            ax.bar(x + (i - 0.5) * width, band.mean, width, yerr=band.err, color=color, label=label)
+            bars_with_ci(ax, x, mean_ci95(run["mmd"]), color, label, slot=i, slots=2, width=0.38)
         noise = best["noise"].mean(0)
         ax.scatter(x, noise, marker="_", s=300, color="black", zorder=3, label="Gaussian noise")
         ax.set_xticks(x)

@@ -17,6 +17,8 @@ from papers.figures import (
     RUN_COLOR,
     Figure,
     FigureError,
+    bars_with_ci,
+    curve_with_band,
     figure_style,
     legend_above,
     mean_ci95,
@@ -47,9 +49,7 @@ def learning_curve_figure(best: dict, base: dict, out_dir: Path) -> Figure:
             steps, solved = np.asarray(curves["steps"], float), np.asarray(curves["solved"], float)
             if solved.ndim != 2 or solved.shape[1] != steps.size:
                 raise FigureError(f"extra.train_curves.solved has shape {solved.shape}, not [seeds][{steps.size}]")
-            band = mean_ci95(solved, clip=RATE)
-            ax.plot(steps / 1e3, band.mean, color=color, label=label)
-            ax.fill_between(steps / 1e3, band.lo, band.hi, color=color, alpha=0.2, linewidth=0)
+            curve_with_band(ax, steps / 1e3, mean_ci95(solved, clip=RATE), color, label)
             ns.append(solved.shape[0])
         ax.set_xlabel("environment steps per seed (thousands)")
         ax.set_ylabel("solved training episodes")
@@ -71,7 +71,6 @@ def per_level_figure(best: dict, base: dict, out_dir: Path) -> Figure:
     levels = base["levels"]
     if best["levels"] != levels:
         raise FigureError("the best candidate and the baseline were scored on different levels")
-    width = 0.38
     x = np.arange(len(levels))
     ns = []
     with figure_style():
@@ -80,9 +79,8 @@ def per_level_figure(best: dict, base: dict, out_dir: Path) -> Figure:
             rates = np.asarray(extra["per_level_solve_rate"], float)
             if rates.ndim != 2 or rates.shape[1] != len(levels):
                 raise FigureError(f"extra.per_level_solve_rate has shape {rates.shape}, not [seeds][{len(levels)}]")
-            band = mean_ci95(rates, clip=RATE)
-            ax.bar(x + (i - 0.5) * width, band.mean, width, color=color, label=label, yerr=band.err,
-                   error_kw={"elinewidth": 0.9, "capsize": 2})
+            bars_with_ci(ax, x, mean_ci95(rates, clip=RATE), color, label, slot=i, slots=2, width=0.38,
+                         error_kw={"elinewidth": 0.9, "capsize": 2})
             ns.append(rates.shape[0])
         ax.set_xticks(x, [_short(name) for name in levels])
         ax.set_xlabel("level (kinetix/levels/" + levels[0].split("/")[0] + ")")

@@ -17,6 +17,7 @@ from papers.figures import (
     RUN_COLOR,
     Figure,
     FigureError,
+    curve_with_band,
     figure_style,
     mean_ci95,
     new_figure,
@@ -46,9 +47,7 @@ def learning_curve_figure(best: dict, base: dict, out_dir: Path) -> Figure:
     with figure_style():
         fig, ax = new_figure()
         for curve, (label, color, _) in ((base, BASELINE), (best, BEST)):
-            band = curve["band"]
-            ax.plot(curve["x"], band.mean, color=color, label=label)
-            ax.fill_between(curve["x"], band.lo, band.hi, color=color, alpha=0.2, linewidth=0)
+            curve_with_band(ax, curve["x"], curve["band"], color, label)
         ax.set_xlabel("environment steps")
         ax.set_ylabel("training episode return")
         ax.legend(loc="upper left")
