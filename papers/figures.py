@@ -6,10 +6,10 @@ seeds. The framework draws the metric of every run against the baseline; a
 template may add figures of its own in `<template>/figures.py` (see
 `template_figures`), made with the helpers here: the style and size
 (`figure_style`, `new_figure`, `save_figure`, `legend_above`), the evaluator's
-`extra` read with one-line errors (`read_extra`), the mean and 95% interval over
-seeds per x (`mean_ci95`) and how to draw it (`curve_with_band`, `bars_with_ci`),
-"n seeds" for captions (`seeds_phrase`) and LaTeX escaping (`tex_escape`,
-`texttt`, from papers.tex).
+`extra` read with one-line errors (`read_extra`, `per_seed`), the mean and 95%
+interval over seeds per x (`mean_ci95`) and how to draw it (`curve_with_band`,
+`bars_with_ci`), "n seeds" for captions (`seeds_phrase`) and LaTeX escaping
+(`tex_escape`, `texttt`, from papers.tex).
 """
 
 from __future__ import annotations
@@ -40,8 +40,8 @@ from papers.tex import tex_escape, texttt  # noqa: E402
 __all__ = [  # the framework's figures, and what a template's figures.py may use
     "BASELINE_COLOR", "FAILED_COLOR", "FIGSIZE", "RUN_COLOR", "STYLE", "Band", "Figure", "FigureError",
     "bars_with_ci", "curve_with_band", "figure_style", "legend_above", "mean_ci95", "metric_per_run", "n_seeds",
-    "new_figure", "plain_text", "read_extra", "save_figure", "seeds_phrase", "template_figures", "tex_escape",
-    "texttt",
+    "new_figure", "per_seed", "plain_text", "read_extra", "save_figure", "seeds_phrase", "template_figures",
+    "tex_escape", "texttt",
 ]
 
 # One column of a two-column paper is about 3.3 in wide; LaTeX scales the PDF to
@@ -154,6 +154,17 @@ def read_extra(info: dict, who: str, keys: Sequence[str]) -> dict:
     if missing:
         raise FigureError(f"{who} final_info.json has no extra.{', extra.'.join(missing)}")
     return extra
+
+
+def per_seed(values: ArrayLike, n: int, what: str, unit: str = "") -> np.ndarray:
+    """values as floats [seeds][n], or a FigureError: "<what> has shape (...), not [seeds][<n> <unit>]".
+
+    what: whose array it is, for the message ("best candidate's extra.val_bpc_curve"); unit: what n counts.
+    """
+    values = np.asarray(values, dtype=float)
+    if values.ndim != 2 or values.shape[1] != n:
+        raise FigureError(f"{what} has shape {values.shape}, not [seeds][{n}{' ' + unit if unit else ''}]")
+    return values
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ from papers.figures import (
     mean_ci95,
     metric_per_run,
     n_seeds,
+    per_seed,
     read_extra,
     seeds_phrase,
     template_figures,
@@ -200,6 +201,15 @@ def test_read_extra_names_every_missing_key() -> None:
     assert read_extra({"extra": {"a": 1, "b": 2}}, "x", ("a",)) == {"a": 1, "b": 2}
     with pytest.raises(FigureError, match="^baseline's final_info.json has no extra.b, extra.c$"):
         read_extra({"extra": {"a": 1}}, "baseline's", ("a", "b", "c"))
+
+
+def test_per_seed_checks_seeds_by_x() -> None:
+    values = per_seed([[1, 2, 3], [4, 5, 6]], 3, "x")
+    assert values.dtype == float and values.shape == (2, 3)
+    with pytest.raises(FigureError, match=r"^baseline's extra.curve has shape \(2, 3\), not \[seeds\]\[4 points\]$"):
+        per_seed([[1, 2, 3], [4, 5, 6]], 4, "baseline's extra.curve", "points")
+    with pytest.raises(FigureError, match=r"^extra.rate has shape \(3,\), not \[seeds\]\[3\]$"):
+        per_seed([1, 2, 3], 3, "extra.rate")
 
 
 def synthetic(template: str, seeds: int, rng: np.random.Generator) -> dict:

@@ -23,6 +23,7 @@ from papers.figures import (
     legend_above,
     mean_ci95,
     new_figure,
+    per_seed,
     read_extra,
     save_figure,
     seeds_phrase,
@@ -46,9 +47,8 @@ def learning_curve_figure(best: dict, base: dict, out_dir: Path) -> Figure:
         fig, ax = new_figure()
         for extra, (label, color, _) in ((base, BASELINE), (best, BEST)):
             curves = extra["train_curves"]
-            steps, solved = np.asarray(curves["steps"], float), np.asarray(curves["solved"], float)
-            if solved.ndim != 2 or solved.shape[1] != steps.size:
-                raise FigureError(f"extra.train_curves.solved has shape {solved.shape}, not [seeds][{steps.size}]")
+            steps = np.asarray(curves["steps"], float)
+            solved = per_seed(curves["solved"], steps.size, "extra.train_curves.solved")
             curve_with_band(ax, steps / 1e3, mean_ci95(solved, clip=RATE), color, label)
             ns.append(solved.shape[0])
         ax.set_xlabel("environment steps per seed (thousands)")
@@ -76,9 +76,7 @@ def per_level_figure(best: dict, base: dict, out_dir: Path) -> Figure:
     with figure_style():
         fig, ax = new_figure()
         for i, (extra, (label, color, _)) in enumerate(((base, BASELINE), (best, BEST))):
-            rates = np.asarray(extra["per_level_solve_rate"], float)
-            if rates.ndim != 2 or rates.shape[1] != len(levels):
-                raise FigureError(f"extra.per_level_solve_rate has shape {rates.shape}, not [seeds][{len(levels)}]")
+            rates = per_seed(extra["per_level_solve_rate"], len(levels), "extra.per_level_solve_rate")
             bars_with_ci(ax, x, mean_ci95(rates, clip=RATE), color, label, slot=i, slots=2, width=0.38,
                          error_kw={"elinewidth": 0.9, "capsize": 2})
             ns.append(rates.shape[0])

@@ -21,6 +21,7 @@ from papers.figures import (
     figure_style,
     mean_ci95,
     new_figure,
+    per_seed,
     read_extra,
     save_figure,
     seeds_phrase,
@@ -36,9 +37,7 @@ def _curve(info: dict, who: str) -> dict:
     """Timesteps, and per point the mean and 95% t-interval over seeds of the training return."""
     extra = read_extra(info, who, ("train_return", "curve_timesteps"))
     x = np.asarray(extra["curve_timesteps"], dtype=float)
-    y = np.asarray(extra["train_return"], dtype=float)
-    if y.ndim != 2 or y.shape[1] != x.size:
-        raise FigureError(f"{who} extra.train_return {y.shape} is not [seeds][{x.size} points]")
+    y = per_seed(extra["train_return"], x.size, f"{who} extra.train_return", "points")
     return {"x": x, "band": mean_ci95(y), "env": extra.get("env", "")}
 
 

@@ -16,10 +16,10 @@ from papers.figures import (
     BASELINE_COLOR,
     RUN_COLOR,
     Figure,
-    FigureError,
     figure_style,
     mean_ci95,
     new_figure,
+    per_seed,
     read_extra,
     save_figure,
     seeds_phrase,
@@ -34,9 +34,7 @@ def _curve(info: dict, who: str) -> dict:
     """Checkpoint steps, and per checkpoint the mean and 95% t-interval over seeds of held-out bits per character."""
     extra = read_extra(info, who, ("checkpoint_steps", "val_bpc_curve"))
     steps = np.asarray(extra["checkpoint_steps"], dtype=float)
-    curve = np.asarray(extra["val_bpc_curve"], dtype=float)
-    if curve.ndim != 2 or curve.shape[1] != steps.size:
-        raise FigureError(f"{who} extra.val_bpc_curve has shape {curve.shape}, not [seeds][{steps.size} checkpoints]")
+    curve = per_seed(extra["val_bpc_curve"], steps.size, f"{who} extra.val_bpc_curve", "checkpoints")
     band = mean_ci95(curve)
     return {"steps": steps, "mean": band.mean, "err": band.err, "final": curve[:, -1], "n": band.n,
             "uniform": extra.get("uniform_bpc")}
