@@ -21,6 +21,20 @@ DISCOPOP = ROOT / "templates" / "discopop"
 os.environ.setdefault("SCIENTIST_SECRETS", "shipped")
 
 
+def pytest_collection_modifyitems(config, items):
+    """Under pytest-xdist (`make test` runs two workers), keep what shares state on one worker.
+
+    A module's tests share its module-scoped fixtures (a computed baseline, a run), so a module is
+    one group; every test that talks to the Docker engine joins one group, since the engine is
+    started once per worker process and its containers are counted by the tests.
+    """
+    for item in items:
+        params = getattr(item, "callspec", None)
+        docker = "docker_host" in item.fixturenames or (
+            params is not None and "docker" in [str(v) for v in params.params.values()])
+        item.add_marker(pytest.mark.xdist_group("docker" if docker else item.module.__name__))
+
+
 @pytest.fixture
 def drawn_secrets(monkeypatch):
     """Homes first used in this test draw their secrets at random, as a user's do."""
