@@ -25,14 +25,16 @@ def pytest_collection_modifyitems(config, items):
     """Under pytest-xdist (`make test` runs two workers), keep what shares state on one worker.
 
     A module's tests share its module-scoped fixtures (a computed baseline, a run), so a module is
-    one group; every test that talks to the Docker engine joins one group, since the engine is
-    started once per worker process and its containers are counted by the tests.
+    one group, or the group its XDIST_GROUP names (a module reading another's session fixture joins
+    it); every test that talks to the Docker engine joins one group, since the engine is started once
+    per worker process and its containers are counted by the tests.
     """
     for item in items:
         params = getattr(item, "callspec", None)
         docker = "docker_host" in item.fixturenames or (
             params is not None and "docker" in [str(v) for v in params.params.values()])
-        item.add_marker(pytest.mark.xdist_group("docker" if docker else item.module.__name__))
+        group = getattr(item.module, "XDIST_GROUP", item.module.__name__)
+        item.add_marker(pytest.mark.xdist_group("docker" if docker else group))
 
 
 @pytest.fixture
@@ -151,3 +153,26 @@ def sandbox_args(request) -> list[str]:
         host = request.getfixturevalue("docker_host")
         return ["--sandbox", "docker", "--image", TEST_IMAGE, "--docker-host", host]
     return ["--sandbox", request.param]
+
+
+@pytest.fixture(scope="session")
+def open_eval(tmp_path_factory):
+    """One `scientist eval --sandbox bwrap` of OPEN's tiny config (test_open): Adam, test_open's bad rules, and
+    test_sealed_open's hostile rule (Adam's update with attacks in its import). Both modules read it and share an
+    xdist group, so the tiny OPEN baseline is trained once.
+    """
+    from test_open import BAD, OPEN, write_tiny_open
+    from test_sealed_open import ATTACKS
+
+    tmp = tmp_path_factory.mktemp("open_eval")
+    root = write_tiny_open(tmp)
+    sources = {"adam": (OPEN / "candidates" / "adam.py").read_text(), **BAD}
+    sources["hostile"] = sources["adam"] + ATTACKS
+    paths = []
+    for name, source in sources.items():
+        paths.append(tmp / f"{name}.py")
+        paths[-1].write_text(source)
+    home, out = tmp / "home", tmp / "runs"
+    r = scientist("eval", "--template", str(root), "--sandbox", "bwrap", "--home", str(home), "--out", str(out),
+                  *[a for p in paths for a in ("-c", str(p))], timeout=900)
+    return root, home, out, r

@@ -382,17 +382,10 @@ BAD = {
 }
 
 
-def test_scientist_eval_through_the_sandbox(tmp_path):
+def test_scientist_eval_through_the_sandbox(open_eval, tmp_path):
     """Tiny CartPole through the real CLI and bwrap: Adam is scored, bad rules fail with one-line reasons."""
-    root = write_tiny_open(tmp_path)
+    root, home, out, r = open_eval
     assert load_template(str(root)).spec.metric.name == "normalized_return"
-    paths = [OPEN / "candidates" / "adam.py"]
-    for name, source in BAD.items():
-        paths.append(tmp_path / f"{name}.py")
-        paths[-1].write_text(source)
-    home, out = tmp_path / "home", tmp_path / "runs"
-    r = scientist("eval", "--template", str(root), "--sandbox", "bwrap", "--home", str(home), "--out", str(out),
-                  *[a for p in paths for a in ("-c", str(p))], timeout=600)
     assert r.code == 1, r.text  # some candidates failed
     assert "Traceback" not in r.text
     info = json.loads((out / "adam" / "final_info.json").read_text())

@@ -14,8 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import ROOT, scientist
-from test_open import write_tiny_open
+from conftest import ROOT
 
 ADAM = (ROOT / "templates" / "open" / "candidates" / "adam.py").read_text()
 FORGED = b"forged by the candidate"
@@ -94,17 +93,16 @@ except Exception as e:  # noqa: BLE001
 '''
 
 
+# The runs come from conftest's `open_eval` (one eval of Adam, the bad rules and the hostile rule): this module
+# joins test_open's xdist group (tests/conftest.py), so they are computed once.
+XDIST_GROUP = "test_open"
+
+
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory):
+def runs(request):
     """The baseline (Adam) and the hostile candidate, through `scientist eval --sandbox bwrap` on the tiny config."""
-    tmp = tmp_path_factory.mktemp("sealed_open")
-    root = write_tiny_open(tmp)
-    (tmp / "adam.py").write_text(ADAM)
-    (tmp / "hostile.py").write_text(ADAM + ATTACKS)
-    out = tmp / "runs"
-    r = scientist("eval", "--template", str(root), "--sandbox", "bwrap", "--home", str(tmp / "home"), "--out", str(out),
-                  "-c", str(tmp / "adam.py"), "-c", str(tmp / "hostile.py"), timeout=600)
-    assert r.code == 0, r.text
+    _, _, out, r = request.getfixturevalue("open_eval")
+    assert "hostile: failed" not in r.err and "adam: failed" not in r.err, r.text
     return out
 
 
