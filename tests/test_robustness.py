@@ -40,7 +40,7 @@ def test_interrupted_run_is_recorded_and_leaves_no_process(tiny_templates, tmp_p
     run_dir = next(home.glob("runs/discopop/*"))
     cli.send_signal(signal.SIGINT)
     out, err = cli.communicate(timeout=90)  # prompt when quiet (about 2 s); a loaded CI machine is slower
-    assert cli.returncode == 130 and "interrupted" in err and "Traceback" not in out + err
+    assert cli.returncode == 130 and "interrupted" in err and "Traceback" not in out + err, out + err
     row = sqlite3.connect(home / "store.sqlite").execute("SELECT status, reason FROM runs").fetchone()
     assert row == ("failed", "interrupted by the user")
     left = [p for p in psutil.process_iter(["cmdline"]) if str(run_dir) in " ".join(p.info["cmdline"] or [])]
