@@ -101,8 +101,10 @@ class EvolveProposer:
         formula = self.space.describe(genome)
         # The search space names what it evolves and what "better" means for its template.
         noun, goal = self.space.NOUN, self.space.GOAL
+        # Worded as the question a run answers: papers quote it before any result is in.
+        than = "the baseline" if origin == "random sample" else "its parents"
         return Idea(name=f"evolve_{idx:03d}", title=f"Evolved {noun}: {formula}",
-                    hypothesis=f"The {noun} {formula} ({origin}) {goal} than its parents.",
+                    hypothesis=f"We test whether the {noun} {formula} ({origin}) {goal} than {than}.",
                     experiment=f"Evaluate the {noun}, then hill-climb from the best version with small mutations.",
                     genome=genome)
 
