@@ -21,6 +21,7 @@ DISCOPOP = ROOT / "templates" / "discopop"
 os.environ.setdefault("SCIENTIST_SECRETS", "shipped")
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the groups into the test ids
 def pytest_collection_modifyitems(config, items):
     """Under pytest-xdist (`make test` runs two workers), keep what shares state on one worker.
 
