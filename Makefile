@@ -50,13 +50,13 @@ references: setup
 	$(SCIENTIST) eval --template discopop $(addprefix --candidate ,$(CANDIDATES))
 
 # The suite includes a real small model (tests/test_real_model.py): its server is built here, once.
-# The suite runs on one pytest-xdist worker per core (at most 8): a module stays on one worker, and so do
-# the tests of the Docker engine (tests/conftest.py). TEST_WORKERS=0 runs it in one process.
+# The suite runs on one pytest-xdist worker per core (at most 8), each test sent to the next free worker.
+# TEST_WORKERS=0 runs it in one process.
 TEST_WORKERS ?= $(shell python3 -c "import os; print(min(len(os.sched_getaffinity(0)), 8))")
 
 test: system-test $(VENV)/.installed $(LLM_VENV)/.installed
 	$(VENV)/bin/lint-imports
-	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup --durations=25
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist load --durations=25
 
 test-all: system-test $(VENV)/.installed $(LLM_VENV)/.installed
 	$(PY) -m pytest -q -m ""

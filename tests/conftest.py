@@ -21,23 +21,6 @@ DISCOPOP = ROOT / "templates" / "discopop"
 os.environ.setdefault("SCIENTIST_SECRETS", "shipped")
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the groups into the test ids
-def pytest_collection_modifyitems(config, items):
-    """Under pytest-xdist (`make test` runs two workers), keep what shares state on one worker.
-
-    A module's tests share its module-scoped fixtures (a computed baseline, a run), so a module is
-    one group, or the group its XDIST_GROUP names (a module reading another's session fixture joins
-    it); every test that talks to the Docker engine joins one group, since the engine is started once
-    per worker process and its containers are counted by the tests.
-    """
-    for item in items:
-        params = getattr(item, "callspec", None)
-        docker = "docker_host" in item.fixturenames or (
-            params is not None and "docker" in [str(v) for v in params.params.values()])
-        group = getattr(item.module, "XDIST_GROUP", item.module.__name__)
-        item.add_marker(pytest.mark.xdist_group("docker" if docker else group))
-
-
 @pytest.fixture
 def drawn_secrets(monkeypatch):
     """Homes first used in this test draw their secrets at random, as a user's do."""
@@ -159,8 +142,8 @@ def sandbox_args(request) -> list[str]:
 @pytest.fixture(scope="session")
 def open_eval(tmp_path_factory):
     """One `scientist eval --sandbox bwrap` of OPEN's tiny config (test_open): Adam, test_open's bad rules, and
-    test_sealed_open's hostile rule (Adam's update with attacks in its import). Both modules read it and share an
-    xdist group, so the tiny OPEN baseline is trained once.
+    test_sealed_open's hostile rule (Adam's update with attacks in its import). Both modules read it, so in one
+    process the tiny OPEN baseline is trained once (under xdist, once per worker that runs either module).
     """
     from test_open import BAD, OPEN, write_tiny_open
     from test_sealed_open import ATTACKS

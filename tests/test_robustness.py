@@ -33,10 +33,12 @@ def test_interrupted_run_is_recorded_and_leaves_no_process(tiny_templates, tmp_p
     cli = subprocess.Popen([sys.executable, "-m", "scientist", "eval", "--template", "discopop", "--templates-dir",
                             str(tiny_templates), "--home", str(home), "--candidate", str(slow)],
                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 60
-    while time.time() < deadline and not list(home.glob("runs/discopop/*/trace.log")):
+    # Wait for the sandboxed tracer itself (not just its log file): a loaded machine may still be starting it.
+    deadline = time.time() + 120
+    while time.time() < deadline and not _tracers(psutil.Process(cli.pid)):
         time.sleep(0.2)
-    time.sleep(2.0)  # the sandboxed tracer is now sleeping inside the candidate's import
+    assert _tracers(psutil.Process(cli.pid)), "the tracer never started"
+    time.sleep(2.0)  # the tracer is now importing the candidate, which sleeps
     run_dir = next(home.glob("runs/discopop/*"))
     cli.send_signal(signal.SIGINT)
     out, err = cli.communicate(timeout=90)  # prompt when quiet (about 2 s); a loaded CI machine is slower
@@ -45,6 +47,13 @@ def test_interrupted_run_is_recorded_and_leaves_no_process(tiny_templates, tmp_p
     assert row == ("failed", "interrupted by the user")
     left = [p for p in psutil.process_iter(["cmdline"]) if str(run_dir) in " ".join(p.info["cmdline"] or [])]
     assert left == []
+
+
+def _tracers(cli: psutil.Process) -> list[psutil.Process]:
+    try:
+        return [p for p in cli.children(recursive=True) if "trace.py" in " ".join(p.cmdline())]
+    except psutil.Error:  # a child ended while it was read
+        return []
 
 
 def test_the_tracers_exports_are_copied_only_as_plain_files(tmp_path):

@@ -93,11 +93,7 @@ except Exception as e:  # noqa: BLE001
 '''
 
 
-# The runs come from conftest's `open_eval` (one eval of Adam, the bad rules and the hostile rule): this module
-# joins test_open's xdist group (tests/conftest.py), so they are computed once.
-XDIST_GROUP = "test_open"
-
-
+# The runs come from conftest's `open_eval`: one eval of Adam, test_open's bad rules and the hostile rule.
 @pytest.fixture(scope="module")
 def runs(request):
     """The baseline (Adam) and the hostile candidate, through `scientist eval --sandbox bwrap` on the tiny config."""
