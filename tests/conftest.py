@@ -111,21 +111,27 @@ def docker_host():
 
     Where no engine can be had, the Docker cases are skipped with the reason, except in CI
     (CI=true), where `make test` installs what they need and a missing engine is a failure.
+    Under pytest-xdist the workers share one engine: the first starts it (under a file lock) and
+    none stops it, since another worker may still be using it; a later session reuses it.
     """
     import docker_engine
+    from filelock import FileLock
 
-    try:
-        host, proc = docker_engine.start_engine()
-    except docker_engine.EngineUnavailable as e:
-        (pytest.fail if os.environ.get("CI") else pytest.skip)(str(e))
-    try:
-        docker_engine.ensure_base_image(host)
-        docker_engine.build_test_image(host)
-    except docker_engine.EngineUnavailable as e:
-        docker_engine.stop_engine(proc)
-        pytest.fail(str(e))
+    shared = "PYTEST_XDIST_WORKER" in os.environ
+    with FileLock("/tmp/scientist-test-docker.start.lock"):
+        try:
+            host, proc = docker_engine.start_engine()
+        except docker_engine.EngineUnavailable as e:
+            (pytest.fail if os.environ.get("CI") else pytest.skip)(str(e))
+        try:
+            docker_engine.ensure_base_image(host)
+            docker_engine.build_test_image(host)
+        except docker_engine.EngineUnavailable as e:
+            docker_engine.stop_engine(proc)
+            pytest.fail(str(e))
     yield host
-    docker_engine.stop_engine(proc)
+    if not shared:
+        docker_engine.stop_engine(proc)
 
 
 @pytest.fixture
