@@ -105,6 +105,19 @@ def candidate(tmp_path):
 DPO_SOURCE = (DISCOPOP / "loss.py").read_text()
 
 
+@pytest.fixture
+def echo_template(tmp_path) -> Path:
+    """The grokking fixture with an evaluator that returns what result.json in the work folder says."""
+    root = tmp_path / "grokking"
+    shutil.copytree(ROOT / "tests" / "fixtures" / "grokking", root)
+    (root / "evaluate.py").write_text(
+        "import json\n\n"
+        "def prepare(data_dir, config, private, seeds):\n    pass\n\n"
+        "def evaluate(work, config, private, seeds):\n"
+        "    return json.loads((work / 'result.json').read_text())\n")
+    return root
+
+
 @pytest.fixture(scope="session")
 def docker_host():
     """A real Docker engine with the sandbox image built by `scientist sandbox build` (see docker_engine.py).

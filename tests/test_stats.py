@@ -168,21 +168,6 @@ def test_format_p_never_writes_zero():
 # ------------------------------------------------------------------ the evaluator's contract: finite numbers only
 
 
-@pytest.fixture
-def echo_template(tmp_path):
-    """The grokking fixture with an evaluator that returns what values.json in the work folder says."""
-    import shutil
-
-    root = tmp_path / "grokking"
-    shutil.copytree(ROOT / "tests" / "fixtures" / "grokking", root)
-    (root / "evaluate.py").write_text(
-        "import json\n\n"
-        "def prepare(data_dir, config, private, seeds):\n    pass\n\n"
-        "def evaluate(work, config, private, seeds):\n"
-        "    return {'per_seed': json.loads((work / 'values.json').read_text())}\n")
-    return root
-
-
 @pytest.mark.parametrize("values,reason", [
     ({"val_acc": [0.5, float("nan")]}, "val_acc = nan for seed 1, not a finite number"),
     ({"val_acc": [0.5, 0.6], "val_loss": [float("inf"), 1.0]}, "val_loss = inf for seed 0, not a finite number"),
@@ -198,14 +183,15 @@ def test_evaluator_rejects_values_that_are_not_finite_numbers(values, reason, ec
 
     work, out = tmp_path / "work", tmp_path / "final_info.json"
     work.mkdir()
-    (work / "values.json").write_text(json.dumps(values))  # NaN and Infinity as Python's json writes them
+    # NaN and Infinity as Python's json writes them.
+    (work / "result.json").write_text(json.dumps({"per_seed": values}))
     args = ["evaluate", "--template", str(echo_template), "--dir", str(work), "--seeds", "2", "--out", str(out)]
     assert main(args) == ARTIFACT_REJECTED
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and reason in err and "evaluation failed: ValueError: evaluator returned" in err
     assert not out.exists()
     # The same evaluator with finite values in range writes final_info.json.
-    (work / "values.json").write_text(json.dumps({"val_acc": [0.5, 0.75], "val_loss": [1.0, 2]}))
+    (work / "result.json").write_text(json.dumps({"per_seed": {"val_acc": [0.5, 0.75], "val_loss": [1.0, 2]}}))
     assert main(args) == 0 and json.loads(out.read_text())["metrics"]["val_acc"]["mean"] == 0.625
 
 

@@ -1,12 +1,10 @@
 """The store's rules for reuse and resume: what is reused, what is redone, what a dead process leaves."""
 
 import json
-import shutil
 import subprocess
 import sys
 
 import pytest
-from conftest import ROOT
 
 from base.results import ConfirmationResult, FinalInfo, MissingMetric
 from base.store import ABANDONED, INTERRUPTED, Store, run_key, source_hash
@@ -133,17 +131,14 @@ def test_processes_writing_one_store_at_once_lose_no_row(tmp_path):
     assert len(rows) == 450 and {r["status"] for r in rows} == {"ok"}
 
 
-def test_a_sealed_result_reads_as_a_record_and_is_written_back_as_it_was(tmp_path):
+def test_a_sealed_result_reads_as_a_record_and_is_written_back_as_it_was(echo_template, tmp_path):
     from scientist.evaluator import main
 
     # final_info.json as the sealed evaluator writes it, for the grokking fixture (val_acc bounded to [0, 1]).
-    root = tmp_path / "grokking"
-    shutil.copytree(ROOT / "tests" / "fixtures" / "grokking", root)
-    (root / "evaluate.py").write_text(
-        "def prepare(data_dir, config, private, seeds):\n    pass\n\n"
-        "def evaluate(work, config, private, seeds):\n"
-        "    return {'per_seed': {'val_acc': [0.5, 0.75, 0.625], 'val_loss': [1.0, 2, 1.5]},\n"
-        "            'extra': {'curve': [[0.1, 0.2], [0.3, 0.4]], 'steps': 3}}\n")
+    root = echo_template
+    (tmp_path / "result.json").write_text(json.dumps({
+        "per_seed": {"val_acc": [0.5, 0.75, 0.625], "val_loss": [1.0, 2, 1.5]},
+        "extra": {"curve": [[0.1, 0.2], [0.3, 0.4]], "steps": 3}}))
     out = tmp_path / "final_info.json"
     assert main(["evaluate", "--template", str(root), "--dir", str(tmp_path), "--seeds", "3", "--out", str(out)]) == 0
     data = json.loads(out.read_text())
