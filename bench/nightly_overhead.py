@@ -14,7 +14,7 @@ For each night:
              bookkeeping, digest and index with their figures, the on_written hook) and the
              session's own overhead; share = overhead / cmd
   digest     the part of the overhead spent writing the digest, measured by timing
-             scientist.campaign.write_digest again on the finished night
+             scientist.campaign_digest.write_digest again on the finished night
 
 Run:  .venv/bin/python bench/nightly_overhead.py [--nights 2] [--ideas 2] [--evaluations 3]
 """
@@ -51,14 +51,15 @@ def digest_seconds(campaign: Path, home: Path) -> float:
     """Time write_digest on the last night, in this process (its imports paid first, as the CLI pays them)."""
     from base.store import Store
     from scientist import campaign as cp
+    from scientist.campaign_digest import write_digest
 
     c = cp.load_campaign(campaign)
     store = Store(home / "store.sqlite")
     last = store.campaign_nights(c.name)[-1]
     n = cp.Night(len(store.campaign_nights(c.name)), Path(last["out_dir"]), resumed=False)
-    cp.write_digest(c, store, n, home)  # warm: matplotlib and jinja2 imported, fonts cached
+    write_digest(c, store, n, home)  # warm: matplotlib and jinja2 imported, fonts cached
     t = time.perf_counter()
-    cp.write_digest(c, store, n, home)
+    write_digest(c, store, n, home)
     return time.perf_counter() - t
 
 

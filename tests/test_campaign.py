@@ -22,6 +22,7 @@ from base.store import Run, Store
 from base.template import load_template
 from sandbox.backends import resolve
 from scientist import campaign as cp
+from scientist.campaign_digest import write_digest
 from scientist.progress import JsonReporter
 
 
@@ -67,7 +68,7 @@ def idea_ids(home: Path, session_id: int) -> list[int]:
     ('name = "x"\ntemplate = "discopop"\n[budget]\nminutes = 0\n', "field 'budget.minutes': Input should be greater"),
     ('name = "x"\ntemplate = "discopop"\n[budget]\nhours = 1\n', "field 'budget.hours': unknown key"),
     ('name = "x"\ntemplate = "discopop"\n[budget]\nusd = -1\n', "field 'budget.usd': Input should be greater than or"),
-    ('name = "x"\ntemplate = "discopop"\nproposer = "llm"\n', "field 'model': proposer = \"llm\" needs a model"),
+    ('name = "x"\ntemplate = "discopop"\nproposer = "llm"\n', "proposer llm needs model (any litellm model string"),
     ('name = "x"\ntemplate = "nope"\n', "field 'template': unknown template 'nope'"),
     ('name = "x"\ntemplate = \n', "not valid TOML"),
 ])
@@ -202,7 +203,7 @@ def _night(c: cp.CampaignConfig, store: Store, template, home: Path, folder: Pat
            ideas: list[tuple[str, Run, float]]) -> tuple[cp.Night, list[cp.Confirmed]]:
     """A campaign night whose search found these ideas (name, best run, its mean as the search saw it), confirmed."""
     night = cp.Night(index, folder, resumed=False)
-    cfg = cp.night_config(c, template, resolve("bwrap"), home, night, workers=1)
+    cfg = cp.night_config(c, template, resolve("bwrap"), home, night)
     session_id, _, _ = store.open_session(out_dir=folder, template="grokking", proposer="evolve", model=None,
                                           args={"template_hash": template.content_hash()}, campaign=c.name)
     summary = SessionSummary.model_validate({
@@ -287,7 +288,7 @@ def test_two_nights_confirm_on_fresh_seeds_the_winner_rule_and_the_previous_best
     # The search's lead of the baseline's own code does not survive fresh seeds: re-evaluated, not significant.
     assert cursed.result.verdict == "no significant difference"
     assert cp.current_best(store, "fresh")["idea"] == best.idea
-    md = cp.write_digest(c, store, night2, home).markdown.read_text()
+    md = write_digest(c, store, night2, home).markdown.read_text()
     assert "| re-evaluated, n.s. |" in md.split("| cursed (002-night) |")[1].split("\n")[0]
     assert "| confirmed |" in md.split("| same_as_best (002-night) |")[1].split("\n")[0]
     assert [same.result.p_value_holm, cursed.result.p_value_holm] == pytest.approx(
@@ -295,7 +296,7 @@ def test_two_nights_confirm_on_fresh_seeds_the_winner_rule_and_the_previous_best
     assert "starts over" not in md
 
     # Night 1's page shows its new best's code against the baseline's, and the best by night.
-    pages = cp.write_digest(c, store, night1, home)
+    pages = write_digest(c, store, night1, home)
     md, html = pages.markdown.read_text(), pages.html.read_text()
     assert f"+    return optax.adamw(0.0{'1' if best.idea == 'faster' else '03'}" in md
     assert "baseline/optimizer.py" in md and f"{best.idea}/optimizer.py" in md
@@ -308,7 +309,7 @@ def test_two_nights_confirm_on_fresh_seeds_the_winner_rule_and_the_previous_best
     night3, none = _night(c, store, changed, home, tmp_path / "003-night", 3, [])
     assert none == [] and cp.current_best(store, "fresh") is None and cp.leaderboard(store, "fresh") == []
     assert cp.best_known(store, "fresh", changed.content_hash()) is None
-    md = cp.write_digest(c, store, night3, home).markdown.read_text()
+    md = write_digest(c, store, night3, home).markdown.read_text()
     assert "the leaderboard starts over" in md and "## Earlier template versions (not ranked)" in md
     assert md.split("## Leaderboard")[1].split("##")[0].count("(00") == 0  # no earlier result is ranked
 
