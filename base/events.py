@@ -208,6 +208,17 @@ class Stopped(Event):
 
 
 @dataclass(frozen=True, kw_only=True)
+class NightStarted(Event):
+    """A campaign's night started, or resumed where a killed process left it."""
+
+    kind: ClassVar[str] = "night"
+    campaign: str
+    night: int
+    out_dir: str
+    resumed: bool
+
+
+@dataclass(frozen=True, kw_only=True)
 class FreshSeedsDrawn(Event):
     """A campaign night's confirmations run on these fresh seeds."""
 

@@ -160,6 +160,27 @@ class Recorder(Protocol):
     def record(self, key: str, call: dict) -> None: ...
 
 
+@dataclass(frozen=True)
+class ModelSpec:
+    """Which model a stage talks to, and how: the one place model clients are made from the settings."""
+
+    model: str
+    api_base: str | None = None
+    retries: int = 5
+    structured: str = "auto"
+    max_tokens: int | None = None
+
+    def client(self, *, recorder: Recorder | None = None, budget: Budget | None = None,
+               forms: FormMemory | None = None) -> LLM:
+        """A client for this model: calls kept by `recorder`, paid from `budget`, response formats in `forms`."""
+        return LLM(self.model, recorder=recorder, budget=budget or Budget(), api_base=self.api_base,
+                   max_retries=self.retries, structured=self.structured, forms=forms, max_tokens=self.max_tokens)
+
+    def check(self) -> None:
+        """LLMError before any work when the model cannot be called (unknown provider, missing API key)."""
+        self.client().check()
+
+
 class LLM:
     """One model, called through litellm with retries, budget checks and recording."""
 

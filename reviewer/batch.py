@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from base.formats import FormatError
-from base.llm import LLM, BudgetExceeded, FormMemory, LLMError, MemoryForms
+from base.llm import LLM, BudgetExceeded, FormMemory, LLMError, MemoryForms, ModelSpec
 from base.records import SessionSummary
 from reviewer import ai_scientist
 from reviewer.pdf import Paper, PaperError, load_paper
@@ -88,15 +88,13 @@ def review_papers(paths: list[Path], make_llm: Callable[[Usage], LLM], settings:
         return list(pool.map(work, paths))
 
 
-def llm_factory(model: str, *, recorder, budget, api_base: str | None, retries: int, structured: str = "auto",
-                forms: FormMemory | None = None, max_tokens: int | None = None) -> Callable[[Usage], LLM]:
+def llm_factory(spec: ModelSpec, *, recorder, budget, forms: FormMemory | None = None) -> Callable[[Usage], LLM]:
     """One LLM per paper, sharing the store's call log, the budget and what the server's response_format is
     (`forms`: the store's table, else one memory for the batch), counting that paper's usage."""
     forms = forms if forms is not None else MemoryForms()
 
     def make(usage: Usage) -> LLM:
-        return LLM(model, recorder=CountingRecorder(recorder, usage), budget=budget, api_base=api_base,
-                   max_retries=retries, structured=structured, forms=forms, max_tokens=max_tokens)
+        return spec.client(recorder=CountingRecorder(recorder, usage), budget=budget, forms=forms)
 
     return make
 

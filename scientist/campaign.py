@@ -20,18 +20,14 @@ process is resumed by the next invocation (finished runs reused), which counts a
 
 from __future__ import annotations
 
-import difflib
 import fcntl
 import hashlib
 import json
 import os
-import shlex
-import subprocess
 import time
 import tomllib
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -39,25 +35,13 @@ from base.events import ConfirmationDone, FreshSeedsDrawn, Reporter, Stage
 from base.records import Comparison, SessionSummary
 from base.results import ConfirmationResult, PreviousBest
 from base.secrets import secret_keys
-from base.stats import better, compare, holm
+from base.stats import Test, better, compare, holm_adjust
 from base.store import Run, Store
 from base.template import DEFAULT_TEMPLATES_DIR, Template, TemplateError, load_template
 from sandbox.backends import Sandbox
 from scientist import runner
-from scientist.config import RunConfig
-from scientist.digest import (
-    Digest,
-    DigestError,
-    LeaderRow,
-    Link,
-    NewBest,
-    SeriesPoint,
-    digest_from_run,
-    render_html,
-    render_markdown,
-    write_index,
-)
-from scientist.session import EXIT_BUDGET, EXIT_OK, run_session
+from scientist.config import RunConfig, Settings
+from scientist.executors import default_workers
 
 EXIT_LOCKED = 4  # another night of this campaign is running
 
@@ -68,16 +52,6 @@ class CampaignError(Exception):
 
 class NightRunning(Exception):
     """Another process holds the campaign's lock: its pid and start time, in one line."""
-
-
-class NightBudget(BaseModel):
-    """Per night; the night stops cleanly at the first one reached."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    minutes: float | None = Field(None, gt=0)
-    usd: float | None = Field(None, ge=0)  # 0: spend nothing (no model call; an evolve night needs none)
-    evaluations: int | None = Field(None, ge=1)
 
 
 class DigestSettings(BaseModel):
@@ -91,38 +65,16 @@ class DigestSettings(BaseModel):
     on_written: str | None = None
 
 
-class CampaignConfig(BaseModel):
-    """A campaign file (TOML), validated: everything `scientist nightly` needs, no other flag."""
-
-    model_config = ConfigDict(extra="forbid")
+class CampaignConfig(Settings):
+    """A campaign file (TOML), validated: every `scientist run` setting (scientist.config.Settings, the same keys
+    with underscores, [budget] per night), and the campaign's own keys. Nothing else is read."""
 
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
     template: str
     templates_dir: Path | None = None
-    proposer: Literal["llm", "evolve"] | None = None    # default: llm with a model, else evolve
-    model: str | None = None
-    api_base: str | None = None
-    seeds: int | None = Field(None, ge=2)                # default: the template's
+    runs: int = Field(3, ge=1)                           # fewer than a run's default: a night runs unattended
     confirm_seeds: int = Field(8, ge=2)
-    test: Literal["welch", "paired"] = "welch"           # against the baseline, as scientist run --test
     confirm_top: int = Field(3, ge=1)                    # at most this many confirmations a night
-    ideas: int = Field(3, ge=1)                          # at most, per night
-    runs: int = Field(3, ge=1)
-    attempts: int = Field(4, ge=1)
-    reflections: int = Field(3, ge=0)
-    workers: int | None = Field(None, ge=1)
-    executor: Literal["local", "ray"] = "local"
-    ray_address: str | None = None
-    sandbox: Literal["auto", "docker", "bwrap", "process"] = "auto"
-    image: str | None = None
-    gpus: str | None = None
-    profile: str | None = None
-    writeup: bool = True
-    review: bool = True
-    review_protocol: Literal["ai-scientist", "ensemble"] = "ai-scientist"   # as scientist run --review-protocol
-    structured: Literal["auto", "on", "off"] = "auto"    # structured outputs, as scientist run --structured
-    max_tokens: int | None = Field(None, ge=1)           # per model answer, as scientist run --max-tokens
-    budget: NightBudget = NightBudget()
     digest: DigestSettings = DigestSettings()
 
 
@@ -140,6 +92,8 @@ def load_campaign(path: Path) -> CampaignConfig:
         campaign = CampaignConfig.model_validate(data)
     except ValidationError as e:
         err = e.errors()[0]
+        if not err["loc"]:  # a rule between settings, worded for flags: the same names as keys
+            raise CampaignError(f"{path}: {err['msg'].removeprefix('Value error, ').replace('--', '')}") from None
         where = ".".join(str(p) for p in err["loc"])
         problem = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
         raise CampaignError(f"{path}: field '{where}': {problem}") from None
@@ -152,8 +106,6 @@ def load_campaign(path: Path) -> CampaignConfig:
         campaign = campaign.model_copy(update={"templates_dir": (here / campaign.templates_dir).resolve()})
     if ("/" in campaign.template or campaign.template.startswith(".")) and not Path(campaign.template).is_absolute():
         campaign = campaign.model_copy(update={"template": str((here / campaign.template).resolve())})
-    if campaign.proposer == "llm" and not campaign.model:
-        raise CampaignError(f"{path}: field 'model': proposer = \"llm\" needs a model (e.g. \"openai/gpt-4o\")")
     return campaign
 
 
@@ -227,22 +179,12 @@ def best_known(store: Store, campaign: str, version: str | None = None) -> tuple
 
 
 def night_config(campaign: CampaignConfig, template: Template, sandbox: Sandbox, home: Path, night: Night,
-                 workers: int, best: tuple[str, dict[str, str]] | None = None) -> RunConfig:
+                 best: tuple[str, dict[str, str]] | None = None) -> RunConfig:
     """The night's `scientist run` configuration: the campaign's settings, the night's folder and seed."""
-    proposer = campaign.proposer or ("llm" if campaign.model else "evolve")
-    return RunConfig(
-        template=template, proposer=proposer, model=campaign.model, api_base=campaign.api_base,
-        ideas=campaign.ideas, runs=campaign.runs, attempts=campaign.attempts, reflections=campaign.reflections,
-        seeds=campaign.seeds or template.spec.seeds, test=campaign.test, sandbox=sandbox, home=home,
-        out_dir=night.out_dir,
-        budget_usd=campaign.budget.usd, budget_minutes=campaign.budget.minutes,
-        budget_evaluations=campaign.budget.evaluations,
-        seed=night.index,  # the evolve proposer draws other genomes each night
-        writeup=campaign.writeup, writer="llm" if proposer == "llm" else "template",
-        review=campaign.review, review_protocol=campaign.review_protocol, structured=campaign.structured,
-        max_tokens=campaign.max_tokens,
-        workers=workers, executor=campaign.executor, ray_address=campaign.ray_address,
-        campaign=campaign.name, best_known=best)
+    return RunConfig.of(campaign, template=template, sandbox=sandbox, seeds=campaign.seeds or template.spec.seeds,
+                        workers=campaign.workers or default_workers(campaign.gpus), home=home,
+                        out_dir=night.out_dir, seed=campaign.seed + night.index,  # other genomes each night
+                        campaign=campaign.name, best_known=best)
 
 
 @dataclass(frozen=True)
@@ -348,10 +290,6 @@ def current_best(store: Store, campaign: str, version: str | None = None) -> dic
     return bests[-1] if bests else None
 
 
-# A confirmation's verdict against the baseline, as the digest's status column says it.
-STATUS = {"better": "confirmed", "no significant difference": "re-evaluated, n.s.", "worse": "re-evaluated, worse"}
-
-
 def confirm_night(cfg: RunConfig, campaign: CampaignConfig, store: Store, session_id: int,
                   summary: SessionSummary, report: Reporter) -> list[Confirmed]:
     """Evaluate again, on fresh seeds, the night's candidates that beat the campaign's best in the search.
@@ -420,24 +358,7 @@ def confirm_night(cfg: RunConfig, campaign: CampaignConfig, store: Store, sessio
                                       verdict=c.comparison.verdict if c.comparison else None))
         out.append(c)
     scored = [c for c in out if c.result is not None]
-    # One Holm family: every candidate against the baseline, and against the previous best where its
-    # mean beats the previous best's re-run (elsewhere that test could not say "better" anyway).
-    family: list[tuple[ConfirmationResult | PreviousBest, Comparison]] = [(c.result, c.comparison) for c in scored]
-    if previous is not None and previous.ok:
-        p = previous.run.result.summary(metric)
-        for c in scored:
-            prev = c.result.previous
-            prev.run_id, prev.mean, prev.stderr, prev.ci95, prev.n = previous.run.id, p.mean, p.stderr, p.ci95, p.n
-            # Not tested (its mean is not above the previous best's): no verdict, so never a new best.
-            prev.verdict = prev.p_value_holm = None
-            if better(c.result.mean, p.mean, direction):
-                cmp = compare(c.run.result.summary(metric).values, p.values, direction, test=cfg.test)
-                prev.test, prev.p_value, prev.difference = cmp.test, cmp.p_value, cmp.difference
-                family.append((prev, cmp))
-    for (r, cmp), p in zip(family, holm([cmp.p_value for _, cmp in family]), strict=True):
-        r.p_value_holm = p
-        r.verdict = ("no significant difference" if not p < cmp.alpha else
-                     "better" if (cmp.difference > 0) == (direction == "max") else "worse")
+    _holm_family(scored, previous.run if previous is not None and previous.ok else None, metric, direction, cfg.test)
     winners = [c for c in scored if c.result.verdict == "better"
                and (best is None or c.result.previous.verdict == "better")]
     if winners:
@@ -451,6 +372,26 @@ def confirm_night(cfg: RunConfig, campaign: CampaignConfig, store: Store, sessio
                                 train_seed=fresh.train_seed, draw=fresh.draw,
                                 previous_run_id=c.previous.id if c.previous else None)
     return out
+
+
+def _holm_family(scored: list[Confirmed], previous: Run | None, metric: str, direction: str, test: Test) -> None:
+    """The night's verdicts, as one Holm family: every candidate against the baseline, and against the previous
+    best's re-run where its mean beats it (elsewhere that test could not say "better" anyway)."""
+    family: list[tuple[ConfirmationResult | PreviousBest, Comparison]] = [(c.result, c.comparison) for c in scored]
+    if previous is not None:
+        p = previous.result.summary(metric)
+        for c in scored:
+            prev = c.result.previous
+            prev.run_id, prev.mean, prev.stderr, prev.ci95, prev.n = previous.id, p.mean, p.stderr, p.ci95, p.n
+            # Not tested (its mean is not above the previous best's): no verdict, so never a new best.
+            prev.verdict = prev.p_value_holm = None
+            if better(c.result.mean, p.mean, direction):
+                cmp = compare(c.run.result.summary(metric).values, p.values, direction, test=test)
+                prev.test, prev.p_value, prev.difference = cmp.test, cmp.p_value, cmp.difference
+                family.append((prev, cmp))
+    holm_adjust([cmp for _, cmp in family], direction)
+    for r, cmp in family:
+        r.p_value_holm, r.verdict = cmp.p_value_holm, cmp.verdict_holm
 
 
 def summary_night(cfg: RunConfig) -> str:
@@ -469,150 +410,3 @@ def load_night_template(campaign: CampaignConfig) -> Template:
     return template
 
 
-def run_night(campaign: CampaignConfig, cfg: RunConfig, store: Store, night: Night,
-              report: Reporter) -> tuple[int, SessionSummary, list[Confirmed]]:
-    """The night's session, then its confirmations; the exit code counts a reached budget as a night done."""
-    code, summary = run_session(cfg, store, report)
-    session = store.session_at(cfg.out_dir)
-    confirmed: list[Confirmed] = []
-    if summary.baseline is not None and code in (EXIT_OK, EXIT_BUDGET):
-        confirmed = confirm_night(cfg, campaign, store, session["id"], summary, report)
-    return (EXIT_OK if code == EXIT_BUDGET else code), summary, confirmed
-
-
-@dataclass(frozen=True)
-class Pages:
-    """A night's digest, as files: Markdown, the self-contained HTML page, and the campaign's index."""
-
-    markdown: Path
-    html: Path
-    index: Path
-
-
-def _diff(old: dict[str, str], new: dict[str, str], old_label: str, new_label: str) -> str:
-    lines: list[str] = []
-    for name in sorted(set(old) | set(new)):
-        lines += difflib.unified_diff(old.get(name, "").splitlines(True), new.get(name, "").splitlines(True),
-                                      f"{old_label}/{name}", f"{new_label}/{name}")
-    return "".join(lines)
-
-
-def _confirmed_row(store: Store, c: dict, page_dir: Path, best_id: int | None) -> LeaderRow:
-    r, run = c["result"], store.get(c["run_id"])
-    href = os.path.relpath(run.out_dir, page_dir) if run and run.out_dir else None
-    # Idea names repeat across nights (evolve_000 every night): the night tells them apart.
-    return LeaderRow(name=f"{c['idea']} ({r.night or '?'})", title=f"found on night {r.night or '?'}", mean=r.mean,
-                     stderr=r.stderr, ci_low=r.ci95[0], ci_high=r.ci95[1], n=r.n, verdict=r.verdict,
-                     p_value_holm=r.p_value_holm, status=STATUS[r.verdict], run=Link(text="run", href=href),
-                     is_best=c["id"] == best_id)
-
-
-def _metric_row(run: Run | None, metric: str, name: str, title: str) -> LeaderRow | None:
-    m = run.result.summary(metric) if run and run.final_info else None
-    return LeaderRow(name=name, title=title, mean=m.mean, stderr=m.stderr, ci_low=m.ci95[0],
-                     ci_high=m.ci95[1], n=m.n) if m else None
-
-
-def night_digest(campaign: CampaignConfig, store: Store, night: Night, page_dir: Path, home: Path) -> Digest:
-    """The night's digest: the night's search (cost, failures, papers) and the campaign's re-evaluated results.
-
-    Only the results of the night's template version are ranked; after a template change the page
-    says that the leaderboard starts over, and lists the earlier versions' results apart.
-    """
-    d = digest_from_run(night.out_dir, page_dir=page_dir, home=home)
-    session = store.session_at(night.out_dir)
-    nights = store.campaign_nights(campaign.name)
-    version = next(n["template_hash"] for n in nights if n["id"] == session["id"])
-    first_of_version = not any(n["template_hash"] == version for n in nights if n["id"] < session["id"])
-    bests = [c for c in store.confirmations(campaign.name) if c["new_best"] and c["template_hash"] == version]
-    best = bests[-1] if bests else None
-    rows = leaderboard(store, campaign.name, version)
-    older = older_results(store, campaign.name, version)
-    d.title = f"{campaign.name}: night {night.index}"
-    d.generator = "scientist nightly"
-    d.subtitle = f"{night.out_dir.name} · {d.subtitle}" if d.subtitle else night.out_dir.name
-    if older and first_of_version:
-        versions = ", ".join(sorted({c["template_hash"] or "unrecorded" for c in older}))
-        d.notes.append(f"The template changed (version {version}; the campaign's {len(older)} earlier re-evaluated "
-                       f"result(s) were of version {versions}): the leaderboard starts over, and no earlier "
-                       "result is compared with this version's.")
-    if older:
-        d.older = [_confirmed_row(store, c, page_dir, None).model_copy(update={"title": c["template_hash"] or "?"})
-                   for c in older]
-    if rows:
-        d.leaderboard = [_confirmed_row(store, c, page_dir, best["id"] if best else None) for c in rows]
-        # The baseline on the seeds of this night's confirmations, else on those of the latest night that had some.
-        shown = max(rows, key=lambda c: c["id"])
-        d.baseline = _metric_row(store.get(shown["baseline_run_id"]), d.metric, "baseline",
-                                 f"on the fresh seeds of {shown['result'].night or '?'}") or d.baseline
-        d.subtitle += (" · leaderboard: the campaign's candidates re-evaluated on fresh seeds (each on its night's), "
-                       "this template version only")
-    else:
-        d.subtitle += " · nothing re-evaluated on this template version yet: the leaderboard is this night's search"
-    d.new_bests = []
-    for i, c in enumerate(bests):
-        if c["session_id"] != session["id"]:
-            continue
-        before = bests[i - 1] if i else None
-        old = (store.get(before["run_id"]).candidate_source if before
-               else store.get(c["baseline_run_id"]).candidate_source)
-        new = store.get(c["run_id"]).candidate_source
-        r = c["result"]
-        prev = r.previous if before else None  # None too in results of early versions, which did not record it
-        d.new_bests.append(NewBest(
-            name=c["idea"], mean=r.mean, ci_low=r.ci95[0], ci_high=r.ci95[1], n=r.n,
-            previous=(f"the previous best, {before['idea']} ({before['result'].night or '?'}), re-run on the "
-                      "same seeds") if before else "baseline",
-            previous_mean=(prev.mean if prev else None) if before else r.baseline_mean,
-            previous_verdict=prev.verdict if prev else None,
-            previous_p_value_holm=prev.p_value_holm if prev else None, verdict=r.verdict,
-            diff=_diff(old, new, before["idea"] if before else "baseline", c["idea"])))
-    d.series = []
-    for n in nights:
-        so_far = [c for c in bests if c["session_id"] <= n["id"]]
-        if so_far and n["id"] <= session["id"]:
-            r = so_far[-1]["result"]
-            d.series.append(SeriesPoint(label=Path(n["out_dir"]).name, mean=r.mean, ci_low=r.ci95[0],
-                                        ci_high=r.ci95[1]))
-    return d
-
-
-def write_digest(campaign: CampaignConfig, store: Store, night: Night, home: Path) -> Pages:
-    """Write the night's digest (Markdown and HTML) and the campaign's index.html; CampaignError if it cannot."""
-    root = campaign.digest.dir or campaign_dir(home, campaign.name)
-    page_dir = campaign.digest.dir / night.out_dir.name if campaign.digest.dir else night.out_dir
-    try:
-        d = night_digest(campaign, store, night, page_dir, home)
-    except DigestError as e:
-        raise CampaignError(f"the digest of night {night.index} cannot be written: {e}") from None
-    page_dir.mkdir(parents=True, exist_ok=True)
-    md, html = page_dir / "digest.md", page_dir / "digest.html"
-    md.write_text(render_markdown(d))
-    html.write_text(render_html(d))
-    pages = []
-    for i, n in enumerate(store.campaign_nights(campaign.name), start=1):
-        folder = Path(n["out_dir"])
-        page = (campaign.digest.dir / folder.name if campaign.digest.dir else folder) / "digest.html"
-        if page.is_file():
-            pages.append((f"night {i}: {folder.name}", n["status"] + (f" ({n['reason']})" if n["reason"] else ""),
-                          page))
-    index = write_index(pages, root / "index.html", title=f"{campaign.name}: nights")
-    return Pages(md, html, index)
-
-
-def announce(campaign: CampaignConfig, night: Night, pages: Pages) -> str | None:
-    """Run the campaign's on_written command for a written digest; returns a problem in one line, or None."""
-    if not campaign.digest.on_written:
-        return None
-    command = campaign.digest.on_written
-    for key, value in (("markdown", pages.markdown), ("html", pages.html), ("index", pages.index),
-                       ("name", campaign.name), ("night", night.out_dir.name)):
-        command = command.replace("{" + key + "}", shlex.quote(str(value)))
-    try:
-        done = subprocess.run(command, shell=True, capture_output=True, text=True, timeout=300)
-    except subprocess.TimeoutExpired:
-        return "the digest's on_written command did not finish in 300 s"
-    if done.returncode != 0:
-        tail = " ".join((done.stderr or done.stdout).split())[-300:]
-        return f"the digest's on_written command exited with {done.returncode}: {tail}"
-    return None

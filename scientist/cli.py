@@ -8,12 +8,14 @@ flag or file), 3 at a budget, 130 when interrupted; 70 is the last-resort guard'
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import signal
 import time
 from dataclasses import replace
 from pathlib import Path
+from typing import get_args
 
 import typer
 from pydantic import ValidationError
@@ -24,7 +26,7 @@ from base.store import Store
 from base.template import DEFAULT_TEMPLATES_DIR, Template, TemplateError, list_template_names, load_template
 from sandbox.backends import Sandbox, SandboxUnavailable, resolve
 from scientist import runner, tables
-from scientist.config import RunConfig, flag_error
+from scientist.config import Limits, RunConfig, Settings, flag_error
 from scientist.executors import default_workers
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode=None,
@@ -242,105 +244,79 @@ def runs(
     console.print(tables.runs_table(_open_store(home).runs(template), home / "store.sqlite"))
 
 
-@app.command()
-def run(
-    template: str = TemplateOpt,
-    proposer: str = typer.Option(None, "--proposer", help="llm or evolve (default: llm with --model, else evolve)."),
-    model: str = typer.Option(None, "--model", "-m", help="Any litellm model string, e.g. openai/gpt-4o."),
-    api_base: str = typer.Option(None, "--api-base", help="OpenAI-compatible server URL (vLLM, Ollama, ...)."),
-    ideas: int = typer.Option(3, "--ideas", help="Number of ideas."),
-    runs: int = typer.Option(5, "--runs", help="Runs per idea."),
-    attempts: int = typer.Option(4, "--attempts", help="Attempts per run before the idea fails."),
-    reflections: int = typer.Option(3, "--reflections", help="Reflection rounds per idea (LLM proposer)."),
-    seeds: int = SeedsOpt,
-    test: str = TestOpt,
-    out: Path = typer.Option(None, "--out", show_default=".scientist/runs/<template>/<proposer or model>",
-                             help="Output folder; running the same command again resumes it."),
-    sandbox: str = SandboxOpt,
-    image: str = ImageOpt,
-    gpus: str = GpusOpt,
-    profile: str = ProfileOpt,
-    docker_host: str = DockerHostOpt,
-    budget_usd: float = typer.Option(None, "--budget-usd", help="Stop cleanly after spending this much."),
-    budget_minutes: float = typer.Option(None, "--budget-minutes", help="Stop cleanly after this long."),
-    budget_evaluations: int = typer.Option(None, "--budget-evaluations",
-                                           help="Stop cleanly after this many sandboxed runs."),
-    seed: int = typer.Option(0, "--seed", help="Seed of the evolve proposer."),
-    retries: int = RetriesOpt,
-    literature: str = typer.Option(None, "--literature",
-                                   help="Check each idea's novelty: semantic-scholar or openalex."),
-    literature_url: str = typer.Option(None, "--literature-url", help="Base URL of the literature API."),
-    no_writeup: bool = typer.Option(False, "--no-writeup", help="Skip the paper stage."),
-    writer: str = typer.Option(None, "--writer", help="template (no model) or llm (default: llm with --model)."),
-    no_review: bool = typer.Option(False, "--no-review", help="Skip the review stage."),
-    review_ensemble: int = typer.Option(5, "--review-ensemble", help="Reviews per paper."),
-    review_reflections: int = typer.Option(None, "--review-reflections", show_default="the protocol's",
-                                           help="Reflection rounds (see scientist review --reflections)."),
-    review_protocol: str = typer.Option("ai-scientist", "--review-protocol",
-                                        help="ai-scientist or ensemble (see scientist review --protocol)."),
-    structured: str = StructuredOpt,
-    max_tokens: int = MaxTokensOpt,
-    log_json: bool = typer.Option(False, "--log-json", help="Progress as JSON lines on stdout."),
-    workers: int = typer.Option(None, "--workers", show_default="one per GPU given, else 1",
-                                help="Ideas in flight at once, each run on its own share of the machine."),
-    executor: str = ExecutorOpt,
-    ray_address: str = RayAddressOpt,
-    home: Path = HomeOpt,
-    templates_dir: Path = TemplatesDirOpt,
-) -> None:
+def _settings_options() -> list[inspect.Parameter]:
+    """One option per Settings field (a [budget] field as --budget-<name>), with its default and help."""
+    fields = [(name, f) for name, f in Settings.model_fields.items() if name != "budget"]
+    fields += [(f"budget_{name}", f) for name, f in Limits.model_fields.items()]
+    params = []
+    for name, field in fields:
+        flag = "--" + name.replace("_", "-")
+        kinds = [a for a in get_args(field.annotation) if a is not type(None)] or [field.annotation]
+        kind = next((k for k in (bool, int, float) if k in kinds), str)  # a Literal is checked by Settings
+        decls = [f"{flag}/--no-{flag[2:]}"] if kind is bool else [flag, *SHORT_FLAGS.get(name, ())]
+        option = typer.Option(field.default, *decls, help=field.description, show_default=field.default is not None)
+        params.append(_kw(name, kind if kind is bool else kind | None, option))
+    return params
+
+
+def _kw(name: str, annotation: object, option: object) -> inspect.Parameter:
+    return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=annotation)
+
+
+SHORT_FLAGS = {"model": ("-m",)}
+
+
+def _settings(flags: dict) -> Settings:
+    """The run flags as Settings (None: left to Settings, which fills proposer and writer from the model)."""
+    given = {k: v for k, v in flags.items() if v is not None}
+    budget = {k.removeprefix("budget_"): given.pop(k) for k in list(given) if k.startswith("budget_")}
+    return Settings(**given, budget=budget)
+
+
+def run(template: str, out: Path | None, log_json: bool, docker_host: str | None, home: Path,
+        templates_dir: Path, **flags) -> None:
     """Propose ideas, run their experiments in the sandbox, score them sealed; resumable, within budget."""
-    from base.llm import LLMError
     from scientist import session
     from scientist.progress import JsonReporter, RichReporter
 
-    t = _load(template, templates_dir, profile, gpus, computing=True)
-    proposer = proposer or ("llm" if model else "evolve")
-    slug = proposer if proposer == "evolve" or not model else model.replace("/", "_")
-    if not no_writeup:
-        _check_latex()  # before anything is computed or paid for
-    backend = _sandbox(sandbox, image, gpus, docker_host)
     try:
-        cfg = RunConfig(template=t, proposer=proposer, model=model, api_base=api_base, ideas=ideas, runs=runs,
-                        attempts=attempts, reflections=reflections, seeds=_seeds(t, seeds), test=test,
-                        sandbox=backend, home=home.resolve(),
-                        out_dir=(out or home / "runs" / t.name / slug).resolve(), budget_usd=budget_usd,
-                        budget_minutes=budget_minutes, budget_evaluations=budget_evaluations, seed=seed,
-                        retries=retries, literature=literature,
-                        literature_url=literature_url, literature_key=_literature_key(literature),
-                        writeup=not no_writeup, writer=writer or ("llm" if proposer == "llm" else "template"),
-                        review=not no_review, review_ensemble=review_ensemble, review_reflections=review_reflections,
-                        review_protocol=review_protocol, structured=structured, max_tokens=max_tokens,
-                        workers=default_workers(gpus) if workers is None else workers, executor=executor,
-                        ray_address=ray_address)
+        settings = _settings(flags)
     except ValidationError as e:
         _fail(flag_error(e))
-    if cfg.executor == "ray":  # an address nobody answers at is a flag to fix, not a session that stopped
-        from scientist.executors import RayUnavailable, check_reachable
-
-        try:
-            check_reachable(cfg.ray_address)
-        except RayUnavailable as e:
-            _fail(str(e))
-    if cfg.proposer == "evolve":  # checked before the baseline is spent: a broken search space is one line
-        from base.search_space import SearchSpaceError
-        from scientist.proposers.evolve import load_search_space
-
-        try:
-            load_search_space(t)
-        except SearchSpaceError as e:
-            _fail(escape(str(e)))
+    t = _load(template, templates_dir, settings.profile, settings.gpus, computing=True)
+    if settings.writeup:
+        _check_latex()  # before anything is computed or paid for
+    backend = _sandbox(settings.sandbox, settings.image, settings.gpus, docker_host)
+    slug = settings.proposer if settings.proposer == "evolve" or not settings.model else \
+        settings.model.replace("/", "_")
     store = _open_store(home)
     try:
-        session.check_model(cfg)
-        session.claim_out_dir(cfg, store)
-    except (LLMError, session.OutDirTaken) as e:
-        _fail(str(e))
+        cfg = RunConfig.of(settings, template=t, sandbox=backend, seeds=settings.seeds or t.spec.seeds,
+                           workers=settings.workers or default_workers(settings.gpus), home=home.resolve(),
+                           out_dir=(out or home / "runs" / t.name / slug).resolve(),
+                           literature_key=_literature_key(settings.literature))
+        session.check_can_start(cfg, store)
+    except ValidationError as e:
+        _fail(flag_error(e))
+    except session.CannotStart as e:
+        _fail(escape(str(e)))
     report = JsonReporter() if log_json else RichReporter(console)
     code, summary = session.run_session(cfg, store, report)
     report.close()
     if not log_json:
         tables.print_session(console, summary, cfg.out_dir)
     raise typer.Exit(code)
+
+
+run.__signature__ = inspect.Signature([  # typer reads the options from here: the settings' own, and these
+    _kw("template", str, TemplateOpt), *_settings_options(),
+    _kw("out", Path | None, typer.Option(None, "--out", show_default=".scientist/runs/<template>/<proposer or model>",
+                                         help="Output folder; running the same command again resumes it.")),
+    _kw("log_json", bool, typer.Option(False, "--log-json", help="Progress as JSON lines on stdout.")),
+    _kw("docker_host", str | None, DockerHostOpt), _kw("home", Path, HomeOpt),
+    _kw("templates_dir", Path, TemplatesDirOpt),
+])
+app.command()(run)
 
 
 def _literature_key(source: str | None) -> str | None:
@@ -531,10 +507,10 @@ def nightly(
       70   an internal error (please report it)
       130  interrupted
     """
-    from base.llm import LLMError
     from scientist import campaign as cp
-    from scientist import session
+    from scientist.nightly import run_night
     from scientist.progress import JsonReporter, RichReporter
+    from scientist.session import CannotStart
 
     try:
         c = cp.load_campaign(campaign_file)
@@ -547,45 +523,26 @@ def nightly(
     if c.writeup:
         _check_latex()
     sandbox = _sandbox(c.sandbox, c.image, c.gpus, None)
-    home = home.resolve()
-    store = _open_store(home)
-    root = cp.campaign_dir(home, c.name)
-    lock = cp.NightLock(root / "nightly.lock")
+    report = JsonReporter() if log_json else RichReporter(console)
     try:
-        lock.acquire()
+        night = run_night(c, template, sandbox, home.resolve(), report)
     except cp.NightRunning as e:
         _fail(f"campaign {c.name}: {e}", cp.EXIT_LOCKED)
-    try:
-        night = cp.next_night(store, c.name, root)
-        try:
-            cfg = cp.night_config(c, template, sandbox, home, night, c.workers or default_workers(c.gpus),
-                                  best=cp.best_known(store, c.name, template.content_hash()))
-            session.check_model(cfg)
-        except ValidationError as e:
-            _fail(f"{campaign_file}: {flag_error(e).replace('--', '')}")
-        except LLMError as e:
-            _fail(str(e))
-        resumed = " (resuming the night a killed process left unfinished)" if night.resumed else ""
-        console.print(f"campaign [bold]{c.name}[/bold]: night {night.index}{resumed} in {night.out_dir}")
-        report = JsonReporter() if log_json else RichReporter(console)
-        try:
-            code, summary, confirmed = cp.run_night(c, cfg, store, night, report)
-        finally:
-            report.close()
-        if not log_json:
-            tables.print_session(console, summary, cfg.out_dir)
-            for conf in confirmed:
-                console.print(tables.confirmation_line(conf, template))
-        pages = cp.write_digest(c, store, night, home)
-        console.print(f"digest: {pages.markdown}\n        {pages.html}\nindex:  {pages.index}")
-        problem = cp.announce(c, night, pages)
-        if problem:
-            err.print(f"[yellow]warning:[/yellow] {escape(problem)}")
+    except CannotStart as e:
+        _fail(escape(f"{campaign_file}: {e}"))
     except cp.CampaignError as e:
         _fail(escape(str(e)), 1)
     finally:
-        lock.release()
-    raise typer.Exit(code)
+        report.close()
+    if not log_json:
+        tables.print_session(console, night.summary, night.night.out_dir)
+        for conf in night.confirmed:
+            console.print(tables.confirmation_line(conf, template))
+    pages = night.pages
+    console.print(f"digest: {pages.markdown}\n        {pages.html}\nindex:  {pages.index}")
+    if night.announce_problem:
+        err.print(f"[yellow]warning:[/yellow] {escape(night.announce_problem)}")
+    raise typer.Exit(night.code)
 
 
 @app.command()

@@ -13,33 +13,34 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from base.events import IdeaDone, Reporter, RunComputing, RunFailed, RunStarted, RunSucceeded
-from base.llm import Budget
+from base.llm import LLM, Budget
 from base.records import Comparison, Idea, IdeaOutcome, MetricResult, RunEntry
 from base.stats import Test, better, compare, format_p, normalized
 from base.store import Run, Store
-from base.template import Template
-from sandbox.backends import Sandbox
 from scientist import runner
+from scientist.config import RunConfig
 from scientist.proposers import Attempt, IdeaContext, Proposal, Proposer
 
 
 @dataclass(frozen=True)
-class LoopConfig:
-    """The parts of the run configuration the experiment loop needs."""
+class Session:
+    """One session as it runs, passed as one: what it was asked, where it records, what it may spend, whom it tells."""
 
-    template: Template
-    runs: int
-    attempts: int
-    seeds: int
-    sandbox: Sandbox
-    home: Path
-    out_dir: Path
+    cfg: RunConfig
+    store: Store
+    id: int
+    budget: Budget
+    report: Reporter
     executor: runner.Executor | None = None     # where runs compute (None: in the calling thread)
-    cancel: threading.Event | None = None       # set to stop this idea's run in flight (another idea stopped)
-    test: Test = "welch"                        # the test against the baseline (base.stats.compare)
+    # Set to stop the runs in flight: one idea stopped (budget, model error, Ctrl-C), so the others end too.
+    cancel: threading.Event = field(default_factory=threading.Event)
+
+    def llm(self) -> LLM:
+        """A client of the session's model: its calls recorded under the session, paid from its budget."""
+        return self.cfg.model_spec().client(recorder=self.store.recorder(self.id), budget=self.budget,
+                                            forms=self.store.response_forms())
 
 
 def compare_runs(run: Run, baseline: Run, metric: str, direction: str, test: Test = "welch") -> Comparison:
@@ -122,9 +123,9 @@ class IdeaLog:
                                        spend_usd=spend_usd, best=self.best.metric.mean))
 
 
-def run_idea(cfg: LoopConfig, store: Store, *, session_id: int, idx: int, idea: Idea, folder: str,
-             proposer: Proposer, baseline: Run, budget: Budget, report: Reporter) -> IdeaOutcome:
+def run_idea(s: Session, *, idx: int, idea: Idea, folder: str, proposer: Proposer, baseline: Run) -> IdeaOutcome:
     """Run the experiments of one idea; returns its outcome for summary.json."""
+    cfg, store, budget, report, session_id = s.cfg, s.store, s.budget, s.report, s.id
     spec = cfg.template.spec
     metric, direction = spec.metric.name, spec.metric.direction
     baseline_text, _ = describe_result(baseline, None, metric, direction)
@@ -157,7 +158,7 @@ def run_idea(cfg: LoopConfig, store: Store, *, session_id: int, idx: int, idea: 
                     ended, reason = True, f"run {run_idx}, attempt {attempt}: {why}"
                     break
                 continue
-            succeeded = _evaluate(cfg, store, log, proposal, ctx, baseline, folder, budget)
+            succeeded = _evaluate(s, log, proposal, ctx, baseline, folder)
             if succeeded:
                 files = proposal.sources
                 store.save_idea(session_id, idx, idea.model_dump(), status="running", best_run_id=log.best.run_id)
@@ -185,9 +186,9 @@ def run_idea(cfg: LoopConfig, store: Store, *, session_id: int, idx: int, idea: 
                        best=log.best, runs=log.entries)
 
 
-def _evaluate(cfg: LoopConfig, store: Store, log: IdeaLog, proposal: Proposal, ctx: IdeaContext, baseline: Run,
-              folder: str, budget: Budget) -> bool:
+def _evaluate(s: Session, log: IdeaLog, proposal: Proposal, ctx: IdeaContext, baseline: Run, folder: str) -> bool:
     """Run the proposal's files sealed in the sandbox and record the attempt; returns whether it succeeded."""
+    cfg, store, budget = s.cfg, s.store, s.budget
     spec = cfg.template.spec
     entry = RunEntry(run=ctx.run_idx, attempt=ctx.attempt, status="failed", note=proposal.note)
     dest = cfg.out_dir / folder / entry.folder
@@ -198,7 +199,7 @@ def _evaluate(cfg: LoopConfig, store: Store, log: IdeaLog, proposal: Proposal, c
     budget.reserve_evaluation()
     report.event(RunComputing(idea=log.name, run=ctx.run_idx, attempt=ctx.attempt, run_dir=str(dest),
                               expected_s=store.typical_seconds(cfg.template.name, cfg.seeds)))
-    res = runner.evaluate(req, store, cfg.executor, cfg.cancel)  # a reused run's files are written into dest too
+    res = runner.evaluate(req, store, s.executor, s.cancel)  # a reused run's files are written into dest too
     if res.cached:
         budget.refund_evaluation()
     run = res.run

@@ -35,6 +35,7 @@ from base.events import (
     IdeaAccepted,
     IdeaDone,
     IdeaDropped,
+    NightStarted,
     PaperDone,
     Reviewed,
     ReviewFailed,
@@ -220,6 +221,9 @@ class RichReporter:
                 say(f"  review {escape(e.name)}: [red]failed[/red]: {escape(e.error)}")
             case Stopped():
                 say(f"[yellow]stopped:[/yellow] {escape(e.reason)}")
+            case NightStarted():
+                resumed = " (resuming the night a killed process left unfinished)" if e.resumed else ""
+                say(f"campaign [bold]{escape(e.campaign)}[/bold]: night {e.night}{resumed} in {escape(e.out_dir)}")
             case FreshSeedsDrawn():
                 train_seed = "none" if e.train_seed is None else e.train_seed
                 say(f"confirming on night {e.night}'s fresh seeds (train_seed {train_seed}, draw {e.draw})")

@@ -9,10 +9,9 @@ the first step that had not finished. The session's summary lives in memory as a
 
 from __future__ import annotations
 
-import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from difflib import SequenceMatcher
 from pathlib import Path
 
@@ -30,7 +29,7 @@ from base.events import (
     TemplateChanged,
 )
 from base.formats import FormatError
-from base.llm import LLM, Budget, BudgetExceeded, LLMError
+from base.llm import Budget, BudgetExceeded, LLMError
 from base.records import (
     ArchiveEntry,
     BaselineResult,
@@ -42,13 +41,14 @@ from base.records import (
     SessionSummary,
     write_json,
 )
+from base.search_space import SearchSpaceError
 from base.stats import PAIRED_WHY, Test, better, holm_adjust
 from base.store import Run, Store
 from base.template import Template
 from scientist import runner
 from scientist.config import RunConfig
-from scientist.executors import RayUnavailable, make_executor
-from scientist.experiment import LoopConfig, run_idea
+from scientist.executors import RayUnavailable, check_reachable, make_executor
+from scientist.experiment import Session, run_idea
 from scientist.literature import LiteratureError, cached_search
 from scientist.proposers import NoValidAnswer, Proposer
 from scientist.proposers.evolve import EvolveProposer, load_search_space
@@ -124,8 +124,7 @@ def _archive(store: Store, template: Template, session_id: int, ids: list[int] |
     return out
 
 
-def _run_ideas(cfg: RunConfig, store: Store, session_id: int, proposer: Proposer, archive: list[ArchiveEntry],
-               baseline: Run, budget: Budget, executor: runner.Executor, report: Reporter,
+def _run_ideas(s: Session, proposer: Proposer, archive: list[ArchiveEntry], baseline: Run,
                outcomes: dict[int, IdeaOutcome]) -> None:
     """Up to cfg.ideas ideas, up to cfg.workers of them in flight; their outcomes go into `outcomes` by index as
     they finish, so a session that stops (budget, model error, Ctrl-C) still reports the ideas that ended.
@@ -137,10 +136,8 @@ def _run_ideas(cfg: RunConfig, store: Store, session_id: int, proposer: Proposer
     resumed session takes its ideas from there: the same ideas, in the same order, however the
     earlier session's ideas interleaved.
     """
-    loop = LoopConfig(template=cfg.template, runs=cfg.runs, attempts=cfg.attempts, seeds=cfg.seeds,
-                      sandbox=cfg.sandbox, home=cfg.home, out_dir=cfg.out_dir, executor=executor,
-                      cancel=threading.Event(), test=cfg.test)
-    proposed = {row["idx"]: row for row in store.ideas(session_id=session_id)}
+    cfg, budget, report = s.cfg, s.budget, s.report
+    proposed = {row["idx"]: row for row in s.store.ideas(session_id=s.id)}
     seen: list[ArchiveEntry] = []
     running: dict[Future, tuple[int, ArchiveEntry]] = {}
     idx = accepted = 0
@@ -153,15 +150,14 @@ def _run_ideas(cfg: RunConfig, store: Store, session_id: int, proposer: Proposer
                 row = proposed.get(idx)
                 idea = Idea.model_validate(row["idea"]) if row else proposer.next_idea(idx, archive + seen)
                 entry = ArchiveEntry(idea=idea)
-                dropped = _drop(cfg, store, session_id, idx, idea, row, proposer, archive + seen, budget, report)
+                dropped = _drop(s, idx, idea, row, proposer, archive + seen)
                 seen.append(entry)
                 if not dropped:
-                    store.save_idea(session_id, idx, idea.model_dump(), status="running")
+                    s.store.save_idea(s.id, idx, idea.model_dump(), status="running")
                     report.event(IdeaAccepted(idx=accepted, total=cfg.ideas, name=idea.name, title=idea.title))
                     report.event(Stage(stage="experiments", spend_usd=budget.spent_usd))
-                    future = pool.submit(run_idea, loop, store, session_id=session_id, idx=idx, idea=idea,
-                                         folder=f"{idx:02d}_{idea.name}", proposer=proposer, baseline=baseline,
-                                         budget=budget, report=report)
+                    future = pool.submit(run_idea, s, idx=idx, idea=idea, folder=f"{idx:02d}_{idea.name}",
+                                         proposer=proposer, baseline=baseline)
                     running[future] = (idx, entry)
                     accepted += 1
                 idx += 1
@@ -174,7 +170,7 @@ def _run_ideas(cfg: RunConfig, store: Store, session_id: int, proposer: Proposer
                 entry.metric = outcome.best.metric.mean if outcome.best else None
                 outcomes[i] = outcome
     except BaseException:
-        loop.cancel.set()  # the other ideas' runs end now, recorded as interrupted, to be resumed
+        s.cancel.set()  # the other ideas' runs end now, recorded as interrupted, to be resumed
         for future in running:
             try:
                 future.result()
@@ -185,9 +181,10 @@ def _run_ideas(cfg: RunConfig, store: Store, session_id: int, proposer: Proposer
         pool.shutdown(wait=True)
 
 
-def _drop(cfg: RunConfig, store: Store, session_id: int, idx: int, idea: Idea, row: dict | None,
-          proposer: Proposer, previous: list[ArchiveEntry], budget: Budget, report: Reporter) -> bool:
+def _drop(s: Session, idx: int, idea: Idea, row: dict | None, proposer: Proposer,
+          previous: list[ArchiveEntry]) -> bool:
     """Whether an idea is dropped (a near-duplicate, or not novel with --literature), recorded as such."""
+    report = s.report
     if row is not None and row["status"] in ("duplicate", "not_novel"):  # decided before the session was resumed
         report.event(IdeaDropped(name=idea.name, reason=row["reason"]))
         return True
@@ -196,44 +193,60 @@ def _drop(cfg: RunConfig, store: Store, session_id: int, idx: int, idea: Idea, r
     duplicate = find_duplicate(idea, previous) if proposer.may_repeat else None
     if duplicate is not None:
         why = f"near-duplicate of {duplicate}"
-        store.save_idea(session_id, idx, idea.model_dump(), status="duplicate", reason=why)
+        s.store.save_idea(s.id, idx, idea.model_dump(), status="duplicate", reason=why)
         report.event(IdeaDropped(name=idea.name, reason=why))
         return True
-    if cfg.literature is not None and isinstance(proposer, LLMProposer):
-        report.event(Stage(stage="literature", spend_usd=budget.spent_usd))
-        novel, why = check_novelty(cfg, store, proposer, idea, budget)
+    if s.cfg.literature is not None and isinstance(proposer, LLMProposer):
+        report.event(Stage(stage="literature", spend_usd=s.budget.spent_usd))
+        novel, why = check_novelty(s, proposer, idea)
         if not novel:
-            store.save_idea(session_id, idx, idea.model_dump(), status="not_novel", reason=why)
+            s.store.save_idea(s.id, idx, idea.model_dump(), status="not_novel", reason=why)
             report.event(IdeaDropped(name=idea.name, reason=f"not novel: {why}"))
             return True
     return False
 
 
-def make_proposer(cfg: RunConfig, store: Store, session_id: int, budget: Budget, baseline: Run) -> Proposer:
+def make_proposer(s: Session, baseline: Run) -> Proposer:
     """The proposer the configuration asks for, ready to propose."""
+    cfg = s.cfg
     if cfg.proposer == "evolve":
         return EvolveProposer(load_search_space(cfg.template), cfg.template.spec.metric.direction, seed=cfg.seed,
                               baseline_metric=baseline.metric_mean)
-    llm = LLM(cfg.model, recorder=store.recorder(session_id), budget=budget, api_base=cfg.api_base,
-              max_retries=cfg.retries, structured=cfg.structured, forms=store.response_forms(),
-              max_tokens=cfg.max_tokens)
-    return LLMProposer(llm, cfg.template, reflections=cfg.reflections, best=cfg.best_known)
+    return LLMProposer(s.llm(), cfg.template, reflections=cfg.reflections, best=cfg.best_known)
 
 
-def check_novelty(cfg: RunConfig, store: Store, proposer: LLMProposer, idea: Idea,
-                  budget: Budget) -> tuple[bool, str]:
+def check_novelty(s: Session, proposer: LLMProposer, idea: Idea) -> tuple[bool, str]:
     """Search the literature for the idea's title and let the model judge; the papers go into the idea."""
-    papers = cached_search(store, cfg.literature, idea.title, base_url=cfg.literature_url,
-                           api_key=cfg.literature_key, retries=cfg.retries, budget=budget)
+    cfg = s.cfg
+    papers = cached_search(s.store, cfg.literature, idea.title, base_url=cfg.literature_url,
+                           api_key=cfg.literature_key, retries=cfg.retries, budget=s.budget)
     found = [asdict(p) for p in papers]
     idea.literature = [{k: p[k] for k in ("title", "year", "venue", "url")} for p in found]
     return proposer.judge_novelty(idea, found)
 
 
+class CannotStart(Exception):
+    """The session cannot start as configured: one line naming what to fix, before anything is computed or paid."""
+
+
+def check_can_start(cfg: RunConfig, store: Store) -> None:
+    """CannotStart unless the session can start: its Ray cluster answers, its search space loads, its model has
+    an API key, its folder is its own. Checked before the baseline is spent."""
+    try:
+        if cfg.executor == "ray":
+            check_reachable(cfg.ray_address)
+        if cfg.proposer == "evolve":
+            load_search_space(cfg.template)
+        check_model(cfg)
+        claim_out_dir(cfg, store)
+    except (RayUnavailable, SearchSpaceError, LLMError, OutDirTaken) as e:
+        raise CannotStart(str(e)) from None
+
+
 def check_model(cfg: RunConfig) -> None:
     """Fail before any work when the model needs an API key that is not in the environment."""
     if cfg.proposer == "llm":
-        LLM(cfg.model, recorder=None, budget=Budget(), api_base=cfg.api_base).check()
+        cfg.model_spec().check()
 
 
 def claim_out_dir(cfg: RunConfig, store: Store) -> None:
@@ -274,11 +287,12 @@ def run_session(cfg: RunConfig, store: Store, report: Reporter) -> tuple[int, Se
     session_id, resumed, stored = store.open_session(
         out_dir=cfg.out_dir, template=cfg.template.name, proposer=cfg.proposer, model=cfg.model,
         args=cfg.to_json(), campaign=cfg.campaign)
-    budget = Budget(usd=cfg.budget_usd, minutes=cfg.budget_minutes, spent_usd=store.session_cost(session_id)[0],
-                    evaluations=cfg.budget_evaluations)
+    budget = Budget(usd=cfg.budget.usd, minutes=cfg.budget.minutes, spent_usd=store.session_cost(session_id)[0],
+                    evaluations=cfg.budget.evaluations)
     report.event(SessionStarted(template=cfg.template.name, proposer=cfg.proposer, out_dir=str(cfg.out_dir),
                                 resumed=resumed))
     stored = _note_template_change(cfg, store, session_id, stored, report)
+    s = Session(cfg, store, session_id, budget, report)
     finished: dict[int, IdeaOutcome] = {}
     write = False
     baseline: Run | None = None
@@ -287,6 +301,7 @@ def run_session(cfg: RunConfig, store: Store, report: Reporter) -> tuple[int, Se
         budget.check()
         report.event(Stage(stage="baseline"))
         executor = make_executor(cfg.executor, cfg.workers, cfg.sandbox.gpus, cfg.ray_address)
+        s = replace(s, executor=executor)
         profile = f"profile {cfg.template.spec.profile or 'none'} on {cfg.template.device.upper()}"
         report.event(ExecutorChosen(description=f"{executor.describe()}; {profile}"))
         baseline = ensure_baseline(cfg, store, executor)
@@ -296,8 +311,8 @@ def run_session(cfg: RunConfig, store: Store, report: Reporter) -> tuple[int, Se
         archive = _archive(store, cfg.template, session_id, archive_ids, cfg.campaign)
         if archive_ids is None:  # freeze the archive, so a resumed session asks the same questions
             store.set_session_args(session_id, {**stored, "archive_ids": [a.id for a in archive if a.id is not None]})
-        proposer = make_proposer(cfg, store, session_id, budget, baseline)
-        _run_ideas(cfg, store, session_id, proposer, archive, baseline, budget, executor, report, finished)
+        proposer = make_proposer(s, baseline)
+        _run_ideas(s, proposer, archive, baseline, finished)
         write = bool(finished)  # papers only for a session whose ideas all ran (a stopped one resumes first)
         if len(finished) < cfg.ideas:
             status, reason = "stopped", (f"only {len(finished)} of {cfg.ideas} ideas were new; the others were "
@@ -316,9 +331,9 @@ def run_session(cfg: RunConfig, store: Store, report: Reporter) -> tuple[int, Se
         summary = _summary(cfg, store, session_id, baseline, ideas, status, reason, time.time() - started)
         _write_outputs(cfg, store, session_id, summary)
     if cfg.writeup and baseline is not None and write and code != EXIT_INTERRUPTED:
-        code = max(code, _writeup(cfg, store, session_id, budget, summary, report))
+        code = max(code, _writeup(s, summary))
         if cfg.review and cfg.model and code in (EXIT_OK, EXIT_ERROR):
-            code = max(code, _review(cfg, store, session_id, budget, summary, report))
+            code = max(code, _review(s, summary))
         # the papers' and reviews' model calls count too
         cost, calls, prompt_tokens, completion_tokens = store.session_cost(session_id)
         summary.cost_usd, summary.llm_calls = cost, calls
@@ -328,17 +343,16 @@ def run_session(cfg: RunConfig, store: Store, report: Reporter) -> tuple[int, Se
     return code, summary
 
 
-def _review(cfg: RunConfig, store: Store, session_id: int, budget: Budget, summary: SessionSummary,
-            report: Reporter) -> int:
+def _review(s: Session, summary: SessionSummary) -> int:
     """Review every compiled paper with the run's model; scores go to summary.json and the store."""
     from reviewer.batch import llm_factory, review_one_paper
     from reviewer.review import ReviewSettings, default_fewshot
 
+    cfg, budget, report = s.cfg, s.budget, s.report
     settings = ReviewSettings(ensemble=cfg.review_ensemble, reflections=cfg.review_reflections,
                               fewshot=default_fewshot(), protocol=cfg.review_protocol)
-    make_llm = llm_factory(cfg.model, recorder=store.recorder(session_id), budget=budget, api_base=cfg.api_base,
-                           retries=cfg.retries, structured=cfg.structured, forms=store.response_forms(),
-                           max_tokens=cfg.max_tokens)
+    make_llm = llm_factory(cfg.model_spec(), recorder=s.store.recorder(s.id), budget=budget,
+                           forms=s.store.response_forms())
     code = EXIT_OK
     for entry in summary.ideas:
         if entry.paper is None or entry.paper.status != "ok":
@@ -352,7 +366,7 @@ def _review(cfg: RunConfig, store: Store, session_id: int, budget: Budget, summa
             rev = res["review"]
             entry.review = ReviewSummary(Overall=rev["Overall"], Decision=rev["Decision"],
                                          Soundness=rev["Soundness"], Confidence=rev["Confidence"], path=str(path))
-            store.save_review(session_id, entry.idx, rev)
+            s.store.save_review(s.id, entry.idx, rev)
             report.event(Reviewed(name=entry.name, overall=rev["Overall"], decision=rev["Decision"]))
         else:
             entry.review = ReviewSummary(status="error", error=res["error"])
@@ -362,15 +376,12 @@ def _review(cfg: RunConfig, store: Store, session_id: int, budget: Budget, summa
     return code
 
 
-def _writeup(cfg: RunConfig, store: Store, session_id: int, budget: Budget, summary: SessionSummary,
-             report: Reporter) -> int:
+def _writeup(s: Session, summary: SessionSummary) -> int:
     """Write every idea's paper; a budget or model failure here stops cleanly like anywhere else."""
-    llm = None
-    if cfg.writer == "llm":
-        llm = LLM(cfg.model, recorder=store.recorder(session_id), budget=budget, api_base=cfg.api_base,
-                  max_retries=cfg.retries, max_tokens=cfg.max_tokens)
+    cfg, report = s.cfg, s.report
+    llm = s.llm() if cfg.writer == "llm" else None
     try:
-        papers = write_papers(summary, cfg.out_dir, cfg.template, llm=llm, store=store, report=report)
+        papers = write_papers(summary, cfg.out_dir, cfg.template, llm=llm, store=s.store, report=report)
     except BudgetExceeded as e:
         report.event(Stopped(reason=f"writeup: {e}"))
         return EXIT_BUDGET

@@ -18,6 +18,7 @@ from base.events import (
     IdeaAccepted,
     IdeaDone,
     IdeaDropped,
+    NightStarted,
     PaperDone,
     Reviewed,
     ReviewFailed,
@@ -112,6 +113,9 @@ EVENTS = [
      '{"event": "review", "time": 1700000000.5, "name": "deep", "error": "budget: $5.00 spent"}'),
     (Stopped(reason="writeup: budget: $5.00 spent"),
      '{"event": "stopped", "time": 1700000000.5, "reason": "writeup: budget: $5.00 spent"}'),
+    (NightStarted(campaign="nightly", night=3, out_dir="/h/campaigns/nightly/nights/003-2026-12-07", resumed=True),
+     '{"event": "night", "time": 1700000000.5, "campaign": "nightly", "night": 3, '
+     '"out_dir": "/h/campaigns/nightly/nights/003-2026-12-07", "resumed": true}'),
     (FreshSeedsDrawn(night=3, train_seed=None, draw=7),
      '{"event": "fresh_seeds", "time": 1700000000.5, "night": 3, "train_seed": null, "draw": 7}'),
     (ConfirmationDone(idea="wide", search_mean=1.75, mean=1.625, reason=None, verdict="better"),
@@ -129,7 +133,7 @@ def test_the_samples_cover_every_event_kind():
     kinds = {e.kind for e, _ in EVENTS}
     assert kinds == {"session", "template_changed", "stage", "executor", "baseline", "idea_dropped", "idea",
                      "run_start", "run_computing", "run_done", "idea_done", "paper", "review", "stopped",
-                     "fresh_seeds", "confirmed"}
+                     "night", "fresh_seeds", "confirmed"}
 
 
 def test_json_lines_keep_their_event_names_keys_and_bytes(monkeypatch):

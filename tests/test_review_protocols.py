@@ -14,7 +14,7 @@ import pytest
 from conftest import scientist
 from llm_server import ScriptedServer
 
-from base.llm import Budget
+from base.llm import Budget, ModelSpec
 from base.store import Store
 from reviewer import ai_scientist
 from reviewer.batch import llm_factory, review_one_paper
@@ -67,8 +67,8 @@ def review_text_paper(tmp_path, server, settings: ReviewSettings, text: str = PA
     paper = tmp_path / "paper.txt"
     paper.write_text(text)
     store = Store(tmp_path / "home" / "store.sqlite")
-    make_llm = llm_factory("openai/test-model", recorder=store.recorder(None), budget=Budget(), api_base=server.url,
-                           retries=0)
+    make_llm = llm_factory(ModelSpec("openai/test-model", api_base=server.url, retries=0),
+                           recorder=store.recorder(None), budget=Budget())
     return review_one_paper(paper, make_llm, settings, **kw)
 
 
