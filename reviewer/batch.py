@@ -7,10 +7,14 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from base.formats import FormatError
-from base.llm import LLM, BudgetExceeded, FormMemory, LLMError, MemoryForms, ModelSpec
+from base.llm import LLM, Budget, BudgetExceeded, FormMemory, LLMError, MemoryForms, ModelSpec
 from base.records import SessionSummary
+from base.store import Store
 from reviewer import ai_scientist
 from reviewer.pdf import Paper, PaperError, load_paper
 from reviewer.review import PROTOCOL_MAX_CHARS, CountingRecorder, ReviewFailed, ReviewSettings, Usage, review
@@ -72,6 +76,46 @@ def review_one_paper(path: Path, make_llm: Callable[[Usage], LLM], settings: Rev
         result["error"] = f"budget: {e}"
     result["usage"] = usage.to_json()
     return result
+
+
+class ReviewRequest(BaseModel):
+    """What `scientist review` was asked, validated: the papers, the model and how to call it, the batch's bounds."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    papers: list[Path]
+    model: str
+    api_base: str | None = None
+    retries: int = Field(5, ge=0)
+    structured: Literal["auto", "on", "off"] = "auto"
+    max_tokens: int | None = Field(None, ge=1)
+    concurrency: int = Field(4, ge=1)
+    budget_usd: float | None = Field(None, gt=0)
+    run_dir: Path | None = None      # the `scientist run` folder the papers come from: its logs are checked
+    max_chars: int | None = Field(None, ge=1)
+
+    @model_validator(mode="after")
+    def _usable(self) -> ReviewRequest:
+        if not self.papers:
+            raise ValueError("no papers given (pass PDF files, or --calibrate LABELS.csv)")
+        if self.run_dir is not None and not (self.run_dir / "summary.json").is_file():
+            raise ValueError(f"{self.run_dir} holds no summary.json; --run-dir takes a folder written by "
+                             "scientist run")
+        return self
+
+    def model_spec(self) -> ModelSpec:
+        """The reviewing model as the one model factory takes it."""
+        return ModelSpec(self.model, api_base=self.api_base, retries=self.retries, structured=self.structured,
+                         max_tokens=self.max_tokens)
+
+
+def review_batch(req: ReviewRequest, settings: ReviewSettings, store: Store,
+                 on_result: Callable[[dict], None] | None = None) -> list[dict]:
+    """Review the request's papers with the store's call log and response-format memory, within its budget."""
+    make_llm = llm_factory(req.model_spec(), recorder=store.recorder(None), budget=Budget(usd=req.budget_usd),
+                           forms=store.response_forms())
+    return review_papers(req.papers, make_llm, settings, concurrency=req.concurrency, run_dir=req.run_dir,
+                         max_chars=req.max_chars, on_result=on_result)
 
 
 def review_papers(paths: list[Path], make_llm: Callable[[Usage], LLM], settings: ReviewSettings, *,

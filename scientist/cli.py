@@ -13,7 +13,6 @@ import json
 import os
 import signal
 import time
-from dataclasses import replace
 from pathlib import Path
 from typing import get_args
 
@@ -21,7 +20,6 @@ import typer
 from pydantic import ValidationError
 from rich.markup import escape
 
-from base.records import SessionSummary
 from base.store import Store
 from base.template import DEFAULT_TEMPLATES_DIR, Template, TemplateError, list_template_names, load_template
 from sandbox.backends import Sandbox, SandboxUnavailable, resolve
@@ -347,41 +345,22 @@ def writeup(
     templates_dir: Path = TemplatesDirOpt,
 ) -> None:
     """(Re)write the papers of a finished run from its logged results, without re-running experiments."""
-    from base.llm import LLM, Budget, BudgetExceeded, LLMError
-    from scientist.writeup import RunFilesMissing, write_papers
+    from base.llm import BudgetExceeded, LLMError
+    from scientist.writeup import NotARunDir, RunFilesMissing, finished_run, write_papers, writer_llm
 
-    if not (run_dir / "summary.json").is_file():
-        _fail(f"{run_dir} holds no summary.json; is it a folder written by scientist run?")
     try:
-        summary = SessionSummary.read(run_dir)
-    except (ValueError, OSError) as e:
-        _fail(f"{run_dir / 'summary.json'} is not a valid summary.json ({type(e).__name__}: "
-              f"{' '.join(str(e).split())[:300]})")
-    t = _load(summary.template, templates_dir)
-    try:  # the settings the runs had, which the papers state
-        t = replace(t.with_profile(summary.profile), device=summary.device) if summary.profile else t
-    except TemplateError as e:
-        _fail(str(e))
-    names = [i.name for i in summary.ideas]
-    if idea is not None and idea not in names:
-        _fail(f"no idea {idea!r} in {run_dir} (ideas: {', '.join(names) or 'none'})")
-    if not names:
-        _fail(f"{run_dir} has no ideas to write about")
-    writer = writer or ("llm" if model else "template")
-    if writer not in ("template", "llm") or (writer == "llm" and not model):
-        _fail("--writer must be template, or llm together with --model")
+        chosen = Settings(writer=writer, model=model, api_base=api_base, retries=retries)
+        summary, t = finished_run(run_dir, templates_dir, idea)
+    except ValidationError as e:
+        _fail(flag_error(e))
+    except NotARunDir as e:
+        _fail(escape(str(e)))
     _check_latex()
     store = _open_store(home)
-    llm = None
-    if writer == "llm":
-        session_id = store.open_session(out_dir=run_dir.resolve(), template=t.name, proposer="llm", model=model,
-                                        args={"writeup": True})[0]
-        llm = LLM(model, recorder=store.recorder(session_id), budget=Budget(), api_base=api_base,
-                  max_retries=retries)
-        try:
-            llm.check()
-        except LLMError as e:
-            _fail(str(e))
+    try:
+        llm = writer_llm(chosen.model_spec(), store, run_dir, t) if chosen.writer == "llm" else None
+    except LLMError as e:
+        _fail(str(e))
     try:
         with console.status("writing papers"):
             papers = write_papers(summary, run_dir, t, llm=llm, store=store, idea=idea)
@@ -427,48 +406,32 @@ def review(
     """Review PDFs with the NeurIPS form: ensemble, reflections, area-chair meta-review, injection guard."""
     from rich.progress import Progress
 
-    from base.llm import LLM, STRUCTURED_MODES, Budget, LLMError
-    from reviewer.batch import JsonLines, llm_factory, review_papers
+    from base.llm import LLMError
+    from reviewer.batch import JsonLines, ReviewRequest, review_batch
     from reviewer.calibrate import calibrate as calibration
     from reviewer.calibrate import calibration_json, load_labels
     from reviewer.review import ReviewSettings, default_fewshot
 
     labels: list[tuple[Path, bool]] = []
-    if calibrate is not None:
-        try:
-            labels = load_labels(calibrate)
-        except (OSError, ValueError) as e:
-            _fail(f"{calibrate}: {e}")
-        papers = [p for p, _ in labels]
-    if not papers:
-        _fail("no papers given (pass PDF files, or --calibrate LABELS.csv)")
     try:
+        labels = load_labels(calibrate) if calibrate is not None else []
+    except (OSError, ValueError) as e:
+        _fail(f"{calibrate}: {e}")
+    try:
+        req = ReviewRequest(papers=[p for p, _ in labels] or papers or [], model=model, api_base=api_base,
+                            retries=retries, structured=structured, max_tokens=max_tokens, concurrency=concurrency,
+                            budget_usd=budget_usd, run_dir=run_dir, max_chars=max_chars)
         settings = ReviewSettings(ensemble=ensemble, reflections=reflections, temperature=temperature,
                                   fewshot=() if no_fewshot else tuple(fewshot or default_fewshot()),
                                   protocol=protocol)
-    except ValueError as e:
+        req.model_spec().check()
+    except ValidationError as e:
+        _fail(flag_error(e))
+    except (ValueError, LLMError) as e:
         _fail(str(e))
-    if concurrency < 1:
-        _fail("--concurrency must be at least 1")
-    if budget_usd is not None and budget_usd <= 0:
-        _fail("--budget-usd must be greater than 0")
-    if max_tokens is not None and max_tokens < 1:
-        _fail("--max-tokens must be at least 1")
-    if run_dir is not None and not (run_dir / "summary.json").is_file():
-        _fail(f"{run_dir} holds no summary.json; --run-dir takes a folder written by scientist run")
-    try:
-        LLM(model, recorder=None, budget=Budget(), api_base=api_base).check()
-    except LLMError as e:
-        _fail(str(e))
-    if structured not in STRUCTURED_MODES:
-        _fail(f"--structured must be one of {', '.join(STRUCTURED_MODES)}, not {structured!r}")
-    store = _open_store(home)
-    make_llm = llm_factory(model, recorder=store.recorder(None), budget=Budget(usd=budget_usd),
-                           api_base=api_base, retries=retries, structured=structured, forms=store.response_forms(),
-                           max_tokens=max_tokens)
     lines = JsonLines(out)
     with Progress(console=console, transient=True) as progress:
-        task = progress.add_task(f"reviewing {len(papers)} paper(s)", total=len(papers))
+        task = progress.add_task(f"reviewing {len(req.papers)} paper(s)", total=len(req.papers))
 
         def done(res: dict) -> None:
             lines.append(res)
@@ -476,8 +439,7 @@ def review(
                 err.print(f"[red]✗[/red] {escape(res['paper'])}: {escape(res['error'] or '')}")
             progress.advance(task)
 
-        results = review_papers(papers, make_llm, settings, concurrency=concurrency, run_dir=run_dir,
-                                max_chars=max_chars, on_result=done)
+        results = review_batch(req, settings, _open_store(home), on_result=done)
     console.print(tables.reviews_table(results, out))
     if labels:
         rows = calibration(labels, results, threshold)

@@ -9,14 +9,15 @@ deleted since the run are written again from the store first.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 from base.events import PaperDone, Reporter, Stage
 from base.formats import FormatError
-from base.llm import LLM
+from base.llm import LLM, ModelSpec
 from base.records import PaperStatus, SessionSummary
 from base.store import Store
-from base.template import Template
+from base.template import Template, TemplateError, load_template
 from papers.facts import load_input
 from papers.paper import write_paper
 from scientist.runner import materialize
@@ -24,6 +25,46 @@ from scientist.runner import materialize
 
 class RunFilesMissing(Exception):
     """A run folder of the run directory is gone and the store cannot make it again; one line for the user."""
+
+
+class NotARunDir(Exception):
+    """`scientist writeup` was pointed at a folder it cannot write about; one line for the user."""
+
+
+def finished_run(run_dir: Path, templates_dir: Path, idea: str | None = None) -> tuple[SessionSummary, Template]:
+    """A finished run's summary and its template with the settings its runs had (which the papers state).
+
+    NotARunDir when run_dir holds no valid summary.json, its template cannot be loaded, or it has no
+    ideas (or not the one asked for).
+    """
+    if not (run_dir / "summary.json").is_file():
+        raise NotARunDir(f"{run_dir} holds no summary.json; is it a folder written by scientist run?")
+    try:
+        summary = SessionSummary.read(run_dir)
+    except (ValueError, OSError) as e:
+        raise NotARunDir(f"{run_dir / 'summary.json'} is not a valid summary.json ({type(e).__name__}: "
+                         f"{' '.join(str(e).split())[:300]})") from None
+    try:
+        template = load_template(summary.template, templates_dir)
+        if summary.profile:
+            template = replace(template.with_profile(summary.profile), device=summary.device)
+    except TemplateError as e:
+        raise NotARunDir(str(e)) from None
+    names = [i.name for i in summary.ideas]
+    if idea is not None and idea not in names:
+        raise NotARunDir(f"no idea {idea!r} in {run_dir} (ideas: {', '.join(names) or 'none'})")
+    if not names:
+        raise NotARunDir(f"{run_dir} has no ideas to write about")
+    return summary, template
+
+
+def writer_llm(model: ModelSpec, store: Store, run_dir: Path, template: Template) -> LLM:
+    """The model client of a rewrite: its calls recorded under a session of its own in the store."""
+    session_id = store.open_session(out_dir=run_dir.resolve(), template=template.name, proposer="llm",
+                                    model=model.model, args={"writeup": True})[0]
+    llm = model.client(recorder=store.recorder(session_id), forms=store.response_forms())
+    llm.check()
+    return llm
 
 
 def write_papers(summary: SessionSummary, run_dir: Path, template: Template, *, llm: LLM | None, store: Store,
