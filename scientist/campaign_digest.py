@@ -10,9 +10,13 @@ import difflib
 import os
 import shlex
 import subprocess
+from collections import Counter
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
+from base.records import SessionSummary
+from base.stats import format_p
 from base.store import Run, Store
 from scientist.campaign import (
     CampaignConfig,
@@ -23,13 +27,19 @@ from scientist.campaign import (
     older_results,
 )
 from scientist.digest import (
+    CampaignIndex,
+    ChartPoint,
     Digest,
     DigestError,
+    FailureGroup,
     LeaderRow,
     Link,
     NewBest,
+    NightConfirmation,
+    NightRow,
     SeriesPoint,
     digest_from_run,
+    fmt_number,
     render_html,
     render_markdown,
     write_index,
@@ -136,6 +146,127 @@ def night_digest(campaign: CampaignConfig, store: Store, night: Night, page_dir:
     return d
 
 
+def _night_page(campaign: CampaignConfig, out_dir: Path) -> Path:
+    """Where a night's digest.html is: in its folder, or in the [digest] dir under the folder's name."""
+    return (campaign.digest.dir / out_dir.name if campaign.digest.dir else out_dir) / "digest.html"
+
+
+def _night_runs(store: Store, night: dict, summary: SessionSummary | None, confirmations: list[dict]) -> set[int]:
+    """The sandboxed runs a night used: every attempt's (the store's steps), the search's baseline (summary.json)
+    and its confirmations' (each candidate, the baseline and the previous best on the fresh seeds)."""
+    ids = {s["run_id"] for i in store.ideas(night["id"]) for s in store.steps(i["id"]) if s["run_id"] is not None}
+    if summary is not None and summary.baseline is not None:
+        ids.add(summary.baseline.run_id)
+    ids |= {c[k] for c in confirmations for k in ("run_id", "baseline_run_id", "previous_run_id") if c[k] is not None}
+    return ids
+
+
+def _night_failures(store: Store, night: dict, confirmations: list[dict]) -> list[FailureGroup]:
+    """The night's failed attempts (the store's steps), ideas that failed before any run, and failed
+    confirmations, grouped by their one-line reason, most frequent first."""
+    reasons: Counter[str] = Counter()
+    for idea in store.ideas(night["id"]):
+        steps = store.steps(idea["id"])
+        for s in steps:
+            if s["status"] != "ok":
+                reasons[s["reason"] or ("no edit" if s["status"] == "no_edit" else "unknown reason")] += 1
+        if idea["status"] == "failed" and not steps:
+            reasons[idea["reason"] or "unknown reason"] += 1
+    for c in confirmations:
+        if c["result"] is None:
+            reasons[f"confirmation: {c['reason'] or 'unknown reason'}"] += 1
+    return [FailureGroup(reason=r, count=k) for r, k in sorted(reasons.items(), key=lambda rk: (-rk[1], rk[0]))]
+
+
+def _best_line(store: Store, best: dict | None, metric: str) -> str:
+    """The current confirmed best against the baseline on the same fresh seeds, in one line."""
+    if best is None:
+        return "none confirmed on fresh seeds yet on the current template version"
+    r = best["result"]
+    base = _metric_row(store.get(best["baseline_run_id"]), metric, "baseline", "")
+    base_ci = f" (95% CI {fmt_number(base.ci_low)} to {fmt_number(base.ci_high)})" if base else ""
+    verdict = r.verdict or "no verdict"
+    p = f", {format_p(r.p_value_holm, 'p_Holm')}" if r.p_value_holm is not None else ""
+    return (f"{best['idea']}, confirmed on night {r.night or '?'}: {fmt_number(r.mean)} (95% CI "
+            f"{fmt_number(r.ci95[0])} to {fmt_number(r.ci95[1])}, n = {r.n}) against the baseline's "
+            f"{fmt_number(r.baseline_mean)}{base_ci} on the same fresh seeds ({verdict}{p})")
+
+
+def campaign_index(campaign: CampaignConfig, store: Store, index_dir: Path, metric: str,
+                   direction: str) -> CampaignIndex:
+    """The campaign's index page: the confirmed best by night against the baseline, and one row per night.
+
+    Every night has its row from the store (its session, ideas, steps, model calls and confirmations),
+    a night whose folder was deleted too; its summary.json adds the search's baseline and wall time
+    where it is still there. Links are relative to index_dir.
+    """
+    nights = store.campaign_nights(campaign.name)
+    confirmations = store.confirmations(campaign.name)
+    versions: dict[str | None, int] = {}
+    rows, points = [], []
+    for i, n in enumerate(nights, start=1):
+        out_dir = Path(n["out_dir"])
+        version = versions.setdefault(n["template_hash"], len(versions) + 1)
+        changed = i > 1 and n["template_hash"] != nights[i - 2]["template_hash"]
+        mine = [c for c in confirmations if c["session_id"] == n["id"]]
+        try:
+            summary = SessionSummary.read(out_dir)
+        except (OSError, ValueError):
+            summary = None
+        used = _night_runs(store, n, summary, mine)
+        runs = [r for r in (store.get(run_id) for run_id in sorted(used)) if r is not None]
+        computed = sum(1 for r in runs if r.created >= n["created"])
+        usd, calls, _, _ = store.session_cost(n["id"])
+        page = _night_page(campaign, out_dir)
+        if page.is_file():
+            link = Link(text="digest", href=os.path.relpath(page, index_dir))
+        else:
+            link = Link(text="folder deleted" if not out_dir.is_dir() else "no digest")
+        rows.append(NightRow(
+            index=i, label=out_dir.name, status=n["status"], reason=n["reason"], version=version,
+            version_changed=changed,
+            started=datetime.fromtimestamp(n["created"], UTC).strftime("%Y-%m-%d %H:%M UTC"),
+            ideas=sum(1 for idea in store.ideas(n["id"]) if idea["status"] not in ("duplicate", "not_novel")),
+            runs_computed=computed, runs_reused=len(runs) - computed,
+            runs_note="" if summary is not None else "no summary.json: the search's baseline is not counted",
+            failures=_night_failures(store, n, mine), usd=usd, llm_calls=calls,
+            wall_hours=summary.wall_s / 3600 if summary is not None and summary.wall_s else None,
+            confirmations=[NightConfirmation(
+                idea=c["idea"], status=STATUS[c["result"].verdict] if c["result"] and c["result"].verdict else "failed",
+                verdict=c["result"].verdict if c["result"] else None,
+                p_value_holm=c["result"].p_value_holm if c["result"] else None,
+                reason=c["reason"] if c["result"] is None else None, new_best=bool(c["new_best"])) for c in mine],
+            new_best=any(c["new_best"] for c in mine), digest=link))
+        # The chart: the latest new best of this night's template version so far, and the baseline on its seeds.
+        bests = [c for c in confirmations if c["new_best"] and c["template_hash"] == n["template_hash"]
+                 and c["session_id"] <= n["id"]]
+        point = ChartPoint(label=out_dir.name, version=version)
+        if bests:
+            b = bests[-1]
+            r = b["result"]
+            point = point.model_copy(update={
+                "best": f"{b['idea']} ({r.night or '?'})", "best_mean": r.mean, "best_ci_low": r.ci95[0],
+                "best_ci_high": r.ci95[1], "best_new": b["session_id"] == n["id"]})
+        base = next((m for c in mine if (m := _metric_row(store.get(c["baseline_run_id"]) if c["baseline_run_id"]
+                                                          else None, metric, "baseline", ""))), None)
+        if base is not None:
+            point = point.model_copy(update={"baseline_mean": base.mean, "baseline_ci_low": base.ci_low,
+                                             "baseline_ci_high": base.ci_high})
+        points.append(point)
+    current = nights[-1]["template_hash"] if nights else None
+    best = next((c for c in reversed(confirmations) if c["new_best"] and c["template_hash"] == current), None)
+    notes = []
+    if len(versions) > 1:
+        notes.append(f"The template changed {len(versions) - 1} time(s) (version {len(versions)} is current): each "
+                     "change starts the leaderboard over, and no result of an earlier version is compared with it.")
+    template = next((s for s in (store.session_at(Path(n["out_dir"])) for n in nights[::-1]) if s), None)
+    return CampaignIndex(
+        title=f"{campaign.name}: campaign", campaign=campaign.name,
+        template=template["template"] if template else campaign.template, metric=metric, direction=direction,
+        generated=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"), best=_best_line(store, best, metric),
+        notes=notes, points=points, nights=rows)
+
+
 def write_digest(campaign: CampaignConfig, store: Store, night: Night, home: Path) -> Pages:
     """Write the night's digest (Markdown and HTML) and the campaign's index.html; CampaignError if it cannot."""
     root = campaign.digest.dir or campaign_dir(home, campaign.name)
@@ -148,14 +279,8 @@ def write_digest(campaign: CampaignConfig, store: Store, night: Night, home: Pat
     md, html = page_dir / "digest.md", page_dir / "digest.html"
     md.write_text(render_markdown(d))
     html.write_text(render_html(d))
-    pages = []
-    for i, n in enumerate(store.campaign_nights(campaign.name), start=1):
-        folder = Path(n["out_dir"])
-        page = (campaign.digest.dir / folder.name if campaign.digest.dir else folder) / "digest.html"
-        if page.is_file():
-            pages.append((f"night {i}: {folder.name}", n["status"] + (f" ({n['reason']})" if n["reason"] else ""),
-                          page))
-    index = write_index(pages, root / "index.html", title=f"{campaign.name}: nights")
+    ix = campaign_index(campaign, store, root, d.metric, d.direction)
+    index = write_index(ix, root / "index.html")
     return Pages(md, html, index)
 
 

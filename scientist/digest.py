@@ -19,7 +19,6 @@ import io
 import math
 import os
 import re
-from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
@@ -31,9 +30,9 @@ from base.stats import format_p
 from base.store import Store
 
 __all__ = [
-    "Cost", "Digest", "DigestError", "FailureGroup", "LeaderRow", "Link", "NewBest", "SeriesPoint",
-    "candidate_diff", "digest_from_run", "fmt_number", "leaderboard_figure", "render_html", "render_markdown",
-    "series_figure", "write_index",
+    "CampaignIndex", "ChartPoint", "Cost", "Digest", "DigestError", "FailureGroup", "LeaderRow", "Link", "NewBest",
+    "NightConfirmation", "NightRow", "SeriesPoint", "candidate_diff", "digest_from_run", "fmt_number", "index_chart",
+    "leaderboard_figure", "render_html", "render_index", "render_markdown", "series_figure", "write_index",
     "write_report",
 ]
 
@@ -154,6 +153,78 @@ class Digest(Record):
     failures: list[FailureGroup] = []      # most frequent first
     papers: list[Link] = []
     reviews: list[Link] = []
+
+
+class NightConfirmation(Record):
+    """One confirmation of a night, as the index lists it: the idea, and what its fresh seeds said."""
+
+    idea: str
+    status: str                            # "confirmed", "re-evaluated, n.s.", "re-evaluated, worse", "failed"
+    verdict: Verdict | None = None         # against the baseline, Holm-adjusted; None when it failed
+    p_value_holm: float | None = None
+    reason: str | None = None              # why it failed
+    new_best: bool = False
+
+
+class NightRow(Record):
+    """One night of a campaign on its index page: what it tried, what it cost, what failed, what it confirmed."""
+
+    index: int                             # 1, 2, ... as the store numbers the campaign's sessions
+    label: str                             # its folder's name: number and date
+    started: str = ""                      # when it began (UTC), from the store
+    status: str                            # the session's: "complete", "stopped", "running"
+    reason: str | None = None
+    version: int = 1                       # the template version it ran (1, 2, ... in order of first use)
+    version_changed: bool = False          # its template differs from the night before: the leaderboard restarts
+    ideas: int = 0                         # ideas tried (near-duplicates dropped before any run not counted)
+    runs_computed: int = 0                 # sandboxed runs of the night computed during it (confirmations included)
+    runs_reused: int = 0                   # runs it used that an earlier session had computed
+    runs_note: str = ""                    # what the counts leave out (no summary.json: the search's baseline)
+    failures: list[FailureGroup] = []      # failed attempts and confirmations, by reason
+    usd: float = 0.0                       # model spend, as the store recorded the night's calls
+    llm_calls: int = 0
+    wall_hours: float | None = None        # summary.json's wall time; None without one
+    confirmations: list[NightConfirmation] = []
+    new_best: bool = False
+    digest: Link                           # the night's digest.html; href None: no page (text says why)
+
+
+class ChartPoint(Record):
+    """One night on the index's chart: the confirmed best after it, and the baseline on its fresh seeds."""
+
+    label: str
+    version: int = 1
+    best: str | None = None                # the confirmed best's name, "idea (night)"; None: none yet
+    best_mean: float | None = None         # as measured on the fresh seeds of the night that confirmed it
+    best_ci_low: float | None = None
+    best_ci_high: float | None = None
+    best_new: bool = False                 # confirmed this night
+    baseline_mean: float | None = None     # re-run on this night's fresh seeds; None: the night confirmed nothing
+    baseline_ci_low: float | None = None
+    baseline_ci_high: float | None = None
+
+
+class CampaignIndex(Record):
+    """Everything a campaign's index page shows; render_index reads nothing else."""
+
+    title: str
+    campaign: str
+    template: str
+    metric: str
+    direction: Literal["max", "min"]
+    generated: str = ""
+    best: str = ""                         # one line: the current confirmed best against the baseline, or none
+    notes: list[str] = []
+    points: list[ChartPoint] = []          # one per night, oldest first
+    nights: list[NightRow] = []            # oldest first
+
+    @property
+    def usd(self) -> float:
+        return sum(n.usd for n in self.nights)
+
+    @property
+    def failed_runs(self) -> int:
+        return sum(f.count for n in self.nights for f in n.failures)
 
 
 # ------------------------------------------------------------------------------------------------ building
@@ -513,17 +584,78 @@ def write_report(run_dir: Path, home: Path | None = None) -> tuple[Path, Path]:
     return md, html
 
 
-def write_index(pages: Sequence[tuple[str, str, Path]], dest: Path, title: str = "Campaign") -> Path:
-    """A self-contained index.html at dest linking each page, in the order given.
+def _nice_step(span: float) -> float:
+    """A tick step of 1, 2 or 5 times a power of ten giving about five ticks over span."""
+    raw = span / 5
+    power = 10 ** math.floor(math.log10(raw))
+    return next(m * power for m in (1, 2, 5, 10) if m * power >= raw)
 
-    pages: (label, one-line summary, path of the page) per night; links are relative to dest's folder.
-    """
+
+def index_chart(ix: CampaignIndex, width: int = 920, height: int = 320) -> dict | None:
+    """The index's chart as SVG geometry (pixels): the confirmed best by night with its 95% interval, the baseline
+    on each night's fresh seeds, and where the template changed; None when no night has a number to plot."""
+    pts = ix.points
+    values = [v for p in pts for v in (p.best_mean, p.best_ci_low, p.best_ci_high, p.baseline_mean,
+                                       p.baseline_ci_low, p.baseline_ci_high) if _finite(v)]
+    if not values:
+        return None
+    left, right, top, bottom = 72, 16, 34, 58 if len(pts) > 6 else 40
+    lo, hi = min(values), max(values)
+    pad = (hi - lo) * 0.08 or abs(hi) * 0.05 or 1.0
+    lo, hi = lo - pad, hi + pad
+    step = _nice_step(hi - lo)
+    ticks = [k * step for k in range(math.ceil(lo / step), math.floor(hi / step) + 1)]
+    plot_w, plot_h = width - left - right, height - top - bottom
+    slot = plot_w / len(pts)
+
+    def x(i: int) -> float:
+        return round(left + (i + 0.5) * slot, 1)
+
+    def y(v: float) -> float:
+        return round(top + (hi - v) / (hi - lo) * plot_h, 1)
+
+    def bar(i: int, dx: float, mean: float | None, lo_: float | None, hi_: float | None) -> dict | None:
+        if not _finite(mean):
+            return None
+        return {"x": x(i) + dx, "y": y(mean), "y_lo": y(lo_) if _finite(lo_) else y(mean),
+                "y_hi": y(hi_) if _finite(hi_) else y(mean)}
+
+    best, baseline, lines = [], [], []
+    segment: list[str] = []
+    for i, p in enumerate(pts):
+        if i and p.version != pts[i - 1].version:
+            if len(segment) > 1:
+                lines.append(" ".join(segment))
+            segment = []
+        b = bar(i, -5 if _finite(p.baseline_mean) else 0, p.best_mean, p.best_ci_low, p.best_ci_high)
+        if b:
+            best.append({**b, "p": p})
+            segment.append(f"{b['x']},{b['y']}")
+        else:
+            if len(segment) > 1:
+                lines.append(" ".join(segment))
+            segment = []
+        b = bar(i, 5 if _finite(p.best_mean) else 0, p.baseline_mean, p.baseline_ci_low, p.baseline_ci_high)
+        if b:
+            baseline.append({**b, "p": p})
+    if len(segment) > 1:
+        lines.append(" ".join(segment))
+    changes = [round(left + i * slot, 1) for i in range(1, len(pts)) if pts[i].version != pts[i - 1].version]
+    return {"width": width, "height": height, "left": left, "right": width - right, "top": top,
+            "bottom": height - bottom, "ticks": [{"y": y(v), "text": fmt_number(v, 3)} for v in ticks],
+            "labels": [{"x": x(i), "text": p.label} for i, p in enumerate(pts)], "rotate": len(pts) > 6,
+            "best": best, "baseline": baseline, "lines": lines, "changes": changes}
+
+
+def render_index(ix: CampaignIndex) -> str:
+    """The campaign's index as one self-contained HTML page: inline CSS, the chart as inline SVG, relative links."""
+    return _ENV_HTML.get_template("index.html.j2").render(ix=ix, chart=index_chart(ix))
+
+
+def write_index(ix: CampaignIndex, dest: Path) -> Path:
+    """Write the campaign's index page to dest (its night links are relative to dest's folder); returns dest."""
     dest = Path(dest)
-    entries = [{"label": label, "summary": summary, "href": _rel(Path(path), dest.parent)}
-               for label, summary, path in pages]
-    text = _ENV_HTML.get_template("index.html.j2").render(title=title, entries=entries,
-                                                         generated=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"))
-    _write_atomic(dest, text)
+    _write_atomic(dest, render_index(ix))
     return dest
 
 

@@ -309,9 +309,49 @@ def test_two_nights_confirm_on_fresh_seeds_the_winner_rule_and_the_previous_best
     night3, none = _night(c, store, changed, home, tmp_path / "003-night", 3, [])
     assert none == [] and cp.current_best(store, "fresh") is None and cp.leaderboard(store, "fresh") == []
     assert cp.best_known(store, "fresh", changed.content_hash()) is None
-    md = write_digest(c, store, night3, home).markdown.read_text()
+    pages = write_digest(c, store, night3, home)
+    md = pages.markdown.read_text()
     assert "the leaderboard starts over" in md and "## Earlier template versions (not ranked)" in md
     assert md.split("## Leaderboard")[1].split("##")[0].count("(00") == 0  # no earlier result is ranked
+    _index_page(c, store, home, pages.index, tmp_path, best, {1: [a, b], 2: [same, cursed], 3: []})
+
+
+def _index_page(c: cp.CampaignConfig, store: Store, home: Path, index: Path, tmp_path: Path, best: cp.Confirmed,
+                confirmed: dict[int, list[cp.Confirmed]]) -> None:
+    """The campaign's index after the three nights: the confirmed best by night against the baseline on each
+    night's fresh seeds, the template change marked, a row per night as the store has it, links that resolve."""
+    from test_digest import INDEX_COLUMNS, _chromium, _index
+
+    html = index.read_text()
+    shown = _index(html)
+    # Nights 1 and 2 have a confirmed best (night 1's, carried to night 2); night 3's version has none yet.
+    assert shown["best"] == [("001-night", best.result.mean), ("002-night", best.result.mean)]
+    assert shown["baseline"] == [(f"00{k}-night", cs[0].baseline.result.summary("val_acc").mean)
+                                 for k, cs in confirmed.items() if cs]
+    assert html.count('<line class="change"') == 1 and "template v2: leaderboard starts over" in html
+    # One row per night: evolve nights call no model, every confirmation ran; night 1 found the best.
+    assert [tuple(r[k] for k in INDEX_COLUMNS) for r in shown["rows"]] == [
+        ("001-night", "complete", "0.0", "0", "0", "yes"), ("002-night", "complete", "0.0", "0", "0", "no"),
+        ("003-night", "complete", "0.0", "0", "0", "no")]
+    # Its runs: the confirmations', each computed that night (equal computations within a night are one run).
+    for row, cs in zip(shown["rows"], confirmed.values(), strict=True):
+        runs = {r.id for c in cs for r in (c.run, c.baseline, c.previous) if r is not None}
+        assert row["runs"] == f"{len(runs)}/0", (row, runs)
+    verdicts = re.findall(r'<td class="confirmations">(.*?)</td>', html)
+    assert "confirmed" in verdicts[0] and "re-evaluated, n.s." in verdicts[1] and "none" in verdicts[2]
+    hrefs = re.findall(r'href="([^"]+)"', html)
+    assert len(hrefs) == 3 and all((index.parent / h).resolve().is_file() for h in hrefs), hrefs
+    assert not re.search(r"https?://(?!www\.w3\.org)|<link\b|<script\b", html)  # self-contained
+    _chromium(f"--screenshot={tmp_path / 'index.png'}", index.as_uri(), tmp=tmp_path)
+    assert (plt_image(tmp_path / "index.png") < 0.95).mean() > 0.02  # ink on the page, not a blank screenshot
+    # A night whose folder was deleted keeps its row and its point, from the store; no link.
+    shutil.rmtree(tmp_path / "002-night")
+    after = write_digest(c, store, cp.Night(3, tmp_path / "003-night", resumed=False), home)
+    html = after.index.read_text()
+    again = _index(html)
+    assert [r["name"] for r in again["rows"]] == ["001-night", "002-night", "003-night"]
+    assert again["best"] == shown["best"] and '<span class="deleted">folder deleted</span>' in html
+    assert len(re.findall(r'href="([^"]+)"', html)) == 2
 
 
 def test_a_scripted_model_night_through_litellm_then_a_night_that_sees_it(tiny_templates, tmp_path):

@@ -17,12 +17,17 @@ from conftest import scientist
 
 from base.records import PaperStatus, ReviewSummary, RunEntry, SessionSummary
 from scientist.digest import (
+    CampaignIndex,
+    ChartPoint,
     Cost,
     Digest,
     DigestError,
     FailureGroup,
     LeaderRow,
+    Link,
     NewBest,
+    NightConfirmation,
+    NightRow,
     SeriesPoint,
     candidate_diff,
     digest_from_run,
@@ -266,20 +271,72 @@ def test_campaign_night_renders_series_escaped(tmp_path):
     assert "2.500 GPU hours" in md and "$1.2500 in 40 calls" in md
 
 
-@needs_chromium
-def test_index_links_each_night(tmp_path):
-    nights = []
+INDEX_COLUMNS = ("name", "status", "usd", "llm-calls", "failures", "new-best")  # data attributes of a night's row
+
+
+def _index(html: str) -> dict[str, list]:
+    """What a campaign index shows: the chart's best and baseline points (night, mean), its rows' data attributes."""
+    def points(kind: str) -> list[tuple[str, float]]:
+        return [(night, float(mean)) for night, mean in
+                re.findall(rf'<g class="{kind}-point" data-night="([^"]+)" data-mean="([^"]+)"', html)]
+
+    rows = [dict(re.findall(r'data-([a-z-]+)="([^"]*)"', tr)) for tr in re.findall(r'<tr class="night[^>]*>', html)]
+    return {"best": points("best"), "baseline": points("baseline"), "rows": rows}
+
+
+def _campaign_index(tmp_path: Path) -> CampaignIndex:
+    """Three nights: a first confirmed best, a night that carries it, then a template change on a deleted night."""
+    links = []
     for k in (1, 2):
         page = tmp_path / f"night_{k}" / "digest.html"
         page.parent.mkdir()
         page.write_text(render_html(_campaign_digest()))
-        nights.append((f"night {k}", f"best 1.{k}", page))
-    index = write_index(nights, tmp_path / "index.html", title="discopop campaign")
+        links.append(Link(text="digest", href=f"night_{k}/digest.html"))
+    points = [ChartPoint(label="001-2025-01-01", best="<b>bold</b> (001)", best_mean=1.3, best_ci_low=1.2,
+                         best_ci_high=1.4, best_new=True, baseline_mean=1.0, baseline_ci_low=0.9, baseline_ci_high=1.1),
+              ChartPoint(label="002-2025-01-02", best="<b>bold</b> (001)", best_mean=1.3, best_ci_low=1.2,
+                         best_ci_high=1.4),
+              ChartPoint(label="003-2025-01-03", version=2)]
+    nights = [NightRow(index=1, label="001-2025-01-01", status="complete", ideas=3, runs_computed=5, runs_reused=1,
+                       failures=[FailureGroup(reason="time limit", count=2)], usd=0.5, llm_calls=12, wall_hours=1.5,
+                       confirmations=[NightConfirmation(idea="<b>bold</b>", status="confirmed", verdict="better",
+                                                        p_value_holm=0.003, new_best=True)],
+                       new_best=True, digest=links[0]),
+              NightRow(index=2, label="002-2025-01-02", status="stopped", reason="budget", ideas=2, runs_computed=2,
+                       usd=0.25, llm_calls=6, digest=links[1]),
+              NightRow(index=3, label="003-2025-01-03", status="complete", version=2, version_changed=True,
+                       runs_note="no summary.json", digest=Link(text="folder deleted"))]
+    return CampaignIndex(title="discopop campaign", campaign="discopop", template="discopop",
+                         metric="reward_gain_at_kl", direction="max", best="none confirmed", points=points,
+                         nights=nights, notes=["The template changed 1 time(s)."])
+
+
+@needs_chromium
+def test_index_shows_the_campaign_at_a_glance(tmp_path):
+    ix = _campaign_index(tmp_path)
+    index = write_index(ix, tmp_path / "index.html")
     html = index.read_text()
-    assert re.findall(r'href="([^"]+)"', html) == ["night_1/digest.html", "night_2/digest.html"]
-    assert not re.search(r"https?://|<link\b|<script\b", html)
+    # Self-contained: no URL, stylesheet or script; the links are the nights' pages, relative and there.
+    assert not re.search(r"https?://(?!www\.w3\.org)|<link\b|<script\b|<img\b", html)
+    hrefs = re.findall(r'href="([^"]+)"', html)
+    assert hrefs == ["night_1/digest.html", "night_2/digest.html"]
+    assert all((tmp_path / h).is_file() for h in hrefs)
+    assert "<b>bold</b>" not in html and "&lt;b&gt;bold&lt;/b&gt;" in html
+    # The chart: a point per night with a confirmed best (new, then carried), the baseline where measured,
+    # and the template change marked; the deleted night has its row, without a link.
+    shown = _index(html)
+    assert shown["best"] == [("001-2025-01-01", 1.3), ("002-2025-01-02", 1.3)]
+    assert html.count('<circle class="best carried"') == 2  # night 2's point, and the legend's
+    assert shown["baseline"] == [("001-2025-01-01", 1.0)]
+    assert html.count('<line class="change"') == 1 and "template v2: leaderboard starts over" in html
+    assert [tuple(r[k] for k in INDEX_COLUMNS) for r in shown["rows"]] == [
+        ("001-2025-01-01", "complete", "0.5", "12", "2", "yes"), ("002-2025-01-02", "stopped", "0.25", "6", "0", "no"),
+        ("003-2025-01-03", "complete", "0.0", "0", "0", "no")]
+    assert '<span class="deleted">folder deleted</span>' in html and 'id="total-usd" data-value="0.75"' in html
     dom = _chromium("--dump-dom", index.as_uri(), tmp=tmp_path)
-    assert "discopop campaign" in dom and "best 1.2" in dom
+    assert "discopop campaign" in dom and re.search(r">2</span> × time limit<", dom)
+    _chromium(f"--screenshot={tmp_path / 'index.png'}", index.as_uri(), tmp=tmp_path)
+    assert (tmp_path / "index.png").stat().st_size > 10_000  # drawn, not blank
 
 
 def test_papers_and_reviews_are_linked_relative_to_the_page(run_dir, tmp_path):
