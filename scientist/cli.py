@@ -122,18 +122,13 @@ def _executor(kind: str, gpus: str | None, ray_address: str | None):
         _fail(str(e))
 
 
-def _evaluate_all(template: Template, candidates: list[tuple[str, dict[str, str]]], *, seeds: int,
-                  sandbox: Sandbox, home: Path, out: Path | None, force: bool, kind: str,
-                  executor: runner.Executor | None = None, test: str = "welch") -> int:
-    store = _open_store(home)
-    stamp = time.strftime("%Y%m%d-%H%M%S")
+def _evaluate_all(requests: list[runner.EvalRequest], executor: runner.Executor | None,
+                  test: str = "welch") -> int:
+    """Evaluate each request, printing its line as it ends, then the table against the cached baseline."""
+    template, seeds, store = requests[0].template, requests[0].seeds, _open_store(requests[0].home)
     results: list[tuple[str, runner.EvalResult]] = []
-    for label, sources in candidates:
-        out_dir = (home / "runs" / template.name / f"{stamp}-{label}" if out is None
-                   else out if len(candidates) == 1 else out / label)
-        req = runner.EvalRequest(template=template, sources=sources, seeds=seeds, sandbox=sandbox, home=home,
-                                 out_dir=out_dir.resolve(), kind=kind, force=force, label=label)
-        with console.status(f"[bold]{label}[/bold]: training in the {sandbox.backend} sandbox, then sealed "
+    for req in requests:
+        with console.status(f"[bold]{req.label}[/bold]: training in the {req.sandbox.backend} sandbox, then sealed "
                             "evaluation"):
             try:
                 res = runner.evaluate(req, store, executor)
@@ -141,15 +136,15 @@ def _evaluate_all(template: Template, candidates: list[tuple[str, dict[str, str]
                 _fail("interrupted; the run is recorded as failed", 130)
             except RuntimeError as e:
                 _fail(str(e))
-        results.append((label, res))
-        ok, line = tables.eval_line(label, res, template)
+        results.append((req.label, res))
+        ok, line = tables.eval_line(req.label, res, template)
         (console if ok else err).print(line)
     baseline = runner.cached_baseline(store, template, seeds)
     table, tests = tables.results_table(template, results, baseline, test)
     console.print(table)
     if tests:
         console.print(tests)
-    if baseline is None and kind != "baseline":
+    if baseline is None and requests[0].kind != "baseline":
         console.print(f"no baseline cached for {seeds} seeds: run `scientist baseline --template {template.name}`"
                       " to compare against it")
     return 0 if all(r.ok for _, r in results) else 1
@@ -205,8 +200,8 @@ def eval_(
     except TemplateError as e:
         _fail(str(e))
     sb = _sandbox(sandbox, image, gpus, docker_host)
-    raise typer.Exit(_evaluate_all(t, cands, seeds=n, sandbox=sb, home=home, out=out, force=force,
-                                   kind="candidate", executor=_executor(executor, gpus, ray_address), test=test))
+    requests = runner.eval_requests(t, cands, seeds=n, sandbox=sb, home=home, out=out, force=force)
+    raise typer.Exit(_evaluate_all(requests, _executor(executor, gpus, ray_address), test))
 
 
 @app.command()
@@ -228,9 +223,9 @@ def baseline(
     t = _load(template, templates_dir, profile, gpus, computing=True)
     n = _seeds(t, seeds)
     sb = _sandbox(sandbox, image, gpus, docker_host)
-    raise typer.Exit(_evaluate_all(t, [("baseline", t.editable_sources())], seeds=n, sandbox=sb,
-                                   home=home, out=None, force=force, kind="baseline",
-                                   executor=_executor(executor, gpus, ray_address)))
+    requests = runner.eval_requests(t, [("baseline", t.editable_sources())], seeds=n, sandbox=sb, home=home,
+                                    out=None, force=force, kind="baseline")
+    raise typer.Exit(_evaluate_all(requests, _executor(executor, gpus, ray_address)))
 
 
 @app.command()

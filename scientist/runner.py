@@ -57,6 +57,24 @@ class EvalRequest:
     draw: int = 0                    # the secrets' draw (base.secrets): 0 the home's own, k > 0 fresh ones
 
 
+def eval_requests(template: Template, candidates: list[tuple[str, dict[str, str]]], *, seeds: int,
+                  sandbox: backends.Sandbox, home: Path, out: Path | None, force: bool = False,
+                  kind: str = "candidate") -> list[EvalRequest]:
+    """`scientist eval` and `baseline`: one request per labelled candidate, each in its own folder.
+
+    Without `out`, a dated folder per candidate under <home>/runs/<template>/; with it, `out` itself
+    for one candidate, else a folder per label inside it.
+    """
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    requests = []
+    for label, sources in candidates:
+        out_dir = (home / "runs" / template.name / f"{stamp}-{label}" if out is None
+                   else out if len(candidates) == 1 else out / label)
+        requests.append(EvalRequest(template=template, sources=sources, seeds=seeds, sandbox=sandbox, home=home,
+                                    out_dir=out_dir.resolve(), kind=kind, force=force, label=label))
+    return requests
+
+
 @dataclass
 class EvalResult:
     """How one evaluation ended; `run` is the store's row, `out_dir` the folder holding its files now."""
