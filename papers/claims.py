@@ -12,7 +12,8 @@ references, labels, lengths and identifiers such as GPT-4 are not claims and are
 side of flagging: a number it cannot place is reported, never silently passed. A number is checked against the
 facts of the run its sentence names (the best run, the baseline, "run 2"), never against any run's; the model's
 own macros are expanded (papers.macros) before anything is checked, so no number hides in one.
-LaTeX's comments, groups, math spans and command arguments are found with papers.lexer.
+LaTeX's comments, groups, math spans and command arguments are found with papers.lexer; sentences are delimited
+and struck by papers.sentences.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from decimal import ROUND_HALF_EVEN, ROUND_HALF_UP, Decimal, InvalidOperation
 from enum import StrEnum
 
 from papers import lexer
+from papers.sentences import layout_of, one_line, sentence_span, strike_spans
 
 SENTENCE_CHARS = 200  # how much of a claim's sentence the report and the feedback show
 
@@ -388,105 +390,11 @@ def matches(written_value: float, decimals: int, fact_value: float, percent: boo
 # Sentences
 
 
-_ABBREV = {"al", "e.g", "i.e", "eg", "ie", "vs", "cf", "fig", "figs", "eq", "eqs", "sec", "secs", "tab", "app",
-           "alg", "approx", "resp", "no", "nos", "ref", "refs", "thm", "def", "ch", "dr", "mr", "ms", "st", "w.r.t"}
-_WALLS = re.compile(
-    r"\n[ \t]*\n\s*"                                      # a paragraph break
-    r"|\\(?:begin|end)\s*\{[^{}]*\}(?:\[[^\]]*\])?"       # an environment boundary
-    r"|\\(?:part|chapter|section|subsection|subsubsection|paragraph|subparagraph)\*?(?:\[[^\]]*\])?\s*(?=\{)"
-    r"|\\label\s*\{[^{}]*\}|\\item\b(?:\[[^\]]*\])?|\\\\\*?(?:\[[^\]]*\])?|\\par\b"
-    r"|\\(?:centering|noindent|maketitle|newpage|clearpage|bigskip|medskip|smallskip)\b"
-    r"|\\includegraphics\*?(?:\[[^\]]*\])?\s*\{[^{}]*\}"
-)
-# Groups whose content is a sentence container of its own: a sentence inside never runs out of them.
-_CONTAINERS = {"caption", "footnote", "part", "chapter", "section", "subsection", "subsubsection", "paragraph",
-               "subparagraph", "title", "thanks", "parbox", "marginpar", "fbox", "item"}
-
-
-@dataclass
-class _Layout:
-    """Where sentences may start and end in one section's text."""
-
-    text: str                     # comments blanked
-    depth: list[int]              # brace depth before each index
-    groups: list[tuple[int, int]]  # (index of "{", index of its "}") for every brace group
-    math: list[tuple[int, int]]   # inline and display math spans, treated as atoms
-    walls: list[tuple[int, int]]  # spans a sentence never crosses
-    cuts: list[int]               # candidate sentence ends (just after the punctuation)
-
-
-def _layout(latex: str) -> _Layout:
-    text = lexer.mask_comments(latex)
-    n = len(text)
-    depth, groups = lexer.brace_groups(text)
-    math = lexer.math_spans(text)
-    walls = []
-    for m in _WALLS.finditer(text):
-        b = m.end()
-        if b < n and text[b] == "{":  # a heading's title belongs to the wall
-            b = lexer.balanced_end(text, b)
-        walls.append((m.start(), b))
-    cuts = []
-    for m in re.finditer(r"[.?!]", text):
-        j = m.end()
-        if m.group(0) == ".":
-            word = re.search(r"([A-Za-z.]+)$", text[max(0, m.start() - 8):m.start()])
-            if word and word.group(1).lower().strip(".") in _ABBREV:
-                continue
-        closers = j
-        while closers < n and text[closers] in "}'\")]":
-            closers += 1
-        if closers < n and not text[closers].isspace():
-            continue  # 1.36 or e.g.,: not the end of a sentence
-        # End after closing quotes and brackets, but also just before each "}", for a sentence inside a group.
-        cuts += [k for k in range(j, closers + 1) if k == closers or text[k] == "}"]
-    in_math = [False] * (n + 1)
-    for a, b in math:
-        for k in range(a + 1, b):
-            in_math[k] = True
-    cuts = [c for c in cuts if not in_math[c]]
-    walls = [w for w in walls if not in_math[w[0]]]
-    return _Layout(text, depth, groups, math, walls, cuts)
-
-
-def _sentence_span(layout: _Layout, start: int, end: int) -> tuple[int, int]:
-    """The sentence around text[start:end]: never crossing a wall, an unbalanced brace or inline math."""
-    text, depth = layout.text, layout.depth
-    a, b = start, end
-    for ma, mb in layout.math:
-        if ma <= a < mb:
-            a, b = ma, max(b, mb)
-            break
-    while True:
-        enclosing = [g for g in layout.groups if g[0] < a and g[1] >= b]
-        group = max(enclosing) if enclosing else None
-        lo, hi = (group[0] + 1, group[1]) if group else (0, len(text))
-        d = depth[a]
-        s = max([lo] + [wb for wa, wb in layout.walls if lo <= wa and wb <= a and depth[wa] == d])
-        e = min([hi] + [wa for wa, wb in layout.walls if b <= wa and wb <= hi and depth[wa] == d])
-        s_cut = max([s] + [c for c in layout.cuts if s <= c <= a and depth[c] == d])
-        e_cut = min([e] + [c for c in layout.cuts if b <= c <= e and depth[c] == d])
-        # Inline formatting (\textbf{1.52}, {\bf ...}) holds part of a sentence: look outside it.
-        if group and s_cut == lo and e_cut == hi and lexer.command_before(text, group[0]) not in _CONTAINERS:
-            a, b = group[0], min(group[1] + 1, len(text))
-            continue
-        break
-    while s_cut < e_cut and text[s_cut].isspace():
-        s_cut += 1
-    while e_cut > s_cut and text[e_cut - 1].isspace():
-        e_cut -= 1
-    return s_cut, e_cut
-
-
-def _one_line(text: str) -> str:
-    return " ".join(text.split())
-
-
 def _sentence_text(latex: str, span: tuple[int, int], number: _Number) -> str:
     s, e = span
     head = re.sub(r"\s+", " ", latex[s:number.start]).lstrip()
     tail = re.sub(r"\s+", " ", latex[number.end:e]).rstrip()
-    written = _one_line(number.written)
+    written = one_line(number.written)
     if len(head) + len(written) + len(tail) > SENTENCE_CHARS:
         room = (SENTENCE_CHARS - len(written)) // 2
         head = head if len(head) <= room else "…" + head[-room:]
@@ -725,13 +633,13 @@ def check(sections: dict[str, str], facts: list[Fact], small_int_limit: int = 10
     quoted = [re.compile(r"\s+".join(map(re.escape, q.split()))) for q in quotes if len(q.strip()) >= 12]
     claims: list[Claim] = []
     for section, latex in sections.items():
-        layout = _layout(latex)
+        layout = layout_of(latex)
         masked = _mask_nonprose(layout.text)
         found = _items(latex)
         in_quotes = [m.span() for q in quoted for m in q.finditer(latex)]
         previous, prev_end, prev_subject, prev_span = None, 0, None, None
         for i, n in enumerate(found):
-            span = _sentence_span(layout, n.start, n.end)
+            span = sentence_span(layout, n.start, n.end)
             if span != prev_span:
                 prev_subject = None
             start = max(prev_end, span[0], n.start - _BEFORE_CHARS)
@@ -774,39 +682,10 @@ def strip_unverified(latex: str, claims: list[Claim]) -> tuple[str, list[str]]:
     wanted = {(c.written, c.sentence) for c in claims if c.fact is None and c.exempt is None}
     if not wanted:
         return latex, []
-    layout = _layout(latex)
+    layout = layout_of(latex)
     spans = []
     for n in _items(latex):
-        span = _sentence_span(layout, n.start, n.end)
+        span = sentence_span(layout, n.start, n.end)
         if (n.written, _sentence_text(latex, span, n)) in wanted:
             spans.append(span)
     return strike_spans(latex, spans)
-
-
-def sentence_spans(latex: str, spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
-    """The sentences (start, end) containing the given spans of the text, in order and without repeats.
-
-    Sentences are delimited as strip_unverified() does, so strike_spans() can remove them cleanly.
-    """
-    layout = _layout(latex)
-    return sorted({_sentence_span(layout, a, b) for a, b in spans})
-
-
-def strike_spans(latex: str, spans: list[tuple[int, int]]) -> tuple[str, list[str]]:
-    """Remove these sentence spans from the text; returns the new text and the removed sentences (one line each)."""
-    merged: list[list[int]] = []
-    for s, e in sorted(spans):
-        if merged and s <= merged[-1][1]:
-            merged[-1][1] = max(merged[-1][1], e)
-        else:
-            merged.append([s, e])
-    removed = [_one_line(latex[s:e]) for s, e in merged]
-    out = latex
-    for s, e in reversed(merged):
-        while e < len(out) and out[e] in " \t":
-            e += 1
-        line_start = out.rfind("\n", 0, s) + 1
-        if not out[line_start:s].strip() and out[e:e + 1] == "\n":
-            e += 1  # the sentence was the whole line: take the line, so no paragraph break appears
-        out = out[:s] + out[e:]
-    return out, removed

@@ -18,7 +18,7 @@ import re
 from dataclasses import dataclass
 
 from papers import lexer
-from papers.claims import sentence_spans, strike_spans
+from papers.sentences import sentence_spans, strike_spans
 
 MAX_EXPANSIONS = 2000  # more means a macro that expands forever (\def\x{\x}): refused
 _LATEX_DEFINERS = frozenset({"newcommand", "renewcommand", "providecommand", "DeclareRobustCommand"})

@@ -24,7 +24,8 @@ import re
 from dataclasses import dataclass
 from functools import cache
 
-from papers.claims import SENTENCE_CHARS, sentence_spans, strike_spans
+from papers.claims import SENTENCE_CHARS
+from papers.sentences import sentence_spans, strike_spans
 
 BETTER, WORSE, NO_DIFFERENCE = "better", "worse", "no significant difference"
 SIGNIFICANT = "significant"  # a significant difference, in no direction the sentence says
