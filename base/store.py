@@ -21,7 +21,7 @@ from typing import Any
 import psutil
 from filelock import FileLock
 
-from base.results import ConfirmationResult, FinalInfo
+from base.results import FinalInfo
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -65,24 +65,6 @@ CREATE TABLE IF NOT EXISTS sessions (
     reason TEXT,
     created REAL NOT NULL,
     finished REAL
-);
-CREATE TABLE IF NOT EXISTS confirmations (   -- a campaign's candidate evaluated again on seeds the search never used
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    campaign TEXT NOT NULL,
-    session_id INTEGER NOT NULL REFERENCES sessions(id),   -- the night that found it
-    idea TEXT NOT NULL,
-    search_run_id INTEGER NOT NULL REFERENCES runs(id),     -- its best run in the search
-    run_id INTEGER REFERENCES runs(id),                     -- the confirmation run
-    baseline_run_id INTEGER REFERENCES runs(id),            -- the baseline on the same fresh seeds
-    result TEXT,                     -- JSON: mean, stderr, ci95, n, p_value, p_value_holm, verdict, previous
-    new_best INTEGER NOT NULL DEFAULT 0,
-    reason TEXT,                     -- why it is not a result (the confirmation run failed)
-    created REAL NOT NULL,
-    template_hash TEXT,              -- the campaign template's content hash: results of one version compare
-    night INTEGER,                   -- the night's index in the campaign (1, 2, ...)
-    train_seed INTEGER,              -- the night's fresh [config] train_seed (NULL: the template has none)
-    draw INTEGER,                    -- the night's fresh draw of the [private] secrets (base.secrets)
-    previous_run_id INTEGER REFERENCES runs(id)             -- the previous best, re-run on the same fresh seeds
 );
 CREATE TABLE IF NOT EXISTS ideas (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -153,10 +135,7 @@ CREATE TABLE IF NOT EXISTS response_formats (
 # Columns added after the first release: (table, column, type), added to older stores when opened.
 _ADDED_COLUMNS = (("runs", "pid", "INTEGER"), ("ideas", "review", "TEXT"), ("runs", "logs", "BLOB"),
                   ("runs", "node", "TEXT"), ("sessions", "campaign", "TEXT"),
-                  ("llm_calls", "response_format", "TEXT"), ("runs", "draw", "INTEGER"),
-                  ("confirmations", "template_hash", "TEXT"), ("confirmations", "night", "INTEGER"),
-                  ("confirmations", "train_seed", "INTEGER"), ("confirmations", "draw", "INTEGER"),
-                  ("confirmations", "previous_run_id", "INTEGER"))
+                  ("llm_calls", "response_format", "TEXT"), ("runs", "draw", "INTEGER"))
 
 
 def source_hash(sources: dict[str, str]) -> str:
@@ -235,13 +214,23 @@ class Store:
         self.db.row_factory = sqlite3.Row
         self._tx = threading.Lock()  # one explicit transaction at a time on the shared connection
         # One process at a time creates or upgrades the file; the others wait for it here.
-        with FileLock(f"{path}.lock", timeout=self.BUSY_TIMEOUT_S):
+        self._schemas: set[str] = set()
+        self.ensure_schema(SCHEMA, _ADDED_COLUMNS)
+        self.reap_abandoned()
+
+    def ensure_schema(self, schema: str, added_columns: tuple[tuple[str, str, str], ...] = ()) -> None:
+        """Create the tables of `schema` (CREATE ... IF NOT EXISTS) and add the columns a store made by an earlier
+        version lacks, once per Store. The layers above keep their own tables here (scientist/campaign_store.py)."""
+        if schema in self._schemas:
+            return
+        # One process at a time creates or upgrades the file; the others wait for it here.
+        with FileLock(f"{self.path}.lock", timeout=self.BUSY_TIMEOUT_S):
             self.db.execute("PRAGMA journal_mode=WAL")
-            self.db.executescript(SCHEMA)
-            for table, column, kind in _ADDED_COLUMNS:  # stores made by earlier versions
+            self.db.executescript(schema)
+            for table, column, kind in added_columns:  # stores made by earlier versions
                 if column not in {r["name"] for r in self.db.execute(f"PRAGMA table_info({table})")}:
                     self.db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
-        self.reap_abandoned()
+        self._schemas.add(schema)
 
     def close(self) -> None:
         self.db.close()
@@ -414,42 +403,6 @@ class Store:
     def response_forms(self) -> FormTable:
         """The store as base.llm.FormMemory: which response_format each model and api base takes."""
         return FormTable(self)
-
-    # --- campaigns: nights are sessions tagged with the campaign's name ---
-
-    def campaign_nights(self, campaign: str) -> list[dict]:
-        """The sessions (nights) of a campaign, oldest first, with the template content hash each ran."""
-        rows = self.db.execute("SELECT id, out_dir, status, reason, created, finished,"
-                               " json_extract(args, '$.template_hash') AS template_hash FROM sessions"
-                               " WHERE campaign=? ORDER BY id", (campaign,)).fetchall()
-        return [dict(r) for r in rows]
-
-    def campaigns(self) -> list[dict]:
-        """Every campaign: its name, template, number of nights and when the last began."""
-        rows = self.db.execute("SELECT campaign AS name, template, COUNT(*) AS nights, MAX(created) AS last"
-                               " FROM sessions WHERE campaign IS NOT NULL GROUP BY campaign ORDER BY campaign")
-        return [dict(r) for r in rows.fetchall()]
-
-    def save_confirmation(self, *, campaign: str, session_id: int, idea: str, search_run_id: int,
-                          run_id: int | None, baseline_run_id: int | None, result: ConfirmationResult | None,
-                          new_best: bool, reason: str | None = None, template_hash: str | None = None,
-                          night: int | None = None, train_seed: int | None = None, draw: int | None = None,
-                          previous_run_id: int | None = None) -> int:
-        """Record a confirmation of a campaign's candidate, with the fresh seeds it ran on; returns its id."""
-        cur = self.db.execute(
-            "INSERT INTO confirmations (campaign, session_id, idea, search_run_id, run_id, baseline_run_id, result,"
-            " new_best, reason, created, template_hash, night, train_seed, draw, previous_run_id)"
-            " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) RETURNING id",
-            (campaign, session_id, idea, search_run_id, run_id, baseline_run_id,
-             _dumps(result.to_json() if result else None), int(new_best),
-             reason, time.time(), template_hash, night, train_seed, draw, previous_run_id))
-        return int(cur.fetchone()[0])
-
-    def confirmations(self, campaign: str) -> list[dict]:
-        """A campaign's confirmations, oldest first, with their result as a record (None where it failed)."""
-        rows = self.db.execute("SELECT * FROM confirmations WHERE campaign=? ORDER BY id", (campaign,)).fetchall()
-        return [{**dict(r), "result": ConfirmationResult.from_json(json.loads(r["result"])) if r["result"] else None}
-                for r in rows]
 
     def session_cost(self, session_id: int) -> tuple[float, int, int, int]:
         """(dollars, calls, prompt tokens, completion tokens) recorded for a session."""

@@ -51,12 +51,13 @@ def digest_seconds(campaign: Path, home: Path) -> float:
     """Time write_digest on the last night, in this process (its imports paid first, as the CLI pays them)."""
     from base.store import Store
     from scientist import campaign as cp
+    from scientist import campaign_store as records
     from scientist.campaign_digest import write_digest
 
     c = cp.load_campaign(campaign)
     store = Store(home / "store.sqlite")
-    last = store.campaign_nights(c.name)[-1]
-    n = cp.Night(len(store.campaign_nights(c.name)), Path(last["out_dir"]), resumed=False)
+    last = records.nights(store, c.name)[-1]
+    n = cp.Night(len(records.nights(store, c.name)), Path(last["out_dir"]), resumed=False)
     write_digest(c, store, n, home)  # warm: matplotlib and jinja2 imported, fonts cached
     t = time.perf_counter()
     write_digest(c, store, n, home)

@@ -32,13 +32,14 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from base.events import ConfirmationDone, FreshSeedsDrawn, Reporter, Stage
-from base.records import Comparison, SessionSummary
+from base.records import Comparison, IdeaOutcome, SessionSummary
 from base.results import ConfirmationResult, PreviousBest
 from base.secrets import secret_keys
 from base.stats import Test, better, compare, holm_adjust
 from base.store import Run, Store
 from base.template import DEFAULT_TEMPLATES_DIR, Template, TemplateError, load_template
 from sandbox.backends import Sandbox
+from scientist import campaign_store as records
 from scientist import runner
 from scientist.config import RunConfig, Settings
 from scientist.executors import default_workers
@@ -159,7 +160,7 @@ class Night:
 
 def next_night(store: Store, name: str, root: Path, today: str | None = None) -> Night:
     """The night to run now: the unfinished one if a killed process left it, else a new dated folder."""
-    nights = store.campaign_nights(name)
+    nights = records.nights(store, name)
     for i, night in enumerate(nights, start=1):
         if night["status"] == "running":  # we hold the lock, so its process is gone
             return Night(i, Path(night["out_dir"]), resumed=True)
@@ -203,7 +204,7 @@ def _derived(campaign: str, night: int, what: str, attempt: int) -> int:
 
 def night_index(store: Store, campaign: str, session_id: int) -> int:
     """The night's number in the campaign (1, 2, ...): its session's place among the campaign's sessions."""
-    ids = [n["id"] for n in store.campaign_nights(campaign)]
+    ids = [n["id"] for n in records.nights(store, campaign)]
     if session_id not in ids:
         raise CampaignError(f"session {session_id} is not a night of campaign {campaign}")
     return ids.index(session_id) + 1
@@ -218,7 +219,7 @@ def fresh_seeds(store: Store, campaign: str, session_id: int, template: Template
     takes the next derived value.
     """
     night = night_index(store, campaign, session_id)
-    earlier = [c for c in store.confirmations(campaign) if c["session_id"] != session_id]
+    earlier = [c for c in records.confirmations(store, campaign) if c["session_id"] != session_id]
     seeds_used = {c["train_seed"] for c in earlier} | {template.spec.config.get("train_seed")}
     draws_used = {c["draw"] for c in earlier} | {0}
     train_seed = None
@@ -261,7 +262,7 @@ class Confirmed:
 
 def current_version(store: Store, campaign: str) -> str | None:
     """The template content hash of the campaign's latest night: the version its leaderboard ranks."""
-    nights = store.campaign_nights(campaign)
+    nights = records.nights(store, campaign)
     return nights[-1]["template_hash"] if nights else None
 
 
@@ -272,7 +273,8 @@ def leaderboard(store: Store, campaign: str, version: str | None = None) -> list
     measure other code (older_results lists them).
     """
     version = version or current_version(store, campaign)
-    rows = [c for c in store.confirmations(campaign) if c["result"] is not None and c["template_hash"] == version]
+    rows = [c for c in records.confirmations(store, campaign)
+            if c["result"] is not None and c["template_hash"] == version]
     maximise = bool(rows) and rows[0]["result"].direction == "max"
     return sorted(rows, key=lambda c: c["result"].mean, reverse=maximise)
 
@@ -280,13 +282,14 @@ def leaderboard(store: Store, campaign: str, version: str | None = None) -> list
 def older_results(store: Store, campaign: str, version: str | None = None) -> list[dict]:
     """The campaign's re-evaluated results of other template versions than this one, oldest first."""
     version = version or current_version(store, campaign)
-    return [c for c in store.confirmations(campaign) if c["result"] is not None and c["template_hash"] != version]
+    return [c for c in records.confirmations(store, campaign)
+            if c["result"] is not None and c["template_hash"] != version]
 
 
 def current_best(store: Store, campaign: str, version: str | None = None) -> dict | None:
     """The campaign's latest confirmed new best of one template version (default: the latest night's), or None."""
     version = version or current_version(store, campaign)
-    bests = [c for c in store.confirmations(campaign) if c["new_best"] and c["template_hash"] == version]
+    bests = [c for c in records.confirmations(store, campaign) if c["new_best"] and c["template_hash"] == version]
     return bests[-1] if bests else None
 
 
@@ -303,15 +306,7 @@ def confirm_night(cfg: RunConfig, campaign: CampaignConfig, store: Store, sessio
     metric, direction = cfg.template.spec.metric.name, cfg.template.spec.metric.direction
     version = cfg.template.content_hash()
     best = current_best(store, campaign.name, version)
-    bar = (store.get(best["search_run_id"]).metric_mean if best
-           else summary.baseline.mean if summary.baseline else None)
-    if bar is None:
-        return []
-    done = {c["search_run_id"] for c in store.confirmations(campaign.name)}
-    picked = [i for i in summary.ideas if i.best is not None and i.best.run_id not in done
-              and better(i.best.metric.mean, bar, direction)]
-    picked.sort(key=lambda i: i.best.metric.mean, reverse=direction == "max")
-    picked = picked[:campaign.confirm_top]
+    picked = _worth_confirming(store, campaign, summary, best, direction)
     if not picked:
         return []
     fresh = fresh_seeds(store, campaign.name, session_id, cfg.template)
@@ -365,13 +360,28 @@ def confirm_night(cfg: RunConfig, campaign: CampaignConfig, store: Store, sessio
         winner = max(winners, key=lambda c: c.result.mean if direction == "max" else -c.result.mean)
         winner.new_best = True
     for c in out:
-        store.save_confirmation(campaign=campaign.name, session_id=session_id, idea=c.idea,
+        records.save_confirmation(store, campaign=campaign.name, session_id=session_id, idea=c.idea,
                                 search_run_id=c.search_run.id, run_id=c.run.id if c.run else None,
                                 baseline_run_id=c.baseline.id if c.baseline else None, result=c.result,
                                 new_best=c.new_best, reason=c.reason, template_hash=version, night=fresh.night,
                                 train_seed=fresh.train_seed, draw=fresh.draw,
                                 previous_run_id=c.previous.id if c.previous else None)
     return out
+
+
+def _worth_confirming(store: Store, campaign: CampaignConfig, summary: SessionSummary, best: dict | None,
+                      direction: str) -> list[IdeaOutcome]:
+    """The night's ideas whose best run beat the campaign's best (else the baseline) in the search, best first,
+    at most confirm_top, leaving out runs an earlier confirmation already re-evaluated."""
+    bar = (store.get(best["search_run_id"]).metric_mean if best
+           else summary.baseline.mean if summary.baseline else None)
+    if bar is None:
+        return []
+    done = {c["search_run_id"] for c in records.confirmations(store, campaign.name)}
+    picked = [i for i in summary.ideas if i.best is not None and i.best.run_id not in done
+              and better(i.best.metric.mean, bar, direction)]
+    picked.sort(key=lambda i: i.best.metric.mean, reverse=direction == "max")
+    return picked[:campaign.confirm_top]
 
 
 def _holm_family(scored: list[Confirmed], previous: Run | None, metric: str, direction: str, test: Test) -> None:

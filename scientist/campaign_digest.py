@@ -18,6 +18,7 @@ from pathlib import Path
 from base.records import SessionSummary
 from base.stats import format_p
 from base.store import Run, Store
+from scientist import campaign_store as records
 from scientist.campaign import (
     CampaignConfig,
     CampaignError,
@@ -90,10 +91,10 @@ def night_digest(campaign: CampaignConfig, store: Store, night: Night, page_dir:
     """
     d = digest_from_run(night.out_dir, page_dir=page_dir, home=home)
     session = store.session_at(night.out_dir)
-    nights = store.campaign_nights(campaign.name)
+    nights = records.nights(store, campaign.name)
     version = next(n["template_hash"] for n in nights if n["id"] == session["id"])
     first_of_version = not any(n["template_hash"] == version for n in nights if n["id"] < session["id"])
-    bests = [c for c in store.confirmations(campaign.name) if c["new_best"] and c["template_hash"] == version]
+    bests = [c for c in records.confirmations(store, campaign.name) if c["new_best"] and c["template_hash"] == version]
     best = bests[-1] if bests else None
     rows = leaderboard(store, campaign.name, version)
     older = older_results(store, campaign.name, version)
@@ -200,8 +201,8 @@ def campaign_index(campaign: CampaignConfig, store: Store, index_dir: Path, metr
     a night whose folder was deleted too; its summary.json adds the search's baseline and wall time
     where it is still there. Links are relative to index_dir.
     """
-    nights = store.campaign_nights(campaign.name)
-    confirmations = store.confirmations(campaign.name)
+    nights = records.nights(store, campaign.name)
+    confirmations = records.confirmations(store, campaign.name)
     versions: dict[str | None, int] = {}
     rows, points = [], []
     for i, n in enumerate(nights, start=1):

@@ -528,20 +528,23 @@ app.add_typer(campaign_app, name="campaign")
 def campaign_list(home: Path = HomeOpt) -> None:
     """Every campaign of this home: template, nights, the confirmed best."""
     from scientist import campaign as cp
+    from scientist import campaign_store as records
 
     store = _open_store(home)
-    console.print(tables.campaigns_table([(row, cp.current_best(store, row["name"])) for row in store.campaigns()]))
+    rows = records.campaigns(store)
+    console.print(tables.campaigns_table([(row, cp.current_best(store, row["name"])) for row in rows]))
 
 
 @campaign_app.command("show")
 def campaign_show(name: str = typer.Argument(..., help="The campaign's name."), home: Path = HomeOpt) -> None:
     """A campaign's leaderboard of confirmed results, and its nights."""
     from scientist import campaign as cp
+    from scientist import campaign_store as records
 
     store = _open_store(home)
-    nights = store.campaign_nights(name)
+    nights = records.nights(store, name)
     if not nights:
-        known = ", ".join(r["name"] for r in store.campaigns()) or "none"
+        known = ", ".join(r["name"] for r in records.campaigns(store)) or "none"
         _fail(f"no campaign {name!r} in {home / 'store.sqlite'} (campaigns: {known})")
     console.print(tables.leaderboard_table(name, cp.leaderboard(store, name)))
     console.print(tables.nights_table(nights))

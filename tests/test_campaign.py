@@ -22,6 +22,7 @@ from base.store import Run, Store
 from base.template import load_template
 from sandbox.backends import resolve
 from scientist import campaign as cp
+from scientist import campaign_store as records
 from scientist.campaign_digest import write_digest
 from scientist.progress import JsonReporter
 
@@ -258,7 +259,7 @@ def test_two_nights_confirm_on_fresh_seeds_the_winner_rule_and_the_previous_best
     bar = best.search_run.metric_mean
     second = [("same_as_best", best.run, bar + 0.2), ("cursed", a.baseline, bar + 0.1)]
     night2, (same, cursed) = _night(c, store, template, home, tmp_path / "002-night", 2, second)
-    rows = store.confirmations("fresh")
+    rows = records.confirmations(store, "fresh")
     seeds = {(r["night"], r["train_seed"], r["draw"]) for r in rows}
     assert len(seeds) == 2, seeds  # one train_seed and one draw per night
     (n1, seed1, draw1), (n2, seed2, draw2) = sorted(seeds)

@@ -461,6 +461,7 @@ def test_the_llm_writer_claiming_significance_for_a_non_significant_idea_is_told
 
 
 def test_a_run_whose_every_paper_failed_exits_with_an_error(tmp_path):
+    from scientist.experiment import Session
     from scientist.session import EXIT_ERROR, EXIT_OK, _writeup
 
     run = tmp_path / "run"
@@ -482,7 +483,7 @@ def test_a_run_whose_every_paper_failed_exits_with_an_error(tmp_path):
 
     def writeup() -> int:
         cfg = SimpleNamespace(writer="template", out_dir=run, template=load_template(str(broken)))
-        return _writeup(cfg, None, 0, Budget(), summary, report)
+        return _writeup(Session(cfg, store=None, id=0, budget=Budget(), report=report), summary)
 
     assert writeup() == EXIT_OK
     tex = (ROOT / "papers" / "paper.tex.j2").read_text().replace("\\maketitle", "\\maketitle\\undefinedmacro")

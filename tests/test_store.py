@@ -8,6 +8,7 @@ import pytest
 
 from base.results import ConfirmationResult, FinalInfo, MissingMetric
 from base.store import ABANDONED, INTERRUPTED, Store, run_key, source_hash
+from scientist import campaign_store as records
 
 SOURCES = {"loss.py": "def loss(a, b, c, d, beta):\n    return a\n"}
 
@@ -174,9 +175,9 @@ def test_a_confirmation_result_of_an_earlier_version_loads_and_is_kept_as_writte
              "ci95": [0.88, 0.92], "n": 4, "baseline_mean": 0.8, "test": "Welch's t-test (two-sided)",
              "p_value": 0.001, "difference": 0.1, "alpha": 0.05, "p_value_holm": 0.002, "verdict": "better"}
     store = Store(tmp_path / "s.sqlite")
-    store.save_confirmation(campaign="c", session_id=1, idea="a", search_run_id=1, run_id=2, baseline_run_id=3,
+    records.save_confirmation(store, campaign="c", session_id=1, idea="a", search_run_id=1, run_id=2, baseline_run_id=3,
                             result=ConfirmationResult.from_json(first), new_best=True)
-    [row] = store.confirmations("c")
+    [row] = records.confirmations(store, "c")
     r = row["result"]
     assert (r.mean, r.verdict, r.previous, r.train_seed) == (0.9, "better", None, None)
     assert r.to_json() == first
