@@ -82,9 +82,11 @@ class Review:
     claims: Report
     contradictions: list[verdicts.Contradiction]
 
-    def bad_sections(self) -> set[str]:
-        """The sections with an unverified number or a sentence contradicting the verdict."""
-        return {c.section for c in self.claims.unverified} | {c.section for c in self.contradictions}
+    def bad_sections(self) -> list[str]:
+        """The sections with an unverified number or a sentence contradicting the verdict, in the paper's order
+        (so claim_check.json lists its strikes in one order, whatever the interpreter's hash seed)."""
+        bad = {c.section for c in self.claims.unverified} | {c.section for c in self.contradictions}
+        return [name for name in SECTIONS if name in bad] + sorted(bad - set(SECTIONS))
 
 
 def write_paper(inp: PaperInput, paper_dir: Path, *, llm=None, compile_timeout_s: float = 120.0,
