@@ -108,8 +108,8 @@ def _sandbox(name: str, image: str | None, gpus: str | None, docker_host: str | 
     return sb
 
 
-def _executor(kind: str, gpus: str | None, ray_address: str | None):
-    """The --executor flags as an executor (one worker: eval and baseline run one candidate at a time)."""
+def _executor(kind: str, gpus: str | None, ray_address: str | None, workers: int = 1):
+    """The --executor flags as an executor with `workers` slots (candidates computed at once)."""
     from scientist.executors import RayUnavailable, make_executor
 
     if kind not in ("local", "ray"):
@@ -117,28 +117,31 @@ def _executor(kind: str, gpus: str | None, ray_address: str | None):
     if ray_address is not None and kind != "ray":
         _fail("--ray-address needs --executor ray")
     try:
-        return make_executor(kind, 1, gpus, ray_address)
+        return make_executor(kind, workers, gpus, ray_address)
     except RayUnavailable as e:
         _fail(str(e))
 
 
 def _evaluate_all(requests: list[runner.EvalRequest], executor: runner.Executor | None,
-                  test: str = "welch") -> int:
-    """Evaluate each request, printing its line as it ends, then the table against the cached baseline."""
+                  test: str = "welch", workers: int = 1) -> int:
+    """Evaluate the requests, up to `workers` at once, printing each line as it ends; then the table against the
+    cached baseline, in the order the candidates were given (one Holm family over their comparisons)."""
     template, seeds, store = requests[0].template, requests[0].seeds, _open_store(requests[0].home)
-    results: list[tuple[str, runner.EvalResult]] = []
-    for req in requests:
-        with console.status(f"[bold]{req.label}[/bold]: training in the {req.sandbox.backend} sandbox, then sealed "
-                            "evaluation"):
-            try:
-                res = runner.evaluate(req, store, executor)
-            except KeyboardInterrupt:
-                _fail("interrupted; the run is recorded as failed", 130)
-            except RuntimeError as e:
-                _fail(str(e))
-        results.append((req.label, res))
-        ok, line = tables.eval_line(req.label, res, template)
+    where = f"the {requests[0].sandbox.backend} sandbox" + (f", {workers} at once" if workers > 1 else "")
+    what = requests[0].label if len(requests) == 1 else f"{len(requests)} candidates"
+
+    def said(i: int, res: runner.EvalResult) -> None:
+        ok, line = tables.eval_line(requests[i].label, res, template)
         (console if ok else err).print(line)
+
+    with console.status(f"[bold]{escape(what)}[/bold]: training in {where}, then sealed evaluation"):
+        try:
+            done = runner.evaluate_many(requests, store, executor, workers, on_result=said)
+        except KeyboardInterrupt:
+            _fail("interrupted; the run is recorded as failed", 130)
+        except RuntimeError as e:
+            _fail(str(e))
+    results = [(req.label, res) for req, res in zip(requests, done, strict=True)]
     baseline = runner.cached_baseline(store, template, seeds)
     table, tests = tables.results_table(template, results, baseline, test)
     console.print(table)
@@ -185,6 +188,8 @@ def eval_(
     docker_host: str = DockerHostOpt,
     force: bool = typer.Option(False, "--force", help="Recompute even if the same run is in the store."),
     test: str = TestOpt,
+    workers: int = typer.Option(None, "--workers", show_default="one per GPU given, else 1",
+                                help="Candidates computed at once, each on its own share of the machine (or Ray)."),
     executor: str = ExecutorOpt,
     ray_address: str = RayAddressOpt,
     home: Path = HomeOpt,
@@ -201,7 +206,10 @@ def eval_(
         _fail(str(e))
     sb = _sandbox(sandbox, image, gpus, docker_host)
     requests = runner.eval_requests(t, cands, seeds=n, sandbox=sb, home=home, out=out, force=force)
-    raise typer.Exit(_evaluate_all(requests, _executor(executor, gpus, ray_address), test))
+    if workers is not None and workers < 1:
+        _fail("--workers must be at least 1")
+    workers = min(len(requests), workers or default_workers(gpus))
+    raise typer.Exit(_evaluate_all(requests, _executor(executor, gpus, ray_address, workers), test, workers))
 
 
 @app.command()

@@ -25,6 +25,8 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Protocol
@@ -209,6 +211,29 @@ def compute(job: Job, run_dir: Path, cancel: threading.Event | None = None) -> C
     timings["total"] = time.time() - t0
     return Computed("ok", final_info=json.loads((run_dir / "final_info.json").read_text()),
                     logs=_read_logs(run_dir), timings=timings)
+
+
+def evaluate_many(requests: list[EvalRequest], store: Store, executor: Executor | None = None, workers: int = 1,
+                  on_result: Callable[[int, EvalResult], None] | None = None) -> list[EvalResult]:
+    """Evaluate the requests, up to `workers` at once (each on a slot of the executor); results in their order.
+
+    on_result(i, result) is called as each one ends. A stop (Ctrl-C, SIGTERM, a sandbox that cannot run)
+    ends the runs still in flight, recorded as interrupted, and is raised again.
+    """
+    cancel = threading.Event()
+    done: dict[int, EvalResult] = {}
+    with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="eval") as pool:
+        futures = {pool.submit(evaluate, req, store, executor, cancel): i for i, req in enumerate(requests)}
+        try:
+            for future in as_completed(futures):
+                i = futures[future]
+                done[i] = future.result()
+                if on_result is not None:
+                    on_result(i, done[i])
+        except BaseException:
+            cancel.set()  # before the pool waits for its threads: their runs end now
+            raise
+    return [done[i] for i in range(len(requests))]
 
 
 def cached_baseline(store: Store, template: Template, seeds: int) -> Run | None:

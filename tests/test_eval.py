@@ -150,13 +150,15 @@ def test_several_candidates_are_one_holm_family_and_paired_on_request(baseline, 
     from base.stats import PAIRED, PAIRED_WHY, format_p, holm
     from scientist.experiment import compare_runs
 
-    # The two runs the tests above computed (reused from the store when the module runs in order).
+    # Computed again (--force), both at once on two worker slots.
     r = run_eval(tiny_templates, home, "--candidate", str(candidate("ipo", IPO)), "--candidate",
-                 str(candidate("forger", FORGER)), "--test", "paired")
+                 str(candidate("forger", FORGER)), "--test", "paired", "--workers", "2", "--force")
     assert r.code == 0, r.text
     store = Store(home / "store.sqlite")
     runs = [[x for x in store.runs("discopop") if x.status == "ok" and x.candidate_source["loss.py"] == src][-1]
             for src in (IPO, FORGER)]
+    spans = [(row["created"], row["finished"]) for row in rows(home) if row["id"] in {x.id for x in runs}]
+    assert max(a for a, _ in spans) < min(b for _, b in spans), spans  # they ran at the same time
     cs = [compare_runs(x, baseline, "reward_gain_at_kl", "max", "paired") for x in runs]
     assert all(c.test == PAIRED for c in cs)  # same template and seeds as the baseline: seed s pairs with seed s
     for c, p_holm in zip(cs, holm([c.p_value for c in cs]), strict=True):
