@@ -31,6 +31,8 @@ DEFAULTS: dict[str, str | None] = {
     "NOUN": "candidate",
     "GOAL": "scores better on the template's metric",
 }
+# The optional functions, and what the proposer uses when a search space leaves them out.
+OPTIONAL_FUNCTIONS: dict[str, Callable[[Any], Any]] = {"canonical": lambda genome: genome}
 # The functions, with the parameters the proposer passes (positionally).
 FUNCTIONS: dict[str, tuple[str, ...]] = {
     "sample": ("rng",),
@@ -39,6 +41,7 @@ FUNCTIONS: dict[str, tuple[str, ...]] = {
     "describe": ("genome",),
     "render": ("genome",),
     "known": (),
+    "canonical": ("genome",),
 }
 MUTATE_TRIES = 50  # mutate_until_changed gives up after this many mutations that change nothing
 
@@ -78,6 +81,12 @@ class SearchSpace(Protocol):
         """Named members: the baseline, the files in candidates/ (same names), published variants."""
         ...
 
+    def canonical(self, genome: Genome) -> Genome:
+        """Optional: one representative of the genomes the template's metric scores alike (its symmetries:
+        a rescaled beta, a positive factor on the whole loss under Adam, ...). The proposer evaluates one
+        genome per canonical form and never spends runs on its copies. Left out: every genome is its own."""
+        ...
+
 
 class SearchSpaceError(Exception):
     """A search space `--proposer evolve` cannot use; the message is one line naming the file and the piece."""
@@ -112,6 +121,9 @@ def check_search_space(space: Any, where: str, editable: Sequence[str] | None = 
     def fail(reason: str) -> SearchSpaceError:
         return SearchSpaceError(f"{where}: {reason}")
 
+    for name, default in OPTIONAL_FUNCTIONS.items():
+        if not hasattr(space, name):
+            setattr(space, name, default)
     for name, params in FUNCTIONS.items():
         f = getattr(space, name, None)
         if not callable(f):
@@ -161,6 +173,8 @@ def check_search_space(space: Any, where: str, editable: Sequence[str] | None = 
     for what, genome in genomes.items():
         if not is_plain_json(genome):
             raise fail(f"{what} returned a genome that is not plain JSON: {str(genome)[:100]}")
+        if not is_plain_json(call("canonical(genome)", space.canonical, genome)):
+            raise fail(f"canonical(genome) of the {what} is not plain JSON")
         line = call("describe(genome)", space.describe, genome)
         if not isinstance(line, str) or not line.strip() or "\n" in line:
             raise fail(f"describe(genome) must return one line of text, not {str(line)[:100]!r}")

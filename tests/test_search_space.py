@@ -338,3 +338,70 @@ def test_transformer_mutate_now_retries_when_nothing_changed(monkeypatch):
 
     monkeypatch.setattr(tss, "_change_genes", change)
     assert tss.mutate(parent, random.Random(0))["norm"] == "rmsnorm" and len(attempts) == 3
+
+
+# ---------------------------------------------------------------- symmetries: one evaluation per canonical form
+
+
+def _rescaled(genome, c: float):
+    """The genome with z replaced by c * z: the same loss at c times each beta (search_space.canonical)."""
+    g = json.loads(json.dumps(genome))
+    for _, n in ss._nodes(g):
+        if n["op"] == "term" and n["units"] == "z":
+            n["scale"] *= c
+        elif n["op"] == "term":
+            n["margin"] /= c
+        elif n["op"] == "gate":
+            n["shift"], n["tau"] = n["shift"] / c, n["tau"] / c
+    return g
+
+
+def test_discopop_canonical_forms_are_its_metric_symmetries():
+    dpo = ss.known()["dpo"]
+    assert ss.canonical(ss.term("logistic", 1.45)) == ss.canonical(ss.term("logistic", 0.959)) == ss.canonical(dpo)
+    a, b = ss.term("hinge", 1.0, 0.5), ss.term("square", 1.0, 0.5, "rho")
+    assert ss.canonical(ss.weighted_sum(a, b, 2.0, 1.0)) == ss.canonical(ss.weighted_sum(a, b, 1.0, 0.5))
+    assert ss.canonical(ss.weighted_sum(a, b, 1.0, 1.0)) != ss.canonical(ss.weighted_sum(a, b, 1.0, 0.5))
+    keys = {json.dumps(ss.canonical(g), sort_keys=True) for g in ss.known().values()}
+    assert len(keys) == len(ss.known())  # the published losses are not copies of each other
+    (pc, pr, rc, rr), beta = wide_margin_batch()
+    checked = 0
+    for g in GENOMES[:60]:
+        for c in (2.0, 0.5):  # exact in binary, so canonical's rounding meets exactly
+            h = _rescaled(g, c)
+            try:
+                ss.validate(h)
+            except ValueError:  # a constant left its range: the other factor, or the next genome
+                continue
+            assert ss.canonical(h) == ss.canonical(g) == ss.canonical(ss.canonical(g)), ss.describe(g)
+            # The symmetry itself: the rescaled loss at beta is the loss at c * beta, for every margin.
+            mine = loss_from_source(ss.render(h)["loss.py"])(pc, pr, rc, rr, beta)
+            theirs = loss_from_source(ss.render(g)["loss.py"])(pc, pr, rc, rr, c * beta)
+            np.testing.assert_allclose(np.asarray(mine), np.asarray(theirs), rtol=2e-5, atol=1e-5)
+            checked += 1
+            break
+    assert checked >= 30
+
+
+def test_evolve_spends_no_evaluation_on_a_copy():
+    space = check_search_space(load_module(DISCOPOP / "search_space.py", "discopop_space_copies"), "test")
+    proposer = EvolveProposer(space, "max", seed=3, baseline_metric=1.0)
+    from base.records import ArchiveEntry
+    from scientist.proposers import IdeaContext
+
+    archive, keys = [], {json.dumps(space.canonical(space.known()["dpo"]), sort_keys=True)}
+    for idx in range(40):
+        idea = proposer.next_idea(idx, archive)
+        key = json.dumps(space.canonical(idea.genome), sort_keys=True)
+        assert key not in keys, idea.title  # neither the baseline nor an earlier idea, up to a symmetry
+        keys.add(key)
+        archive.append(ArchiveEntry(idea=idea, metric=1.0 + 0.01 * (idx % 7)))
+        history = []
+        for run in (2, 3):
+            ctx = IdeaContext(idx=idx, idea=idea, run_idx=run, runs=3, attempt=1, attempts=1, files={},
+                              history=history, baseline="", direction="max")
+            genome = proposer.propose(ctx).meta["genome"]
+            run_keys = {json.dumps(space.canonical(g), sort_keys=True)
+                        for g in [idea.genome, space.known()["dpo"], *(a.meta["genome"] for a in history)]}
+            assert json.dumps(space.canonical(genome), sort_keys=True) not in run_keys
+            history.append(SimpleNamespace(status="ok", metric=1.0, meta={"genome": genome}))

@@ -70,6 +70,10 @@ class EvolveProposer:
     def _rng(self, *parts: object) -> random.Random:
         return random.Random(":".join(str(p) for p in (self.seed, *parts)))
 
+    def _key(self, genome: object) -> str:
+        """Genomes the template's metric scores alike (its symmetries, SearchSpace.canonical) share a key."""
+        return json.dumps(self.space.canonical(genome), sort_keys=True)
+
     def _tournament(self, pool: list[tuple[object, float]], rng: random.Random):
         picks = rng.sample(pool, min(TOURNAMENT, len(pool)))
         best = picks[0]
@@ -84,9 +88,9 @@ class EvolveProposer:
         pool = [(p.idea.genome, p.metric) for p in previous if p.metric is not None and p.idea.genome is not None]
         if self.baseline is not None and self.baseline[1] is not None:
             pool.append(self.baseline)
-        tried = {json.dumps(p.idea.genome, sort_keys=True) for p in previous}
+        tried = {self._key(p.idea.genome) for p in previous if p.idea.genome is not None}
         if self.baseline is not None:  # the baseline is known already: an idea must differ from it too
-            tried.add(json.dumps(self.baseline[0], sort_keys=True))
+            tried.add(self._key(self.baseline[0]))
         for _ in range(50):
             if not pool or rng.random() < EXPLORE:
                 genome, origin = self.space.sample(rng), "random sample"
@@ -96,7 +100,7 @@ class EvolveProposer:
                     genome = self.space.crossover(genome, self._tournament(pool, rng), rng)
                     origin = "crossover and mutation of tournament winners"
                 genome = self.space.mutate(genome, rng)
-            if json.dumps(genome, sort_keys=True) not in tried:
+            if self._key(genome) not in tried:
                 break
         formula = self.space.describe(genome)
         # The search space names what it evolves and what "better" means for its template.
@@ -121,6 +125,15 @@ class EvolveProposer:
                     best = a
             if best is not None:
                 parent = best.meta["genome"]
-            genome = self.space.mutate(parent, self._rng("run", ctx.idx, ctx.run_idx, ctx.attempt))
+            # Never a copy (up to the template's symmetries) of what this idea or the baseline already ran.
+            seen = {self._key(g) for g in [ctx.idea.genome, *(a.meta.get("genome") for a in ctx.history)]
+                    if g is not None}
+            if self.baseline is not None:
+                seen.add(self._key(self.baseline[0]))
+            for retry in range(50):
+                extra = (retry,) if retry else ()  # the first draw is the one earlier versions made
+                genome = self.space.mutate(parent, self._rng("run", ctx.idx, ctx.run_idx, ctx.attempt, *extra))
+                if self._key(genome) not in seen:
+                    break
         return Proposal(sources=self.space.render(genome), note=f"evaluate {self.space.describe(genome)}",
                         meta={"genome": genome})

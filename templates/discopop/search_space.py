@@ -30,8 +30,9 @@ finite margin: the only exponential is clipped, and squares are of at most linea
 Constants stay in fixed ranges (RANGES) and are rounded to three significant digits, so genomes and
 the code rendered from them stay short and readable.
 
-The proposer calls known(), sample(), mutate(), crossover(), render() and describe() (the interface
-base.search_space.SearchSpace); validate() checks a genome that came from elsewhere (a file, a hand edit).
+The proposer calls known(), sample(), mutate(), crossover(), render(), describe() and canonical() (the
+interface base.search_space.SearchSpace; canonical() names the template's symmetries); validate()
+checks a genome that came from elsewhere (a file, a hand edit).
 """
 
 from __future__ import annotations
@@ -298,6 +299,37 @@ def crossover(a: Genome, b: Genome, rng: random.Random) -> Genome:
         # Two leaves: mix their fields, or grafting would just copy b's term.
         donor = {k: (node if rng.random() < 0.5 else donor)[k] for k in node}
     return _replaced(a, path, donor)
+
+
+# ---------------------------------------------------------------- symmetries
+
+
+def canonical(genome: Genome) -> Genome:
+    """The one genome of those this template's metric scores alike (the proposer evaluates it once).
+
+    Two symmetries. Beta: the metric reads the reward-KL frontier of a beta sweep, so a loss of c*z is
+    the same loss at c times each beta and scores as the loss it rescales (the README measures DPO and
+    four rescalings within 0.004). Replacing z by c*z multiplies every z-term's scale by c and divides
+    every rho-term's margin (m / beta) and every gate's shift and width by c; c makes the first z-term's
+    scale 1 (else the first rho-term's margin, if any). A positive factor on the whole loss: Adam's
+    update does not change with it (but for its epsilon), so a root sum's weights are divided by its
+    first. Constants are then rounded as genomes are, so copies meet up to three significant digits.
+    """
+    g = json.loads(json.dumps(genome))  # not deepcopy: a subtree that appears twice is scaled once in each place
+    nodes = [n for _, n in _nodes(g)]
+    z_scales = [n["scale"] for n in nodes if n["op"] == "term" and n["units"] == "z"]
+    rho_margins = [n["margin"] for n in nodes if n["op"] == "term" and n["units"] == "rho" and n["margin"] > 0]
+    c = 1 / z_scales[0] if z_scales else rho_margins[0] if rho_margins else 1.0
+    for n in nodes:
+        if n["op"] == "term" and n["units"] == "z":
+            n["scale"] = round_sig(n["scale"] * c)
+        elif n["op"] == "term":
+            n["margin"] = round_sig(n["margin"] / c)
+        elif n["op"] == "gate":
+            n["shift"], n["tau"] = round_sig(n["shift"] / c), round_sig(n["tau"] / c)
+    if g["op"] == "sum":
+        g["weights"] = [1.0, round_sig(g["weights"][1] / g["weights"][0])]
+    return g
 
 
 # ---------------------------------------------------------------- formatting: shared by code and description
