@@ -96,7 +96,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.jax_cache is not None:
         import jax
 
-        jax.config.update("jax_compilation_cache_dir", str(args.jax_cache))
+        # Resolved: JAX's cache keys contain the folder's path as written (its autotune folder is one of the
+        # compile options), so a home whose cache folder is a link would otherwise never hit the entries there.
+        jax.config.update("jax_compilation_cache_dir", str(args.jax_cache.resolve()))
         # Trusted cache: every compile is worth keeping, the small ones too (about 2 s per run).
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
         # A bounded cache is also a locked one: JAX then reads and writes entries under a file lock,

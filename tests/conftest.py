@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -82,8 +84,34 @@ class Result:
         return self.out + self.err
 
 
+# One trusted JAX compilation cache for every home of the session (all xdist workers): the trusted evaluator's
+# programs (data preparation, scoring) are then compiled once per session, not once per fresh home. Only the
+# trusted evaluator writes it (<home>/cache/jax-eval, runner.py); a candidate's sandbox keeps its own cache.
+_TRUSTED_JAX_CACHE: list[Path] = []
+
+
+@pytest.fixture(scope="session", autouse=True)
+def trusted_jax_cache(tmp_path_factory) -> Path:
+    """The session's shared trusted cache, in the temporary folder all xdist workers of this run share."""
+    shared = session_root(tmp_path_factory) / "trusted-jax-eval"
+    shared.mkdir(exist_ok=True)
+    _TRUSTED_JAX_CACHE[:] = [shared]
+    return shared
+
+
+def warm_home(home: Path) -> Path:
+    """Link a new home's trusted compilation cache to the session's; a home that has one of its own keeps it."""
+    link = home / "cache" / "jax-eval"
+    if _TRUSTED_JAX_CACHE and home.is_absolute() and not os.path.lexists(link):
+        link.parent.mkdir(parents=True, exist_ok=True)
+        link.symlink_to(_TRUSTED_JAX_CACHE[0], target_is_directory=True)
+    return home
+
+
 def scientist(*args: str, timeout: float = 300) -> Result:
-    """Run the real `scientist` command line in a subprocess, as a user would."""
+    """Run the real `scientist` command line in a subprocess, as a user would (its --home warmed, see warm_home)."""
+    if "--home" in args:
+        warm_home(Path(args[args.index("--home") + 1]))
     env = {**os.environ, "COLUMNS": "200", "TERM": "dumb"}
     p = subprocess.run([sys.executable, "-m", "scientist", *args], capture_output=True, text=True,
                        timeout=timeout, env=env, cwd=ROOT)
@@ -158,24 +186,70 @@ def sandbox_args(request) -> list[str]:
     return ["--sandbox", request.param]
 
 
+def session_root(tmp_path_factory) -> Path:
+    """The temporary folder of this pytest run that all its xdist workers share (each has its own below it)."""
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if "PYTEST_XDIST_WORKER" in os.environ else base
+
+
+def once_per_run(tmp_path_factory, name: str, make: Callable[[Path], Result]) -> tuple[Path, Result]:
+    """A folder that make(folder) fills by running a command, made once per pytest run and read by every worker.
+
+    For what tests only read (or, like a home, may share as users share one): under xdist the first worker to ask
+    makes it under a file lock while the other waits, then both get the folder and the command's Result.
+    """
+    from filelock import FileLock
+
+    folder = session_root(tmp_path_factory) / name
+    done = folder.with_name(f"{name}.result.json")
+    with FileLock(f"{folder}.lock"):
+        if not done.is_file():
+            shutil.rmtree(folder, ignore_errors=True)  # left by a worker that died while making it
+            folder.mkdir()
+            done.write_text(json.dumps(make(folder).__dict__))
+    return folder, Result(**json.loads(done.read_text()))
+
+
 @pytest.fixture(scope="session")
 def open_eval(tmp_path_factory):
     """One `scientist eval --sandbox bwrap` of OPEN's tiny config (test_open): Adam, test_open's bad rules, and
-    test_sealed_open's hostile rule (Adam's update with attacks in its import). Both modules read it, so in one
-    process the tiny OPEN baseline is trained once (under xdist, once per worker that runs either module).
+    test_sealed_open's hostile rule (Adam's update with attacks in its import). Both modules only read it, so the
+    tiny OPEN baseline is trained once per pytest run (once_per_run).
     """
     from test_open import BAD, OPEN, write_tiny_open
     from test_sealed_open import ATTACKS
 
-    tmp = tmp_path_factory.mktemp("open_eval")
-    root = write_tiny_open(tmp)
-    sources = {"adam": (OPEN / "candidates" / "adam.py").read_text(), **BAD}
-    sources["hostile"] = sources["adam"] + ATTACKS
-    paths = []
-    for name, source in sources.items():
-        paths.append(tmp / f"{name}.py")
-        paths[-1].write_text(source)
-    home, out = tmp / "home", tmp / "runs"
-    r = scientist("eval", "--template", str(root), "--sandbox", "bwrap", "--home", str(home), "--out", str(out),
-                  *[a for p in paths for a in ("-c", str(p))], timeout=900)
-    return root, home, out, r
+    def make(tmp: Path) -> Result:
+        root = write_tiny_open(tmp)
+        sources = {"adam": (OPEN / "candidates" / "adam.py").read_text(), **BAD}
+        sources["hostile"] = sources["adam"] + ATTACKS
+        paths = []
+        for name, source in sources.items():
+            paths.append(tmp / f"{name}.py")
+            paths[-1].write_text(source)
+        return scientist("eval", "--template", str(root), "--sandbox", "bwrap", "--home", str(tmp / "home"),
+                         "--out", str(tmp / "runs"), *[a for p in paths for a in ("-c", str(p))], timeout=900)
+
+    tmp, r = once_per_run(tmp_path_factory, "open_eval", make)
+    return tmp / "open", tmp / "home", tmp / "runs", r
+
+
+@pytest.fixture(scope="session")
+def navix_eval(tmp_path_factory):
+    """One `scientist eval --sandbox bwrap` of the navix template at test_navix's tiny size: the shipped agent, the
+    same agent with test_navix's attacks in its import (hostile), and a candidate the tracer refuses; made once per
+    pytest run (once_per_run)."""
+    from test_navix import ATTACKS, BAD, NAVIX, write_tiny_navix
+
+    def make(tmp: Path) -> Result:
+        root = write_tiny_navix(tmp)
+        agent = (NAVIX / "agent.py").read_text()
+        paths = []
+        for name, source in {"baseline": agent, "hostile": agent + ATTACKS, **BAD}.items():
+            paths.append(tmp / f"{name}.py")
+            paths[-1].write_text(source)
+        return scientist("eval", "--template", str(root), "--sandbox", "bwrap", "--home", str(tmp / "home"),
+                         "--out", str(tmp / "runs"), *[a for p in paths for a in ("-c", str(p))], timeout=600)
+
+    tmp, r = once_per_run(tmp_path_factory, "navix_eval", make)
+    return tmp / "navix", tmp / "home", tmp / "runs", r

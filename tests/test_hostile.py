@@ -158,6 +158,7 @@ def hostile_templates(tmp_path_factory):
 def hostile_home(hostile_templates, tmp_path_factory):
     """A home whose DPO baseline is computed (in bubblewrap) before any hostile candidate runs."""
     home = tmp_path_factory.mktemp("hostile-home")
+    (home / "cache" / "jax-eval").mkdir(parents=True)  # its own, not the session's: the test digests it
     r = scientist("baseline", "--template", "discopop", "--templates-dir", str(hostile_templates),
                   "--home", str(home), "--sandbox", "bwrap")
     assert r.code == 0, r.text

@@ -155,6 +155,7 @@ def session(tmp_path_factory, tiny_templates):
     """A tiny `scientist run` (baseline and one evolved candidate) on a home that drew its secrets."""
     tmp = tmp_path_factory.mktemp("secrets")
     home, out = tmp / "home", tmp / "out"
+    (home / "cache" / "jax-eval").mkdir(parents=True)  # its own, not the session's: its files are searched
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("SCIENTIST_SECRETS", "drawn")
         r = scientist("run", "--template", "discopop", "--templates-dir", str(tiny_templates), "--home", str(home),
