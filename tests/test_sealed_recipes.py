@@ -154,7 +154,17 @@ def runs(request, home, tmp_path_factory) -> dict:
             "hostile": tmp / "hostile"}
 
 
-def test_an_import_that_attacks_the_run_changes_nothing(runs):
+def test_an_attacking_import_changes_nothing_and_metric_exploits_are_refused(runs, home, tmp_path):
+    """One test per template, so that under xdist its two evaluations (the `runs` fixture) are made by one worker."""
+    _the_attacking_import_changes_nothing(runs)
+    if runs["template"] == "diffusion":
+        _the_shipped_seeds_rebuild_nothing_of_a_home_with_drawn_secrets(runs)
+    else:
+        _the_transformer_tracer_cannot_read_the_corpus(runs)
+    _metric_exploits_of_the_recipe_are_refused(runs, home, tmp_path)
+
+
+def _the_attacking_import_changes_nothing(runs):
     template, hostile = runs["template"], runs["hostile"]
     metric = METRIC[template]
     assert per_seed(hostile, metric) == per_seed(runs["base"], metric)  # exactly: the same exports, trained alike
@@ -176,24 +186,21 @@ def test_an_import_that_attacks_the_run_changes_nothing(runs):
     assert info["metrics"][metric]["values"] == per_seed(runs["base"], metric)
 
 
-def test_the_shipped_seeds_rebuild_nothing_of_a_home_with_drawn_secrets(runs):
-    """(c) the rebuild itself may succeed (public code, public shipped values), but this home's data differ."""
-    if runs["template"] != "diffusion":
-        pytest.skip("the transformer's held-out text is hidden from the tracer (confine.py): its rebuild fails")
+def _the_shipped_seeds_rebuild_nothing_of_a_home_with_drawn_secrets(runs):
+    """(c) the rebuild itself may succeed (public code, public shipped values), but this home's data differ.
+    Diffusion only: the transformer's held-out text is hidden from the tracer (confine.py), so its rebuild fails."""
     with np.load(runs["hostile"] / "work" / "data" / "train.npz") as d:
         points = d["points"]
     shipped = np.asarray(df.make_points(20241125, 2, points.shape[2]))  # the shipped data_seed
     assert points.shape == shipped.shape and not np.allclose(points, shipped)
 
 
-def test_the_transformer_tracer_cannot_read_the_corpus(runs):
-    if runs["template"] != "transformer":
-        pytest.skip("transformer only")
+def _the_transformer_tracer_cannot_read_the_corpus(runs):
     trace = (runs["hostile"] / "trace.log").read_text()
     assert "HOSTILE failed to rebuild the held-out data" in trace
 
 
-def test_metric_exploits_of_the_recipe_are_refused(runs, home, tmp_path):
+def _metric_exploits_of_the_recipe_are_refused(runs, home, tmp_path):
     """transformer: a Block that reads the next character is refused by the harness's causality gate.
     diffusion: a sampler table that ignores the network (b = 0) samples Gaussian noise: no better than noise."""
     template = runs["template"]
