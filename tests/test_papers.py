@@ -9,24 +9,28 @@ import json
 import os
 import re
 import shutil
+from pathlib import Path
 
 import pytest
-from conftest import scientist, write_tiny_template
+from conftest import once_per_run, scientist, write_tiny_template
 from llm_server import ScriptedServer
 from pypdf import PdfReader
 
 
 @pytest.fixture(scope="module")
 def recorded(tmp_path_factory):
-    """(templates dir, home, run folder) of a finished offline run with one idea of two runs."""
-    root = tmp_path_factory.mktemp("papers")
-    templates, home, out = root / "templates", root / "home", root / "run"
-    write_tiny_template(templates)
-    r = scientist("run", "--template", "discopop", "--templates-dir", str(templates), "--home", str(home), "--out",
-                  str(out), "--proposer", "evolve", "--ideas", "1", "--runs", "2", "--no-writeup", "--no-review",
-                  timeout=400)
+    """(templates dir, home, run folder) of a finished offline run with one idea of two runs, made once per pytest
+    run (under xdist both workers' tests read the run folder and share the home, as two users of one home do)."""
+
+    def make(root: Path):
+        write_tiny_template(root / "templates")
+        return scientist("run", "--template", "discopop", "--templates-dir", str(root / "templates"), "--home",
+                         str(root / "home"), "--out", str(root / "run"), "--proposer", "evolve", "--ideas", "1",
+                         "--runs", "2", "--no-writeup", "--no-review", timeout=400)
+
+    root, r = once_per_run(tmp_path_factory, "papers_recorded", make)
     assert r.code == 0, r.text
-    return templates, home, out
+    return root / "templates", root / "home", root / "run"
 
 
 def copy_run(recorded, tmp_path):
