@@ -89,12 +89,8 @@ class Review:
         return [name for name in SECTIONS if name in bad] + sorted(bad - set(SECTIONS))
 
 
-def write_paper(inp: PaperInput, paper_dir: Path, *, llm=None, compile_timeout_s: float = 120.0,
-                report=None) -> PaperStatus:
-    """Write and compile the paper of one idea into paper_dir; returns its status for summary.json.
-
-    `report` is not used.
-    """
+def write_paper(inp: PaperInput, paper_dir: Path, *, llm=None, compile_timeout_s: float = 120.0) -> PaperStatus:
+    """Write and compile the paper of one idea into paper_dir; returns its status for summary.json."""
     started = time.time()
     paper_dir.mkdir(parents=True, exist_ok=True)
     materials = gather(inp, paper_dir)
