@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, scientist
+from conftest import ROOT, scientist, warm_home
 
 from base.llm import Budget, BudgetExceeded
 from base.records import SessionSummary
@@ -96,7 +96,7 @@ def test_a_missing_campaign_file_is_one_line(tmp_path):
 
 
 def test_one_night_at_a_time_a_killed_night_is_resumed_and_the_next_builds_on_it(tiny_templates, tmp_path):
-    home = tmp_path / "home"
+    home = warm_home(tmp_path / "home")
     campaign = write_campaign(tmp_path / "campaign.toml", tiny_templates)
     proc = subprocess.Popen([sys.executable, "-m", "scientist", "nightly", str(campaign), "--home", str(home)],
                             cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

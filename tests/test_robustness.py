@@ -8,7 +8,7 @@ import time
 
 import numpy as np
 import psutil
-from conftest import ROOT
+from conftest import ROOT, warm_home
 
 
 def test_evaluator_process_rejects_a_bad_artifact(tiny_templates, tmp_path):
@@ -29,7 +29,7 @@ def test_evaluator_process_rejects_a_bad_artifact(tiny_templates, tmp_path):
 def test_interrupted_run_is_recorded_and_leaves_no_process(tiny_templates, tmp_path):
     slow = tmp_path / "slow.py"
     slow.write_text("import time\ntime.sleep(120)\n")
-    home = tmp_path / "home"
+    home = warm_home(tmp_path / "home")
     cli = subprocess.Popen([sys.executable, "-m", "scientist", "eval", "--template", "discopop", "--templates-dir",
                             str(tiny_templates), "--home", str(home), "--candidate", str(slow)],
                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
