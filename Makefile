@@ -3,6 +3,9 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 SCIENTIST := $(VENV)/bin/scientist
 CANDIDATES := $(wildcard templates/discopop/candidates/*.py)
+# The navix template's environments, installed without the linters and trackers it declares (pyproject.toml lists
+# what it imports; sandbox/requirements.txt does the same for the Docker image).
+NAVIX := navix==0.7.4
 
 .PHONY: setup system system-test demo demo-llm bench-llm references test test-all lint bench clean
 
@@ -19,6 +22,7 @@ $(VENV)/.installed: pyproject.toml
 	@test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e ".[dev]"
+	$(PY) -m pip install -q --no-deps "$(NAVIX)"
 	@touch $@
 
 # The main job, offline on CPU: the LLM-free proposer evolves DiscoPOP losses, each run sandboxed and

@@ -50,12 +50,19 @@ class BasePython:
         return [f"manylinux_2_{i}_{self.machine}" for i in range(top, 4, -1)] + [f"manylinux2014_{self.machine}"]
 
 
-def requirements(cuda: bool) -> list[str]:
-    """sandbox/requirements.txt, each pinned to the version installed here when it is."""
+NO_DEPS = "no-deps"  # a requirements.txt line whose comment starts with this is installed without its dependencies
+
+
+def requirements(cuda: bool, no_deps: bool = False) -> list[str]:
+    """sandbox/requirements.txt, each pinned to the version installed here when it is.
+
+    no_deps: the lines marked `# no-deps` instead (packages whose declared dependencies are tools the sandbox does
+    not need, navix's linters and trackers: their real runtime dependencies are listed on lines of their own).
+    """
     lines = []
     for line in (SANDBOX_DIR / "requirements.txt").read_text().splitlines():
         name = line.split("#")[0].strip()
-        if not name:
+        if not name or (line.partition("#")[2].strip().startswith(NO_DEPS)) != no_deps:
             continue
         extra = "[cuda12]" if cuda and name == "jax" else ""
         try:
@@ -104,8 +111,10 @@ def probe_base(client: docker.DockerClient, base: str, say: Callable[[str], None
     return BasePython(major, minor, glibc, machine)
 
 
-def fetch_wheels(py: BasePython, lock: list[str], dest: Path, say: Callable[[str], None]) -> None:
-    """Download the locked wheels (and pip's own) for the base's interpreter into dest.
+def fetch_wheels(py: BasePython, lock: list[str], dest: Path, say: Callable[[str], None],
+                 no_deps: list[str] = ()) -> None:
+    """Download the locked wheels (and pip's own) for the base's interpreter into dest, and the no_deps pins'
+    own wheels, without their dependencies, into dest's sibling nodeps/ (the Dockerfile installs them so).
 
     A dependency published only as a source archive (kinetix-env's moviepy, say) has no
     wheel to download for another interpreter: it is built into a wheel here, which is
@@ -139,7 +148,15 @@ def fetch_wheels(py: BasePython, lock: list[str], dest: Path, say: Callable[[str
             if wheel.returncode != 0:
                 raise ImageError(f"pip could not build a wheel for {pin}: {wheel.stderr.strip()[-200:]}")
         built |= missing
-    say(f"{len(list(dest.glob('*.whl')))} wheels ready")
+    nodeps = dest.parent / "nodeps"
+    nodeps.mkdir(exist_ok=True)
+    if no_deps:
+        proc = subprocess.run([*argv[:argv.index("-r")], "--dest", str(nodeps), "--no-deps", *no_deps],
+                              capture_output=True, text=True)
+        if proc.returncode != 0:
+            last = [ln for ln in proc.stderr.splitlines() if ln.startswith("ERROR")][:1] or ["(no output)"]
+            raise ImageError(f"pip could not fetch the sandbox's wheels: {last[0].strip()}")
+    say(f"{len(list(dest.glob('*.whl'))) + len(list(nodeps.glob('*.whl')))} wheels ready")
 
 
 def _without_wheels(output: str) -> set[str]:
@@ -168,9 +185,9 @@ def build(client: docker.DockerClient, *, tag: str, cuda: bool = False, base: st
     except docker.errors.ImageNotFound:
         previous = None
     py = probe_base(client, base, say)
-    lock = requirements(cuda)
+    lock, no_deps = requirements(cuda), requirements(cuda, no_deps=True)
     dockerfile = (SANDBOX_DIR / ("Dockerfile.cuda" if cuda else "Dockerfile")).read_text()
-    key = hashlib.sha256(json.dumps([dockerfile, lock, constraints(), client.images.get(base).id,
+    key = hashlib.sha256(json.dumps([dockerfile, lock, no_deps, constraints(), client.images.get(base).id,
                                      [py.major, py.minor, py.glibc, py.machine]]).encode()).hexdigest()
     if previous is not None and previous.labels.get(LOCK_LABEL) == key and not force:
         say(f"{tag} is up to date (same base, Dockerfile and versions); --force rebuilds it")
@@ -178,7 +195,7 @@ def build(client: docker.DockerClient, *, tag: str, cuda: bool = False, base: st
     with tempfile.TemporaryDirectory(prefix="scientist-image-") as tmp:
         ctx = Path(tmp)
         (ctx / "Dockerfile").write_text(dockerfile)
-        fetch_wheels(py, lock, ctx / "wheels", say)
+        fetch_wheels(py, lock, ctx / "wheels", say, no_deps)
         image_id = None
         try:
             for event in client.api.build(path=str(ctx), tag=tag, buildargs={"BASE": base}, network_mode="none",
