@@ -227,6 +227,12 @@ def synthetic(template: str, seeds: int, rng: np.random.Generator) -> dict:
                           "per_level_solve_rate": rng.uniform(0, 1, (seeds, 2)).tolist(),
                           "train_curves": {"steps": list(range(0, 6000, 1000)), "solved": solved.tolist(),
                                            "return": solved.tolist()}}}
+    if template == "navix":
+        curve = {"steps": list(range(2048, 12288, 2048)), "solved": rng.uniform(0, 1, (seeds, 5)).tolist(),
+                 "return": rng.uniform(0, 1, (seeds, 5)).tolist()}
+        return {"extra": {"envs": ["Navix-DoorKey-5x5-v0", "Navix-Empty-Random-6x6-v0"], "episodes_per_env": 8,
+                          "per_env_success_rate": rng.uniform(0, 1, (seeds, 2)).tolist(),
+                          "train_curves": [curve, curve]}}
     if template == "open":
         return {"extra": {"train_return": rng.normal(size=(seeds, 5)).tolist(), "curve_timesteps": [1, 2, 3, 4, 5],
                           "env": "Breakout-MinAtar&#"},
@@ -235,7 +241,7 @@ def synthetic(template: str, seeds: int, rng: np.random.Generator) -> dict:
             "metrics": {"val_bpc": {"values": rng.uniform(2, 4, seeds).tolist()}}}
 
 
-@pytest.mark.parametrize("template", ["discopop", "diffusion", "kinetix", "open", "transformer"])
+@pytest.mark.parametrize("template", ["discopop", "diffusion", "kinetix", "open", "transformer", "navix"])
 def test_every_template_figures_from_synthetic_results(template: str, tmp_path: Path) -> None:
     """Equal seed counts, then one seed against four (no interval, and the two counts named)."""
     rng = np.random.default_rng(0)

@@ -116,7 +116,7 @@ def test_the_installed_command_lists_evaluates_and_runs_with_bwrap(installed, tm
     scientist = installed / "scientist"
 
     listed = _run([scientist, "templates", "--home", home], cwd=cwd).stdout
-    assert all(name in listed for name in ("discopop", "diffusion", "open", "transformer", "kinetix"))
+    assert all(name in listed for name in ("discopop", "diffusion", "open", "transformer", "kinetix", "navix"))
     assert "the bundled templates" in " ".join(_run([scientist, "eval", "--help"], cwd=cwd).stdout.split())  # wrapped
 
     evaluated = _run([scientist, "eval", "--template", "discopop", "--templates-dir", tiny, "--seeds", "2",

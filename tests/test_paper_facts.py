@@ -171,7 +171,7 @@ def test_code_constants_state_settings_never_results():
     assert claim("The best run reached 0.3 on average.", inp).fact is None
 
 
-@pytest.mark.parametrize("name", ["discopop", "diffusion", "open", "kinetix", "transformer"])
+@pytest.mark.parametrize("name", ["discopop", "diffusion", "open", "kinetix", "transformer", "navix"])
 def test_the_template_writer_states_evolved_ideas_and_their_code_without_an_unverified_number(name):
     # The evolve proposer's ideas name their constants ("-logsigmoid(1.45*z)", "ent 0.01", "AdamW 0.003"): pasted
     # verbatim by the template writer, they are the idea's own text, not results.

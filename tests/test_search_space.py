@@ -167,7 +167,7 @@ def test_evolved_ideas_never_repeat_the_baseline():
 
 # ---------------------------------------------------------------- the declared interface
 
-TEMPLATES = ("discopop", "diffusion", "kinetix", "open", "transformer")
+TEMPLATES = ("discopop", "diffusion", "kinetix", "open", "transformer", "navix")
 
 
 @pytest.mark.parametrize("name", TEMPLATES)

@@ -31,11 +31,12 @@ SECRET = {
     "discopop": {"world_seed", "train_prompts_seed", "pairs_seed", "eval_seed"},
     "diffusion": {"data_seed", "heldout_seed", "sample_seed"},
     "kinetix": {"eval_seed"},
+    "navix": {"eval_seed"},
     "open": {"eval_seed"},
     "transformer": {"split_seed", "eval_seed"},
     "grokking": {"split_seed"},
 }
-PUBLIC = {"eval_prompts", "episodes_per_level", "val_fraction", "eval_windows", "adam_reference"}
+PUBLIC = {"eval_prompts", "episodes_per_level", "episodes_per_env", "val_fraction", "eval_windows", "adam_reference"}
 
 
 @pytest.mark.parametrize("name", sorted(SECRET))
