@@ -63,7 +63,7 @@ def learning_curve_figure(best: dict, base: dict, out_dir: Path) -> Figure:
         "by the stochastic policy) whose last completed episode reached the goal, averaged over the environments of "
         f"the suite, against environment steps; lines are the mean over {seeds_phrase(ns[1], ns[0])}, bands 95\\% "
         "t-intervals over seeds (clipped to $[0, 1]$). These are the harness's own training statistics; the metric "
-        "is measured separately by the sealed evaluator with the greedy policy on held-out layouts."
+        "is measured separately by the sealed evaluator on held-out layouts, with actions sampled by its own keys."
     )
     return Figure(path=path, caption=caption, label="fig:learning_curves")
 

@@ -1,9 +1,10 @@
 """The editable module of the navix template: the agent, i.e. its network and its PPO objective.
 
 The harness trains this agent with PPO (jax_workloads/ppo.py, PureJaxRL style, NAVIX's PPO settings) on each
-NAVIX gridworld of the suite (MiniGrid in JAX), one policy per environment and seed, and exports its greedy
-policies; a sealed evaluator measures how often they reach the goal on layouts it draws itself. Two names are
-required (CONTINUOUS, if defined, must be False: MiniGrid's 7 actions are discrete):
+NAVIX gridworld of the suite (MiniGrid in JAX), one policy per environment and seed, and exports its
+policies (their logits); a sealed evaluator samples their actions and measures how often they reach the goal
+on layouts it draws itself. Two names are required (CONTINUOUS, if defined, must be False: MiniGrid's 7
+actions are discrete):
 
 - make_network(num_actions, action_dim) -> a flax module. Called on flat symbolic observations [..., obs_size]
   (NAVIX's fully observed grid of (object, colour, state) triples, H x W x 3 flattened, small integers as
