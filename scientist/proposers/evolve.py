@@ -16,7 +16,7 @@ import random
 from pathlib import Path
 
 from base.records import ArchiveEntry, Idea
-from base.search_space import SearchSpace, SearchSpaceError, check_search_space
+from base.search_space import OPTIONAL_FUNCTIONS, SearchSpace, SearchSpaceError, check_search_space
 from base.stats import better
 from base.template import Template
 from scientist.proposers import IdeaContext, Proposal
@@ -72,7 +72,8 @@ class EvolveProposer:
 
     def _key(self, genome: object) -> str:
         """Genomes the template's metric scores alike (its symmetries, SearchSpace.canonical) share a key."""
-        return json.dumps(self.space.canonical(genome), sort_keys=True)
+        canonical = getattr(self.space, "canonical", OPTIONAL_FUNCTIONS["canonical"])  # a space not checked on load
+        return json.dumps(canonical(genome), sort_keys=True)
 
     def _tournament(self, pool: list[tuple[object, float]], rng: random.Random):
         picks = rng.sample(pool, min(TOURNAMENT, len(pool)))
