@@ -362,6 +362,10 @@ def test_discopop_canonical_forms_are_its_metric_symmetries():
     a, b = ss.term("hinge", 1.0, 0.5), ss.term("square", 1.0, 0.5, "rho")
     assert ss.canonical(ss.weighted_sum(a, b, 2.0, 1.0)) == ss.canonical(ss.weighted_sum(a, b, 1.0, 0.5))
     assert ss.canonical(ss.weighted_sum(a, b, 1.0, 1.0)) != ss.canonical(ss.weighted_sum(a, b, 1.0, 0.5))
+    # A blend of a loss with itself is the loss; so, up to a factor, is a root sum of the loss with itself.
+    assert ss.canonical(ss.gate(dpo, dpo, 0.359, 0.357)) == ss.canonical(dpo)
+    assert ss.canonical(ss.weighted_sum(a, a, 0.3, 1.2)) == ss.canonical(a)
+    assert ss.canonical(ss.gate(a, b, 0.5, 0.1)) != ss.canonical(a)
     keys = {json.dumps(ss.canonical(g), sort_keys=True) for g in ss.known().values()}
     assert len(keys) == len(ss.known())  # the published losses are not copies of each other
     (pc, pr, rc, rr), beta = wide_margin_batch()

@@ -304,18 +304,30 @@ def crossover(a: Genome, b: Genome, rng: random.Random) -> Genome:
 # ---------------------------------------------------------------- symmetries
 
 
+def _merged(node: Genome) -> Genome:
+    """The tree with each gate between two equal branches replaced by the branch (its blend of a with a is a)."""
+    if "args" in node:
+        node["args"] = [_merged(child) for child in node["args"]]
+        if node["op"] == "gate" and node["args"][0] == node["args"][1]:
+            return node["args"][0]
+    return node
+
+
 def canonical(genome: Genome) -> Genome:
     """The one genome of those this template's metric scores alike (the proposer evaluates it once).
 
-    Two symmetries. Beta: the metric reads the reward-KL frontier of a beta sweep, so a loss of c*z is
-    the same loss at c times each beta and scores as the loss it rescales (the README measures DPO and
-    four rescalings within 0.004). Replacing z by c*z multiplies every z-term's scale by c and divides
-    every rho-term's margin (m / beta) and every gate's shift and width by c; c makes the first z-term's
-    scale 1 (else the first rho-term's margin, if any). A positive factor on the whole loss: Adam's
-    update does not change with it (but for its epsilon), so a root sum's weights are divided by its
-    first. Constants are then rounded as genomes are, so copies meet up to three significant digits.
+    Beta: the metric reads the reward-KL frontier of a beta sweep, so a loss of c*z is the same loss at
+    c times each beta and scores as the loss it rescales (the README measures DPO and four rescalings
+    within 0.004). Replacing z by c*z multiplies every z-term's scale by c and divides every rho-term's
+    margin (m / beta) and every gate's shift and width by c; c makes the first z-term's scale 1 (else
+    the first rho-term's margin, if any). A positive factor on the whole loss: Adam's update does not
+    change with it (but for its epsilon), so a root sum's weights are divided by its first, and a root
+    sum of two equal branches is the branch. A gate between two equal branches is the branch anywhere.
+    Constants are then rounded as genomes are, so copies meet up to three significant digits.
     """
-    g = json.loads(json.dumps(genome))  # not deepcopy: a subtree that appears twice is scaled once in each place
+    g = _merged(json.loads(json.dumps(genome)))  # not deepcopy: a subtree twice in the tree is scaled once each
+    if g["op"] == "sum" and g["args"][0] == g["args"][1]:
+        g = g["args"][0]  # w1 * a + w2 * a: a positive factor on a
     nodes = [n for _, n in _nodes(g)]
     z_scales = [n["scale"] for n in nodes if n["op"] == "term" and n["units"] == "z"]
     rho_margins = [n["margin"] for n in nodes if n["op"] == "term" and n["units"] == "rho" and n["margin"] > 0]
