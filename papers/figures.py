@@ -218,6 +218,29 @@ def bars_with_ci(ax: Axes, x: ArrayLike, band: Band, color: str, label: str, slo
     ax.bar(np.asarray(x, dtype=float) + offset, band.mean, width, yerr=band.err, color=color, label=label, **kwargs)
 
 
+def rate_bars(runs: Sequence[tuple[dict, str, str]], key: str, groups: Sequence[str], tick_labels: Sequence[str],
+              xlabel: str, ylabel: str, path: Path, clip: tuple[float, float] = (0.0, 1.0)) -> tuple[Path, list[int]]:
+    """A per-group rate of each run (extra[key]: seeds x groups) as grouped bars with 95% intervals over seeds.
+
+    runs: (extra, label, colour) in the order the bars stand; returns the saved figure and each run's seeds.
+    """
+    x = np.arange(len(groups))
+    ns = []
+    with figure_style():
+        fig, ax = new_figure()
+        for i, (extra, label, color) in enumerate(runs):
+            rates = per_seed(extra[key], len(groups), f"extra.{key}")
+            bars_with_ci(ax, x, mean_ci95(rates, clip=clip), color, label, slot=i, slots=len(runs), width=0.38,
+                         error_kw={"elinewidth": 0.9, "capsize": 2})
+            ns.append(rates.shape[0])
+        ax.set_xticks(x, list(tick_labels))
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+        ax.set_ylim(0.0, 1.02)
+        legend_above(ax, ncol=len(runs))
+        return save_figure(fig, path), ns
+
+
 def n_seeds(n: int) -> str:
     """'1 seed', '8 seeds'."""
     return f"{n} seed" + ("" if n == 1 else "s")

@@ -17,13 +17,12 @@ from papers.figures import (
     RUN_COLOR,
     Figure,
     FigureError,
-    bars_with_ci,
     curve_with_band,
     figure_style,
-    legend_above,
     mean_ci95,
     new_figure,
     per_seed,
+    rate_bars,
     read_extra,
     save_figure,
     seeds_phrase,
@@ -71,21 +70,10 @@ def per_level_figure(best: dict, base: dict, out_dir: Path) -> Figure:
     levels = base["levels"]
     if best["levels"] != levels:
         raise FigureError("the best candidate and the baseline were scored on different levels")
-    x = np.arange(len(levels))
-    ns = []
-    with figure_style():
-        fig, ax = new_figure()
-        for i, (extra, (label, color, _)) in enumerate(((base, BASELINE), (best, BEST))):
-            rates = per_seed(extra["per_level_solve_rate"], len(levels), "extra.per_level_solve_rate")
-            bars_with_ci(ax, x, mean_ci95(rates, clip=RATE), color, label, slot=i, slots=2, width=0.38,
-                         error_kw={"elinewidth": 0.9, "capsize": 2})
-            ns.append(rates.shape[0])
-        ax.set_xticks(x, [_short(name) for name in levels])
-        ax.set_xlabel("level (kinetix/levels/" + levels[0].split("/")[0] + ")")
-        ax.set_ylabel("held-out solve rate")
-        ax.set_ylim(0.0, 1.02)
-        legend_above(ax, ncol=2)
-        path = save_figure(fig, out_dir / "solve_rate_per_level.pdf")
+    runs = [(base, *BASELINE[:2]), (best, *BEST[:2])]
+    path, ns = rate_bars(runs, "per_level_solve_rate", levels, [_short(name) for name in levels],
+                         "level (kinetix/levels/" + levels[0].split("/")[0] + ")", "held-out solve rate",
+                         out_dir / "solve_rate_per_level.pdf", clip=RATE)
     names = ", ".join(f"{_short(name)} = {texttt(name)}" for name in levels)
     caption = (
         f"Solve rate per level on held-out variants ({base['episodes_per_level']} per level, drawn by the sealed "

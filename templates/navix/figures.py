@@ -17,13 +17,12 @@ from papers.figures import (
     RUN_COLOR,
     Figure,
     FigureError,
-    bars_with_ci,
     curve_with_band,
     figure_style,
-    legend_above,
     mean_ci95,
     new_figure,
     per_seed,
+    rate_bars,
     read_extra,
     save_figure,
     seeds_phrase,
@@ -73,24 +72,13 @@ def per_env_figure(best: dict, base: dict, out_dir: Path) -> Figure:
     envs = base["envs"]
     if best["envs"] != envs:
         raise FigureError("the best candidate and the baseline were scored on different environments")
-    x = np.arange(len(envs))
-    ns = []
-    with figure_style():
-        fig, ax = new_figure()
-        for i, (extra, (label, color)) in enumerate(((base, BASELINE), (best, BEST))):
-            rates = per_seed(extra["per_env_success_rate"], len(envs), "extra.per_env_success_rate")
-            bars_with_ci(ax, x, mean_ci95(rates, clip=RATE), color, label, slot=i, slots=2, width=0.38,
-                         error_kw={"elinewidth": 0.9, "capsize": 2})
-            ns.append(rates.shape[0])
-        ax.set_xticks(x, [_short(name) for name in envs])
-        ax.set_xlabel("NAVIX environment")
-        ax.set_ylabel("held-out success rate")
-        ax.set_ylim(0.0, 1.02)
-        legend_above(ax, ncol=2)
-        path = save_figure(fig, out_dir / "success_rate_per_env.pdf")
+    path, ns = rate_bars([(base, *BASELINE), (best, *BEST)], "per_env_success_rate", envs,
+                         [_short(name) for name in envs], "NAVIX environment", "held-out success rate",
+                         out_dir / "success_rate_per_env.pdf", clip=RATE)
     caption = (
         f"Success rate per environment on held-out layouts ({base['episodes_per_env']} per environment, drawn by "
-        f"the sealed evaluator from a private seed), greedy policy: mean over {seeds_phrase(ns[1], ns[0])}, error "
+        f"the sealed evaluator from a private seed), actions sampled from the policy with the evaluator's keys: "
+        f"mean over {seeds_phrase(ns[1], ns[0])}, error "
         f"bars 95\\% t-intervals over seeds (clipped to $[0, 1]$). The metric {texttt('success_rate')} is the mean "
         f"of these bars. Environments: {', '.join(texttt(name) for name in envs)}."
     )
