@@ -42,7 +42,7 @@ from sandbox.backends import Sandbox
 from scientist import campaign_store as records
 from scientist import runner
 from scientist.config import RunConfig, Settings
-from scientist.executors import default_workers
+from scientist.session import run_config
 
 EXIT_LOCKED = 4  # another night of this campaign is running
 
@@ -182,10 +182,9 @@ def best_known(store: Store, campaign: str, version: str | None = None) -> tuple
 def night_config(campaign: CampaignConfig, template: Template, sandbox: Sandbox, home: Path, night: Night,
                  best: tuple[str, dict[str, str]] | None = None) -> RunConfig:
     """The night's `scientist run` configuration: the campaign's settings, the night's folder and seed."""
-    return RunConfig.of(campaign, template=template, sandbox=sandbox, seeds=campaign.seeds or template.spec.seeds,
-                        workers=campaign.workers or default_workers(campaign.gpus), home=home,
-                        out_dir=night.out_dir, seed=campaign.seed + night.index,  # other genomes each night
-                        campaign=campaign.name, best_known=best)
+    return run_config(campaign, template, sandbox, home=home, out_dir=night.out_dir,
+                      seed=campaign.seed + night.index,  # the evolve proposer draws other genomes each night
+                      campaign=campaign.name, best_known=best)
 
 
 @dataclass(frozen=True)

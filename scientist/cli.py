@@ -24,7 +24,7 @@ from base.store import Store
 from base.template import DEFAULT_TEMPLATES_DIR, Template, TemplateError, list_template_names, load_template
 from sandbox.backends import Sandbox, SandboxUnavailable, resolve
 from scientist import runner, tables
-from scientist.config import Limits, RunConfig, Settings, flag_error
+from scientist.config import Limits, Settings, flag_error
 from scientist.executors import default_workers
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode=None,
@@ -292,10 +292,9 @@ def run(template: str, out: Path | None, log_json: bool, docker_host: str | None
         settings.model.replace("/", "_")
     store = _open_store(home)
     try:
-        cfg = RunConfig.of(settings, template=t, sandbox=backend, seeds=settings.seeds or t.spec.seeds,
-                           workers=settings.workers or default_workers(settings.gpus), home=home.resolve(),
-                           out_dir=(out or home / "runs" / t.name / slug).resolve(),
-                           literature_key=_literature_key(settings.literature))
+        cfg = session.run_config(settings, t, backend, home=home.resolve(),
+                                 out_dir=(out or home / "runs" / t.name / slug).resolve(),
+                                 literature_key=_literature_key(settings.literature))
         session.check_can_start(cfg, store)
     except ValidationError as e:
         _fail(flag_error(e))

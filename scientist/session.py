@@ -14,6 +14,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import asdict, replace
 from difflib import SequenceMatcher
 from pathlib import Path
+from typing import Any
 
 from base.events import (
     BaselineMeasured,
@@ -45,9 +46,10 @@ from base.search_space import SearchSpaceError
 from base.stats import PAIRED_WHY, Test, better, holm_adjust
 from base.store import Run, Store
 from base.template import Template
+from sandbox.backends import Sandbox
 from scientist import runner
-from scientist.config import RunConfig
-from scientist.executors import RayUnavailable, check_reachable, make_executor
+from scientist.config import RunConfig, Settings
+from scientist.executors import RayUnavailable, check_reachable, default_workers, make_executor
 from scientist.experiment import Session, run_idea
 from scientist.literature import LiteratureError, cached_search
 from scientist.proposers import NoValidAnswer, Proposer
@@ -223,6 +225,13 @@ def check_novelty(s: Session, proposer: LLMProposer, idea: Idea) -> tuple[bool, 
     found = [asdict(p) for p in papers]
     idea.literature = [{k: p[k] for k in ("title", "year", "venue", "url")} for p in found]
     return proposer.judge_novelty(idea, found)
+
+
+def run_config(settings: Settings, template: Template, sandbox: Sandbox, **where: Any) -> RunConfig:
+    """The settings resolved for one session: the template's seeds and one worker per GPU given where they were
+    left out; `where` holds the rest (home, out_dir, campaign, ...). ValidationError as RunConfig raises it."""
+    return RunConfig.of(settings, template=template, sandbox=sandbox, seeds=settings.seeds or template.spec.seeds,
+                        workers=settings.workers or default_workers(settings.gpus), **where)
 
 
 class CannotStart(Exception):
