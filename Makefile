@@ -54,13 +54,14 @@ references: setup
 	$(SCIENTIST) eval --template discopop $(addprefix --candidate ,$(CANDIDATES))
 
 # The suite includes a real small model (tests/test_real_model.py): its server is built here, once.
-# The suite runs on one pytest-xdist worker per core (at most 8), each test sent to the next free worker.
-# TEST_WORKERS=0 runs it in one process.
+# The suite runs on one pytest-xdist worker per core (at most 8), each test module sent whole to the next free
+# worker (--dist loadscope: a module's fixtures are made once, not once per worker that gets one of its tests),
+# the costliest modules first (tests/conftest.py: COSTLIEST_FIRST). TEST_WORKERS=0 runs it in one process.
 TEST_WORKERS ?= $(shell python3 -c "import os; print(min(len(os.sched_getaffinity(0)), 8))")
 
 test: system-test $(VENV)/.installed $(LLM_VENV)/.installed
 	$(VENV)/bin/lint-imports
-	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist load --durations=25
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadscope --durations=25
 
 test-all: system-test $(VENV)/.installed $(LLM_VENV)/.installed
 	$(PY) -m pytest -q -m ""

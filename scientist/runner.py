@@ -406,7 +406,9 @@ def _prepared_data(job: Job) -> Path:
     cache = job.home / "cache" / "data" / f"{job.template.name}-{job.template.content_hash()}-{private}-s{job.seeds}"
     if cache.is_dir():
         return cache
-    with _lock(job.home, f"data-{cache.name}"):
+    # The lock is beside the data, not in the home: homes that share a data folder (a link) then share it too.
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(cache.with_name(f"{cache.name}.lock")):
         if cache.is_dir():  # another session or thread made it while we waited
             return cache
         tmp = cache.with_name(f"{cache.name}.tmp-{os.getpid()}")

@@ -73,6 +73,22 @@ def home(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("home")
 
 
+# Test modules by their time in the last measured suite (BENCHMARKS.md 16), costliest first. Under
+# `--dist loadscope` each module goes whole to the next free worker, so the long ones start early and the short
+# ones fill the end, instead of a long module starting last while the other worker has nothing left. Modules not
+# named keep their collection order after these. test_sealed_open reads what test_open's first test makes
+# (open_eval), so it is not named: it comes late, when that is made.
+COSTLIEST_FIRST = ("test_kinetix", "test_eval", "test_campaign", "test_open", "test_real_model", "test_run",
+                   "test_scale", "test_papers", "test_sealed_recipes", "test_transformer", "test_navix", "test_reuse",
+                   "test_sealed_kinetix", "test_hostile", "test_diffusion", "test_ppo", "test_kinetix_fidelity")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Order the modules costliest first (COSTLIEST_FIRST), each module's tests in their own order."""
+    rank = {name: i for i, name in enumerate(COSTLIEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.module.__name__ if item.module else "", len(rank)))
+
+
 @dataclass
 class Result:
     code: int
@@ -84,27 +100,49 @@ class Result:
         return self.out + self.err
 
 
-# One trusted JAX compilation cache for every home of the session (all xdist workers): the trusted evaluator's
-# programs (data preparation, scoring) are then compiled once per session, not once per fresh home. Only the
-# trusted evaluator writes it (<home>/cache/jax-eval, runner.py); a candidate's sandbox keeps its own cache.
-_TRUSTED_JAX_CACHE: list[Path] = []
+# The caches every home of a pytest run shares (all xdist workers): what a fresh home would otherwise make again
+# from the same inputs. Each entry is keyed by its inputs, as in any one home (runner.py), so sharing changes no
+# result, only who computes it first:
+# - jax-eval: the trusted evaluator's compiled programs (data preparation, scoring);
+# - jax-sandbox: the training harness's compiled programs, one folder per (template, candidate) as ever, so no
+#   candidate's training shares a cache with another's; the same candidate trained in many homes compiles once;
+# - data: the prepared data sets, named by the template's content hash, the [private] digest and the seeds.
+SHARED_CACHES = ("jax-eval", "jax-sandbox", "data")
+_SHARED_ROOT: list[Path] = []
 
 
 @pytest.fixture(scope="session", autouse=True)
-def trusted_jax_cache(tmp_path_factory) -> Path:
-    """The session's shared trusted cache, in the temporary folder all xdist workers of this run share."""
-    shared = session_root(tmp_path_factory) / "trusted-jax-eval"
-    shared.mkdir(exist_ok=True)
-    _TRUSTED_JAX_CACHE[:] = [shared]
+def shared_caches(tmp_path_factory) -> Path:
+    """The run's shared caches, in the temporary folder all xdist workers of this run share."""
+    shared = session_root(tmp_path_factory) / "shared-caches"
+    for name in SHARED_CACHES:
+        (shared / name).mkdir(parents=True, exist_ok=True)
+    _SHARED_ROOT[:] = [shared]
+    # The tests' own JAX (fixtures that trace, gate or train in process) compiles once per run too, not once per
+    # worker: programs that take a second or more to compile are kept (JAX's default threshold).
+    import jax
+
+    jax.config.update("jax_compilation_cache_dir", str(shared / "jax-tests"))
     return shared
 
 
 def warm_home(home: Path) -> Path:
-    """Link a new home's trusted compilation cache to the session's; a home that has one of its own keeps it."""
-    link = home / "cache" / "jax-eval"
-    if _TRUSTED_JAX_CACHE and home.is_absolute() and not os.path.lexists(link):
-        link.parent.mkdir(parents=True, exist_ok=True)
-        link.symlink_to(_TRUSTED_JAX_CACHE[0], target_is_directory=True)
+    """Link a new home's caches to the run's shared ones (SHARED_CACHES); a cache the home has of its own stays."""
+    if not _SHARED_ROOT or not home.is_absolute():
+        return home
+    for name in SHARED_CACHES:
+        link = home / "cache" / name
+        if not os.path.lexists(link):
+            link.parent.mkdir(parents=True, exist_ok=True)
+            link.symlink_to(_SHARED_ROOT[0] / name, target_is_directory=True)
+    return home
+
+
+def own_caches(home: Path, *names: str) -> Path:
+    """Give a home caches of its own (all, or those named) for a test that searches, digests or races on them;
+    warm_home keeps them and links the others."""
+    for name in names or SHARED_CACHES:
+        (home / "cache" / name).mkdir(parents=True, exist_ok=True)
     return home
 
 

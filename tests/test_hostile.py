@@ -24,7 +24,7 @@ import time
 
 import psutil
 import pytest
-from conftest import DPO_SOURCE, ROOT, scientist, write_tiny_template
+from conftest import DPO_SOURCE, ROOT, own_caches, scientist, write_tiny_template
 
 from base.store import Store
 from sandbox.logs import MiB
@@ -158,7 +158,7 @@ def hostile_templates(tmp_path_factory):
 def hostile_home(hostile_templates, tmp_path_factory):
     """A home whose DPO baseline is computed (in bubblewrap) before any hostile candidate runs."""
     home = tmp_path_factory.mktemp("hostile-home")
-    (home / "cache" / "jax-eval").mkdir(parents=True)  # its own, not the session's: the test digests it
+    own_caches(home)  # its own, not the run's shared caches: the test digests them
     r = scientist("baseline", "--template", "discopop", "--templates-dir", str(hostile_templates),
                   "--home", str(home), "--sandbox", "bwrap")
     assert r.code == 0, r.text

@@ -10,7 +10,7 @@ import shutil
 import subprocess
 import sys
 
-from conftest import ROOT, scientist, warm_home
+from conftest import ROOT, own_caches, scientist, warm_home
 
 from base.store import Store
 
@@ -81,7 +81,7 @@ def test_a_cached_evaluation_still_writes_the_folder_asked_for(tiny_templates, h
 
 
 def test_two_sessions_at_once_on_a_fresh_home(tiny_templates, tmp_path):
-    home = warm_home(tmp_path / "home")  # fresh: no store, data or baseline yet
+    home = warm_home(own_caches(tmp_path / "home", "data"))  # fresh: no store, data or baseline yet
     env = {**os.environ, "TERM": "dumb"}
     extra = ("--no-writeup", "--ideas", "2", "--workers", "2")
     procs = [subprocess.Popen([sys.executable, "-m", "scientist", *run_args(tiny_templates, home, tmp_path / name,

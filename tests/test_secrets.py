@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import ROOT, scientist
+from conftest import ROOT, own_caches, scientist
 
 from base.secrets import BITS, SecretsError, home_secrets, resolve_private, secret_keys
 from base.store import Store, run_key, source_hash
@@ -156,7 +156,7 @@ def session(tmp_path_factory, tiny_templates):
     """A tiny `scientist run` (baseline and one evolved candidate) on a home that drew its secrets."""
     tmp = tmp_path_factory.mktemp("secrets")
     home, out = tmp / "home", tmp / "out"
-    (home / "cache" / "jax-eval").mkdir(parents=True)  # its own, not the session's: its files are searched
+    own_caches(home)  # its own, not the run's shared caches: its files are searched
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("SCIENTIST_SECRETS", "drawn")
         r = scientist("run", "--template", "discopop", "--templates-dir", str(tiny_templates), "--home", str(home),
