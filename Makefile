@@ -61,7 +61,7 @@ TEST_WORKERS ?= $(shell python3 -c "import os; print(min(len(os.sched_getaffinit
 
 test: system-test $(VENV)/.installed $(LLM_VENV)/.installed
 	$(VENV)/bin/lint-imports
-	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadscope --durations=25
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadscope --no-loadscope-reorder --durations=25
 
 test-all: system-test $(VENV)/.installed $(LLM_VENV)/.installed
 	$(PY) -m pytest -q -m ""

@@ -17,6 +17,7 @@ result instead of computing it twice or racing on the same files.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -196,7 +197,7 @@ def compute(job: Job, run_dir: Path, cancel: threading.Event | None = None) -> C
     outcome = backends.run(
         job.sandbox,
         backends.Job(script=spec.entrypoint, work=work, libs_parent=PROJECT_ROOT, cpus=job.cpus,
-                     jax_cache=sandbox_cache(job.home, job.template.name, source_hash(job.sources))),
+                     jax_cache=sandbox_cache(job.home, job.template.name, work / EXPORTS)),
         spec.limits, run_dir / "train.log", cancel)
     timings.update(_harness_timings(work, outcome))
     if outcome.exceeded == "disk":
@@ -248,14 +249,20 @@ def _lock(home: Path, name: str) -> FileLock:
     return FileLock(home / "locks" / f"{name}.lock")
 
 
-def sandbox_cache(home: Path, template: str, candidate_hash: str) -> Path:
-    """The JAX compilation cache a candidate's sandbox may write: its own, never another's.
+def sandbox_cache(home: Path, template: str, exports: Path) -> Path:
+    """The JAX compilation cache the training sandbox of a candidate with these exports may write.
 
-    A shared writable cache would let one candidate poison the compiled programs of the next.
-    Little is lost: a candidate's training program contains its own code, so compiled programs
-    are almost never shared between candidates, while re-runs of the same candidate still hit.
+    It is named by the exports' content: the training sandbox runs only the template's harness on the
+    exports (the candidate's Python ran in the tracer's sandbox), so what it compiles is a function of
+    the exports and nothing else of the candidate's. Two candidates share a cache only when their
+    exports are byte for byte the same (an edit to a comment, an attack in an import that changed
+    nothing traced): the same programs. Any other candidate has a cache of its own, so none can
+    poison the compiled programs of another.
     """
-    return home / "cache" / "jax-sandbox" / f"{template}-{candidate_hash}"
+    h = hashlib.sha256()
+    for path in sorted(exports.iterdir()):
+        h.update(f"{path.name}:{hashlib.sha256(path.read_bytes()).hexdigest()};".encode())
+    return home / "cache" / "jax-sandbox" / f"{template}-{h.hexdigest()[:16]}"
 
 
 RUN_ENTRIES = ("trace", "work", "candidate", "trace.log", "train.log", "eval.log", "final_info.json")

@@ -64,13 +64,16 @@ def test_kill_9_with_two_runs_in_flight_then_the_same_command_resumes(tiny_templ
                      str(home), "--sandbox", "bwrap").code == 0
     proc = subprocess.Popen([sys.executable, "-m", "scientist", *args], cwd=ROOT, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
+    # Both runs recorded as running and a sandbox of theirs started: a run's row is written a moment before
+    # its first sandbox starts, and between its tracer's sandbox and its training's there is none.
     deadline = time.time() + 300
-    while time.time() < deadline and sum(x["status"] == "running" for x in runs(home)) < 2:
+    started: list[psutil.Process] = []
+    while time.time() < deadline and not (sum(x["status"] == "running" for x in runs(home)) == 2 and started):
         time.sleep(0.2)
+        started = psutil.Process(proc.pid).children(recursive=True)  # its sandboxes and their runs
     assert sum(x["status"] == "running" for x in runs(home)) == 2, runs(home)
-    proposed = proposals(home)
-    started = psutil.Process(proc.pid).children(recursive=True)  # its sandboxes and their runs
     assert started
+    proposed = proposals(home)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     # Nothing it started survives it (other tests' sandboxes may run beside this one, so only its own
