@@ -275,7 +275,7 @@ def gate(agent: Agent, env: ppo.Env, config: ppo.PPOConfig) -> None:
         sealed.fail(f"the loss's gradient raised on a minibatch of {m}: {sealed.describe(e)}")
 
     try:
-        policy_out, value, total, aux, grads = jax.jit(probe)(key)
+        policy_out, value, total, aux, grads = sealed.run_once(probe, key)
     except Exception as e:  # noqa: BLE001
         sealed.fail(f"the network and loss failed on a batch of {n} observations: {sealed.describe(e)}")
     if not _finite((policy_out, value)):

@@ -39,6 +39,21 @@ def fail(reason: str) -> None:
     sys.exit(CANDIDATE_FAILED)
 
 
+# A gate's probe runs once, on tiny inputs: XLA's optimisations would cost more to compile than they could save
+# (a Kinetix agent's probe compiles in 6-8 s with these, 22 s without, on 2 loaded cores).
+QUICK_COMPILE = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
+
+
+def run_once(fn: Callable, *args):
+    """fn(*args) compiled for this one call without XLA's costly optimisations (QUICK_COMPILE): a gate's probe.
+
+    Errors of the candidate's functions surface here as under jax.jit (tracing, lowering or running them).
+    """
+    import jax
+
+    return jax.jit(fn).lower(*args).compile(compiler_options=QUICK_COMPILE)(*args)
+
+
 def describe(exc: BaseException) -> str:
     """`Type: message` on one line, for failure reasons."""
     msg = " ".join(str(exc).split())

@@ -74,7 +74,7 @@ def gate_loss(loss, alpha_bar: np.ndarray, n: int = 8) -> None:
     out, x0, eps = (jax.random.normal(k, (n, 2)) for k in (k_out, k_x0, k_eps))
     ab = jnp.asarray(alpha_bar[np.linspace(0, alpha_bar.size - 1, n).astype(int)])
     try:
-        value = jnp.asarray(jax.jit(loss)(out, x0, eps, ab))
+        value = jnp.asarray(sealed.run_once(loss, out, x0, eps, ab))
         grad = jax.grad(lambda o: jnp.mean(loss(o, x0, eps, ab)))(out)
     except Exception as e:  # noqa: BLE001
         sealed.fail(f"loss raised on a tiny batch: {sealed.describe(e)}")

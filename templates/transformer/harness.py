@@ -111,8 +111,8 @@ def gate(recipe: Recipe, config: tf.TrainConfig, max_params: int) -> None:
 
     targets = jax.random.randint(jax.random.PRNGKey(1), (b, t), 0, v)
     try:
-        out, grad = jax.jit(lambda z: (recipe.loss(z, targets),
-                                       jax.grad(lambda z: jnp.mean(recipe.loss(z, targets)))(z)))(trained)
+        out, grad = sealed.run_once(lambda z: (recipe.loss(z, targets),
+                                               jax.grad(lambda z: jnp.mean(recipe.loss(z, targets)))(z)), trained)
         out = jnp.asarray(out)
     except Exception as ex:  # noqa: BLE001
         sealed.fail(f"loss raised on a tiny batch: {sealed.describe(ex)}")
@@ -124,7 +124,8 @@ def gate(recipe: Recipe, config: tf.TrainConfig, max_params: int) -> None:
         sealed.fail("loss returned NaN or infinite values or gradients on a tiny batch")
 
     try:
-        updates = jax.jit(lambda p: recipe.tx.update(jax.tree.map(jnp.ones_like, p), recipe.tx.init(p), p)[0])(params)
+        updates = sealed.run_once(lambda p: recipe.tx.update(jax.tree.map(jnp.ones_like, p), recipe.tx.init(p), p)[0],
+                                  params)
     except Exception as ex:  # noqa: BLE001
         sealed.fail(f"optimizer raised on a tiny model: {sealed.describe(ex)}")
     if [np.shape(u) for u in jax.tree_util.tree_leaves(updates)] != [np.shape(p) for p in params]:
