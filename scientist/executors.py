@@ -6,9 +6,18 @@
     ray     each run (training and sealed evaluation) is a Ray task with the resources the template
             declares; the node runs the same sandbox code path on its own caches; the template's
             files, the candidate and the home's secrets travel with the task (the secrets only to the node's
-            trusted evaluator, on its stdin) and the results come back by value. The
-            store stays with the driver, so resuming works as with the local executor. A run whose
-            worker is lost is retried once, then recorded as failed with the reason.
+            trusted evaluator, on its stdin) and the results come back by value. The driver prepares
+            the training data once, in its own home as the local executor does, and sends it to the
+            nodes (one object per data set), which install it in their caches instead of preparing their
+            own. The store stays with the driver, so resuming works as with the local executor. A run
+            whose worker is lost is retried once, then recorded as failed with the reason.
+
+A Ray run's timings add where its time outside the computation went (bench/ray_overhead.py):
+ray_submit (the driver, until the task is submitted: its resource check, reading the template's files,
+the data), ray_queue (from submission until the task starts on its node: scheduling, a worker process,
+importing this module there; the node's clock against the driver's), ray_unpack (the node: the template
+unpacked, loaded and checked, the data installed) and ray_return (from the end of the computation until
+the driver holds its result: the node's clean-up, serialising, the transfer).
 
 Both implement scientist.runner.Executor. Scheduling across ideas is the session's (a pool of
 idea threads); an executor only says where one computation runs.
@@ -24,12 +33,26 @@ import socket
 import subprocess
 import tempfile
 import threading
+import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 from base.template import Template, load_template
 from sandbox.backends import Sandbox
-from scientist.runner import Computed, Job, compute, write_run_files
+from scientist.runner import (
+    Computed,
+    DataPreparationFailed,
+    Job,
+    compute,
+    data_cache,
+    data_files,
+    install_data,
+    write_run_files,
+)
+
+# A node's caches (templates, prepared data, compiled programs), kept across tasks: this variable of the
+# node's environment (as `ray start` had it), else /tmp/scientist-node-<uid>.
+NODE_HOME_ENV = "SCIENTIST_NODE_HOME"
 
 
 @dataclass(frozen=True)
@@ -114,7 +137,9 @@ class RayUnavailable(Exception):
 class RayExecutor:
     """Each computation is a Ray task on whichever node has the template's resources free."""
 
-    def __init__(self, workers: int, address: str | None = None):
+    def __init__(self, workers: int, address: str | None = None, ship_data: bool = True):
+        """ship_data: the driver prepares the data and sends it (False: each node prepares its own, as before
+        issue 26; bench/ray_overhead.py compares the two)."""
         try:
             import ray
         except ImportError:
@@ -135,6 +160,9 @@ class RayExecutor:
                                  f"({type(e).__name__}: {' '.join(str(e).split())[:200]})") from None
         self._ray = ray
         self._task = ray.remote(_compute_on_node)
+        self.ship_data = ship_data
+        self._data: dict[Path, object] = {}  # the driver's data folder -> the object holding its files
+        self._data_lock = threading.Lock()
 
     def describe(self) -> str:
         nodes = [n for n in self._ray.nodes() if n.get("Alive")]
@@ -145,6 +173,7 @@ class RayExecutor:
 
     def compute(self, job: Job, run_dir: Path, cancel: threading.Event | None = None) -> Computed:
         ray = self._ray
+        t0 = time.time()
         resources = job.template.spec.resources
         # A run given GPUs (--gpus) under a profile that asks for none still needs one of the node's.
         gpus = resources.gpus or (1.0 if job.template.device == "gpu" else 0.0)
@@ -161,10 +190,15 @@ class RayExecutor:
         files = {name: path.read_bytes() for name, path in job.template.computing_files().items()
                  if not name.startswith("jax_workloads/")}
         files["template.toml"] = (job.template.root / "template.toml").read_bytes()
+        try:
+            data = self._data_ref(job) if self.ship_data else None
+        except DataPreparationFailed as e:
+            return Computed("failed", reason=str(e), timings={"total": time.time() - t0})
         # The home's secrets travel by value in the task's arguments, to the node's trusted side only
         # (_compute_on_node hands them to its evaluator process on stdin), never in a file.
+        submitted = time.time()
         ref = task.remote(files, job.template.spec.profile, job.template.device, job.template.content_hash(),
-                          job.sources, job.seeds, job.sandbox, job.secrets, job.draw)
+                          job.sources, job.seeds, job.sandbox, job.secrets, job.draw, data, submitted)
         try:
             while True:
                 ready, _ = ray.wait([ref], timeout=0.5)
@@ -183,8 +217,23 @@ class RayExecutor:
         except ray.exceptions.RayError as e:  # a worker or node lost, also on the one retry
             reason = f"lost the Ray worker running it, also on its one retry ({type(e).__name__})"
             return Computed("failed", reason=reason, error_tail=" ".join(str(e).split())[-2000:])
+        received = time.time()
+        node_s = sum(done.timings.get(k, 0.0) for k in ("ray_queue", "ray_unpack", "total"))
+        done.timings.update(ray_submit=submitted - t0, ray_return=max(0.0, received - submitted - node_s))
         write_run_files(run_dir, job.sources, done.logs, done.final_info)
         return done
+
+    def _data_ref(self, job: Job) -> list:
+        """The job's prepared data as a Ray object (made in the driver's home first if need be), once per data set.
+
+        In a list: Ray resolves an object given as an argument before the task starts, one in a list only when
+        the node asks for it (_compute_on_node does when its cache lacks the data).
+        """
+        with self._data_lock:  # one thread of the driver puts a data set; the others wait for its object
+            key = data_cache(job)
+            if key not in self._data:
+                self._data[key] = self._ray.put(data_files(job))
+            return [self._data[key]]
 
 
 def check_reachable(address: str | None) -> None:
@@ -203,26 +252,29 @@ def check_reachable(address: str | None) -> None:
 
 def _compute_on_node(files: dict[str, bytes], profile: str | None, device: str, template_hash: str,
                      sources: dict[str, str], seeds: int, sandbox: Sandbox, secrets: dict[str, int],
-                     draw: int) -> Computed:
+                     draw: int, data: list | None = None, submitted: float | None = None) -> Computed:
     """A Ray task: the driver's computation on this node, in a folder of its own, returned by value.
 
     The template arrives as its files, with the profile and device the driver runs it with; the
     shared code (jax_workloads) is this node's own install, so the template's content hash, which
     covers both, must equal the driver's: a node with another version of the code would compute
     something else under the same key. A GPU run gets the GPUs Ray assigned to the task. The driver
-    home's secrets come as arguments: the node's caches of prepared data are named by their digest.
+    home's secrets come as arguments: the node's caches of prepared data are named by their digest. The
+    driver's prepared data comes as an object in `data` (None: the node prepares its own); `submitted`
+    is the driver's clock when it submitted the task.
     """
     import ray
 
+    started = time.time()
     node = ray.get_runtime_context().get_node_id()
-    home = Path(tempfile.gettempdir()) / f"scientist-node-{os.getuid()}"  # this node's caches, kept across tasks
+    home = node_home()
     root = home / "templates" / template_hash
     if not (root / "template.toml").is_file():
         root.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(dir=root.parent))
-        for name, data in files.items():
+        for name, content in files.items():
             (tmp / name).parent.mkdir(parents=True, exist_ok=True)
-            (tmp / name).write_bytes(data)
+            (tmp / name).write_bytes(content)
         try:
             tmp.rename(root)
         except OSError:  # another task of this node unpacked it first
@@ -235,15 +287,30 @@ def _compute_on_node(files: dict[str, bytes], profile: str | None, device: str, 
         return Computed("failed", node=node, reason=f"Ray node {node[:12]} computes another version of the template "
                         f"or of jax_workloads (content hash {template.content_hash()} against the driver's "
                         f"{template_hash}): install the same jax-scientist on every node")
+    job = Job(template=template, sources=sources, seeds=seeds, sandbox=sandbox, home=home, secrets=secrets, draw=draw)
+    if data and not data_cache(job).is_dir():
+        install_data(job, ray.get(data[0]))
     _remove_orphaned_run_dirs(home)
     run_dir = Path(tempfile.mkdtemp(dir=home, prefix=f"run-{os.getpid()}-"))
+    unpacked = time.time()
     try:
-        done = compute(Job(template=template, sources=sources, seeds=seeds, sandbox=sandbox, home=home,
-                           secrets=secrets, draw=draw), run_dir)
+        done = compute(job, run_dir)
     finally:
         shutil.rmtree(run_dir, ignore_errors=True)
     done.node = node
+    if submitted is not None:
+        done.timings["ray_queue"] = started - submitted
+    done.timings["ray_unpack"] = unpacked - started
     return done
+
+
+def node_home() -> Path:
+    """This node's caches, kept across tasks: $SCIENTIST_NODE_HOME, else /tmp/scientist-node-<uid>.
+
+    One folder per machine by default; two Ray nodes on one machine (bench/ray_overhead.py's loopback
+    cluster) get one each when `ray start` has the variable set, so that each has caches of its own.
+    """
+    return Path(os.environ.get(NODE_HOME_ENV) or Path(tempfile.gettempdir()) / f"scientist-node-{os.getuid()}")
 
 
 def _remove_orphaned_run_dirs(home: Path) -> None:

@@ -404,13 +404,18 @@ def _copy_exports(src: Path, dest: Path) -> None:
         (dest / entry.name).write_bytes(data)
 
 
-def _prepared_data(job: Job) -> Path:
-    """The template's training data for this many seeds, made once per content hash and secrets (per machine).
+def data_cache(job: Job) -> Path:
+    """Where the job's prepared data lives in its home: named by template, content hash, secrets and seeds.
 
     The data depends on the resolved [private] values, so their digest is in the name (which reveals nothing of them).
     """
     private = digest(_private(job))
-    cache = job.home / "cache" / "data" / f"{job.template.name}-{job.template.content_hash()}-{private}-s{job.seeds}"
+    return job.home / "cache" / "data" / f"{job.template.name}-{job.template.content_hash()}-{private}-s{job.seeds}"
+
+
+def _prepared_data(job: Job) -> Path:
+    """The template's training data for this many seeds, made once per content hash and secrets (per machine)."""
+    cache = data_cache(job)
     if cache.is_dir():
         return cache
     # The lock is beside the data, not in the home: homes that share a data folder (a link) then share it too.
@@ -426,6 +431,38 @@ def _prepared_data(job: Job) -> Path:
             shutil.rmtree(tmp, ignore_errors=True)
             tail = " ".join(outcome.log_tail.strip().split())[-300:]
             raise DataPreparationFailed(f"preparing the {job.template.name} data failed: {tail}")
+        tmp.rename(cache)
+    return cache
+
+
+def data_files(job: Job) -> dict[str, bytes]:
+    """The job's prepared data by value, its files by relative path: made in the job's home first if need be.
+
+    What a driver sends a Ray node (scientist.executors), so that each node installs the same data
+    (install_data) instead of preparing its own. Raises DataPreparationFailed as compute would.
+    """
+    cache = _prepared_data(job)
+    return {str(p.relative_to(cache)): p.read_bytes() for p in sorted(cache.rglob("*")) if p.is_file()}
+
+
+def install_data(job: Job, files: dict[str, bytes]) -> Path:
+    """Put prepared data received by value (data_files) into the job's home's cache, where compute finds it."""
+    cache = data_cache(job)
+    if cache.is_dir():
+        return cache
+    for name in files:
+        if Path(name).is_absolute() or ".." in Path(name).parts:
+            raise ValueError(f"prepared data file {name!r} is not a path inside its folder")
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(cache.with_name(f"{cache.name}.lock")):
+        if cache.is_dir():  # another task of this home installed or made it while we waited
+            return cache
+        tmp = cache.with_name(f"{cache.name}.tmp-{os.getpid()}")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        for name, data in files.items():
+            (tmp / name).parent.mkdir(parents=True, exist_ok=True)
+            (tmp / name).write_bytes(data)
         tmp.rename(cache)
     return cache
 

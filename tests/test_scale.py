@@ -14,6 +14,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import psutil
@@ -179,6 +180,10 @@ def test_a_session_spreads_over_two_ray_nodes(tiny_templates, tmp_path, ray_clus
     done = runs(home)
     assert {x["status"] for x in done} == {"ok"}, (done, r.text)
     assert len({x["node"] for x in done}) == 2, done  # some runs computed on each node
+    # Each run says where its time outside the computation went (bench/ray_overhead.py reads them).
+    with sqlite3.connect(home / "store.sqlite") as db:
+        timings = [json.loads(t) for (t,) in db.execute("SELECT timings FROM runs")]
+    assert all({"ray_submit", "ray_queue", "ray_unpack", "ray_return"} <= t.keys() for t in timings), timings
     # The runs' files came back by value into the driver's folders.
     for idea in json.loads((tmp_path / "out" / "summary.json").read_text())["ideas"]:
         for entry in idea["runs"]:
@@ -195,3 +200,29 @@ def test_a_run_that_kills_its_ray_worker_is_retried_once_then_failed(tiny_templa
                   "--ray-address", ray_cluster, timeout=600)
     assert r.code == 1, r.text
     assert "lost the Ray worker running it, also on its one retry" in r.err and "internal error" not in r.text
+
+
+def test_prepared_data_goes_to_a_node_by_value_and_is_installed_as_made(tiny_templates, tmp_path):
+    """What a Ray driver sends its nodes instead of each preparing the data (no JAX here: the data is made up)."""
+    from base.secrets import secret_keys
+    from base.template import load_template
+    from sandbox import backends
+    from scientist import runner
+
+    template = load_template(str(tiny_templates / "discopop"))
+    job = runner.Job(template=template, sources=template.editable_sources(), seeds=2, sandbox=backends.Sandbox("bwrap"),
+                     home=tmp_path / "driver", secrets=secret_keys(template.spec.private))
+    made = runner.data_cache(job)
+    (made / "sub").mkdir(parents=True)
+    (made / "train.npz").write_bytes(b"\x00data")
+    (made / "sub" / "more.bin").write_bytes(b"more")
+    files = runner.data_files(job)  # already made: read, not prepared again
+    assert files == {"sub/more.bin": b"more", "train.npz": b"\x00data"}
+    node = replace(job, home=tmp_path / "node")
+    installed = runner.install_data(node, files)
+    assert installed == runner.data_cache(node) and installed.name == made.name  # named by the same digest
+    assert {str(p.relative_to(installed)): p.read_bytes() for p in installed.rglob("*") if p.is_file()} == files
+    assert not [p for p in installed.parent.iterdir() if ".tmp-" in p.name]
+    with pytest.raises(ValueError, match="not a path inside"):
+        runner.install_data(replace(job, home=tmp_path / "other"), {"../escape": b"x"})
+    assert not (tmp_path / "other").exists()
