@@ -127,6 +127,27 @@ class RunComputing(Event):
     attempt: int
     run_dir: str
     expected_s: float | None
+    screen: bool | None = field(default=None, metadata=_OPTIONAL)  # True: the cascade's screen of the candidate
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunScreened(Event):
+    """The cascade screened an attempt's candidate: its screen against the bar's screen, and whether it was promoted
+    to the full evaluation. Screens are shorter runs on fewer seeds: their numbers are never results."""
+
+    kind: ClassVar[str] = "run_screened"
+    idea: str
+    run: int
+    attempt: int
+    screen_mean: float
+    screen_stderr: float
+    bar: str              # whose screen the bar is: "baseline", or an idea's run
+    bar_mean: float
+    margin: float         # how far below the bar's screen a screen may be (base.cascade.decide)
+    p_value: float        # one-sided, that the candidate's screen is worse than the bar's less the margin
+    promoted: bool
+    cached: bool
+    spend_usd: float
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -148,13 +169,14 @@ class RunSucceeded(Event):
 
 @dataclass(frozen=True, kw_only=True)
 class RunFailed(Event):
-    """An attempt ended without a score: its run failed, or the proposer gave no usable edit (no spend then)."""
+    """An attempt ended without a score: its run failed, the proposer gave no usable edit (no spend then), or the
+    cascade's screen kept it from the full evaluation (screened_out)."""
 
     kind: ClassVar[str] = "run_done"
     idea: str
     run: int
     attempt: int
-    status: Literal["failed", "no_edit"]
+    status: Literal["failed", "no_edit", "screened_out"]
     reason: str | None
     spend_usd: float | None = field(default=None, metadata=_OPTIONAL)
 

@@ -56,7 +56,7 @@ class Budget:
     started: float = field(default_factory=time.time)
     spent_usd: float = 0.0
     evaluations: int | None = None
-    evaluated: int = 0
+    evaluated: float = 0.0   # full evaluations count 1, a cascade's screens their cost (base.cascade.screen_cost)
     # Shared by the threads of a session (several ideas at once): no spending is lost between them.
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
@@ -86,21 +86,25 @@ class Budget:
         with self._lock:
             self.spent_usd += usd
 
-    def reserve_evaluation(self) -> None:
-        """Take one evaluation from the budget before it starts, or raise BudgetExceeded when none is left.
+    def reserve_evaluation(self, cost: float = 1.0) -> None:
+        """Take an evaluation (a screen: its cost, a fraction of one) from the budget before it starts, or raise
+        BudgetExceeded when none is left.
 
         Reserved, not counted after: with several ideas in flight, checking first and counting later
-        would let each of them start the last one.
+        would let each of them start the last one. What is left may be less than the cost: the last
+        evaluation started within the budget runs whole.
         """
         with self._lock:
-            if self.evaluations is not None and self.evaluated >= self.evaluations:
-                raise BudgetExceeded(f"evaluation budget of {self.evaluations} reached")
-            self.evaluated += 1
+            if self.evaluations is not None and self.evaluated >= self.evaluations - 1e-9:
+                raise BudgetExceeded(f"evaluation budget of {self.evaluations} reached"
+                                     + (f" ({self.evaluated:.2f} used, screens at their cost)"
+                                        if self.evaluated != int(self.evaluated) else ""))
+            self.evaluated += cost
 
-    def refund_evaluation(self) -> None:
+    def refund_evaluation(self, cost: float = 1.0) -> None:
         """Give back a reservation that computed nothing (the run was reused from the store)."""
         with self._lock:
-            self.evaluated -= 1
+            self.evaluated -= cost
 
 
 STRUCTURED_MODES = ("auto", "on", "off")

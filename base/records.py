@@ -84,17 +84,33 @@ class MetricResult(Record):
     normalized: float | None = None    # 1 + (value - baseline) / |baseline|; None when the baseline is 0
 
 
+class ScreenRecord(Record):
+    """An attempt's screen, with the evaluation cascade on: the store's screen run and what it decided.
+
+    It carries no metric on purpose: a screen (fewer seeds, a shorter run) is no result, and summary.json
+    holds nothing a table, a paper or a leaderboard could take for one. The store has its numbers.
+    """
+
+    run_id: int
+    run_dir: str | None = None
+    seeds: int
+    promoted: bool
+    reason: str                        # the decision in words (base.cascade.ScreenDecision.why)
+
+
 class RunEntry(Record):
     """One attempt of one run of an idea: what summary.json lists under ideas[].runs."""
 
     run: int
     attempt: int
-    status: Literal["ok", "failed", "no_edit"] = "ok"   # older summaries wrote the best run without it
-    run_id: int | None = None          # the store's run, when it got as far as a sandboxed run
+    # "screened_out": the cascade's screen kept it from the full evaluation (reason says why; no metric)
+    status: Literal["ok", "failed", "no_edit", "screened_out"] = "ok"   # older summaries wrote the best run without it
+    run_id: int | None = None          # the store's (full) run, when it got as far as one
     run_dir: str | None = None
     note: str = ""                     # what the proposer says it tried
-    reason: str | None = None          # why it failed, one line
+    reason: str | None = None          # why it failed or was screened out, one line
     metric: MetricResult | None = None
+    screen: ScreenRecord | None = None  # with --cascade: its screen and the decision
 
     @property
     def folder(self) -> str:
@@ -177,6 +193,19 @@ class SessionBest(RunEntry):
     idea: str
 
 
+class CascadeSummary(Record):
+    """The evaluation cascade of a session (--cascade): its rule, what a screen costs, and how many were screened."""
+
+    rule: str                          # the promotion rule in words (base.cascade.rule)
+    screen: dict                       # the template's [screen] overlay, as template.toml declares it
+    seeds: int                         # the screens' seeds
+    cost: float                        # what a screen counts against --budget-evaluations (base.cascade.screen_cost)
+    baseline_screen_run_id: int | None = None
+    screened: int = 0                  # attempts screened
+    promoted: int = 0                  # of them, fully evaluated
+    screened_out: int = 0
+
+
 class SessionSummary(Record):
     """What summary.json holds: the session's configuration, status, baseline, every idea, cost and time."""
 
@@ -200,6 +229,7 @@ class SessionSummary(Record):
     writeup: str = ""
     review: str = ""
     config: dict = {}
+    cascade: CascadeSummary | None = None   # with --cascade; its screens are counted, never listed as results
 
     @classmethod
     def read(cls, run_dir: Path) -> SessionSummary:

@@ -27,7 +27,8 @@ SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     run_key TEXT NOT NULL,
-    kind TEXT NOT NULL,              -- 'baseline' or 'candidate'
+    kind TEXT NOT NULL,              -- 'baseline', 'candidate' or 'screen' (a cascade's cheap first look at a
+                                     -- candidate, under the template's [screen]: never a result)
     template TEXT NOT NULL,
     template_hash TEXT NOT NULL,
     candidate_hash TEXT NOT NULL,
@@ -86,8 +87,9 @@ CREATE TABLE IF NOT EXISTS steps (
     run_idx INTEGER NOT NULL,
     attempt INTEGER NOT NULL,
     run_id INTEGER REFERENCES runs(id),
-    status TEXT NOT NULL,            -- 'ok', 'failed', 'no_edit'
+    status TEXT NOT NULL,            -- 'ok', 'failed', 'no_edit', 'screened_out'
     reason TEXT,
+    screen_run_id INTEGER REFERENCES runs(id),  -- its screen, with the cascade on (run_id: the full run, if promoted)
     UNIQUE (idea_id, run_idx, attempt)
 );
 -- The home's secrets (base.secrets): [private] values drawn at random on a template's first use, never
@@ -135,7 +137,8 @@ CREATE TABLE IF NOT EXISTS response_formats (
 # Columns added after the first release: (table, column, type), added to older stores when opened.
 _ADDED_COLUMNS = (("runs", "pid", "INTEGER"), ("ideas", "review", "TEXT"), ("runs", "logs", "BLOB"),
                   ("runs", "node", "TEXT"), ("sessions", "campaign", "TEXT"),
-                  ("llm_calls", "response_format", "TEXT"), ("runs", "draw", "INTEGER"))
+                  ("llm_calls", "response_format", "TEXT"), ("runs", "draw", "INTEGER"),
+                  ("steps", "screen_run_id", "INTEGER"))
 
 
 def source_hash(sources: dict[str, str]) -> str:
@@ -384,12 +387,13 @@ class Store:
         return [{**dict(r), "idea": json.loads(r["idea"])} for r in rows]
 
     def save_step(self, idea_id: int, run_idx: int, attempt: int, *, status: str, run_id: int | None = None,
-                  reason: str | None = None) -> None:
+                  reason: str | None = None, screen_run_id: int | None = None) -> None:
         self.db.execute(
-            "INSERT INTO steps (idea_id, run_idx, attempt, run_id, status, reason) VALUES (?,?,?,?,?,?)"
+            "INSERT INTO steps (idea_id, run_idx, attempt, run_id, status, reason, screen_run_id)"
+            " VALUES (?,?,?,?,?,?,?)"
             " ON CONFLICT(idea_id, run_idx, attempt) DO UPDATE SET run_id=excluded.run_id,"
-            " status=excluded.status, reason=excluded.reason",
-            (idea_id, run_idx, attempt, run_id, status, reason))
+            " status=excluded.status, reason=excluded.reason, screen_run_id=excluded.screen_run_id",
+            (idea_id, run_idx, attempt, run_id, status, reason, screen_run_id))
 
     def steps(self, idea_id: int) -> list[dict]:
         rows = self.db.execute("SELECT * FROM steps WHERE idea_id=? ORDER BY run_idx, attempt", (idea_id,))
@@ -411,10 +415,12 @@ class Store:
             " COALESCE(SUM(completion_tokens), 0) FROM llm_calls WHERE session_id=?", (session_id,)).fetchone()
         return float(row[0]), int(row[1]), int(row[2]), int(row[3])
 
-    def typical_seconds(self, template: str, seeds: int) -> float | None:
-        """The median wall time of the template's last successful runs with this many seeds (for an ETA)."""
-        rows = self.db.execute("SELECT timings FROM runs WHERE template=? AND seeds=? AND status='ok' AND timings"
-                               " IS NOT NULL ORDER BY id DESC LIMIT 20", (template, seeds)).fetchall()
+    def typical_seconds(self, template: str, seeds: int, screen: bool = False) -> float | None:
+        """The median wall time of the template's last successful runs with this many seeds (for an ETA): of its
+        screens, or of its full evaluations (a screen is shorter, and would make every estimate too short)."""
+        kind = "kind = 'screen'" if screen else "kind != 'screen'"
+        rows = self.db.execute(f"SELECT timings FROM runs WHERE template=? AND seeds=? AND status='ok' AND {kind}"
+                               " AND timings IS NOT NULL ORDER BY id DESC LIMIT 20", (template, seeds)).fetchall()
         totals = sorted(t for r in rows if isinstance(t := json.loads(r["timings"]).get("total"), int | float))
         return float(totals[len(totals) // 2]) if totals else None
 

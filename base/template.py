@@ -91,6 +91,14 @@ class Profile(BaseModel):
     private: dict[str, Any] = {}
 
 
+class Screen(Profile):
+    """The evaluation cascade's screening stage ([screen]): an overlay like a profile's, laid over the settings as a
+    run has them (Template.screened), and how far below the bar a screen may be and still be promoted
+    (base.cascade.decide: a fraction of the bar's screen)."""
+
+    margin: float = Field(0.05, ge=0, lt=1)
+
+
 class TemplateSpec(BaseModel):
     """The validated contents of a template.toml (with a profile laid over it once one is applied)."""
 
@@ -112,8 +120,13 @@ class TemplateSpec(BaseModel):
     private: dict[str, Any] = {}
     resources: Resources = Field(Resources(), validate_default=True)  # validated: fills in memory_mb
     profiles: dict[str, Profile] = {}
+    # A cheap screening stage ([screen]: fewer seeds, a shorter run), laid over the settings as they are (after
+    # the profile) by Template.screened(); the evaluation cascade (--cascade) runs it before a full evaluation.
+    screen: Screen | None = None
     # The profile laid over the settings above (Template.with_profile); None: the file's own settings.
     profile: str | None = None
+    # Whether [screen] is laid over them (Template.screened): these settings make screens, never results.
+    screened: bool = False
 
     @field_validator("profile")
     @classmethod
@@ -121,6 +134,13 @@ class TemplateSpec(BaseModel):
         if name is not None:  # with_profile sets it without validation; a file claiming one would lie
             raise ValueError("is set by applying a profile (--profile), not written in template.toml")
         return name
+
+    @field_validator("screened")
+    @classmethod
+    def _screened_not_written(cls, screened: bool) -> bool:
+        if screened:  # screened() sets it without validation
+            raise ValueError("is set by screening (--cascade), not written in template.toml")
+        return screened
 
     @field_validator("resources")
     @classmethod
@@ -182,20 +202,41 @@ class Template:
             known = ", ".join(sorted({*spec.profiles, "cpu"}))
             raise TemplateError(f"{toml_path}: unknown profile {name!r} (known: {known})")
         overlay = spec.profiles.get(name, Profile())
+        return replace(self, spec=self._overlaid(overlay, f"profiles.{name}").model_copy(update={"profile": name}))
+
+    def screened(self) -> Template:
+        """This template as its screens compute it: [screen] laid over its settings as they are (after the profile).
+
+        A screen is a cheap first look at a candidate (fewer seeds, a shorter run) that decides whether it
+        gets the full evaluation (scientist.cascade); its spec.screened marks it, so its content hash, and
+        with it every screen's run key, differs from the full evaluation's. A TemplateError of one line
+        when the template declares no [screen], or its settings cannot take it.
+        """
+        spec = self.spec
+        if spec.screened:
+            return self
+        if spec.screen is None:
+            raise TemplateError(f"template {self.name} declares no [screen] (a cheaper overlay of its settings: "
+                                "seeds, config), which --cascade needs; docs/templates.md says how to add one")
+        screened = self._overlaid(spec.screen, "screen")
+        return replace(self, spec=screened.model_copy(update={"profile": spec.profile, "screened": True}))
+
+    def _overlaid(self, overlay: Profile, field: str) -> TemplateSpec:
+        """The spec with an overlay ([profiles.<name>] or [screen]) laid over it, validated again."""
+        spec, toml_path = self.spec, self.root / "template.toml"
         # The settings as the file wrote them, so defaults that follow others (resources.memory_mb) follow again.
-        merged = spec.model_dump(exclude_unset=True)
+        merged = spec.model_dump(exclude_unset=True, exclude={"profile", "screened"})
         if overlay.seeds is not None:
             merged["seeds"] = overlay.seeds
         try:
             for table, strict in (("limits", False), ("resources", False), ("config", True), ("private", True)):
                 merged[table] = _merge(merged.get(table, {}), getattr(overlay, table), table, strict)
         except _OverlayError as e:
-            raise TemplateError(f"{toml_path}: field 'profiles.{name}.{e.field}': {e.problem}") from None
+            raise TemplateError(f"{toml_path}: field '{field}.{e.field}': {e.problem}") from None
         try:
-            profiled = TemplateSpec.model_validate(merged)
+            return TemplateSpec.model_validate(merged)
         except ValidationError as e:
-            raise TemplateError(f"{toml_path}: {_problem(e, f'profiles.{name}')}") from None
-        return replace(self, spec=profiled.model_copy(update={"profile": name}))
+            raise TemplateError(f"{toml_path}: {_problem(e, field)}") from None
 
     def editable_sources(self) -> dict[str, str]:
         """The shipped editable files (the baseline candidate), by relative path."""
@@ -234,7 +275,10 @@ class Template:
 
         The settings are those of the applied profile, if any (its config, limits and private, and
         whether it asks for or is given a GPU); the profile's name is not hashed, so "cpu", whose overlay is
-        empty, reuses the runs of the template's own settings. Seeds are in the run key instead.
+        empty, reuses the runs of the template's own settings. Seeds are in the run key instead. The
+        [profiles] and [screen] tables are not hashed: declaring a screen leaves every full run's key as it
+        was; a screened template (screened()) hashes its overlaid settings and a mark of its own, so a screen
+        never stands in for a full evaluation, even of equal settings.
 
         Papers-only files (latex/, README.md, prompt.md, figures.py, search_space.py, candidates/)
         and shared code the template does not import leave it unchanged, so editing them reuses runs.
@@ -245,6 +289,8 @@ class Template:
         if self.device == "gpu" or self.spec.resources.gpus > 0:
             # A GPU computes other floating-point results than a CPU from the same settings: never the same runs.
             settings["device"] = "gpu"
+        if self.spec.screened:
+            settings["screen"] = True
         h = hashlib.sha256(f"scoring-{SCORING_VERSION}".encode())
         h.update(json.dumps(settings, sort_keys=True).encode())
         for name, digest in sorted(self.file_hashes().items()):
@@ -373,7 +419,11 @@ def load_template(name_or_path: str, templates_dir: Path = DEFAULT_TEMPLATES_DIR
     template = Template(root=root.resolve(), spec=spec)
     template.seed_ideas()  # a malformed seed_ideas.json is the template's error, said when it is loaded
     for name in spec.profiles:  # and so is a profile its settings cannot take, though no run asked for it yet
-        template.with_profile(name)
+        profiled = template.with_profile(name)
+        if spec.screen is not None:  # and a screen that one of them cannot take
+            profiled.screened()
+    if spec.screen is not None:
+        template.screened()
     return template
 
 

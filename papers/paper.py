@@ -127,7 +127,7 @@ def _figures(inp: PaperInput, fig_dir: Path, problems: list[str]) -> list[dict]:
     figs = []
     runs = [{"label": r.folder.replace("_", " "), "status": "ok" if r.metric else "failed",
              **({"mean": r.metric.mean, "ci95": r.metric.ci95, "n": r.metric.n} if r.metric else {})}
-            for r in inp.entry.runs]
+            for r in inp.entry.runs if r.status != "screened_out"]  # no full run: the failures table says why
     b = inp.baseline.summary(inp.metric)
     try:
         figs.append(metric_per_run(runs, {"mean": b.mean, "ci95": b.ci95, "n": b.n}, inp.metric,

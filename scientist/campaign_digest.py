@@ -169,7 +169,7 @@ def _night_failures(store: Store, night: dict, confirmations: list[dict]) -> lis
     for idea in store.ideas(night["id"]):
         steps = store.steps(idea["id"])
         for s in steps:
-            if s["status"] != "ok":
+            if s["status"] not in ("ok", "screened_out"):  # screened out is no failure: NightRow counts screens
                 reasons[s["reason"] or ("no edit" if s["status"] == "no_edit" else "unknown reason")] += 1
         if idea["status"] == "failed" and not steps:
             reasons[idea["reason"] or "unknown reason"] += 1
@@ -177,6 +177,12 @@ def _night_failures(store: Store, night: dict, confirmations: list[dict]) -> lis
         if c["result"] is None:
             reasons[f"confirmation: {c['reason'] or 'unknown reason'}"] += 1
     return [FailureGroup(reason=r, count=k) for r, k in sorted(reasons.items(), key=lambda rk: (-rk[1], rk[0]))]
+
+
+def _night_screens(store: Store, night: dict) -> tuple[int, int]:
+    """(screened, promoted): the night's attempts the cascade screened, and those of them fully evaluated."""
+    steps = [s for i in store.ideas(night["id"]) for s in store.steps(i["id"]) if s["screen_run_id"] is not None]
+    return len(steps), sum(1 for s in steps if s["run_id"] is not None)
 
 
 def _best_line(store: Store, best: dict | None, metric: str) -> str:
@@ -218,6 +224,7 @@ def campaign_index(campaign: CampaignConfig, store: Store, index_dir: Path, metr
         runs = [r for r in (store.get(run_id) for run_id in sorted(used)) if r is not None]
         computed = sum(1 for r in runs if r.created >= n["created"])
         usd, calls, _, _ = store.session_cost(n["id"])
+        screened, promoted = _night_screens(store, n)
         page = _night_page(campaign, out_dir)
         if page.is_file():
             link = Link(text="digest", href=os.path.relpath(page, index_dir))
@@ -228,7 +235,7 @@ def campaign_index(campaign: CampaignConfig, store: Store, index_dir: Path, metr
             version_changed=changed,
             started=datetime.fromtimestamp(n["created"], UTC).strftime("%Y-%m-%d %H:%M UTC"),
             ideas=sum(1 for idea in store.ideas(n["id"]) if idea["status"] not in ("duplicate", "not_novel")),
-            runs_computed=computed, runs_reused=len(runs) - computed,
+            runs_computed=computed, runs_reused=len(runs) - computed, screened=screened, promoted=promoted,
             runs_note="" if summary is not None else "no summary.json: the search's baseline is not counted",
             failures=_night_failures(store, n, mine), usd=usd, llm_calls=calls,
             wall_hours=summary.wall_s / 3600 if summary is not None and summary.wall_s else None,

@@ -153,6 +153,51 @@ def _evaluate_all(requests: list[runner.EvalRequest], executor: runner.Executor 
     return 0 if all(r.ok for _, r in results) else 1
 
 
+def _cascade_all(requests: list[runner.EvalRequest], executor: runner.Executor | None,
+                 test: str = "welch", workers: int = 1) -> int:
+    """`eval --cascade`: screen the baseline and the candidates, print each decision with the rule, evaluate the
+    promoted ones fully; then the table of full results, the screened-out candidates listed without a number."""
+    from base.cascade import rule
+
+    template, seeds, store = requests[0].template, requests[0].seeds, _open_store(requests[0].home)
+    screen_seeds = runner.screen_request(requests[0]).seeds
+    overlay = json.dumps(template.spec.screen.model_dump(exclude_defaults=True))
+    console.print(escape(f"cascade: each candidate is screened first ({screen_seeds} seeds, the template's [screen]: "
+                         f"{overlay}); {rule(template.spec.screen.margin)}. Here the bar is the baseline's "
+                         "screen."))
+
+    def screened(i: int, c: runner.Cascaded) -> None:
+        ok, line = tables.screen_line(requests[i].label, c.screen, c.decision, template)
+        (console if ok else err).print(line)
+
+    def said(i: int, res: runner.EvalResult) -> None:
+        ok, line = tables.eval_line(requests[i].label, res, template)
+        (console if ok else err).print(line)
+
+    with console.status(f"[bold]{len(requests)} candidate(s)[/bold]: screens, then the full evaluation of the "
+                        "promoted"):
+        try:
+            _, done = runner.cascade_many(requests, template.editable_sources(), store, executor, workers,
+                                          on_screen=screened, on_result=said)
+        except KeyboardInterrupt:
+            _fail("interrupted; the run is recorded as failed", 130)
+        except RuntimeError as e:
+            _fail(str(e))
+    results = [(req.label, c.full) for req, c in zip(requests, done, strict=True) if c.full is not None]
+    out = [req.label for req, c in zip(requests, done, strict=True) if c.decision and not c.decision.promoted]
+    baseline = runner.cached_baseline(store, template, seeds)
+    table, tests = tables.results_table(template, results, baseline, test, screened_out=out)
+    console.print(table)
+    if tests:
+        console.print(tests)
+    if baseline is None:
+        console.print(f"no baseline cached for {seeds} seeds: run `scientist baseline --template {template.name}`"
+                      " to compare against it")
+    console.print(f"screens: {len(done)}, promoted: {len(results)}, screened out: {len(out)}")
+    failed = any(c.decision is None for c in done) or not all(r.ok for _, r in results)
+    return 1 if failed else 0
+
+
 @app.command()
 def templates(home: Path = HomeOpt, templates_dir: Path = TemplatesDirOpt) -> None:
     """List the templates with their metric, direction and whether a baseline is cached."""
@@ -192,11 +237,18 @@ def eval_(
                                 help="Candidates computed at once, each on its own share of the machine (or Ray)."),
     executor: str = ExecutorOpt,
     ray_address: str = RayAddressOpt,
+    cascade: bool = typer.Option(False, "--cascade/--no-cascade",
+                                 help="Screen the baseline and each candidate first with the template's [screen]; "
+                                      "only candidates whose screen is not significantly worse than the "
+                                      "baseline's are evaluated fully."),
     home: Path = HomeOpt,
     templates_dir: Path = TemplatesDirOpt,
 ) -> None:
     """Evaluate candidates through the sandbox and the sealed evaluator; print metric and interval."""
     t = _load(template, templates_dir, profile, gpus, computing=True)
+    if cascade and t.spec.screen is None:
+        _fail(escape(f"template {t.name} declares no [screen], which --cascade needs (a cheaper overlay of its "
+                     "settings: seeds, config; docs/templates.md)"))
     n = _seeds(t, seeds)
     test = _test(test)
     try:
@@ -209,7 +261,8 @@ def eval_(
     if workers is not None and workers < 1:
         _fail("--workers must be at least 1")
     workers = min(len(requests), workers or default_workers(gpus))
-    raise typer.Exit(_evaluate_all(requests, _executor(executor, gpus, ray_address, workers), test, workers))
+    run = _cascade_all if cascade else _evaluate_all
+    raise typer.Exit(run(requests, _executor(executor, gpus, ray_address, workers), test, workers))
 
 
 @app.command()
@@ -297,7 +350,7 @@ def run(template: str, out: Path | None, log_json: bool, docker_host: str | None
                                  literature_key=_literature_key(settings.literature))
         session.check_can_start(cfg, store)
     except ValidationError as e:
-        _fail(flag_error(e))
+        _fail(escape(flag_error(e)))
     except session.CannotStart as e:
         _fail(escape(str(e)))
     report = JsonReporter() if log_json else RichReporter(console)

@@ -88,6 +88,9 @@ class Settings(BaseModel):
     gpus: str | None = Field(None, description="GPUs for the runs: all, or a list such as 0,1 (default: CPU only).")
     profile: str | None = Field(None, description="The template's [profiles.<name>] settings to run with (sizes, "
                                                   "seeds, limits; default: gpu with --gpus, else cpu).")
+    cascade: bool = Field(False, description="Screen each candidate first with the template's [screen] (fewer "
+                                             "seeds, a shorter run); only a screen within reach of the best so far "
+                                             "gets the full evaluation (docs/agent.md).")
     budget: Limits = Limits()
 
     @model_validator(mode="before")
@@ -144,6 +147,13 @@ class RunConfig(Settings):
     def _has_search_space(self) -> RunConfig:
         if self.proposer == "evolve" and not (self.template.root / "search_space.py").is_file():
             raise ValueError(f"template {self.template.name} has no search_space.py, which --proposer evolve needs")
+        return self
+
+    @model_validator(mode="after")
+    def _has_screen(self) -> RunConfig:
+        if self.cascade and self.template.spec.screen is None:
+            raise ValueError(f"template {self.template.name} declares no [screen], which --cascade needs (a cheaper "
+                             "overlay of its settings: seeds, config; docs/templates.md)")
         return self
 
     @field_serializer("template")

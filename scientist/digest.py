@@ -31,9 +31,9 @@ from base.store import Store
 
 __all__ = [
     "CampaignIndex", "ChartPoint", "Cost", "Digest", "DigestError", "FailureGroup", "LeaderRow", "Link", "NewBest",
-    "NightConfirmation", "NightRow", "SeriesPoint", "candidate_diff", "digest_from_run", "fmt_number", "index_chart",
-    "leaderboard_figure", "render_html", "render_index", "render_markdown", "series_figure", "write_index",
-    "write_report",
+    "NightConfirmation", "NightRow", "Screens", "SeriesPoint", "candidate_diff", "digest_from_run", "fmt_number",
+    "index_chart", "leaderboard_figure", "render_html", "render_index", "render_markdown", "series_figure",
+    "write_index", "write_report",
 ]
 
 # The templates ship as package data (pyproject.toml), so an installed wheel renders too.
@@ -132,6 +132,18 @@ class FailureGroup(Record):
     runs: list[str] = []
 
 
+class Screens(Record):
+    """The evaluation cascade's screens of a page's work: how many, how many promoted to a full evaluation.
+
+    Counted only: a screen (fewer seeds, a shorter run) is no result, so no screen's number is on a page.
+    """
+
+    screened: int = 0
+    promoted: int = 0
+    screened_out: int = 0
+    rule: str = ""                         # the promotion rule in words, when the page's summary says it
+
+
 class Digest(Record):
     """Everything one digest page shows; the renderers read nothing else."""
 
@@ -153,6 +165,7 @@ class Digest(Record):
     failures: list[FailureGroup] = []      # most frequent first
     papers: list[Link] = []
     reviews: list[Link] = []
+    screens: Screens | None = None         # with the cascade on (--cascade): its screens, counted
 
 
 class NightConfirmation(Record):
@@ -179,6 +192,8 @@ class NightRow(Record):
     ideas: int = 0                         # ideas tried (near-duplicates dropped before any run not counted)
     runs_computed: int = 0                 # sandboxed runs of the night computed during it (confirmations included)
     runs_reused: int = 0                   # runs it used that an earlier session had computed
+    screened: int = 0                      # with the cascade on: candidates screened (screens are counted apart)
+    promoted: int = 0                      # of them, promoted to the full evaluation
     runs_note: str = ""                    # what the counts leave out (no summary.json: the search's baseline)
     failures: list[FailureGroup] = []      # failed attempts and confirmations, by reason
     usd: float = 0.0                       # model spend, as the store recorded the night's calls
@@ -360,7 +375,7 @@ def _failures(summary: SessionSummary) -> list[FailureGroup]:
     groups: dict[str, list[str]] = {}
     for idea in summary.ideas:
         for r in idea.runs:
-            if r.status == "ok":
+            if r.status in ("ok", "screened_out"):  # a screened-out candidate did not fail: Digest.screens counts it
                 continue
             reason = r.reason or ("no edit" if r.status == "no_edit" else "unknown reason")
             groups.setdefault(reason, []).append(f"{idea.name}/{r.folder}")
@@ -427,6 +442,12 @@ def digest_from_run(run_dir: Path, page_dir: Path | None = None, home: Path | No
     run_ids = {r.run_id for i in summary.ideas for r in i.runs if r.run_id is not None}
     if summary.baseline is not None:
         run_ids.add(summary.baseline.run_id)
+    screens = None
+    if summary.cascade is not None:  # screens cost compute too
+        c = summary.cascade
+        run_ids |= {r.screen.run_id for i in summary.ideas for r in i.runs if r.screen is not None}
+        run_ids |= {c.baseline_screen_run_id} if c.baseline_screen_run_id is not None else set()
+        screens = Screens(screened=c.screened, promoted=c.promoted, screened_out=c.screened_out, rule=c.rule)
     seconds = _compute_seconds(_find_store(summary, home), run_ids)
     cost = Cost(usd=summary.cost_usd, llm_calls=summary.llm_calls,
                 prompt_tokens=int(summary.tokens.get("prompt", 0)),
@@ -445,7 +466,7 @@ def digest_from_run(run_dir: Path, page_dir: Path | None = None, home: Path | No
         title=f"{summary.template}: {who}", subtitle=f"{when} · {len(summary.ideas)} ideas · {status}".strip(" ·"),
         generated=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"), template=summary.template,
         metric=metric.name, direction=metric.direction, status=status, baseline=baseline, leaderboard=rows,
-        new_bests=new_bests, cost=cost, failures=_failures(summary),
+        new_bests=new_bests, cost=cost, failures=_failures(summary), screens=screens,
         papers=[r.paper.model_copy(update={"text": f"{r.name}: {r.paper.text}"}) for r in rows if r.paper],
         reviews=[r.review.model_copy(update={"text": f"{r.name}: {r.review.text}"}) for r in rows if r.review])
 

@@ -81,16 +81,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--jax-cache", type=Path)
     parser.add_argument("--private", choices=["template", "stdin"], default="template",
                         help="where [private] comes from: template.toml as written (public), or a JSON object on stdin")
+    parser.add_argument("--config", choices=["template", "stdin"], default="template",
+                        help="where [config] comes from: template.toml as written, or stdin with --private stdin, "
+                             "which is then {\"private\": {...}, \"config\": {...}} (the run's settings, with its "
+                             "profile or screen laid over them)")
     args = parser.parse_args(argv)
-    private = None
+    private = config = None
     if args.private == "stdin":
         try:
             private = json.loads(sys.stdin.read())
         except ValueError as e:
             print(f"{FAIL_MARKER}--private stdin: not a JSON object ({e})", file=sys.stderr, flush=True)
             return 2
-        if not isinstance(private, dict):
-            print(f"{FAIL_MARKER}--private stdin: not a JSON object", file=sys.stderr, flush=True)
+        if args.config == "stdin" and isinstance(private, dict):
+            private, config = private.get("private"), private.get("config")
+        if not isinstance(private, dict) or (args.config == "stdin" and not isinstance(config, dict)):
+            print(f"{FAIL_MARKER}--private stdin: not a JSON object" + (" with private and config" if
+                  args.config == "stdin" else ""), file=sys.stderr, flush=True)
             return 2
 
     if args.jax_cache is not None:
@@ -107,13 +114,14 @@ def main(argv: list[str] | None = None) -> int:
     template = load_template(args.template)
     spec = template.spec
     private = spec.private if private is None else private
+    config = spec.config if config is None else config
     module = _module(template.root, spec.evaluator)
     if args.action == "prepare":
-        module.prepare(args.dir, spec.config, private, args.seeds)
+        module.prepare(args.dir, config, private, args.seeds)
         return 0
     started = time.time()
     try:
-        result = module.evaluate(args.dir, spec.config, private, args.seeds)
+        result = module.evaluate(args.dir, config, private, args.seeds)
         info = final_info(spec.name, spec.metric, args.seeds, result)
     except ArtifactError as e:
         print(f"{FAIL_MARKER}artifact rejected: {e}", file=sys.stderr, flush=True)

@@ -12,16 +12,50 @@ runs are keyed by content, so a resumed session gets finished runs back without 
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
-from base.events import IdeaDone, Reporter, RunComputing, RunFailed, RunStarted, RunSucceeded
+from base.cascade import ScreenDecision, decide
+from base.events import IdeaDone, Reporter, RunComputing, RunFailed, RunScreened, RunStarted, RunSucceeded
 from base.llm import LLM, Budget
-from base.records import Comparison, Idea, IdeaOutcome, MetricResult, RunEntry
+from base.records import Comparison, Idea, IdeaOutcome, MetricResult, RunEntry, ScreenRecord
 from base.stats import Test, better, compare, format_p, normalized
 from base.store import Run, Store
+from base.template import Template
 from scientist import runner
 from scientist.config import RunConfig
 from scientist.proposers import Attempt, IdeaContext, Proposal, Proposer
+
+
+@dataclass
+class Cascade:
+    """A session's evaluation cascade (--cascade): what a screen costs, and the bar screens are held against.
+
+    The bar (base.cascade) is the screen of the best result fully evaluated so far: the baseline's to begin
+    with, then that of any promoted candidate whose full result beats it. Shared by the ideas in flight.
+    """
+
+    template: Template         # the template with [screen] laid over it (Template.screened)
+    seeds: int                 # the screens' seeds
+    cost: float                # what a screen counts against --budget-evaluations (base.cascade.screen_cost)
+    baseline_screen: Run
+    bar: str = "baseline"      # whose screen the bar is
+    bar_screen: Run | None = None
+    bar_full: float | None = None  # the full result's mean whose screen is the bar
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def decide(self, screen: Run, metric: str, direction: str) -> ScreenDecision:
+        """The promotion rule against the bar as it stands now."""
+        with self._lock:
+            bar, name = self.bar_screen or self.baseline_screen, self.bar
+        return decide(screen.result.summary(metric).values, bar.result.summary(metric).values, direction, name,
+                      self.template.spec.screen.margin)
+
+    def offer(self, name: str, full: Run, screen: Run, metric: str, direction: str) -> None:
+        """A promoted candidate's full result: its screen becomes the bar when the result beats the best so far."""
+        mean = full.result.summary(metric).mean
+        with self._lock:
+            if self.bar_full is None or better(mean, self.bar_full, direction):
+                self.bar, self.bar_screen, self.bar_full = name, screen, mean
 
 
 @dataclass(frozen=True)
@@ -34,6 +68,7 @@ class Session:
     budget: Budget
     report: Reporter
     executor: runner.Executor | None = None     # where runs compute (None: in the calling thread)
+    cascade: Cascade | None = None              # with --cascade: candidates are screened before the full evaluation
     # Set to stop the runs in flight: one idea stopped (budget, model error, Ctrl-C), so the others end too.
     cancel: threading.Event = field(default_factory=threading.Event)
 
@@ -107,7 +142,7 @@ class IdeaLog:
         cached says its run was reused from the store.
         """
         self.store.save_step(self.idea_id, entry.run, entry.attempt, status=entry.status, run_id=entry.run_id,
-                             reason=entry.reason)
+                             reason=entry.reason, screen_run_id=entry.screen.run_id if entry.screen else None)
         self.history.append(attempt)
         self.entries.append(entry)
         self.notes.append(note)
@@ -167,7 +202,10 @@ def run_idea(s: Session, *, idx: int, idea: Idea, folder: str, proposer: Propose
             break
         if not succeeded:
             last = log.history[-1].reason if log.history else "no attempt was made"
-            reason = f"run {run_idx} failed in all {cfg.attempts} attempts; last: {last}"
+            # A screened-out attempt counts as one that gave no result: the next attempt tried another candidate.
+            out = any(a.status == "screened_out" for a in log.history if a.run_idx == run_idx)
+            reason = (f"run {run_idx} {'was screened out or ' if out else ''}failed in all {cfg.attempts} attempts; "
+                      f"last: {last}")
             break
 
     status = "done" if log.best is not None else "failed"
@@ -187,7 +225,10 @@ def run_idea(s: Session, *, idx: int, idea: Idea, folder: str, proposer: Propose
 
 
 def _evaluate(s: Session, log: IdeaLog, proposal: Proposal, ctx: IdeaContext, baseline: Run, folder: str) -> bool:
-    """Run the proposal's files sealed in the sandbox and record the attempt; returns whether it succeeded."""
+    """Run the proposal's files sealed in the sandbox and record the attempt; returns whether it succeeded.
+
+    With the cascade on, the candidate is screened first (_screen) and evaluated fully only when promoted.
+    """
     cfg, store, budget = s.cfg, s.store, s.budget
     spec = cfg.template.spec
     entry = RunEntry(run=ctx.run_idx, attempt=ctx.attempt, status="failed", note=proposal.note)
@@ -196,6 +237,12 @@ def _evaluate(s: Session, log: IdeaLog, proposal: Proposal, ctx: IdeaContext, ba
                              home=cfg.home, out_dir=dest.resolve(), reuse_failed=True,
                              label=f"{folder}/run_{ctx.run_idx}")
     report = log.report
+    screen = None
+    if s.cascade is not None:
+        screen = _screen(s, log, req, entry, proposal, ctx)
+        if screen is None:  # its screen failed or kept it out: recorded
+            return False
+        entry.screen = screen[1]
     budget.reserve_evaluation()
     report.event(RunComputing(idea=log.name, run=ctx.run_idx, attempt=ctx.attempt, run_dir=str(dest),
                               expected_s=store.typical_seconds(cfg.template.name, cfg.seeds)))
@@ -215,7 +262,57 @@ def _evaluate(s: Session, log: IdeaLog, proposal: Proposal, ctx: IdeaContext, ba
     entry.status = "ok"
     entry.metric = metric_result(run, comparison, baseline, spec.metric.name, spec.metric.direction)
     m = entry.metric
+    if screen is not None:
+        s.cascade.offer(f"{log.name} run {ctx.run_idx}", run, screen[0], spec.metric.name, spec.metric.direction)
     log.record(entry, Attempt(ctx.run_idx, ctx.attempt, "ok", proposal.sources, summary=summary, metric=m.mean,
                               meta=proposal.meta),
                f"{what} Result: {summary}.", spend_usd=budget.spent_usd, cached=res.cached)
     return True
+
+
+def _screen(s: Session, log: IdeaLog, req: runner.EvalRequest, entry: RunEntry, proposal: Proposal,
+            ctx: IdeaContext) -> tuple[Run, ScreenRecord] | None:
+    """The cascade's screen of an attempt's candidate: (its screen run, its record) when promoted; else the attempt
+    is recorded (its screen failed, or it was screened out) and None is returned.
+
+    A screen counts against the evaluation budget at the cascade's cost (a reused one is free). A decision an
+    earlier invocation of the session recorded for this attempt and screen stands: resuming replays it.
+    """
+    cascade, store, budget, report = s.cascade, s.store, s.budget, log.report
+    metric, direction = s.cfg.template.spec.metric.name, s.cfg.template.spec.metric.direction
+    sreq = runner.screen_request(req)
+    budget.reserve_evaluation(cascade.cost)
+    report.event(RunComputing(idea=log.name, run=ctx.run_idx, attempt=ctx.attempt, run_dir=str(sreq.out_dir),
+                              expected_s=store.typical_seconds(s.cfg.template.name, sreq.seeds, screen=True),
+                              screen=True))
+    res = runner.evaluate(sreq, store, s.executor, s.cancel)
+    if res.cached:
+        budget.refund_evaluation(cascade.cost)
+    run = res.run
+    what = f"- Run {ctx.run_idx} (attempt {ctx.attempt}): {proposal.note}."
+    if run.status != "ok":
+        entry.reason = f"its screen failed: {run.reason}"
+        entry.screen = ScreenRecord(run_id=run.id, run_dir=str(sreq.out_dir), seeds=sreq.seeds, promoted=False,
+                                    reason=entry.reason)
+        log.record(entry, Attempt(ctx.run_idx, ctx.attempt, "failed", proposal.sources, reason=entry.reason,
+                                  log_tail=run.error_tail or "", meta=proposal.meta),
+                   f"{what} Its screen failed: {run.reason}.", spend_usd=budget.spent_usd)
+        return None
+    decision = cascade.decide(run, metric, direction)
+    recorded = next((st for st in store.steps(log.idea_id) if (st["run_idx"], st["attempt"]) == (ctx.run_idx,
+                     ctx.attempt) and st["screen_run_id"] == run.id), None)
+    if recorded is not None:  # decided before the session was resumed (with several ideas in flight, the bar may
+        decision = replace(decision, promoted=recorded["status"] != "screened_out")  # have moved in another order)
+    report.event(RunScreened(idea=log.name, run=ctx.run_idx, attempt=ctx.attempt, screen_mean=decision.mean,
+                             screen_stderr=decision.stderr, bar=decision.bar, bar_mean=decision.bar_mean,
+                             margin=decision.margin, p_value=decision.p_value, promoted=decision.promoted,
+                             cached=res.cached, spend_usd=budget.spent_usd))
+    record = ScreenRecord(run_id=run.id, run_dir=str(sreq.out_dir), seeds=sreq.seeds, promoted=decision.promoted,
+                          reason=decision.why)
+    if decision.promoted:
+        return run, record
+    entry.status, entry.reason, entry.screen = "screened_out", f"screened out: {decision.why}", record
+    log.record(entry, Attempt(ctx.run_idx, ctx.attempt, "screened_out", proposal.sources, reason=entry.reason,
+                              summary=decision.line(metric), meta=proposal.meta),
+               f"{what} Screened out: {decision.why}.", spend_usd=budget.spent_usd, cached=res.cached)
+    return None

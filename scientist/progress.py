@@ -41,6 +41,7 @@ from base.events import (
     ReviewFailed,
     RunComputing,
     RunFailed,
+    RunScreened,
     RunStarted,
     RunSucceeded,
     SessionStarted,
@@ -48,6 +49,7 @@ from base.events import (
     Stopped,
     TemplateChanged,
 )
+from base.stats import format_p
 
 
 class JsonReporter:
@@ -80,6 +82,7 @@ class _InFlight:
     started: float
     run_dir: Path | None = None       # known once the run computes
     expected_s: float | None = None   # the template's typical run time, for the estimate
+    screen: bool = False              # the cascade's screen of the candidate, before its full evaluation
 
     def phase(self, now: float | None = None) -> tuple[str, float | None]:
         """The phase the run is in and, while it trains and the harness reports progress, the training time left."""
@@ -109,7 +112,7 @@ class _InFlight:
     def line(self, now: float) -> str:
         elapsed = now - self.started
         phase, training_left = self.phase(now)
-        text = f"{self.label} · {phase} · {_clock(elapsed)}"
+        text = f"{self.label} · {'screen: ' if self.screen else ''}{phase} · {_clock(elapsed)}"
         if training_left is not None:
             text += f" · about {_clock(training_left)} of training left"
         elif self.expected_s and self.run_dir is not None:
@@ -194,6 +197,15 @@ class RichReporter:
                 run = self.inflight.get(_key(e.idea, e.run, e.attempt))
                 if run is not None:
                     run.run_dir, run.expected_s, run.started = Path(e.run_dir), e.expected_s, time.time()
+                    run.screen = bool(e.screen)
+            case RunScreened():
+                self._spent(e.spend_usd)
+                cached = " (cached)" if e.cached else ""
+                verdict = "promoted" if e.promoted else "[yellow]screened out[/yellow]"
+                say(f"  {escape(e.idea)} run {e.run}.{e.attempt}: screen {e.screen_mean:.4f} ± {e.screen_stderr:.4f} "
+                    f"vs {e.bar_mean:.4f} ({escape(e.bar)}'s screen; margin {e.margin:.4f}), {format_p(e.p_value)} "
+                    "one-sided: "
+                    f"{verdict}{cached}")
             case RunSucceeded():
                 self._spent(e.spend_usd)
                 self.inflight.pop(_key(e.idea, e.run, e.attempt), None)
@@ -204,6 +216,8 @@ class RichReporter:
             case RunFailed():
                 self._spent(e.spend_usd)
                 self.inflight.pop(_key(e.idea, e.run, e.attempt), None)
+                if e.status == "screened_out":  # its RunScreened line said so, with the screen's numbers
+                    return
                 say(f"  {escape(e.idea)} run {e.run}.{e.attempt}: [red]{e.status}[/red]: {escape(e.reason or '')}")
             case IdeaDone():
                 self.inflight = {k: v for k, v in self.inflight.items() if not k.startswith(f"{e.name} ")}

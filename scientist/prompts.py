@@ -158,6 +158,13 @@ def run_failure(run_idx: int, attempt: int, attempts: int, reason: str, tail: st
             "Fix the code and reply with SEARCH/REPLACE blocks.")
 
 
+def run_screened_out(run_idx: int, attempt: int, attempts: int, screen: str) -> str:
+    """Report an attempt the evaluation cascade's cheap screen kept from the full evaluation."""
+    return (f"Run {run_idx}, attempt {attempt} of {attempts} was screened out: a short run on few seeds "
+            f"(the template's screen) found it clearly worse than the best so far, so it was not fully evaluated. "
+            f"{screen}\nTry a different change and reply with SEARCH/REPLACE blocks.")
+
+
 def bad_answer(error: str) -> str:
     """Send a parse or edit error back, to get a corrected answer."""
     return f"Your answer could not be used: {error}\nReply again, in exactly the requested format."

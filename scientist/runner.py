@@ -34,6 +34,7 @@ from typing import Protocol
 
 from filelock import FileLock
 
+from base.cascade import ScreenDecision, decide
 from base.secrets import digest, home_secrets, resolve_private
 from base.store import INTERRUPTED, Run, Store, run_key, source_hash
 from base.template import PROJECT_ROOT, Template
@@ -235,6 +236,78 @@ def evaluate_many(requests: list[EvalRequest], store: Store, executor: Executor 
             cancel.set()  # before the pool waits for its threads: their runs end now
             raise
     return [done[i] for i in range(len(requests))]
+
+
+def screen_request(req: EvalRequest) -> EvalRequest:
+    """The request's screen (the evaluation cascade): the template's [screen] laid over its settings, in
+    out_dir/screen, with the screen's seeds where [screen] sets them (never more than the request's), else the
+    request's.
+
+    TemplateError when the template declares no [screen].
+    """
+    overlay = req.template.spec.screen
+    seeds = min(overlay.seeds, req.seeds) if overlay is not None and overlay.seeds is not None else req.seeds
+    return replace(req, template=req.template.screened(), seeds=seeds, out_dir=req.out_dir / "screen", kind="screen",
+                   label=f"{req.label} (screen)" if req.label else "screen")
+
+
+def stored_result(req: EvalRequest, store: Store) -> Run | None:
+    """The finished run `evaluate` would reuse for this request, if the store holds one (nothing computed)."""
+    key = run_key(req.template.content_hash(), source_hash(req.sources), req.seeds, req.draw)
+    return (store.find_finished if req.reuse_failed else store.find_ok)(key)
+
+
+@dataclass
+class Cascaded:
+    """One candidate through the cascade: its screen, the decision (None when the screen failed), its full run."""
+
+    screen: EvalResult
+    decision: ScreenDecision | None = None
+    full: EvalResult | None = None
+
+
+def cascade_many(requests: list[EvalRequest], baseline_sources: dict[str, str], store: Store,
+                 executor: Executor | None = None, workers: int = 1,
+                 on_screen: Callable[[int, Cascaded], None] | None = None,
+                 on_result: Callable[[int, EvalResult], None] | None = None) -> tuple[EvalResult, list[Cascaded]]:
+    """`scientist eval --cascade`: screen the baseline and every candidate, promote the screens within reach of the
+    baseline's (base.cascade.decide; the bar of a session moves to better full results, here none is known before
+    the decisions), then evaluate the promoted candidates fully. Returns the baseline's screen and, in the
+    requests' order, each candidate's screen, decision and full result.
+
+    on_screen(i, cascaded) is called once candidate i is decided (or its screen failed); on_result(i, full) as each
+    full evaluation ends. A baseline screen that fails leaves nothing to compare with: RuntimeError, one line.
+    """
+    first = requests[0]
+    # The baseline's screen goes beside the first candidate's (its folder's screen/), never outside --out.
+    base_screen_req = replace(screen_request(replace(first, sources=baseline_sources, label="baseline")),
+                              out_dir=first.out_dir / "baseline-screen")
+    screens = evaluate_many([base_screen_req, *map(screen_request, requests)], store, executor, workers)
+    base_screen, rest = screens[0], screens[1:]
+    if not base_screen.ok:
+        raise RuntimeError(f"the baseline's screen failed, so no screen can be compared with it: "
+                           f"{base_screen.run.reason}")
+    spec = first.template.spec
+    metric, direction = spec.metric.name, spec.metric.direction
+    bar = base_screen.run.result.summary(metric).values
+    out: list[Cascaded] = []
+    for i, screen in enumerate(rest):
+        c = Cascaded(screen)
+        if screen.ok:
+            c.decision = decide(screen.run.result.summary(metric).values, bar, direction, "baseline",
+                                spec.screen.margin)
+        out.append(c)
+        if on_screen is not None:
+            on_screen(i, c)
+    promoted = [i for i, c in enumerate(out) if c.decision is not None and c.decision.promoted]
+
+    def said(j: int, res: EvalResult) -> None:
+        out[promoted[j]].full = res
+        if on_result is not None:
+            on_result(promoted[j], res)
+
+    evaluate_many([requests[i] for i in promoted], store, executor, workers, on_result=said)
+    return base_screen, out
 
 
 def cached_baseline(store: Store, template: Template, seeds: int) -> Run | None:
@@ -480,13 +553,16 @@ def _private(job: Job) -> dict:
 
 
 def _evaluator_process(job: Job, args: list[str], log: Path, cancel: threading.Event | None = None) -> Outcome:
-    """The trusted evaluator on the job's [private] values, which it reads from its stdin (never a file or argv)."""
+    """The trusted evaluator on the job's [private] values, which it reads from its stdin (never a file or argv),
+    with the job's [config] (its profile or screen laid over template.toml's, which the evaluator would read)."""
     argv = [sys.executable, "-I", "-m", "scientist.evaluator", *args, "--template", str(job.template.root),
-            "--seeds", str(job.seeds), "--jax-cache", str(job.home / "cache" / "jax-eval"), "--private", "stdin"]
+            "--seeds", str(job.seeds), "--jax-cache", str(job.home / "cache" / "jax-eval"), "--private", "stdin",
+            "--config", "stdin"]
     env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": str(job.home), "JAX_PLATFORMS": "cpu",
            "PYTHONHASHSEED": "0", "LANG": "C.UTF-8"}
+    settings = {"private": _private(job), "config": job.template.spec.config}
     return supervise(argv, env=env, cwd=job.home, limits=job.template.spec.limits.for_evaluator(), log_path=log,
-                     cpus=job.cpus, cancel=cancel, stdin=json.dumps(_private(job)).encode())
+                     cpus=job.cpus, cancel=cancel, stdin=json.dumps(settings).encode())
 
 
 def _harness_timings(work: Path, outcome: Outcome) -> dict[str, float]:

@@ -16,6 +16,7 @@ from difflib import SequenceMatcher
 from pathlib import Path
 from typing import Any
 
+from base.cascade import rule, screen_cost
 from base.events import (
     BaselineMeasured,
     ExecutorChosen,
@@ -34,6 +35,7 @@ from base.llm import Budget, BudgetExceeded, LLMError
 from base.records import (
     ArchiveEntry,
     BaselineResult,
+    CascadeSummary,
     Idea,
     IdeaOutcome,
     MetricSpec,
@@ -50,7 +52,7 @@ from sandbox.backends import Sandbox
 from scientist import runner
 from scientist.config import RunConfig, Settings
 from scientist.executors import RayUnavailable, check_reachable, default_workers, make_executor
-from scientist.experiment import Session, run_idea
+from scientist.experiment import Cascade, Session, run_idea
 from scientist.literature import LiteratureError, cached_search
 from scientist.proposers import NoValidAnswer, Proposer
 from scientist.proposers.evolve import EvolveProposer, load_search_space
@@ -96,6 +98,31 @@ def ensure_baseline(cfg: RunConfig, store: Store, executor: runner.Executor | No
     if not res.ok:
         raise BaselineFailed(f"the baseline of {cfg.template.name} failed: {res.run.reason}")
     return res.run
+
+
+def ensure_cascade(cfg: RunConfig, store: Store, baseline: Run, executor: runner.Executor | None = None) -> Cascade:
+    """The session's cascade: the baseline's screen (computed once per screened content hash, written into
+    out/baseline/screen), which starts the bar, and what a screen costs against the evaluation budget."""
+    req = runner.screen_request(runner.EvalRequest(
+        template=cfg.template, sources=cfg.template.editable_sources(), seeds=cfg.seeds, sandbox=cfg.sandbox,
+        home=cfg.home, out_dir=(cfg.out_dir / "baseline").resolve(), kind="baseline"))
+    res = runner.evaluate(req, store, executor)
+    if not res.ok:
+        raise BaselineFailed(f"the baseline's screen of {cfg.template.name} failed: {res.run.reason}")
+    return Cascade(template=req.template, seeds=req.seeds, cost=screen_cost(res.run.timings, baseline.timings),
+                   baseline_screen=res.run)
+
+
+def cascade_summary(cascade: Cascade | None, template: Template, ideas: list[IdeaOutcome]) -> CascadeSummary | None:
+    """The session's cascade for summary.json: its rule, the screen and its cost, and how many were screened."""
+    if cascade is None:
+        return None
+    screened = [r for i in ideas for r in i.runs if r.screen is not None]
+    return CascadeSummary(rule=rule(template.spec.screen.margin),
+                          screen=template.spec.screen.model_dump(exclude_defaults=True),
+                          seeds=cascade.seeds, cost=cascade.cost, baseline_screen_run_id=cascade.baseline_screen.id,
+                          screened=len(screened), promoted=sum(r.screen.promoted for r in screened),
+                          screened_out=sum(r.status == "screened_out" for r in screened))
 
 
 class BaselineFailed(Exception):
@@ -316,6 +343,8 @@ def run_session(cfg: RunConfig, store: Store, report: Reporter) -> tuple[int, Se
         baseline = ensure_baseline(cfg, store, executor)
         m = baseline.result.summary(cfg.template.spec.metric.name)
         report.event(BaselineMeasured(metric=cfg.template.spec.metric.name, mean=m.mean, ci95=m.ci95))
+        if cfg.cascade:
+            s = replace(s, cascade=ensure_cascade(cfg, store, baseline, executor))
         archive_ids = stored.get("archive_ids")
         archive = _archive(store, cfg.template, session_id, archive_ids, cfg.campaign)
         if archive_ids is None:  # freeze the archive, so a resumed session asks the same questions
@@ -338,6 +367,7 @@ def run_session(cfg: RunConfig, store: Store, report: Reporter) -> tuple[int, Se
             report.event(Stopped(reason=reason))
         store.close_session(session_id, status, reason)
         summary = _summary(cfg, store, session_id, baseline, ideas, status, reason, time.time() - started)
+        summary.cascade = cascade_summary(s.cascade, cfg.template, ideas)
         _write_outputs(cfg, store, session_id, summary)
     if cfg.writeup and baseline is not None and write and code != EXIT_INTERRUPTED:
         code = max(code, _writeup(s, summary))

@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from base.cascade import ScreenDecision
 from base.records import PaperStatus, SessionSummary
 from base.results import ConfirmationResult
 from base.stats import format_p, holm_adjust
@@ -52,11 +53,13 @@ def eval_line(label: str, res: EvalResult, template: Template) -> tuple[bool, st
 
 
 def results_table(template: Template, results: list[tuple[str, EvalResult]], baseline: Run | None,
-                  test: str = "welch") -> tuple[Table, str]:
+                  test: str = "welch", screened_out: list[str] = ()) -> tuple[Table, str]:
     """Evaluated candidates against the cached baseline (mean, interval, n, test, time), and a line naming the test.
 
     Several candidates are one family of comparisons with one baseline: their p-values are adjusted with
     Holm's method and the verdict shown is the adjusted one (one lucky candidate in twenty is no finding).
+    screened_out: candidates the cascade's screen kept from the full evaluation, listed with no number (a
+    screen is no result).
     """
     metric = template.spec.metric
     arrow = "higher" if metric.direction == "max" else "lower"
@@ -90,7 +93,21 @@ def results_table(template: Template, results: list[tuple[str, EvalResult]], bas
             versus = f"[{color}]{c.difference:+.4f}, {p}, {verdict}[/{color}]"
         table.add_row(label, "[green]ok[/green]", f"{_fmt(m.mean)} ± {_fmt(m.stderr)}",
                       f"[{_fmt(m.ci95[0])}, {_fmt(m.ci95[1])}]", str(m.n), versus, time_s)
+    for label in screened_out:
+        table.add_row(label, "[yellow]screened out[/yellow]", "", "", "", "not fully evaluated", "")
     return table, escape(line)
+
+
+def screen_line(label: str, screen: EvalResult, decision: ScreenDecision | None,
+                template: Template) -> tuple[bool, str]:
+    """One line on a candidate's screen (`scientist eval --cascade`): (ok, text); a failed screen goes to stderr."""
+    run = screen.run
+    if decision is None:
+        return False, (f"[red]✗[/red] {escape(label)}: its screen failed: {escape(run.reason or '')} "
+                       f"(run {run.id}, log {screen.out_dir}/train.log)")
+    how = f"cached screen {run.id}" if screen.cached else f"screen {run.id}"
+    mark = "[green]↑[/green]" if decision.promoted else "[yellow]–[/yellow]"
+    return True, f"{mark} {escape(label)}: {escape(decision.line(template.spec.metric.name))} ({how})"
 
 
 def templates_table(rows: list[tuple[Template, Run | None]]) -> Table:
@@ -112,6 +129,8 @@ def runs_table(runs: list[Run], where: Path) -> Table:
         table.add_column(col)
     for r in runs:
         metric = f"{r.metric_mean:.4f} ± {r.metric_stderr:.4f}" if r.metric_mean is not None else ""
+        if metric and r.kind == "screen":  # a cascade's screen (fewer seeds, a shorter run): never a result
+            metric = f"(screen) {metric}"
         table.add_row(str(r.id), r.template, r.kind, r.candidate_hash[:8], str(r.seeds), r.status, metric,
                       (r.reason or "")[:80])
     return table
@@ -172,6 +191,10 @@ def print_session(console: Console, summary: SessionSummary, out_dir: Path) -> N
     console.print(table)
     if summary.significance_test:
         console.print(f"test: {summary.significance_test}")
+    if summary.cascade is not None:
+        c = summary.cascade
+        console.print(f"cascade: {c.screened} candidates screened ({c.seeds} seeds, {c.cost:g} of an evaluation each), "
+                      f"{c.promoted} promoted to the full evaluation, {c.screened_out} screened out; {c.rule}")
     console.print(f"cost ${summary.cost_usd:.4f} in {summary.llm_calls} model calls; wall time {summary.wall_s:.0f} s")
     console.print(f"results: {out_dir}/summary.json (per idea: {out_dir}/<idea>/run_*/final_info.json)")
     for i in summary.ideas:

@@ -24,6 +24,7 @@ from base.events import (
     ReviewFailed,
     RunComputing,
     RunFailed,
+    RunScreened,
     RunStarted,
     RunSucceeded,
     SessionStarted,
@@ -98,6 +99,23 @@ EVENTS = [
     (RunFailed(idea="wide", run=2, attempt=2, status="no_edit", reason="no SEARCH block matched"),
      '{"event": "run_done", "time": 1700000000.5, "idea": "wide", "run": 2, "attempt": 2, "status": "no_edit", '
      '"reason": "no SEARCH block matched"}'),
+    # The cascade (--cascade): a screen computes, is screened out, and the attempt ends without a full evaluation.
+    (RunStarted(idea="wide", run=2, runs=2, attempt=3, spend_usd=1.0),
+     '{"event": "run_start", "time": 1700000000.5, "idea": "wide", "run": 2, "runs": 2, "attempt": 3, '
+     '"spend_usd": 1.0}'),
+    (RunComputing(idea="wide", run=2, attempt=3, run_dir="/runs/ppo/00_wide/run_2_attempt_3/screen", expected_s=20.0,
+                  screen=True),
+     '{"event": "run_computing", "time": 1700000000.5, "idea": "wide", "run": 2, "attempt": 3, '
+     '"run_dir": "/runs/ppo/00_wide/run_2_attempt_3/screen", "expected_s": 20.0, "screen": true}'),
+    (RunScreened(idea="wide", run=2, attempt=3, screen_mean=0.5, screen_stderr=0.25, bar="baseline", bar_mean=1.25,
+                 margin=0.0625, p_value=0.01, promoted=False, cached=False, spend_usd=1.0),
+     '{"event": "run_screened", "time": 1700000000.5, "idea": "wide", "run": 2, "attempt": 3, "screen_mean": 0.5, '
+     '"screen_stderr": 0.25, "bar": "baseline", "bar_mean": 1.25, "margin": 0.0625, "p_value": 0.01, '
+     '"promoted": false, "cached": false, "spend_usd": 1.0}'),
+    (RunFailed(idea="wide", run=2, attempt=3, status="screened_out", reason="screened out: its screen is worse",
+               spend_usd=1.0),
+     '{"event": "run_done", "time": 1700000000.5, "idea": "wide", "run": 2, "attempt": 3, "status": "screened_out", '
+     '"reason": "screened out: its screen is worse", "spend_usd": 1.0}'),
     (IdeaDone(name="wide", status="done", reason=None),
      '{"event": "idea_done", "time": 1700000000.5, "name": "wide", "status": "done", "reason": null}'),
     (Stage(stage="writeup wide"), '{"event": "stage", "time": 1700000000.5, "stage": "writeup wide"}'),
@@ -132,8 +150,8 @@ def test_the_samples_cover_every_event_kind():
     assert {type(e) for e, _ in EVENTS} == {c for c in Event.__subclasses__() if c.__module__ == "base.events"}
     kinds = {e.kind for e, _ in EVENTS}
     assert kinds == {"session", "template_changed", "stage", "executor", "baseline", "idea_dropped", "idea",
-                     "run_start", "run_computing", "run_done", "idea_done", "paper", "review", "stopped",
-                     "night", "fresh_seeds", "confirmed"}
+                     "run_start", "run_computing", "run_screened", "run_done", "idea_done", "paper", "review",
+                     "stopped", "night", "fresh_seeds", "confirmed"}
 
 
 def test_json_lines_keep_their_event_names_keys_and_bytes(monkeypatch):
@@ -177,6 +195,22 @@ def test_the_live_view_says_what_a_confirmation_found():
         "(before Holm's adjustment)",
         "  confirm deep: search 1.5000; failed: the confirmation run failed",
     ]
+
+
+def test_the_live_view_shows_a_screen_in_flight_and_its_decision(tmp_path):
+    out = io.StringIO()
+    report = RichReporter(Console(file=out, width=300, highlight=False, emoji=False))
+    report.event(RunStarted(idea="wide", run=1, runs=2, attempt=1, spend_usd=0.0))
+    report.event(RunComputing(idea="wide", run=1, attempt=1, run_dir=str(tmp_path / "screen"), expected_s=None,
+                              screen=True))
+    assert report.view()[1] == ["wide run 1.1 · screen: preparing · 0:00"]
+    report.event(RunScreened(idea="wide", run=1, attempt=1, screen_mean=1.2, screen_stderr=0.01, bar="baseline",
+                             bar_mean=1.25, margin=0.0625, p_value=0.3, promoted=True, cached=True, spend_usd=0.0))
+    report.event(RunComputing(idea="wide", run=1, attempt=1, run_dir=str(tmp_path / "full"), expected_s=None))
+    assert report.view()[1] == ["wide run 1.1 · preparing · 0:00"]  # promoted: its full evaluation computes
+    assert out.getvalue().splitlines() == [
+        "  wide run 1.1: screen 1.2000 ± 0.0100 vs 1.2500 (baseline's screen; margin 0.0625), p=0.3 one-sided: "
+        "promoted (cached)"]
 
 
 def test_a_kind_without_a_case_is_shown_plainly_not_dropped():

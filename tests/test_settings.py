@@ -19,7 +19,7 @@ CHOSEN = {
     "literature_url": "http://127.0.0.1:8", "writeup": False, "writer": "llm", "review": False, "review_ensemble": 2,
     "review_reflections": 1, "review_protocol": "ensemble", "structured": "off", "max_tokens": 99, "workers": 3,
     "executor": "ray", "ray_address": "127.0.0.1:6379", "sandbox": "bwrap", "image": "img:1", "gpus": "0",
-    "profile": "cpu", "budget": {"usd": 1.5, "minutes": 2.0, "evaluations": 3},
+    "profile": "cpu", "cascade": True, "budget": {"usd": 1.5, "minutes": 2.0, "evaluations": 3},
 }
 
 

@@ -30,7 +30,7 @@ class Attempt:
 
     run_idx: int
     attempt: int
-    status: str                  # 'ok', 'failed' or 'no_edit'
+    status: str                  # 'ok', 'failed', 'no_edit' or 'screened_out' (the cascade's screen kept it out)
     sources: dict[str, str] | None
     reason: str | None = None    # why it failed
     summary: str = ""            # the result in words, for the model

@@ -147,6 +147,8 @@ def _parse_verdict(text: str) -> tuple[bool, str]:
 def _feedback(last: Attempt, attempts: int) -> str:
     if last.status == "ok":
         return prompts.run_result(last.run_idx, last.summary)
+    if last.status == "screened_out":
+        return prompts.run_screened_out(last.run_idx, last.attempt, attempts, last.summary)
     return prompts.run_failure(last.run_idx, last.attempt, attempts, last.reason or "unknown", last.log_tail)
 
 
