@@ -79,8 +79,9 @@ def home(tmp_path_factory) -> Path:
 # named keep their collection order after these. test_sealed_open reads what test_open's first test makes
 # (open_eval), so it is not named: it comes late, when that is made.
 COSTLIEST_FIRST = ("test_kinetix", "test_eval", "test_campaign", "test_open", "test_real_model", "test_run",
-                   "test_scale", "test_papers", "test_sealed_recipes", "test_transformer", "test_navix", "test_reuse",
-                   "test_sealed_kinetix", "test_hostile", "test_diffusion", "test_ppo", "test_kinetix_fidelity")
+                   "test_cascade", "test_scale", "test_papers", "test_sealed_recipes", "test_transformer",
+                   "test_navix", "test_reuse", "test_sealed_kinetix", "test_hostile", "test_diffusion", "test_ppo",
+                   "test_kinetix_fidelity")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
