@@ -78,16 +78,22 @@ def home(tmp_path_factory) -> Path:
 # ones fill the end, instead of a long module starting last while the other worker has nothing left. Modules not
 # named keep their collection order after these. test_sealed_open reads what test_open's first test makes
 # (open_eval), so it is not named: it comes late, when that is made.
-COSTLIEST_FIRST = ("test_kinetix", "test_eval", "test_campaign", "test_open", "test_real_model", "test_run",
+COSTLIEST_FIRST = ("test_kinetix", "test_eval", "test_campaign", "test_open", "test_run",
                    "test_cascade", "test_scale", "test_papers", "test_sealed_recipes", "test_transformer",
                    "test_navix", "test_reuse", "test_sealed_kinetix", "test_hostile", "test_diffusion", "test_ppo",
                    "test_kinetix_fidelity")
 
 
+# Last of all: the real model's llama.cpp server runs two threads, so beside another worker its session took 428 s,
+# alone at the end 101 s (BENCHMARKS.md 16).
+RUN_LAST = ("test_real_model",)
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Order the modules costliest first (COSTLIEST_FIRST), each module's tests in their own order."""
+    """Order the modules costliest first (COSTLIEST_FIRST), RUN_LAST last, each module's tests in their own order."""
     rank = {name: i for i, name in enumerate(COSTLIEST_FIRST)}
-    items.sort(key=lambda item: rank.get(item.module.__name__ if item.module else "", len(rank)))
+    rank |= {name: len(rank) + 1 for name in RUN_LAST}
+    items.sort(key=lambda item: rank.get(item.module.__name__ if item.module else "", len(COSTLIEST_FIRST)))
 
 
 @dataclass
