@@ -111,8 +111,9 @@ class Result:
 # from the same inputs. Each entry is keyed by its inputs, as in any one home (runner.py), so sharing changes no
 # result, only who computes it first:
 # - jax-eval: the trusted evaluator's compiled programs (data preparation, scoring);
-# - jax-sandbox: the training harness's compiled programs, one folder per (template, candidate) as ever, so no
-#   candidate's training shares a cache with another's; the same candidate trained in many homes compiles once;
+# - jax-sandbox: the training harness's compiled programs, one folder per (template, exports hash) as in any home,
+#   so no candidate's training shares a cache with one that traced otherwise; the same candidate trained in many
+#   homes compiles once;
 # - data: the prepared data sets, named by the template's content hash, the [private] digest and the seeds.
 SHARED_CACHES = ("jax-eval", "jax-sandbox", "data")
 _SHARED_ROOT: list[Path] = []
