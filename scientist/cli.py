@@ -341,7 +341,7 @@ def run(template: str, out: Path | None, log_json: bool, docker_host: str | None
     if settings.writeup:
         _check_latex()  # before anything is computed or paid for
     backend = _sandbox(settings.sandbox, settings.image, settings.gpus, docker_host)
-    slug = settings.proposer if settings.proposer == "evolve" or not settings.model else \
+    slug = settings.proposer if settings.proposer != "llm" or not settings.model else \
         settings.model.replace("/", "_")
     store = _open_store(home)
     try:

@@ -45,8 +45,9 @@ class Settings(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     # Filled in before validation (_defaults), so never None on a validated object.
-    proposer: Literal["llm", "evolve"] = Field(None, description="llm or evolve (default: llm with --model, "
-                                                                 "else evolve).")
+    proposer: Literal["llm", "evolve", "random"] = Field(
+        None, description="llm, evolve, or random (fresh samples of the search space: the control a search is "
+                          "measured against; default: llm with --model, else evolve).")
     model: str | None = Field(None, description="Any litellm model string, e.g. openai/gpt-4o.")
     api_base: str | None = Field(None, description="OpenAI-compatible server URL (vLLM, Ollama, ...).")
     ideas: int = Field(3, ge=1, description="Number of ideas.")
@@ -145,8 +146,9 @@ class RunConfig(Settings):
 
     @model_validator(mode="after")
     def _has_search_space(self) -> RunConfig:
-        if self.proposer == "evolve" and not (self.template.root / "search_space.py").is_file():
-            raise ValueError(f"template {self.template.name} has no search_space.py, which --proposer evolve needs")
+        if self.proposer != "llm" and not (self.template.root / "search_space.py").is_file():
+            raise ValueError(f"template {self.template.name} has no search_space.py, which --proposer "
+                             f"{self.proposer} needs")
         return self
 
     @model_validator(mode="after")

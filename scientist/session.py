@@ -238,9 +238,9 @@ def _drop(s: Session, idx: int, idea: Idea, row: dict | None, proposer: Proposer
 def make_proposer(s: Session, baseline: Run) -> Proposer:
     """The proposer the configuration asks for, ready to propose."""
     cfg = s.cfg
-    if cfg.proposer == "evolve":
+    if cfg.proposer != "llm":
         return EvolveProposer(load_search_space(cfg.template), cfg.template.spec.metric.direction, seed=cfg.seed,
-                              baseline_metric=baseline.metric_mean)
+                              baseline_metric=baseline.metric_mean, sample_only=cfg.proposer == "random")
     return LLMProposer(s.llm(), cfg.template, reflections=cfg.reflections, best=cfg.best_known)
 
 
@@ -271,7 +271,7 @@ def check_can_start(cfg: RunConfig, store: Store) -> None:
     try:
         if cfg.executor == "ray":
             check_reachable(cfg.ray_address)
-        if cfg.proposer == "evolve":
+        if cfg.proposer != "llm":
             load_search_space(cfg.template)
         check_model(cfg)
         claim_out_dir(cfg, store)

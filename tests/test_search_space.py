@@ -165,6 +165,34 @@ def test_evolved_ideas_never_repeat_the_baseline():
         assert idea.genome != baseline
 
 
+def test_random_proposer_only_samples_where_evolve_would_climb():
+    """`--proposer random`: with a strong archive, every idea and every later run is a fresh sample (the control a
+    search is measured against), never a mutation of a parent; evolve from the same archive mutates."""
+    from base.records import ArchiveEntry, Idea
+    from scientist.proposers import IdeaContext
+
+    space = SimpleNamespace(BASELINE="base", NOUN="rate", GOAL="is better", known=lambda: {"base": {"lr": 0}},
+                            describe=str, render=lambda g: {"f.py": str(g)},
+                            sample=lambda rng: {"lr": rng.randrange(1, 1000)},   # samples: 1..999
+                            mutate=lambda g, rng: {"lr": g["lr"] + 1000},        # mutations: 1000 and up
+                            crossover=lambda a, b, rng: a)
+    check_search_space(space, "test")
+    archive = [ArchiveEntry(idea=Idea(name="old", title="t", hypothesis="h", experiment="e", genome={"lr": 5}),
+                            metric=0.9)]
+    sampled = [EvolveProposer(space, "max", seed=s, baseline_metric=0.5, sample_only=True).next_idea(1, archive)
+               for s in range(30)]
+    assert all(i.genome["lr"] < 1000 and i.name.startswith("random_") and i.title.startswith("Sampled rate")
+               for i in sampled)
+    evolved = [EvolveProposer(space, "max", seed=s, baseline_metric=0.5).next_idea(1, archive) for s in range(30)]
+    assert sum(i.genome["lr"] >= 1000 for i in evolved) >= 15  # most are mutations of a tournament winner
+    idea = sampled[0]
+    for proposer, climbs in ((EvolveProposer(space, "max", sample_only=True), False), (EvolveProposer(space, "max"),
+                                                                                          True)):
+        later = proposer.propose(IdeaContext(idx=1, idea=idea, run_idx=2, runs=3, attempt=1, attempts=4, files={},
+                                             history=[], baseline="", direction="max"))
+        assert (later.meta["genome"]["lr"] >= 1000) is climbs
+
+
 # ---------------------------------------------------------------- the declared interface
 
 TEMPLATES = ("discopop", "diffusion", "kinetix", "open", "transformer", "navix")

@@ -6,6 +6,9 @@ crossed over and mutated; a random sample now and then keeps diversity. Within
 an idea, each later run hill-climbs from the idea's best genome so far. Every
 random choice is seeded from (seed, idea, run, attempt), so a resumed session
 proposes exactly what the killed one did.
+
+With `sample_only` (`--proposer random`) every idea and every run is a fresh sample of the space:
+the control a search is measured against (bench/search.py).
 """
 
 from __future__ import annotations
@@ -59,8 +62,11 @@ class EvolveProposer:
     name = "evolve"
     may_repeat = False  # a genome already tried is never proposed again, so no idea needs a similarity check
 
-    def __init__(self, space: SearchSpace, direction: str, seed: int = 0, baseline_metric: float | None = None):
+    def __init__(self, space: SearchSpace, direction: str, seed: int = 0, baseline_metric: float | None = None,
+                 sample_only: bool = False):
         self.space = space
+        self.sample_only = sample_only
+        self.name = "random" if sample_only else "evolve"
         self.direction = direction
         self.seed = seed
         # The search space names which known member is the template's shipped baseline, if any.
@@ -93,7 +99,7 @@ class EvolveProposer:
         if self.baseline is not None:  # the baseline is known already: an idea must differ from it too
             tried.add(self._key(self.baseline[0]))
         for _ in range(50):
-            if not pool or rng.random() < EXPLORE:
+            if not pool or self.sample_only or rng.random() < EXPLORE:
                 genome, origin = self.space.sample(rng), "random sample"
             else:
                 genome, origin = self._tournament(pool, rng), "mutation of a tournament winner"
@@ -108,13 +114,16 @@ class EvolveProposer:
         noun, goal = self.space.NOUN, self.space.GOAL
         # Worded as the question a run answers: papers quote it before any result is in.
         than = "the baseline" if origin == "random sample" else "its parents"
-        return Idea(name=f"evolve_{idx:03d}", title=f"Evolved {noun}: {formula}",
+        experiment = (f"Evaluate the {noun}, then other random samples of the search space." if self.sample_only else
+                      f"Evaluate the {noun}, then hill-climb from the best version with small mutations.")
+        return Idea(name=f"{self.name}_{idx:03d}", title=f"{'Sampled' if self.sample_only else 'Evolved'} {noun}: "
+                                                        f"{formula}",
                     hypothesis=f"We test whether the {noun} {formula} ({origin}) {goal} than {than}.",
-                    experiment=f"Evaluate the {noun}, then hill-climb from the best version with small mutations.",
-                    genome=genome)
+                    experiment=experiment, genome=genome)
 
     def propose(self, ctx: IdeaContext) -> Proposal:
-        """Run 1 evaluates the idea's genome; later runs and retries mutate the best genome so far."""
+        """Run 1 evaluates the idea's genome; later runs and retries mutate the best genome so far (with
+        sample_only: draw fresh samples)."""
         ok = [a for a in ctx.history if a.status == "ok" and "genome" in a.meta]
         if ctx.run_idx == 1 and ctx.attempt == 1:
             genome = ctx.idea.genome
@@ -133,7 +142,8 @@ class EvolveProposer:
                 seen.add(self._key(self.baseline[0]))
             for retry in range(50):
                 extra = (retry,) if retry else ()  # the first draw is the one earlier versions made
-                genome = self.space.mutate(parent, self._rng("run", ctx.idx, ctx.run_idx, ctx.attempt, *extra))
+                rng = self._rng("run", ctx.idx, ctx.run_idx, ctx.attempt, *extra)
+                genome = self.space.sample(rng) if self.sample_only else self.space.mutate(parent, rng)
                 if self._key(genome) not in seen:
                     break
         return Proposal(sources=self.space.render(genome), note=f"evaluate {self.space.describe(genome)}",
