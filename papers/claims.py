@@ -304,6 +304,8 @@ _RATIO = re.compile(
     r"|\bby\s+a\s+factor\s+of\s+" + _N.format(3) + r"(?![\w.])",
     re.I)
 _VERB_RATIO = {"doubl": 2.0, "tripl": 3.0, "quadrupl": 4.0, "halv": 0.5}
+# Before "doubles", "triples", "quadruples" as nouns: a closing bracket, a determiner or a preposition.
+_NOUN_BEFORE = r"(?:\)|\b(?:as|of|the|these|those|into|in|and|or|with|are|such|its|their))\s*$"
 
 
 @dataclass
@@ -316,10 +318,12 @@ def _ratios(latex: str) -> list[_Ratio]:
     out = []
     for m in _RATIO.finditer(text):
         if m.group("verb"):
-            if m.group("verb").lower().startswith("halv") and re.search(r"(?:two|both|the|into|in)\s*$",
-                                                                      text[max(0, m.start() - 8):m.start()], re.I):
-                continue  # "the two halves of the data": a noun
             verb = m.group("verb").lower()
+            before, after = text[max(0, m.start() - 8):m.start()], text[m.end():m.end() + 4]
+            if verb.startswith("halv") and re.search(r"(?:two|both|the|into|in)\s*$", before, re.I):
+                continue  # "the two halves of the data": a noun
+            if verb.endswith("les") and (re.search(_NOUN_BEFORE, before, re.I) or re.match(r"\s+of\b", after)):
+                continue  # "(object, colour, state) triples", "as triples", "triples of ints": a noun
             value, decimals, inverse = next(v for k, v in _VERB_RATIO.items() if verb.startswith(k)), 0, False
         elif m.group("twice"):
             value, decimals, inverse = 2.0, 0, False
