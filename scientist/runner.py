@@ -486,26 +486,41 @@ def data_cache(job: Job) -> Path:
     return job.home / "cache" / "data" / f"{job.template.name}-{job.template.content_hash()}-{private}-s{job.seeds}"
 
 
-def _prepared_data(job: Job) -> Path:
-    """The template's training data for this many seeds, made once per content hash and secrets (per machine)."""
-    cache = data_cache(job)
+def _publish_once(cache: Path, fill: Callable[[Path], None]) -> Path:
+    """The folder `cache`, made once: `fill` writes a fresh temporary folder, which is renamed into place.
+
+    Under a lock beside the folder, not in the home: homes that share a data folder (a link) share its lock
+    too, and whoever waited finds the folder made. `fill` raising leaves nothing behind.
+    """
     if cache.is_dir():
         return cache
-    # The lock is beside the data, not in the home: homes that share a data folder (a link) then share it too.
     cache.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(cache.with_name(f"{cache.name}.lock")):
-        if cache.is_dir():  # another session or thread made it while we waited
+        if cache.is_dir():  # another session, thread or task made it while we waited
             return cache
         tmp = cache.with_name(f"{cache.name}.tmp-{os.getpid()}")
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
-        outcome = _evaluator_process(job, ["prepare", "--dir", str(tmp)], tmp.parent / f"{cache.name}.log")
-        if not outcome.ok:
+        try:
+            fill(tmp)
+        except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
-            tail = " ".join(outcome.log_tail.strip().split())[-300:]
-            raise DataPreparationFailed(f"preparing the {job.template.name} data failed: {tail}")
+            raise
         tmp.rename(cache)
     return cache
+
+
+def _prepared_data(job: Job) -> Path:
+    """The template's training data for this many seeds, made once per content hash and secrets (per machine)."""
+    cache = data_cache(job)
+
+    def prepare(tmp: Path) -> None:
+        outcome = _evaluator_process(job, ["prepare", "--dir", str(tmp)], tmp.parent / f"{cache.name}.log")
+        if not outcome.ok:
+            tail = " ".join(outcome.log_tail.strip().split())[-300:]
+            raise DataPreparationFailed(f"preparing the {job.template.name} data failed: {tail}")
+
+    return _publish_once(cache, prepare)
 
 
 def data_files(job: Job) -> dict[str, bytes]:
@@ -520,24 +535,16 @@ def data_files(job: Job) -> dict[str, bytes]:
 
 def install_data(job: Job, files: dict[str, bytes]) -> Path:
     """Put prepared data received by value (data_files) into the job's home's cache, where compute finds it."""
-    cache = data_cache(job)
-    if cache.is_dir():
-        return cache
     for name in files:
         if Path(name).is_absolute() or ".." in Path(name).parts:
             raise ValueError(f"prepared data file {name!r} is not a path inside its folder")
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(cache.with_name(f"{cache.name}.lock")):
-        if cache.is_dir():  # another task of this home installed or made it while we waited
-            return cache
-        tmp = cache.with_name(f"{cache.name}.tmp-{os.getpid()}")
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
+
+    def write(tmp: Path) -> None:
         for name, data in files.items():
             (tmp / name).parent.mkdir(parents=True, exist_ok=True)
             (tmp / name).write_bytes(data)
-        tmp.rename(cache)
-    return cache
+
+    return _publish_once(data_cache(job), write)
 
 
 def _run_evaluator(job: Job, work: Path, run_dir: Path, cancel: threading.Event | None) -> Outcome:
