@@ -1,0 +1,92 @@
+"""The lab's templates as a lab runs them: one night of a campaign each, at the template's TINY size.
+
+Each night goes through the real CLI and bwrap: the evolve proposer's idea trained sealed against the baseline,
+its paper written by the template writer from the template's own LaTeX and figures, the idea confirmed on fresh
+seeds when it beat the baseline in the search, the digest written. The sizes are each template's test module's
+`TINY` (the runs take seconds; the numbers mean nothing, the path is what is tested).
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import re
+from pathlib import Path
+
+import pytest
+from conftest import copy_template, scientist
+from pypdf import PdfReader
+
+from base.stats import better
+from base.store import Store
+from scientist.campaign_store import confirmations
+
+# template -> the test module whose TINY sizes a night runs it at
+LAB = {"navix": "test_navix"}
+
+
+def night_file(path: Path, template: Path) -> Path:
+    """A campaign of one idea of one run, confirmed on 2 fresh seeds, papers by the template writer, no review."""
+    keys = {"name": f"lab-{template.name}", "template": template.name, "templates_dir": str(template.parent),
+            "proposer": "evolve", "ideas": 1, "runs": 1, "confirm_seeds": 2, "confirm_top": 1, "sandbox": "bwrap",
+            "writeup": True, "review": False}
+    path.write_text("\n".join(f"{k} = {json.dumps(v)}" for k, v in keys.items()) + "\n")
+    return path
+
+
+def prose(tex: str) -> str:
+    """The longest stretch of plain words on the first prose line of a LaTeX file (no command, no brace in it)."""
+    for line in tex.splitlines():
+        line = line.strip()
+        if line and not line.startswith(("%", "\\")):
+            stretch = max(re.split(r"[~\\{}$]", line), key=len).strip()
+            if len(stretch) > 25:
+                return stretch
+    raise AssertionError("no prose line")
+
+
+@pytest.mark.parametrize("name", LAB)
+def test_a_night_runs_evolve_writes_the_templates_paper_and_confirms(name, tmp_path):
+    tiny = importlib.import_module(LAB[name]).TINY
+    root = copy_template(tmp_path / "templates", name, tiny)
+    home = tmp_path / "home"
+    r = scientist("nightly", str(night_file(tmp_path / "night.toml", root)), "--home", str(home), timeout=900)
+    assert r.code == 0 and "Traceback" not in r.text, r.text
+    check_night(name, root, home, tmp_path / "figures")
+
+
+def check_night(name: str, root: Path, home: Path, scratch: Path) -> None:
+    """The night's idea, paper, confirmation and digest, as the night left them in its home."""
+    night = next((home / "campaigns" / f"lab-{name}" / "nights").iterdir())
+    summary = json.loads((night / "summary.json").read_text())
+    assert summary["proposer"] == "evolve" and summary["template"] == name
+    idea = summary["ideas"][0]
+    assert idea["name"] == "evolve_000" and idea["status"] == "done", idea
+
+    # The paper: compiled, nothing struck, the template's own text, bibliography and figures in it.
+    paper = idea["paper"]
+    assert paper["status"] == "ok" and paper["struck_sentences"] == 0, paper
+    folder = night / idea["folder"] / "paper"
+    tex = (folder / "paper.tex").read_text()
+    for part in ("background", "setup"):
+        assert prose((root / "latex" / f"{part}.tex").read_text()) in tex, part
+    keys = set(re.findall(r"@\w+\{([^,]+),", (root / "latex" / "references.bib").read_text()))
+    assert keys <= set(re.findall(r"@\w+\{([^,]+),", (folder / "references.bib").read_text()))
+    figures = importlib.util.spec_from_file_location(f"lab_figures_{name}", root / "figures.py")
+    module = importlib.util.module_from_spec(figures)
+    figures.loader.exec_module(module)
+    best = json.loads((night / idea["folder"] / "run_1" / "final_info.json").read_text())
+    base = json.loads((night / "baseline" / "final_info.json").read_text())
+    made = module.figures(best, base, scratch)
+    assert made and all(f.path.stem in tex for f in made), [f.path.name for f in made]
+    text = " ".join(page.extract_text() for page in PdfReader(paper["pdf"]).pages)
+    assert summary["metric"]["name"].replace("_", " ") in text.replace("_", " ")
+
+    # Confirmed on fresh seeds exactly when it beat the baseline in the search.
+    search, baseline = idea["best"]["metric"]["mean"], summary["baseline"]["mean"]
+    rows = confirmations(Store(home / "store.sqlite"), f"lab-{name}")
+    assert len(rows) == int(better(search, baseline, summary["metric"]["direction"])), (search, baseline)
+    for row in rows:
+        assert row["result"] is not None and row["result"].n == 2 and row["draw"] not in (None, 0), row
+    digest = (night / "digest.md").read_text()
+    assert summary["metric"]["name"] in digest and "evolve_000" in digest
