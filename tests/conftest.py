@@ -80,8 +80,8 @@ def home(tmp_path_factory) -> Path:
 # (open_eval), so it is not named: it comes late, when that is made.
 COSTLIEST_FIRST = ("test_kinetix", "test_eval", "test_campaign", "test_open", "test_run",
                    "test_cascade", "test_scale", "test_papers", "test_sealed_recipes", "test_transformer",
-                   "test_navix", "test_reuse", "test_sealed_kinetix", "test_hostile", "test_diffusion", "test_ppo",
-                   "test_kinetix_fidelity")
+                   "test_navix", "test_hades", "test_hades_fidelity", "test_reuse", "test_sealed_kinetix",
+                   "test_hostile", "test_diffusion", "test_ppo", "test_kinetix_fidelity")
 
 
 # Last of all: the real model's llama.cpp server runs two threads, so beside another worker its session took 428 s,
@@ -299,3 +299,25 @@ def navix_eval(tmp_path_factory):
 
     tmp, r = once_per_run(tmp_path_factory, "navix_eval", make)
     return tmp / "navix", tmp / "home", tmp / "runs", r
+
+
+@pytest.fixture(scope="session")
+def hades_eval(tmp_path_factory):
+    """One `scientist eval --sandbox bwrap` of the hades template at test_hades's tiny size: the shipped distiller, a
+    shipped candidate, the shipped distiller with test_hades's attacks in its import (hostile) and a candidate the
+    tracer refuses; made once per pytest run (once_per_run)."""
+    from test_hades import ATTACKS, BAD, BASELINE_SOURCE, CANDIDATE, HADES, write_tiny_hades
+
+    def make(tmp: Path) -> Result:
+        root = write_tiny_hades(tmp)
+        sources = {"baseline": BASELINE_SOURCE, CANDIDATE: (HADES / "candidates" / f"{CANDIDATE}.py").read_text(),
+                   "hostile": BASELINE_SOURCE + ATTACKS, **BAD}
+        paths = []
+        for name, source in sources.items():
+            paths.append(tmp / f"{name}.py")
+            paths[-1].write_text(source)
+        return scientist("eval", "--template", str(root), "--sandbox", "bwrap", "--home", str(tmp / "home"),
+                         "--out", str(tmp / "runs"), *[a for p in paths for a in ("-c", str(p))], timeout=900)
+
+    tmp, r = once_per_run(tmp_path_factory, "hades_eval", make)
+    return tmp / "hades", tmp / "home", tmp / "runs", r

@@ -1,0 +1,266 @@
+"""The hades template end to end: `scientist eval` through bwrap at a tiny size, a hostile candidate, the evaluator.
+
+The sandboxed runs come from conftest's `hades_eval` (one `scientist eval` per pytest run): the shipped distiller, a
+shipped candidate (learned soft labels), the shipped distiller with attacks in its import (hostile) and a candidate
+the tracer refuses. The harness's gate, the evaluator's checks of the artifact, the search space and the figures
+run here without a sandbox.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import ROOT, copy_template
+
+from jax_workloads import hades
+from jax_workloads.sealed import ArtifactError, export_arrays
+
+# The sandboxed runs compile SpaceInvaders-MinAtar's step twice (harness, evaluator) per distinct candidate.
+pytestmark = pytest.mark.timeout(900)
+HADES = ROOT / "templates" / "hades"
+TINY = {  # a sandboxed run in well under a minute on 2 cores, nearly all of it compilation
+    "seeds": "2",
+    "time_s": "300",
+    "eval_time_s": "200",
+    "population": "4",
+    "generations": "2",
+    "eval_steps": "16",
+    "width": "8",
+    "episodes": "2",
+    "inits": "1",
+    "max_steps": "40",
+    "architectures": '[{ width = 16, activation = "tanh" }]',
+}
+CANDIDATE = "soft_labels"
+BASELINE_SOURCE = (HADES / "distiller.py").read_text()
+BAD = {"fixed_init_text": BASELINE_SOURCE + '\nFIXED_INIT = "yes"\n'}
+
+ATTACKS = '''
+
+# ---- Everything below runs when the module is imported: the attacks. The distiller above is the baseline's.
+import atexit  # noqa: E402
+import importlib.util as _util  # noqa: E402
+import json  # noqa: E402
+import threading  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as _np  # noqa: E402
+
+import jax_workloads.hades as _hades  # noqa: E402
+import jax_workloads.sealed as _sealed  # noqa: E402
+
+FORGED = b"forged by the candidate"
+# Its own folder (the tracer's), then the harness's work folder beside it, were it reachable.
+# (Not exports/: a file planted there is copied to the harness, which loads only the five named exports, as
+# test_navix shows; here it would only cost the hostile run its share of the baseline's compiled programs.)
+TARGETS = ["artifacts/dataset.npz", "../../work/artifacts/dataset.npz", "../work/artifacts/dataset.npz"]
+
+
+def _log(attack, **what):
+    with open("attacks.jsonl", "a") as f:
+        f.write(json.dumps({"attack": attack, **what}) + "\\n")
+
+
+# (a) The shared code: no size check on data sets, more generations, a forged data set on export.
+_make_distill = _hades.make_distill
+_hades.check_dataset = lambda *a, **k: None
+_hades.make_distill = lambda config, *a, **k: _make_distill(config._replace(generations=10 * config.generations)
+                                                            if hasattr(config, "_replace") else config, *a, **k)
+_sealed.export_arrays = lambda path, arrays: _np.savez(path, states=_np.ones((2, 999, 600), _np.float32))
+_log("rebind", make_distill=_hades.make_distill.__name__)
+
+
+# (b) Forge artifacts once the tracer is done: a non-daemon thread, then an exit handler.
+def _forge(attack):
+    wrote, refused = [], []
+    for target in TARGETS:
+        try:
+            Path(target).parent.mkdir(parents=True, exist_ok=True)
+            Path(target).write_bytes(FORGED)
+            wrote.append(target)
+        except OSError:
+            refused.append(target)
+    _log(attack, wrote=wrote, refused=refused)
+
+
+def _later():
+    time.sleep(2.0)
+    _forge("thread")
+
+
+threading.Thread(target=_later, daemon=False).start()
+atexit.register(_forge, "atexit")
+
+# (c) The secrets: [private] in config.json, data/ files. (d) The harness: import it to rebind its functions.
+_text = Path("config.json").read_text()
+_log("held_out", config_keys=sorted(json.loads(_text)), private_seen="eval_seed" in _text or "init_seed" in _text
+     or "architectures" in _text, data=Path("data").exists())
+_harness = next((p for p in (Path("harness.py"), Path("../harness.py"), Path("../../harness.py")) if p.is_file()), None)
+if _harness is not None:
+    _spec = _util.spec_from_file_location("harness", _harness)
+    _module = _util.module_from_spec(_spec)
+    _spec.loader.exec_module(_module)
+    _module.main = lambda: None
+_log("harness", found=str(_harness))
+'''
+
+
+def load_module(path: Path, name: str):
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def write_tiny_hades(dest: Path) -> Path:
+    """Copy the hades template to dest/hades at TINY settings."""
+    return copy_template(dest, "hades", TINY)
+
+
+@pytest.fixture(scope="module")
+def runs(request):
+    """The shipped distiller, a shipped candidate, the hostile one and two refused ones, through `scientist eval
+    --sandbox bwrap` (tiny)."""
+    _, _, out, r = request.getfixturevalue("hades_eval")
+    for name in ("baseline", CANDIDATE, "hostile"):
+        assert f"{name}: failed" not in r.err, r.text
+    return out, r
+
+
+def final_info(out: Path, name: str) -> dict:
+    return json.loads((out / name / "final_info.json").read_text())
+
+
+def test_eval_through_bwrap_scores_the_baseline_and_a_candidate(runs):
+    out, r = runs
+    for name, size in (("baseline", 16), (CANDIDATE, 16)):
+        info = final_info(out, name)
+        values = info["metrics"]["normalized_return"]["values"]
+        assert len(values) == 2 and all(v >= 0 for v in values), name
+        extra = info["extra"]
+        assert extra["dataset_size"] == size and extra["architectures"] == ["16 tanh"]
+        assert np.asarray(extra["per_architecture_return"]).shape == (2, 1)
+        assert np.asarray(extra["es_curves"]["fitness_mean"]).shape == (2, 2)  # 2 seeds, 2 generations
+        np.testing.assert_allclose(np.asarray(info["metrics"]["return"]["values"]) / extra["ppo_reference_return"],
+                                   values)
+    labels = np.asarray(final_info(out, CANDIDATE)["extra"]["labels"])
+    assert labels.shape == (16, 4) and not np.all(np.isin(labels, (0.0, 1.0)))  # learned soft labels
+    assert "normalized_return" in r.out
+
+
+def test_refused_candidates_are_failed_runs_with_one_line(runs):
+    _, r = runs
+    assert "fixed_init_text: failed" in r.err and "FIXED_INIT must be True or False" in r.err
+
+
+def test_the_harness_gate_refuses_an_oversized_data_set(tmp_path, capsys):
+    """The gate (what the harness runs on the exports before compiling the ES loop) at TINY's shapes, on the
+    distiller's Python functions: a data set of 80 pairs is refused with one line."""
+    path = tmp_path / "oversized.py"
+    path.write_text(BASELINE_SOURCE.replace("DATASET_SIZE = 16  #", "DATASET_SIZE = 80  #"))
+    config = hades.DistillConfig(population=4, generations=2, rollouts=1, eval_envs=2, eval_steps=16,
+                                 bc=hades.BCConfig(width=8))
+    with pytest.raises(SystemExit) as exc:
+        hades.gate(hades.import_distiller(path, config.population), config)
+    assert exc.value.code == 3
+    assert "80 state-action pairs; at most 64 are allowed" in capsys.readouterr().err
+
+
+def test_hostile_import_scores_exactly_as_the_baseline(runs):
+    out, _ = runs
+    base, hostile = final_info(out, "baseline"), final_info(out, "hostile")
+    for metric in ("normalized_return", "return"):
+        assert hostile["metrics"][metric]["values"] == base["metrics"][metric]["values"], metric
+    assert hostile["extra"]["es_curves"] == base["extra"]["es_curves"]  # evolved alike, generation by generation
+    assert hostile["extra"]["states"] == base["extra"]["states"]
+
+
+def test_the_attacks_ran_in_the_tracer_only_and_reached_nothing(runs):
+    out, _ = runs
+    trace, work = out / "hostile" / "trace", out / "hostile" / "work"
+    attacks = {a["attack"]: a for a in map(json.loads, (trace / "attacks.jsonl").read_text().splitlines())}
+    assert set(attacks) == {"rebind", "thread", "atexit", "held_out", "harness"}, attacks
+    for kind in ("thread", "atexit"):  # only the tracer's own folder was writable
+        assert set(attacks[kind]["refused"]) >= {"../../work/artifacts/dataset.npz"}, attacks[kind]
+    assert attacks["held_out"] == {"attack": "held_out", "config_keys": ["config", "seeds"], "private_seen": False,
+                                   "data": False}
+    assert attacks["harness"]["found"] == "harness.py"
+    assert not (work / "attacks.jsonl").exists()
+    dataset = work / "artifacts" / hades.DATASET_FILE
+    if dataset.is_file():  # the run folder may drop work/ once scored
+        assert dataset.read_bytes() != b"forged by the candidate"
+
+
+# ---------------------------------------------------------------- the evaluator's side, without a sandbox
+
+
+def write_dataset(path: Path, states, labels) -> Path:
+    export_arrays(path, {"states": np.asarray(states, np.float32), "labels": np.asarray(labels, np.float32)})
+    return path
+
+
+def test_loader_refuses_oversized_unbounded_and_mislabelled_data_sets(tmp_path):
+    one_hot = np.eye(4)[np.arange(16) % 4]
+    ok = write_dataset(tmp_path / "ok.npz", np.zeros((2, 16, 600)), np.stack([one_hot] * 2))
+    assert hades.load_dataset(ok, 2, 600, 4, 64)["states"].shape == (2, 16, 600)
+    cases = {
+        "at most 64": (np.zeros((2, 65, 600)), np.zeros((2, 65, 4)) + 0.25),
+        "magnitude": (np.full((2, 16, 600), 2e4), np.stack([one_hot] * 2)),
+        "distributions": (np.zeros((2, 16, 600)), np.stack([one_hot * 2] * 2)),
+        "NaN": (np.full((2, 16, 600), np.nan), np.stack([one_hot] * 2)),
+        "shape": (np.zeros((2, 16, 601)), np.stack([one_hot] * 2)),
+    }
+    for match, (states, labels) in cases.items():
+        path = write_dataset(tmp_path / f"{match}.npz", states, labels)
+        with pytest.raises(ArtifactError, match=match):
+            hades.load_dataset(path, 2, 600, 4, 64)
+    with pytest.raises(ArtifactError, match="seeds|shape"):
+        hades.load_dataset(ok, 3, 600, 4, 64)
+
+
+def test_ppo_reference_must_be_for_this_environment():
+    evaluate = load_module(HADES / "evaluate.py", "hades_evaluate")
+    assert evaluate.ppo_reference({"env": "SpaceInvaders-MinAtar"}, {"ppo_reference": {
+        "env": "SpaceInvaders-MinAtar", "return": 2.0}}) == 2.0
+    with pytest.raises(ValueError, match="measured on SpaceInvaders-MinAtar, not Breakout-MinAtar"):
+        evaluate.ppo_reference({"env": "Breakout-MinAtar"}, {"ppo_reference": {"env": "SpaceInvaders-MinAtar",
+                                                                                "return": 2.0}})
+
+
+def test_shipped_files_are_rendered_known_members():
+    space = load_module(HADES / "search_space.py", "hades_search_space")
+    assert space.render(space.known()["baseline"])["distiller.py"] == BASELINE_SOURCE
+    paths = sorted((HADES / "candidates").glob("*.py"))
+    assert {p.stem for p in paths} == set(space.known()) - {"baseline"}
+    for path in paths:
+        assert space.render(space.known()[path.stem])["distiller.py"] == path.read_text(), path.name
+    # The knob a strategy does not read is one candidate whatever its value.
+    snes = space.genome(openes_lr=0.2)
+    assert space.canonical(snes) == space.genome() != snes
+
+
+def test_figures_from_synthetic_results(tmp_path):
+    from papers.figures import template_figures
+
+    rng = np.random.default_rng(0)
+
+    def synthetic(seeds):
+        labels = np.eye(4)[np.arange(16) % 4]
+        return {"extra": {"es_curves": {"fitness_mean": rng.uniform(0, 5, (seeds, 6)).tolist(),
+                                        "fitness_max": rng.uniform(5, 9, (seeds, 6)).tolist()},
+                          "architectures": ["256 relu", "128 tanh"], "ppo_reference_return": 50.0,
+                          "per_architecture_return": rng.uniform(0, 20, (seeds, 2)).tolist(),
+                          "states": rng.uniform(0, 1, (16, 600)).tolist(), "labels": labels.tolist()}}
+
+    figs = template_figures(HADES, synthetic(3), synthetic(4), tmp_path)
+    assert [f.label for f in figs] == ["fig:es_fitness", "fig:return_per_architecture", "fig:distilled_states"]
+    for fig in figs:
+        assert fig.path.read_bytes().startswith(b"%PDF") and fig.caption
+    assert "3 seeds (best candidate) and 4 seeds" in figs[0].caption
