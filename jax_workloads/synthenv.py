@@ -1,0 +1,427 @@
+"""Synthetic contextual bandits that train agents for a real environment (the synthenv template), trusted side.
+
+After keraJLi/synthetic-gymnax @43e6479 (Apache-2.0; "Discovering Minimal Reinforcement Learning Environments"):
+a bandit has episodes of one step. It samples a context (an observation of the real environment's shape) from a
+latent draw through an MLP, and pays a reward from an MLP of the context and the one-hot action
+(synthetic_gymnax/synthenv_network.py, SynthEnvMLP with only_reward). Agents trained on it are judged on the real
+gymnax environment. Everything here is fixed code: the bandit is a *family* (latent distribution, hidden width,
+activation) evaluated from plain parameter arrays, so neither the harness nor the evaluator runs a candidate's
+computation when it plays a bandit.
+
+    family = Family("Acrobot-v1", latent="normal", hidden=32, activation="relu")
+    env = bandit_env(family, unflatten(family, flat_params))      # a ppo.Env: what inner agents train on
+    train = make_inner_train("ppo", family, inner)                # train(flat, key, hp) -> agent params
+    score = make_greedy_return(family.env_name, inner, episodes, max_steps)   # greedy return on the real env
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from jax_workloads import ppo
+
+ENVS = ("Acrobot-v1", "MountainCar-v0", "CartPole-v1")
+LATENTS = ("normal", "uniform", "categorical", "softmax")  # upstream's SynthEnv latent_dist options
+ACTIVATIONS = {"relu": jax.nn.relu, "tanh": jnp.tanh}
+MAX_HIDDEN = 256
+
+# The inner algorithms' hyperparameter lists, upstream's (examples/acrobot.yaml and the published checkpoints'
+# config.yaml, identical for Acrobot-v1 and MountainCar-v0 but PPO's epochs): sampled uniformly per agent.
+PPO_GRID = {
+    "lr": (0.01, 0.005, 0.001, 0.0005, 0.0001),
+    "gamma": (1.0, 0.99, 0.95, 0.9, 0.8),
+    "gae_lambda": (1.0, 0.95, 0.9, 0.8, 0.5),
+    "clip_eps": (0.1, 0.2, 0.3, 0.4, 0.5),
+    "ent_coef": (0.0, 0.01, 0.05, 0.1, 0.5),
+    "vf_coef": (0.0, 0.5, 1.0, 1.5, 2.0),
+}
+DQN_GRID = {"lr": (0.01, 0.005, 0.001, 0.0005, 0.0001), "eps_end": (0.01, 0.05, 0.1, 0.2)}
+# The order of the hyperparameter vector the editable sample_hparams returns: PPO's six, then DQN's eps_end (DQN
+# takes its learning rate from lr).
+HPARAMS = (*PPO_GRID, "eps_end")
+# Bounds the harness clips a candidate's sampled hyperparameters into (any value inside trains without NaN).
+BOUNDS = {"lr": (1e-5, 0.05), "gamma": (0.0, 1.0), "gae_lambda": (0.0, 1.0), "clip_eps": (0.01, 1.0),
+          "ent_coef": (0.0, 1.0), "vf_coef": (0.0, 4.0), "eps_end": (0.0, 1.0)}
+# The evaluator's held-out algorithm, REINFORCE (no upstream counterpart: its lists are PPO's).
+REINFORCE_GRID = {"lr": (0.01, 0.005, 0.001, 0.0005, 0.0001), "ent_coef": (0.0, 0.01, 0.05, 0.1, 0.5)}
+
+
+@dataclass(frozen=True)
+class Family:
+    """The bandit family: which real environment its contexts imitate, and the shape of its two MLPs."""
+
+    env_name: str
+    latent: str = "normal"
+    hidden: int = 32
+    activation: str = "relu"
+
+    def __post_init__(self):
+        if self.env_name not in ENVS:
+            raise ValueError(f"env {self.env_name!r} is not one of {list(ENVS)}")
+        if self.latent not in LATENTS:
+            raise ValueError(f"latent {self.latent!r} is not one of {list(LATENTS)}")
+        if not (isinstance(self.hidden, int) and not isinstance(self.hidden, bool) and 1 <= self.hidden <= MAX_HIDDEN):
+            raise ValueError(f"hidden {self.hidden!r} is not an integer in [1, {MAX_HIDDEN}]")
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(f"activation {self.activation!r} is not one of {list(ACTIVATIONS)}")
+
+    @property
+    def sizes(self) -> tuple[int, int]:
+        """(observation size, number of actions) of the real environment."""
+        return _ENV_SIZES[self.env_name]
+
+    @property
+    def shapes(self) -> dict[str, tuple[int, ...]]:
+        """Parameter shapes, in the order of the flat vector: the context MLP (latent -> hidden -> obs; the
+        latent has the observation's size, as upstream's latent_size default), then the reward MLP
+        ([obs, one-hot action] -> hidden -> 1)."""
+        obs, actions, h = *self.sizes, self.hidden
+        return {"obs_w1": (obs, h), "obs_b1": (h,), "obs_w2": (h, obs), "obs_b2": (obs,),
+                "rew_w1": (obs + actions, h), "rew_b1": (h,), "rew_w2": (h, 1), "rew_b2": (1,)}
+
+    @property
+    def size(self) -> int:
+        return sum(math.prod(s) for s in self.shapes.values())
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+_ENV_SIZES = {"Acrobot-v1": (6, 3), "MountainCar-v0": (2, 3), "CartPole-v1": (4, 2)}
+
+
+def family_from(values: dict, env_name: str) -> Family:
+    """The family a manifest declares (untrusted data): ValueError with one line unless every value is valid."""
+    if not isinstance(values, dict):
+        raise ValueError("the family must be a JSON object")
+    unknown = set(values) - {"latent", "hidden", "activation"}
+    if unknown:
+        raise ValueError(f"unknown family setting {sorted(unknown)[0]!r}")
+    return Family(env_name, **values)
+
+
+def unflatten(family: Family, flat: jax.Array) -> dict[str, jax.Array]:
+    """The named parameter arrays of a flat vector [family.size]."""
+    out, i = {}, 0
+    for name, shape in family.shapes.items():
+        n = math.prod(shape)
+        out[name] = flat[i:i + n].reshape(shape)
+        i += n
+    return out
+
+
+def flatten(family: Family, params: dict[str, jax.Array]) -> jax.Array:
+    return jnp.concatenate([jnp.ravel(params[name]) for name in family.shapes])
+
+
+def sample_latent(family: Family, key: jax.Array) -> jax.Array:
+    """One latent draw z [obs_size] (upstream's distrax distributions: a standard normal, U[0, 1), a uniform
+    one-hot, or a one-hot with probabilities softmax(-arange))."""
+    n = family.sizes[0]
+    if family.latent == "normal":
+        return jax.random.normal(key, (n,))
+    if family.latent == "uniform":
+        return jax.random.uniform(key, (n,))
+    logits = jnp.zeros(n) if family.latent == "categorical" else jax.nn.log_softmax(-jnp.arange(n, dtype=jnp.float32))
+    return jax.nn.one_hot(jax.random.categorical(key, logits), n)
+
+
+def context(family: Family, params: dict, z: jax.Array) -> jax.Array:
+    """The context (observation) of latent z: Dense(hidden), activation, Dense(obs)."""
+    act = ACTIVATIONS[family.activation]
+    return act(z @ params["obs_w1"] + params["obs_b1"]) @ params["obs_w2"] + params["obs_b2"]
+
+
+def reward(family: Family, params: dict, obs: jax.Array, action: jax.Array) -> jax.Array:
+    """The reward of a discrete action in context obs: Dense(hidden) of [obs, one-hot action], activation, Dense(1)."""
+    act = ACTIVATIONS[family.activation]
+    x = jnp.concatenate([obs, jax.nn.one_hot(action, family.sizes[1])])
+    return (act(x @ params["rew_w1"] + params["rew_b1"]) @ params["rew_w2"] + params["rew_b2"])[0]
+
+
+def bandit_env(family: Family, params: dict) -> ppo.Env:
+    """The bandit as a ppo.Env: every step ends its episode, and the next context is a fresh draw (autoreset)."""
+    obs_size, actions = family.sizes
+
+    def reset(key):
+        obs = context(family, params, sample_latent(family, key))
+        return obs, obs
+
+    def step(key, obs, action):
+        next_obs = context(family, params, sample_latent(family, key))
+        return next_obs, next_obs, reward(family, params, obs, action), jnp.bool_(True), jnp.bool_(False)
+
+    return ppo.Env(reset, step, obs_size, actions, 0, f"synthetic-{family.env_name}")
+
+
+# ------------------------------------------------------------------------------------------------ inner algorithms
+
+
+@dataclass(frozen=True)
+class Inner:
+    """The inner loop's fixed settings (upstream's inner_config, the non-sampled values)."""
+
+    total_timesteps: int = 10_000
+    ppo_envs: int = 5
+    ppo_steps: int = 100
+    ppo_epochs: int = 10
+    ppo_minibatches: int = 10
+    max_grad_norm: float = 10.0
+    dqn_envs: int = 10
+    dqn_buffer: int = 2000
+    dqn_fill: int = 1000
+    dqn_batch: int = 100
+    dqn_exploration: float = 0.5  # fraction of training over which epsilon falls from 1 to eps_end
+    reinforce_envs: int = 50  # contexts per REINFORCE step (one Adam step each)
+    hidden: int = 64   # the agents' MLPs: 2 x hidden tanh (upstream: activation tanh)
+    layers: int = 2
+
+
+def ppo_config(inner: Inner, hp: jax.Array) -> ppo.PPOConfig:
+    """PPO's config with the sampled hyperparameters hp (HPARAMS order; may be traced)."""
+    lr, gamma, lam, clip, ent, vf = (hp[i] for i in range(6))
+    return ppo.PPOConfig(
+        total_timesteps=inner.total_timesteps, num_envs=inner.ppo_envs, num_steps=inner.ppo_steps,
+        update_epochs=inner.ppo_epochs, num_minibatches=inner.ppo_minibatches,
+        gamma=gamma, gae_lambda=lam, clip_eps=clip, ent_coef=ent, vf_coef=vf,
+        max_grad_norm=inner.max_grad_norm, lr=lr, anneal_lr=False, hidden=inner.hidden, layers=inner.layers,
+        activation="tanh")
+
+
+def make_dqn_train(inner: Inner, env: ppo.Env) -> Callable:
+    """DQN on a bandit: train(key, hp) -> Q-network params, with hp's first entry the learning rate and its last
+    epsilon's final value (HPARAMS, or (lr, eps_end) of DQN_GRID).
+
+    Upstream's DQN (replay buffer 2000 filled with 1000 transitions, batches of 100, one gradient step per
+    vector step of 10 environments, epsilon from 1 to eps_end over half of training, Adam, grad norm 10). Every
+    bandit transition is terminal, so its TD target is the reward itself: the target network and double-Q have
+    nothing to bootstrap and are left out."""
+    net = ppo.ActorCritic(env.num_actions, 0, inner.hidden, inner.layers, "tanh")  # its logits are Q-values
+    iters = inner.total_timesteps // inner.dqn_envs
+    size = inner.dqn_buffer
+
+    def train(key, hp):
+        lr, eps_end = hp[0], hp[-1]
+        tx = optax.chain(optax.clip_by_global_norm(inner.max_grad_norm), optax.adam(lr))
+        key, init_key, reset_key = jax.random.split(key, 3)
+        params = net.init(init_key, jnp.zeros((env.obs_size,)))
+        opt = tx.init(params)
+        obs, state = jax.vmap(env.reset)(jax.random.split(reset_key, inner.dqn_envs))
+        buf = (jnp.zeros((size, env.obs_size)), jnp.zeros(size, jnp.int32), jnp.zeros(size))
+
+        def step(carry, i):
+            params, opt, obs, state, buf, key = carry
+            key, eps_key, rand_key, act_key, step_key, batch_key = jax.random.split(key, 6)
+            frac = jnp.clip(i * inner.dqn_envs / (inner.dqn_exploration * inner.total_timesteps), 0.0, 1.0)
+            eps = 1.0 + frac * (eps_end - 1.0)
+            q, _ = net.apply(params, obs)
+            explore = jax.random.uniform(eps_key, (inner.dqn_envs,)) < eps
+            action = jnp.where(explore, jax.random.randint(rand_key, (inner.dqn_envs,), 0, env.num_actions),
+                               jnp.argmax(q, -1))
+            next_obs, state, r, _, _ = jax.vmap(env.step)(jax.random.split(step_key, inner.dqn_envs), state, action)
+            slots = (i * inner.dqn_envs + jnp.arange(inner.dqn_envs)) % size
+            buf = (buf[0].at[slots].set(obs), buf[1].at[slots].set(action), buf[2].at[slots].set(r))
+            filled = jnp.minimum((i + 1) * inner.dqn_envs, size)
+            idx = jax.random.randint(batch_key, (inner.dqn_batch,), 0, filled)
+
+            def td(p):
+                qb, _ = net.apply(p, buf[0][idx])
+                return jnp.mean((jnp.take_along_axis(qb, buf[1][idx][:, None], 1)[:, 0] - buf[2][idx]) ** 2)
+
+            grads = jax.grad(td)(params)
+            updates, new_opt = tx.update(grads, opt, params)
+            learn = (i + 1) * inner.dqn_envs >= inner.dqn_fill
+            params = jax.tree.map(lambda new, old: jnp.where(learn, new, old), optax.apply_updates(params, updates),
+                                  params)
+            opt = jax.tree.map(lambda new, old: jnp.where(learn, new, old), new_opt, opt)
+            return (params, opt, next_obs, state, buf, key), None
+
+        (params, *_), _ = jax.lax.scan(step, (params, opt, obs, state, buf, key), jnp.arange(iters))
+        return params
+
+    return train
+
+
+def make_reinforce_train(inner: Inner, env: ppo.Env) -> Callable:
+    """REINFORCE on a bandit, the evaluator's held-out algorithm: train(key, hp = (lr, ent_coef)) -> params.
+
+    Each step samples reinforce_envs contexts and actions from the softmax policy and takes one Adam step (grad
+    norm max_grad_norm) on -mean((r - mean r) log pi(a|s)) - ent_coef * entropy: the policy gradient of one-step
+    episodes with the batch's mean reward as baseline."""
+    net = ppo.ActorCritic(env.num_actions, 0, inner.hidden, inner.layers, "tanh")
+    n = inner.reinforce_envs
+
+    def train(key, hp):
+        tx = optax.chain(optax.clip_by_global_norm(inner.max_grad_norm), optax.adam(hp[0]))
+        key, init_key = jax.random.split(key)
+        params = net.init(init_key, jnp.zeros((env.obs_size,)))
+
+        def step(carry, _):
+            params, opt, key = carry
+            key, ctx_key, act_key, r_key = jax.random.split(key, 4)
+            obs, state = jax.vmap(env.reset)(jax.random.split(ctx_key, n))
+            logits, _ = net.apply(params, obs)
+            action = jax.random.categorical(act_key, logits)
+            _, _, r, _, _ = jax.vmap(env.step)(jax.random.split(r_key, n), state, action)
+
+            def loss(p):
+                lg, _ = net.apply(p, obs)
+                logp = ppo.log_prob(lg, action, True)
+                return -jnp.mean((r - r.mean()) * logp) - hp[1] * ppo.entropy(lg, True).mean()
+
+            updates, opt = tx.update(jax.grad(loss)(params), opt, params)
+            return (optax.apply_updates(params, updates), opt, key), None
+
+        (params, _, _), _ = jax.lax.scan(step, (params, tx.init(params), key), None, inner.total_timesteps // n)
+        return params
+
+    return train
+
+
+ALGORITHMS = ("ppo", "dqn", "reinforce")
+TRAIN_ALGORITHMS = ("ppo", "dqn")  # what meta-training may use: REINFORCE is the evaluator's held-out algorithm
+
+
+def make_inner_train(algorithm: str, family: Family, inner: Inner) -> tuple[Callable, Callable]:
+    """(train(flat bandit params, key, hp) -> agent params, apply(agent params, obs) -> (logits or q, value)) for
+    one inner algorithm; all three train the same 2 x hidden tanh MLP (ppo.ActorCritic), whose argmax the real
+    environment sees. hp: PPO and DQN take HPARAMS, REINFORCE (lr, ent_coef)."""
+    net = ppo.ActorCritic(family.sizes[1], 0, inner.hidden, inner.layers, "tanh")
+    if algorithm not in ALGORITHMS:
+        raise ValueError(f"unknown inner algorithm {algorithm!r}")
+
+    def train(flat, key, hp):
+        env = bandit_env(family, unflatten(family, flat))
+        if algorithm == "ppo":
+            return ppo.make_train(ppo_config(inner, hp), env, network=net)(key)["params"]
+        make = make_dqn_train if algorithm == "dqn" else make_reinforce_train
+        return make(inner, env)(key, hp)
+
+    return train, net.apply
+
+
+def real_env(env_name: str, max_steps: int | jax.Array | None = None) -> ppo.Env:
+    """The real gymnax environment (1.0.1) with flat observations; max_steps (may be traced) replaces its episode
+    limit, as upstream's evaluation horizon does (eval_env_params.replace(max_steps_in_episode=...))."""
+    import gymnax
+
+    env, params = gymnax.make(env_name)
+    if max_steps is not None:
+        params = params.replace(max_steps_in_episode=max_steps)
+
+    def reset(key):
+        obs, state = env.reset(key, params)
+        return obs.reshape(-1).astype(jnp.float32), state
+
+    def step(key, state, action):
+        obs, state, r, terminated, truncated, _ = env.step(key, state, action, params)
+        done = jnp.logical_or(terminated, truncated)
+        return obs.reshape(-1).astype(jnp.float32), state, r.astype(jnp.float32), done, jnp.bool_(False)
+
+    obs_size, actions = _ENV_SIZES[env_name]
+    return ppo.Env(reset, step, obs_size, actions, 0, env_name)
+
+
+def default_steps(env_name: str) -> int:
+    """The real environment's own episode limit (gymnax 1.0.1: Acrobot 500, MountainCar 200, CartPole 500)."""
+    import gymnax
+
+    return int(gymnax.make(env_name)[1].max_steps_in_episode)
+
+
+def greedy_return(env_name: str, apply: Callable, params, key: jax.Array, episodes: int, rollout_steps: int,
+                  horizon: int | jax.Array | None = None) -> jax.Array:
+    """Mean return of the greedy policy over `episodes` real episodes of at most `horizon` steps (default: the
+    environment's own limit), each played until its first end; rollout_steps (static) >= horizon."""
+    env = real_env(env_name, horizon)
+    rollout = ppo.make_rollout(env, apply, num_envs=episodes, max_steps=rollout_steps, greedy=True)
+    ret, _ = rollout(params, key)
+    return ret.mean()
+
+
+def grid_draws(grid: dict[str, tuple], key: jax.Array, n: int) -> jax.Array:
+    """n hyperparameter vectors [n, len(grid)], each value drawn uniformly from its list (upstream's sampling)."""
+    keys = jax.random.split(key, len(grid))
+    cols = [jnp.asarray(v, jnp.float32)[jax.random.randint(k, (n,), 0, len(v))] for k, v in zip(keys, grid.values(),
+                                                                                              strict=True)]
+    return jnp.stack(cols, -1)
+
+
+def clip_hparams(hp: jax.Array) -> jax.Array:
+    """A candidate's hyperparameters clipped into BOUNDS (NaN becomes 0, then the lower bound)."""
+    lo = jnp.asarray([BOUNDS[k][0] for k in HPARAMS])
+    hi = jnp.asarray([BOUNDS[k][1] for k in HPARAMS])
+    return jnp.clip(jnp.nan_to_num(hp, nan=0.0), lo, hi)
+
+
+@dataclass(frozen=True)
+class Meta:
+    """The outer loop's size: population per generation, generations, real episodes per fitness, and the longest
+    fitness horizon (the static length of a fitness rollout; the candidate's horizon is clipped into it)."""
+
+    population: int = 128
+    generations: int = 100
+    fitness_episodes: int = 50
+    max_horizon: int = 500
+
+
+class MetaFns(NamedTuple):
+    """The candidate's functions as the harness calls them (exported StableHLO, or bandit.py's own in tests).
+
+    init(key_data) -> flat [D]; es_init(mean) -> std; es_update(mean, std, z [P, D], fitness [P], generation) ->
+    (mean, std); sample_hparams(key_data, generation) -> [6]; horizon(generation) -> scalar."""
+
+    init: Callable
+    es_init: Callable
+    es_update: Callable
+    sample_hparams: Callable
+    horizon: Callable
+
+
+def make_meta_train(family: Family, algorithms: tuple[str, ...], inner: Inner, meta: Meta, fns: MetaFns) -> Callable:
+    """Return meta_train(key) -> {"params": the final bandit [D], "curves": per generation}; jit and vmap it over
+    seeds. Each generation: sample the population around the mean, train one agent per member on its bandit with
+    this generation's algorithm (algorithms in turn, as upstream's get_algos), play its greedy policy for the
+    candidate's horizon in the real environment, and let the candidate's ES step update the mean."""
+    trainers = [make_inner_train(a, family, inner) for a in algorithms]
+    apply = trainers[0][1]  # every inner algorithm trains the same MLP
+    pop, gen_index = meta.population, jnp.int32
+
+    def member(flat, key, hp, algo, h):
+        train_key, eval_key = jax.random.split(key)
+        agent = jax.lax.switch(algo, [t for t, _ in trainers], flat, train_key, hp) if len(trainers) > 1 else \
+            trainers[0][0](flat, train_key, hp)
+        return greedy_return(family.env_name, apply, agent, eval_key, meta.fitness_episodes, meta.max_horizon, h)
+
+    def meta_train(key):
+        key, init_key = jax.random.split(key)
+        mean = fns.init(jax.random.key_data(init_key))
+        std = fns.es_init(mean)
+
+        def generation(carry, g):
+            mean, std, key = carry
+            key, z_key, hp_key, run_key = jax.random.split(key, 4)
+            z = jax.random.normal(z_key, (pop, family.size))
+            g = g.astype(gen_index)
+            hp = jax.vmap(lambda k: clip_hparams(fns.sample_hparams(jax.random.key_data(k), g)))(
+                jax.random.split(hp_key, pop))
+            h = jnp.clip(jnp.round(jnp.nan_to_num(fns.horizon(g), nan=1.0)), 1, meta.max_horizon).astype(jnp.int32)
+            fitness = jax.vmap(member, in_axes=(0, 0, 0, None, None))(
+                mean + std * z, jax.random.split(run_key, pop), hp, g % len(trainers), h)
+            new_mean, new_std = fns.es_update(mean, std, z, fitness, g)
+            curves = {"fitness_mean": fitness.mean(), "fitness_max": fitness.max(), "horizon": h.astype(jnp.float32),
+                      "std_mean": std.mean()}
+            return (new_mean, new_std, key), curves
+
+        (mean, _, _), curves = jax.lax.scan(generation, (mean, std, key), jnp.arange(meta.generations))
+        return {"params": mean, "curves": curves}
+
+    return meta_train

@@ -1,0 +1,111 @@
+"""Synthenv harness (fixed; runs inside the sandbox): meta-train the candidate's bandit, export its parameters.
+
+Reads config.json and the candidate's functions as the tracer (trace.py) exported them (exports/: init, es_init,
+es_update, sample_hparams, horizon, each StableHLO checked to be plain computation, and manifest.json, whose
+family and algorithms are checked here as untrusted data). This process never imports bandit.py. It gates the
+exports on small inputs, then meta-trains every seed in one compiled call (jax_workloads.synthenv.make_meta_train:
+an evolution strategy over the bandit's parameters, fitness the real environment's return of agents trained on
+it) and exports each seed's final bandit as plain arrays (artifacts/bandit.npz) with its family
+(artifacts/family.json) and the meta-training curves (artifacts/curves.npz, for figures only). It never scores
+the result: the evaluator trains its own agents on the bandit and plays them on the real environment.
+"""
+
+import time
+
+STARTED = time.time()
+
+import json  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+
+from jax_workloads import exported, sealed  # noqa: E402
+from jax_workloads import synthenv as se  # noqa: E402
+
+NAMES = ("init", "es_init", "es_update", "sample_hparams", "horizon")
+
+
+def settings(config: dict) -> tuple[se.Inner, se.Meta]:
+    try:
+        return se.Inner(**config["inner"]), se.Meta(**config["meta"])
+    except (TypeError, KeyError) as e:
+        sealed.fail(f"template.toml [config]: {sealed.describe(e)}")
+
+
+def load(config: dict) -> tuple[se.Family, tuple[str, ...], se.MetaFns]:
+    """The tracer's exports and manifest, checked: the family, the inner algorithms and the five functions."""
+    try:
+        manifest = exported.read_manifest("exports")
+        family = se.family_from(manifest.get("family"), config["env"])
+        fns = se.MetaFns(*(exported.import_function(f"exports/{name}") for name in NAMES))
+    except (sealed.ArtifactError, ValueError) as e:
+        sealed.fail(f"the traced bandit was refused: {e}")
+    algorithms = manifest.get("algorithms")
+    if not (isinstance(algorithms, list) and algorithms and all(a in se.TRAIN_ALGORITHMS for a in algorithms)):
+        sealed.fail(f"the traced bandit was refused: algorithms {algorithms!r} are not a list of "
+                    f"{list(se.TRAIN_ALGORITHMS)}")
+    return family, tuple(algorithms), fns
+
+
+def gate(family: se.Family, fns: se.MetaFns, meta: se.Meta) -> None:
+    """Every function once on small inputs, compiled cheaply (sealed.run_once): shapes and finiteness."""
+    d, p = family.size, meta.population
+
+    def probe(key):
+        mean = fns.init(jax.random.key_data(key))
+        std = fns.es_init(mean)
+        z = jax.random.normal(key, (p, d))
+        g = jnp.int32(0)
+        new = fns.es_update(mean, std, z, -jnp.arange(p, dtype=jnp.float32), g)
+        return mean, std, new, fns.sample_hparams(jax.random.key_data(key), g), fns.horizon(g)
+
+    try:
+        mean, std, (new_mean, new_std), hp, h = sealed.run_once(probe, jax.random.key(0))
+    except Exception as e:  # noqa: BLE001
+        sealed.fail(f"the bandit's functions failed on a probe: {sealed.describe(e)}")
+    want = {"init": (mean, (d,)), "es_init": (std, (d,)), "es_update mean": (new_mean, (d,)),
+            "es_update std": (new_std, (d,)), "sample_hparams": (hp, (len(se.HPARAMS),)), "horizon": (h, ())}
+    for name, (x, shape) in want.items():
+        if jnp.shape(x) != shape or not jnp.issubdtype(jnp.asarray(x).dtype, jnp.floating):
+            sealed.fail(f"{name} must return a float array of shape {shape}, not {jnp.asarray(x).dtype}"
+                        f"{list(jnp.shape(x))}")
+        if not bool(jnp.all(jnp.isfinite(x))):
+            sealed.fail(f"{name} returned NaN or infinite values on the probe")
+
+
+def main() -> None:
+    clock = sealed.Stopwatch(STARTED)
+    cfg = json.loads(Path("config.json").read_text())
+    config, seeds = cfg["config"], cfg["seeds"]
+    inner, meta = settings(config)
+    family, algorithms, fns = load(config)
+    gate(family, fns, meta)
+    clock.lap("gate")
+    rngs = jax.random.split(jax.random.key(config["train_seed"]), seeds)
+    try:
+        train = jax.jit(jax.vmap(se.make_meta_train(family, algorithms, inner, meta, fns)))
+        compiled = train.lower(rngs).compile()
+        clock.lap("compile")
+        out = jax.block_until_ready(compiled(rngs))
+        clock.lap("train")
+    except Exception as e:  # noqa: BLE001
+        sealed.fail(f"meta-training failed: {sealed.describe(e)}")
+    params = np.asarray(out["params"], np.float32)
+    bad = ~np.isfinite(params).all(-1)
+    if bad.any():
+        sealed.fail(f"meta-training diverged: non-finite bandit parameters in seed(s) {np.where(bad)[0].tolist()}")
+    art = Path("artifacts")
+    sealed.export_arrays(art / "bandit.npz", {"params": params})
+    (art / "family.json").write_text(json.dumps({k: v for k, v in family.to_dict().items() if k != "env_name"}))
+    # Curves of the meta-training (population fitness per generation, on the harness's own episodes) are for
+    # figures only: the evaluator checks their shapes and passes them on, labelled as the harness's report.
+    sealed.export_arrays(art / "curves.npz", {k: np.nan_to_num(np.asarray(v, np.float32), nan=0.0, posinf=0.0,
+                                                                neginf=0.0) for k, v in out["curves"].items()})
+    clock.lap("export")
+    clock.save("timings.json")
+
+
+if __name__ == "__main__":
+    main()
