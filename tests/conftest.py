@@ -317,7 +317,7 @@ def hades_eval(tmp_path_factory):
             paths.append(tmp / f"{name}.py")
             paths[-1].write_text(source)
         return scientist("eval", "--template", str(root), "--sandbox", "bwrap", "--home", str(tmp / "home"),
-                         "--out", str(tmp / "runs"), *[a for p in paths for a in ("-c", str(p))], timeout=900)
+                         "--out", str(tmp / "runs"), *[a for p in paths for a in ("-c", str(p))], timeout=1200)
 
     tmp, r = once_per_run(tmp_path_factory, "hades_eval", make)
     return tmp / "hades", tmp / "home", tmp / "runs", r
