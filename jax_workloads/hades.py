@@ -36,7 +36,7 @@ from jax_workloads.sealed import ArtifactError, load_arrays
 
 NORM_FILE = Path(__file__).with_name("minatar_obs_norm.npz")
 DATASET_FILE = "dataset.npz"
-STATE_BOUND = 1e4  # |state| above this is no observation the normalised environment can show (largest ~3.2e3)
+STATE_BOUND = 1e4  # |state| above this is no observation the normalised environment shows (its largest: 9,995)
 LABEL_TOLERANCE = 1e-3  # labels are distributions over actions: rows sum to 1 within this, none negative
 
 
@@ -291,7 +291,7 @@ def load_dataset(path: str | Path, seeds: int, obs_size: int, num_actions: int, 
                     size = data["states"].shape[1]
         except Exception:  # noqa: BLE001 - load_arrays below names what is wrong
             pass
-    if size > max_size:  # refused before it is read whole
+    if size > max_size:  # refused with its size, before the checks of its values
         raise ArtifactError(f"the data set has {size} state-action pairs; at most {max_size} are allowed")
     arrays = load_arrays(path, {"states": ((seeds, size, obs_size), "float32"),
                                 "labels": ((seeds, size, num_actions), "float32")})

@@ -80,8 +80,9 @@ def home(tmp_path_factory) -> Path:
 # (open_eval), so it is not named: it comes late, when that is made.
 COSTLIEST_FIRST = ("test_kinetix", "test_eval", "test_campaign", "test_open", "test_run",
                    "test_cascade", "test_scale", "test_papers", "test_sealed_recipes", "test_transformer",
-                   "test_navix", "test_hades", "test_hades_fidelity", "test_reuse", "test_sealed_kinetix",
-                   "test_hostile", "test_diffusion", "test_ppo", "test_kinetix_fidelity")
+                   "test_navix", "test_synthenv", "test_synthenv_fidelity", "test_hades", "test_hades_fidelity",
+                   "test_reuse", "test_sealed_kinetix", "test_hostile", "test_diffusion", "test_ppo",
+                   "test_kinetix_fidelity")
 
 
 # Last of all: the real model's llama.cpp server runs two threads, so beside another worker its session took 428 s,
@@ -278,6 +279,28 @@ def open_eval(tmp_path_factory):
 
     tmp, r = once_per_run(tmp_path_factory, "open_eval", make)
     return tmp / "open", tmp / "home", tmp / "runs", r
+
+
+@pytest.fixture(scope="session")
+def synthenv_eval(tmp_path_factory):
+    """One `scientist eval --sandbox bwrap` of the synthenv template at test_synthenv's tiny size: the shipped bandit,
+    a shipped candidate, the shipped bandit with test_synthenv's attacks in its import (hostile), and a candidate the
+    tracer refuses; made once per pytest run (once_per_run)."""
+    from test_synthenv import ATTACKS, BAD, CANDIDATE, SHIPPED, SYNTHENV, write_tiny_synthenv
+
+    def make(tmp: Path) -> Result:
+        root = write_tiny_synthenv(tmp)
+        sources = {"baseline": SHIPPED, CANDIDATE: (SYNTHENV / "candidates" / f"{CANDIDATE}.py").read_text(),
+                   "hostile": SHIPPED + ATTACKS, **BAD}
+        paths = []
+        for name, source in sources.items():
+            paths.append(tmp / f"{name}.py")
+            paths[-1].write_text(source)
+        return scientist("eval", "--template", str(root), "--sandbox", "bwrap", "--home", str(tmp / "home"),
+                         "--out", str(tmp / "runs"), *[a for p in paths for a in ("-c", str(p))], timeout=2400)
+
+    tmp, r = once_per_run(tmp_path_factory, "synthenv_eval", make)
+    return tmp / "synthenv", tmp / "home", tmp / "runs", r
 
 
 @pytest.fixture(scope="session")

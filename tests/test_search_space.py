@@ -195,7 +195,7 @@ def test_random_proposer_only_samples_where_evolve_would_climb():
 
 # ---------------------------------------------------------------- the declared interface
 
-TEMPLATES = ("discopop", "diffusion", "kinetix", "open", "transformer", "navix", "hades")
+TEMPLATES = ("discopop", "diffusion", "kinetix", "open", "transformer", "navix", "hades", "synthenv")
 
 
 @pytest.mark.parametrize("name", TEMPLATES)

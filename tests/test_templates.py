@@ -90,7 +90,7 @@ def test_content_hash_covers_what_computes_results_and_nothing_else(tmp_path):
 
 # ---------------------------------------------------------------- profiles: cpu and gpu settings in template.toml
 
-SHIPPED = ["discopop", "open", "kinetix", "diffusion", "transformer", "navix", "hades"]
+SHIPPED = ["discopop", "open", "kinetix", "diffusion", "transformer", "navix", "hades", "synthenv"]
 # Digests of each template's effective CPU settings (seeds, limits, config, private) when profiles came in, which
 # every measured result in the READMEs and the `make demo` table used: the cpu profile must keep giving them.
 # kinetix's [config.budgets.cpu] moved into [config.ppo] then (the same PPOConfig: tests/test_kinetix.py).
@@ -100,7 +100,8 @@ SHIPPED = ["discopop", "open", "kinetix", "diffusion", "transformer", "navix", "
 CPU_SETTINGS = {"discopop": "449aa8910b5c", "open": "5f56a07bd07f", "kinetix": "c0575a95c8c4",
                 "diffusion": "db010fbc7f5b", "transformer": "e9dec21fe124",
                 "navix": "1769d15e3b1e",  # navix: added 2026-12-07, measured then (templates/navix/README.md)
-                "hades": "3796c03e9f85"}  # hades: added 2026-12-07, measured then (templates/hades/README.md)
+                "hades": "3796c03e9f85",  # hades: added 2026-12-07, measured then (templates/hades/README.md)
+                "synthenv": "eff6b853c751"}  # synthenv: added 2026-12-07, measured then (templates/synthenv/README.md)
 SETTINGS = {"seeds", "limits", "config", "private"}
 
 
