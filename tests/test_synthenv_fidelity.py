@@ -195,7 +195,7 @@ def test_horizon_is_upstreams_linear_schedule():
 
 def test_sampled_hparams_cover_the_lists_uniformly():
     keys = jax.random.split(jax.random.key(0), 2000)
-    draws = np.asarray(jax.vmap(lambda k: bandit.sample_hparams(jax.random.key_data(k), jnp.int32(0)))(keys))
+    draws = np.asarray(jax.jit(jax.vmap(lambda k: bandit.sample_hparams(jax.random.key_data(k), jnp.int32(0))))(keys))
     for i, values in enumerate(bandit.HPARAM_GRID):
         counts = np.array([np.sum(np.isclose(draws[:, i], v)) for v in values])
         assert counts.sum() == len(draws) and counts.min() > 0.7 * len(draws) / len(values), i
