@@ -169,7 +169,8 @@ def _night_failures(store: Store, night: dict, confirmations: list[dict]) -> lis
     for idea in store.ideas(night["id"]):
         steps = store.steps(idea["id"])
         for s in steps:
-            if s["status"] not in ("ok", "screened_out"):  # screened out is no failure: NightRow counts screens
+            # Screened out is no failure (NightRow counts screens); promoted is a full run the night did not reach.
+            if s["status"] not in ("ok", "screened_out", "promoted"):
                 reasons[s["reason"] or ("no edit" if s["status"] == "no_edit" else "unknown reason")] += 1
         if idea["status"] == "failed" and not steps:
             reasons[idea["reason"] or "unknown reason"] += 1

@@ -243,6 +243,9 @@ def _evaluate(s: Session, log: IdeaLog, proposal: Proposal, ctx: IdeaContext, ba
         if screen is None:  # its screen failed or kept it out: recorded
             return False
         entry.screen = screen[1]
+        # Recorded now, so a session stopped before the full evaluation still counts the screen (and its
+        # decision); the full run's status replaces it.
+        store.save_step(log.idea_id, ctx.run_idx, ctx.attempt, status="promoted", screen_run_id=screen[1].run_id)
     budget.reserve_evaluation()
     report.event(RunComputing(idea=log.name, run=ctx.run_idx, attempt=ctx.attempt, run_dir=str(dest),
                               expected_s=store.typical_seconds(cfg.template.name, cfg.seeds)))

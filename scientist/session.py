@@ -113,16 +113,22 @@ def ensure_cascade(cfg: RunConfig, store: Store, baseline: Run, executor: runner
                    baseline_screen=res.run)
 
 
-def cascade_summary(cascade: Cascade | None, template: Template, ideas: list[IdeaOutcome]) -> CascadeSummary | None:
-    """The session's cascade for summary.json: its rule, the screen and its cost, and how many were screened."""
+def cascade_summary(cascade: Cascade | None, template: Template, store: Store,
+                    session_id: int) -> CascadeSummary | None:
+    """The session's cascade for summary.json: its rule, the screen and its cost, and how many were screened.
+
+    Counted from the store's steps of all the session's ideas, those a stop left unfinished too: their screens
+    were spent as well.
+    """
     if cascade is None:
         return None
-    screened = [r for i in ideas for r in i.runs if r.screen is not None]
+    steps = [st for i in store.ideas(session_id) for st in store.steps(i["id"]) if st["screen_run_id"] is not None]
+    out = sum(st["status"] == "screened_out" for st in steps)
+    failed = sum(st["status"] == "failed" and st["run_id"] is None for st in steps)  # the screen itself failed
     return CascadeSummary(rule=rule(template.spec.screen.margin),
                           screen=template.spec.screen.model_dump(exclude_defaults=True),
                           seeds=cascade.seeds, cost=cascade.cost, baseline_screen_run_id=cascade.baseline_screen.id,
-                          screened=len(screened), promoted=sum(r.screen.promoted for r in screened),
-                          screened_out=sum(r.status == "screened_out" for r in screened))
+                          screened=len(steps), promoted=len(steps) - out - failed, screened_out=out)
 
 
 class BaselineFailed(Exception):
@@ -367,7 +373,7 @@ def run_session(cfg: RunConfig, store: Store, report: Reporter) -> tuple[int, Se
             report.event(Stopped(reason=reason))
         store.close_session(session_id, status, reason)
         summary = _summary(cfg, store, session_id, baseline, ideas, status, reason, time.time() - started)
-        summary.cascade = cascade_summary(s.cascade, cfg.template, ideas)
+        summary.cascade = cascade_summary(s.cascade, cfg.template, store, session_id)
         _write_outputs(cfg, store, session_id, summary)
     if cfg.writeup and baseline is not None and write and code != EXIT_INTERRUPTED:
         code = max(code, _writeup(s, summary))

@@ -180,6 +180,8 @@ def test_evolve_run_with_the_cascade_budgets_screens_and_resumes_without_recompu
     last = 1.0 if full and (not screens or full[-1]["id"] > screens[-1]["id"]) else cost
     assert used >= 1 > used - last, (len(screens), len(full), cost)
     decided = sum(json.loads(line)["event"] == "run_screened" for line in first.out.splitlines())
+    # The stop left the idea unfinished; its screens were spent all the same, and the summary counts them.
+    assert summary["cascade"]["screened"] == decided >= 1, (summary["cascade"], decided)
 
     second = run()  # the same command again: it resumes
     assert second.code == 0, second.text
