@@ -81,8 +81,8 @@ def home(tmp_path_factory) -> Path:
 COSTLIEST_FIRST = ("test_kinetix", "test_eval", "test_campaign", "test_open", "test_run",
                    "test_cascade", "test_scale", "test_papers", "test_sealed_recipes", "test_transformer",
                    "test_navix", "test_synthenv", "test_synthenv_fidelity", "test_hades", "test_hades_fidelity",
-                   "test_reuse", "test_sealed_kinetix", "test_hostile", "test_diffusion", "test_ppo",
-                   "test_kinetix_fidelity")
+                   "test_reuse", "test_sealed_kinetix", "test_lab_templates", "test_hostile", "test_diffusion",
+                   "test_ppo", "test_kinetix_fidelity")
 
 
 # Last of all: the real model's llama.cpp server runs two threads, so beside another worker its session took 428 s,

@@ -2,27 +2,34 @@
 
 Each night goes through the real CLI and bwrap: the evolve proposer's idea trained sealed against the baseline,
 its paper written by the template writer from the template's own LaTeX and figures, the idea confirmed on fresh
-seeds when it beat the baseline in the search, the digest written. The sizes are each template's test module's
-`TINY` (the runs take seconds; the numbers mean nothing, the path is what is tested).
+seeds when it beat the baseline in the search, the digest written. The template and its sizes are those of the
+template's `once_per_run` eval fixture (conftest; its test module's `TINY`), and the night's home starts as a copy
+of that fixture's home, so the baseline the fixture computed is reused (its files copied from its run folder) and
+each night trains only its own candidate and confirmation runs.
 """
 
 from __future__ import annotations
 
-import importlib
+import importlib.util
 import json
 import re
+import shutil
 from pathlib import Path
 
 import pytest
-from conftest import copy_template, scientist
+from conftest import scientist
 from pypdf import PdfReader
 
 from base.stats import better
-from base.store import Store
+from base.store import Store, source_hash
+from base.template import load_template
 from scientist.campaign_store import confirmations
 
-# template -> the test module whose TINY sizes a night runs it at
-LAB = {"navix": "test_navix"}
+# The eval fixture (made here when its own module has not made it yet) and the night: minutes on a loaded machine.
+pytestmark = pytest.mark.timeout(2700)
+
+# template -> its eval fixture in conftest: (template folder at TINY, home with its baseline, runs, Result)
+LAB = {"navix": "navix_eval", "hades": "hades_eval", "synthenv": "synthenv_eval"}
 
 
 def night_file(path: Path, template: Path) -> Path:
@@ -32,6 +39,13 @@ def night_file(path: Path, template: Path) -> Path:
             "writeup": True, "review": False}
     path.write_text("\n".join(f"{k} = {json.dumps(v)}" for k, v in keys.items()) + "\n")
     return path
+
+
+def shipped_runs(home: Path, root: Path) -> list[int]:
+    """The ids of the runs of the template's shipped code on the search's seeds (draw 0; confirmations draw fresh
+    ones): a baseline is a run of them, whichever command made it."""
+    shipped = source_hash(load_template(str(root)).editable_sources())
+    return [r.id for r in Store(home / "store.sqlite").runs() if r.candidate_hash == shipped and not r.draw]
 
 
 def prose(tex: str) -> str:
@@ -46,12 +60,14 @@ def prose(tex: str) -> str:
 
 
 @pytest.mark.parametrize("name", LAB)
-def test_a_night_runs_evolve_writes_the_templates_paper_and_confirms(name, tmp_path):
-    tiny = importlib.import_module(LAB[name]).TINY
-    root = copy_template(tmp_path / "templates", name, tiny)
-    home = tmp_path / "home"
+def test_a_night_runs_evolve_writes_the_templates_paper_and_confirms(name, request, tmp_path):
+    root, fixture_home, _, _ = request.getfixturevalue(LAB[name])
+    home = shutil.copytree(fixture_home, tmp_path / "home", symlinks=True)  # the caches stay links to shared ones
+    baselines = shipped_runs(home, root)
+    assert baselines, "the fixture evaluated the shipped code: the night's baseline"
     r = scientist("nightly", str(night_file(tmp_path / "night.toml", root)), "--home", str(home), timeout=900)
     assert r.code == 0 and "Traceback" not in r.text, r.text
+    assert shipped_runs(home, root) == baselines  # the fixture's run was the baseline, not computed again
     check_night(name, root, home, tmp_path / "figures")
 
 
