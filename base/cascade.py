@@ -100,19 +100,21 @@ def _mean_se(values: Sequence[float]) -> tuple[float, float]:
     return mean, math.sqrt(var / n)
 
 
+def work_seconds(timings: dict | None) -> float | None:
+    """A run's wall time without "prepare" (the data, made once per template version); None when unknown."""
+    if not timings or not isinstance(timings.get("total"), int | float):
+        return None
+    prepare = timings.get("prepare", 0.0)
+    return float(timings["total"]) - (float(prepare) if isinstance(prepare, int | float) else 0.0)
+
+
 def screen_cost(screen_timings: dict | None, full_timings: dict | None) -> float:
     """What one screen counts against an evaluation budget: the baseline's screen time over its full run's.
 
-    Wall times without "prepare" (the data, made once per template version); 1 when either is unknown,
-    at most 1 (a screen never counts as more than the evaluation it stands before), never 0.
+    Wall times without "prepare" (work_seconds); 1 when either is unknown, at most 1 (a screen never counts as
+    more than the evaluation it stands before), never 0.
     """
-    def work(t: dict | None) -> float | None:
-        if not t or not isinstance(t.get("total"), int | float):
-            return None
-        prepare = t.get("prepare", 0.0)
-        return float(t["total"]) - (float(prepare) if isinstance(prepare, int | float) else 0.0)
-
-    s, f = work(screen_timings), work(full_timings)
+    s, f = work_seconds(screen_timings), work_seconds(full_timings)
     if s is None or f is None or not s > 0 or not f > 0:
         return 1.0
     return round(min(1.0, max(0.01, s / f)), 3)

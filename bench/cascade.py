@@ -33,7 +33,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("SCIENTIST_SECRETS", "shipped")  # the README's and BENCHMARKS' figures use the shipped values
 
-from base.cascade import decide, rule, screen_cost  # noqa: E402
+from base.cascade import decide, rule, screen_cost, work_seconds  # noqa: E402
 from base.stats import better, compare, format_p  # noqa: E402
 from base.store import Run, Store  # noqa: E402
 from base.template import load_template  # noqa: E402
@@ -43,9 +43,8 @@ from scientist.proposers.evolve import load_search_space  # noqa: E402
 
 
 def work_s(run: Run) -> float:
-    """A run's wall time without the data preparation (paid once per template version)."""
-    t = run.timings or {}
-    return float(t.get("total", 0.0)) - float(t.get("prepare", 0.0))
+    """A run's wall time without the data preparation (paid once per template version); 0 when unknown."""
+    return work_seconds(run.timings) or 0.0
 
 
 def main() -> None:

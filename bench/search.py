@@ -44,7 +44,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("SCIENTIST_SECRETS", "shipped")  # the README's and BENCHMARKS' figures use the shipped values
 
-from base.cascade import screen_cost  # noqa: E402
+from base.cascade import screen_cost, work_seconds  # noqa: E402
 from base.store import Run, Store  # noqa: E402
 from scientist.campaign_store import confirmations  # noqa: E402
 
@@ -77,9 +77,8 @@ class Night:
 
 
 def work_s(run: Run) -> float:
-    """A run's wall time without the data preparation (paid once per template version)."""
-    t = run.timings or {}
-    return float(t.get("total", 0.0)) - float(t.get("prepare", 0.0))
+    """A run's wall time without the data preparation (paid once per template version); 0 when unknown."""
+    return work_seconds(run.timings) or 0.0
 
 
 def template_copy(name: str, work: Path) -> Path:
