@@ -13,6 +13,7 @@ from __future__ import annotations
 import importlib.util
 import inspect
 import json
+import math
 import re
 import sys
 import time
@@ -128,17 +129,23 @@ NO_CUSTOM_CALLS = re.compile(r"(?!)")  # matches no target
 # Operations that talk to the host or other devices, whatever their dialect's spelling.
 _HOST_OPS = {"infeed", "outfeed", "send", "recv", "after_all", "create_token"}
 _PLAIN_DIALECTS = {"builtin", "func", "stablehlo", "chlo", "sdy", "shape", "arith", "tensor"}
+# The data a program may carry in its constants, splats counted once per constant. The shipped templates' largest
+# export holds about 2 kB (a network init's splats and shapes); a cap of 16 kB keeps a tracer from baking what it
+# computed offline (trained weights, a table of answers, a designed data set) into an export as constants, since
+# trained values must be arguments the harness computed, not code.
+MAX_CONSTANT_BYTES = 16 * 1024
 
 
 def load_export(path: str | Path, max_bytes: int, custom_calls: re.Pattern = PLAIN_CUSTOM_CALLS,
-                platforms: tuple[str, ...] = ("cpu",)):
+                platforms: tuple[str, ...] = ("cpu",), max_constant_bytes: int = MAX_CONSTANT_BYTES):
     """Read a jax.export artifact and check that it is plain computation for one device; returns the Exported.
 
     Walks every operation of the StableHLO module before anything runs it. Raises ArtifactError
     (one line) when the file is missing, larger than max_bytes or not an artifact; when it was
     exported for another platform or several devices, or has effects; or when it contains a custom
     call whose target `custom_calls` does not match, an operation that talks to the host
-    (infeed, outfeed, send, recv, tokens), or an operation of a dialect outside plain computation.
+    (infeed, outfeed, send, recv, tokens), an operation of a dialect outside plain computation, or
+    constants of more than max_constant_bytes in all.
     """
     import jax
 
@@ -152,13 +159,32 @@ def load_export(path: str | Path, max_bytes: int, custom_calls: re.Pattern = PLA
         exported = jax.export.deserialize(bytearray(path.read_bytes()))
     except Exception as e:  # noqa: BLE001 - a truncated or tampered file may fail anywhere in the parser
         raise ArtifactError(f"{path.name} is not a jax.export artifact ({describe(e)})") from None
-    check_exported(exported, path.name, custom_calls, platforms)
+    check_exported(exported, path.name, custom_calls, platforms, max_constant_bytes)
     return exported
 
 
+def _constant_bytes(op, ir) -> int:
+    """The bytes of data an operation's "value" attribute holds: a splat counts one element, anything else
+    (dense, dense_resource, an unknown encoding) its whole result shape."""
+    if "value" not in op.attributes or len(op.results) != 1:
+        return 0
+    try:
+        shaped = ir.ShapedType(op.results[0].type)
+    except ValueError:  # a scalar: its attribute is its value
+        return 8
+    try:
+        splat = ir.DenseElementsAttr(op.attributes["value"]).is_splat
+    except ValueError:  # dense_resource or another encoding: no splat
+        splat = False
+    count = 1 if splat or not shaped.has_static_shape else math.prod(shaped.shape)
+    width = getattr(shaped.element_type, "width", 64)  # complex and index types: 8 bytes
+    return count * max(width // 8, 1)
+
+
 def check_exported(exported, label: str, custom_calls: re.Pattern = PLAIN_CUSTOM_CALLS,
-                   platforms: tuple[str, ...] = ("cpu",)) -> None:
-    """Raise ArtifactError unless an Exported is plain computation for one device of one of `platforms`."""
+                   platforms: tuple[str, ...] = ("cpu",), max_constant_bytes: int = MAX_CONSTANT_BYTES) -> None:
+    """Raise ArtifactError unless an Exported is plain computation for one device of one of `platforms`, with at
+    most max_constant_bytes of constants."""
     from jax._src.interpreters import mlir as jax_mlir  # the context jax itself parses StableHLO with
     from jax._src.lib.mlir import ir
 
@@ -173,9 +199,12 @@ def check_exported(exported, label: str, custom_calls: re.Pattern = PLAIN_CUSTOM
     except Exception as e:  # noqa: BLE001 - anything unparsable is not plain computation
         raise ArtifactError(f"{label} does not parse as StableHLO ({describe(e)})") from None
     bad: list[str] = []
+    constants = 0
 
     def walk(op) -> None:
+        nonlocal constants
         name = op.name
+        constants += _constant_bytes(op, ir)
         dialect, _, short = name.partition(".")
         if name == "stablehlo.custom_call":
             target = ir.StringAttr(op.attributes["call_target_name"]).value
@@ -191,6 +220,10 @@ def check_exported(exported, label: str, custom_calls: re.Pattern = PLAIN_CUSTOM
     walk(module.operation)
     if bad:
         raise ArtifactError(f"{label} contains {sorted(set(bad))[0]}; only plain computation is accepted")
+    if constants > max_constant_bytes:
+        raise ArtifactError(f"{label} carries {constants:,} bytes of constants, more than the limit of "
+                            f"{max_constant_bytes:,}: values computed before the run (weights, tables, data) "
+                            "must not be baked into an export")
 
 
 class Stopwatch:

@@ -53,6 +53,9 @@ class Limits:
     time_s: Annotated[float, Gt(0)] = 600.0          # wall time of the sandboxed run
     memory_mb: Annotated[int, Gt(0)] = 4096         # resident memory of the run's whole process tree
     eval_time_s: Annotated[float, Gt(0)] = 300.0    # wall time of the trusted evaluator process
+    # The tracer (the only process that runs the candidate's Python) gets far less time than the run: import-time
+    # code must not have the run's budget to optimise an artifact offline and bake it into the exports.
+    trace_time_s: Annotated[float, Gt(0)] = 120.0
     processes: Annotated[int, Ge(16)] = 1024        # tasks, threads included (JAX starts several per core)
     disk_mb: Annotated[int, Gt(0)] = 4096           # what the run may write in its folder, in all
     tmp_mb: Annotated[int, Gt(0)] = 256             # the private /tmp (docker: a tmpfs of this size)
@@ -64,6 +67,11 @@ class Limits:
     def for_evaluator(self) -> Limits:
         """The same limits with the evaluator's time limit: the trusted process that scores a run."""
         return replace(self, time_s=self.eval_time_s)
+
+    def for_tracer(self) -> Limits:
+        """The limits of the tracer, the sandbox that imports the candidate and exports it: trace_time_s (at most
+        the run's time_s)."""
+        return replace(self, time_s=min(self.trace_time_s, self.time_s))
 
     def bounded_log(self, path: Path) -> BoundedLog:
         """A log at path that keeps the head and tail of the output these limits allow."""

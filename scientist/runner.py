@@ -194,7 +194,7 @@ def compute(job: Job, run_dir: Path, cancel: threading.Event | None = None) -> C
     traced = _trace(job, run_dir, work, cancel)
     timings["trace"] = time.time() - t_trace
     if not traced.ok:
-        return failed(_reason(traced, job.template), traced.log_tail)
+        return failed(_reason(traced, job.template, "tracer"), traced.log_tail)
     outcome = backends.run(
         job.sandbox,
         backends.Job(script=spec.entrypoint, work=work, libs_parent=PROJECT_ROOT, cpus=job.cpus,
@@ -209,7 +209,7 @@ def compute(job: Job, run_dir: Path, cancel: threading.Event | None = None) -> C
     ev = _run_evaluator(job, work, run_dir, cancel)
     timings["evaluate"] = time.time() - t_eval
     if not ev.ok:
-        return failed(_reason(ev, job.template, evaluator=True), ev.log_tail)
+        return failed(_reason(ev, job.template, "evaluator"), ev.log_tail)
     timings["total"] = time.time() - t0
     return Computed("ok", final_info=json.loads((run_dir / "final_info.json").read_text()),
                     logs=_read_logs(run_dir), timings=timings)
@@ -445,7 +445,7 @@ def _trace(job: Job, run_dir: Path, work: Path, cancel: threading.Event | None) 
     _lay_out(job, trace, [*spec.harness, spec.tracer], with_candidate=True)
     outcome = backends.run(
         job.sandbox, backends.Job(script=spec.tracer, work=trace, libs_parent=PROJECT_ROOT, cpus=job.cpus),
-        spec.limits, run_dir / "trace.log", cancel)
+        spec.limits.for_tracer(), run_dir / "trace.log", cancel)
     if outcome.ok:
         try:
             _copy_exports(trace / EXPORTS, work / EXPORTS)
@@ -585,13 +585,15 @@ def _harness_timings(work: Path, outcome: Outcome) -> dict[str, float]:
     return timings
 
 
-def _reason(outcome: Outcome, template: Template, evaluator: bool = False) -> str:
-    """One line saying why a run failed."""
+def _reason(outcome: Outcome, template: Template, stage: str = "run") -> str:
+    """One line saying why a stage of a run failed: "tracer", "run" (the harness) or "evaluator"."""
     limits = template.spec.limits
-    where = "the evaluator" if evaluator else "the run"
+    where = {"tracer": "the tracer (importing and exporting the candidate)", "evaluator": "the evaluator"}.get(
+        stage, "the run")
     if outcome.timed_out:
-        limit = limits.eval_time_s if evaluator else limits.time_s
-        return f"timed out: {where} exceeded its time limit of {limit:g} s"
+        limit = {"tracer": limits.for_tracer().time_s, "evaluator": limits.eval_time_s}.get(stage, limits.time_s)
+        key = {"tracer": "trace_time_s", "evaluator": "eval_time_s"}.get(stage, "time_s")
+        return f"timed out: {where} exceeded its time limit of {limit:g} s ([limits] {key})"
     if outcome.out_of_memory:
         return f"out of memory: {where} exceeded the memory limit of {limits.memory_mb} MB"
     if outcome.exceeded == "processes":

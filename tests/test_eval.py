@@ -83,6 +83,12 @@ BAD = {
     "raises": ("def loss(a, b, c, d, beta):\n    raise ValueError('boom')\n",
                "loss raised while being traced: ValueError: boom"),
     "import_error": ("import not_a_module\n", "failed to import: ModuleNotFoundError"),
+    # A loss shaped offline and baked into the export as a 2 x 4096-point table: values computed before the run
+    # must be arguments the harness computed, never constants of an export.
+    "baked": ("import jax, jax.numpy as jnp, numpy as np\nXS = np.linspace(-20, 20, 4096)\n"
+              "YS = -np.log(1 / (1 + np.exp(-XS)))\ndef loss(a, b, c, d, beta):\n"
+              "    return jnp.interp(beta * ((a - b) - (c - d)), XS, YS)\n",
+              "bytes of constants, more than the limit of 16,384"),
     # Finite on the gate's tiny batch (log-probs in [-4, -1]), NaN once training meets log-probs below -6.
     "diverges": ("import jax.numpy as jnp\ndef loss(a, b, c, d, beta):\n    return -(a - b) + 0 * jnp.sqrt(b + 6)\n",
                  "training diverged"),
@@ -116,7 +122,9 @@ def test_sleeper_is_killed_at_the_time_limit_with_its_children(sandbox_args, tmp
     from conftest import write_tiny_template
 
     templates = tmp_path / "t"
-    write_tiny_template(templates, time_s="6")
+    root = write_tiny_template(templates)  # the run may take 40 s, the tracer (which imports the candidate) 6
+    toml = (root / "template.toml").read_text()
+    (root / "template.toml").write_text(toml.replace("[limits]\n", "[limits]\ntrace_time_s = 6\n", 1))
     marker = f"98765{len(sandbox_args[1])}"
     sleeper = candidate("sleeper", f'''
 import subprocess, time
@@ -125,7 +133,8 @@ subprocess.Popen(["sleep", "{marker}"], start_new_session=True)  # tries to esca
 time.sleep(10**6)
 ''')
     r = run_eval(templates, tmp_path / "h", "--candidate", str(sleeper), *sandbox_args)
-    assert r.code == 1 and "timed out: the run exceeded its time limit of 6 s" in r.err
+    assert r.code == 1 and "timed out: the tracer (importing and exporting the candidate) exceeded its time limit " \
+        "of 6 s ([limits] trace_time_s)" in r.err
     assert _leftovers(marker) == []
 
 

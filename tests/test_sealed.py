@@ -41,3 +41,27 @@ def test_rejects_pickled_objects_and_garbage(tmp_path):
         load_arrays(g, EXPECTED)
     with pytest.raises(ArtifactError, match="exported no"):
         load_arrays(tmp_path / "missing.npz", EXPECTED)
+
+
+def test_constants_are_capped_splats_counted_once_each():
+    """An export may not smuggle offline-computed values: one dense table or thousands of scalars over the cap are
+    refused; the same program with a splat (a constant filled with one value) passes."""
+    import jax
+    import jax.numpy as jnp
+
+    from jax_workloads.sealed import MAX_CONSTANT_BYTES, ArtifactError, check_exported
+
+    spec = jax.ShapeDtypeStruct((8,), jnp.float32)
+    table = np.linspace(0, 1, MAX_CONSTANT_BYTES // 4 + 1, dtype=np.float32)
+    with pytest.raises(ArtifactError, match="bytes of constants, more than the limit"):
+        check_exported(jax.export.export(jax.jit(lambda x: jnp.interp(x, table, table)))(spec), "table")
+
+    def scalars(x):
+        for i in range(MAX_CONSTANT_BYTES // 4 + 1):
+            x = x + float(i)  # distinct values: jax shares the constant of equal ones
+        return x
+
+    with pytest.raises(ArtifactError, match="bytes of constants"):
+        check_exported(jax.export.export(jax.jit(scalars))(spec), "scalars")
+    splat = np.full(MAX_CONSTANT_BYTES, 0.5, np.float32)
+    check_exported(jax.export.export(jax.jit(lambda x: x + splat[:8].sum() + jnp.zeros(10**6).sum()))(spec), "splat")
