@@ -37,7 +37,7 @@ import statistics
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -74,6 +74,7 @@ class Night:
     best_confirmed: float | None       # its mean on the fresh seeds, the best of the night's
     baseline_fresh: float | None       # the baseline's mean on the same fresh seeds
     wall_s: float
+    budget: int = 0            # the night's [budget] evaluations (0: not recorded)
 
 
 def work_s(run: Run) -> float:
@@ -132,7 +133,7 @@ def run_night(name: str, template: Path, strategy: str, seed: int, args: argpars
     wall = time.time() - t0
     store = Store(home / "store.sqlite")
     try:
-        return read_night(store, name, strategy, seed, code, wall)
+        return replace(read_night(store, name, strategy, seed, code, wall), budget=args.budget)
     finally:
         store.close()
 
@@ -166,7 +167,7 @@ def read_night(store: Store, name: str, strategy: str, seed: int, code: int, wal
                  wall_s=round(wall, 1))
 
 
-def report(nights: list[Night], budget: int) -> None:
+def report(nights: list[Night]) -> None:
     """The per-night rows, then one row per (template, strategy) and the cascade's ratios."""
     print("| template | strategy | seed | exit | candidates | full | screened out | budget used | search s | "
           "confirmed | first confirmed at | best confirmed (baseline on the same seeds) |")
@@ -176,7 +177,9 @@ def report(nights: list[Night], budget: int) -> None:
         first = f"{n.first_confirmed_at:g}" if n.first_confirmed_at is not None else "-"
         print(f"| {n.template} | {n.strategy} | {n.seed} | {n.exit_code} | {n.candidates} | {n.full} | "
               f"{n.screened_out} | {n.budget_used:g} | {n.search_s:.0f} | {n.confirmed} | {first} | {best} |")
-    print(f"\nPer strategy, over the seeds (budget {budget} evaluations a night):\n")
+    budgets = ", ".join(f"{t} {'/'.join(str(b) for b in sorted({n.budget for n in nights if n.template == t}))}"
+                        for t in dict.fromkeys(n.template for n in nights))
+    print(f"\nPer strategy, over the seeds (evaluations a night: {budgets}):\n")
     print("| template | strategy | nights | nights with a confirmed improvement | evaluations to the first (median) "
           "| best confirmed (mean over nights with one) | candidates per search hour | confirmed per search hour |")
     print("|---|---|---:|---:|---:|---:|---:|---:|")
@@ -217,7 +220,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.report:
         nights = [Night(**json.loads(line)) for line in args.report.read_text().splitlines() if line.strip()]
-        report(nights, args.budget)
+        report(nights)
         return
     args.work = args.work.resolve()
     strategies = [s for s in args.strategies.split(",") if s]
@@ -237,7 +240,7 @@ def main() -> None:
                 if args.json:
                     with args.json.open("a") as f:
                         f.write(json.dumps(asdict(n)) + "\n")
-    report(nights, args.budget)
+    report(nights)
 
 
 if __name__ == "__main__":
