@@ -6,11 +6,14 @@ FLAIROx/behaviour-distillation @a600a5a (Apache-2.0), policy_distillation/distil
 (tests/test_hades_fidelity.py transcribes it). Used by both sides of sealed evaluation:
 
 - Training (harness, and in process for tests): `make_distill(config, distiller)` returns `distill(rng)`, one
-  ES run: each generation asks the distiller's ES for a population of genomes, decodes each into a data set,
-  trains `rollouts` fresh MLPs on it by behaviour cloning (`make_bc`) and plays each for `eval_steps` steps in
-  `eval_envs` environments (`fitness_return`: upstream's fitness, the return of the last episode each
-  environment finished), and tells the ES the mean. The distiller is five functions (`Distiller`): from a
-  candidate's exports in the harness, from Python in tests. Seeds are a jax.vmap away.
+  ES run: each generation samples a population of genomes around the ES mean (`es_ask`), decodes each into a
+  data set (`decode`), trains `rollouts` fresh MLPs on it by behaviour cloning (`make_bc`) and plays each for
+  `eval_steps` steps in `eval_envs` environments (`fitness_return`: upstream's fitness, the return of the last
+  episode each environment finished), turns the fitness into weights with the candidate's `shape` and updates
+  the ES (`es_tell`: SNES or OpenES, written here). The candidate (`Distiller`) is that one shaping function and
+  its declared constants (`ESSpec`, checked by `es_spec`): from its export in the harness, from Python in tests;
+  everything that could set the artifact (the genome's layout, the mean's start, the noise, the updates) is
+  here. Seeds are a jax.vmap away.
 - Scoring (evaluator, trusted): `episode_returns` plays one whole episode per environment with a policy the
   evaluator trained itself (`make_bc`) on an exported data set (`load_dataset`: checked shapes and bounds).
 
@@ -21,6 +24,7 @@ minatar_obs_norm.npz) as (x - mean) / sqrt(var + 1e-8): the synthetic states liv
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -164,22 +168,26 @@ def make_bc(config: BCConfig, num_actions: int, obs_size: int):
 
 def fitness_return(env: ppo.Env, apply, params, key, num_envs: int, num_steps: int):
     """Upstream's fitness: sample actions for num_steps steps in num_envs environments (episodes reset as they
-    end) and average, over environments, the return of the last episode each finished (0 if none did: what
-    purejaxrl's LogWrapper reports as returned_episode_returns at the last step)."""
+    end) and average, over environments, the return of the last episode each finished (purejaxrl's LogWrapper
+    returned_episode_returns at the last step). An environment that finished no episode within num_steps counts
+    its running return, where upstream counts 0: at upstream's 1024 steps that is rare, but at the cpu profile's
+    128 a policy that survives longer would score below one that dies at once, the opposite of the evaluator's
+    whole-episode return."""
     reset_key, key = jax.random.split(key)
     obs, state = jax.vmap(env.reset)(jax.random.split(reset_key, num_envs))
     zeros = jnp.zeros(num_envs)
 
     def step(carry, _):
-        obs, state, ret, last, key = carry
+        obs, state, ret, last, finished, key = carry
         key, act_key, step_key = jax.random.split(key, 3)
         action = jax.random.categorical(act_key, apply(params, obs))
         obs, state, reward, done, _ = jax.vmap(env.step)(jax.random.split(step_key, num_envs), state, action)
         ret = ret + reward
-        return (obs, state, jnp.where(done, 0.0, ret), jnp.where(done, ret, last), key), None
+        return (obs, state, jnp.where(done, 0.0, ret), jnp.where(done, ret, last), finished | done, key), None
 
-    (_, _, _, last, _), _ = jax.lax.scan(step, (obs, state, zeros, zeros, key), None, num_steps)
-    return last.mean()
+    init = (obs, state, zeros, zeros, jnp.zeros(num_envs, bool), key)
+    (_, _, running, last, finished, _), _ = jax.lax.scan(step, init, None, num_steps)
+    return jnp.where(finished, last, running).mean()
 
 
 def episode_returns(env: ppo.Env, apply, params, key, num_envs: int, max_steps: int):
@@ -204,59 +212,217 @@ def episode_returns(env: ppo.Env, apply, params, key, num_envs: int, max_steps: 
     return jax.lax.while_loop(running, step, init)[3]
 
 
+# ------------------------------------------------------------------------------------------------ the ES (harness)
+#
+# The harness owns everything that could set the artifact: the genome's layout and decoding, the ES mean's
+# initialisation (zeros), the population's noise (drawn from the harness's key) and both ES updates. The candidate
+# declares constants from the ranges below (its manifest, checked here) and one traced function,
+# shape(fitness [P], generation) -> weights [P], its fitness shaping. It never sees the noise, the mean or sigma:
+# the mean moves only along the noise the harness drew, weighted by what the candidate made of the fitness.
+
+OBS_SIZE, NUM_ACTIONS = 600, 4  # SpaceInvaders-MinAtar: a 10 x 10 x 6 grid, 4 actions
+STRATEGIES = ("snes", "openes")
+SIGMA_RANGE = (1e-3, 10.0)  # the search distribution's initial standard deviation
+OPENES_LR_RANGE = (1e-4, 1.0)  # OpenES's Adam learning rate on the mean
+OPENES_ADAM = (0.99, 0.999, 1e-8)  # evosax 0.1's OpenES Adam: beta1, beta2, eps (upstream's)
+WEIGHT_CLIP = 1e4  # OpenES: |weight| bound (Adam divides by the RMS of the gradient: only finiteness is at stake)
+
+
+@dataclass(frozen=True)
+class ESSpec:
+    """The candidate's declared constants (its manifest), checked by `es_spec`: the data set's size D, learned
+    labels or upstream's fixed one-hots, SNES or OpenES, the initial sigma, OpenES's Adam rate, HaDES-F or -R."""
+
+    dataset_size: int = 16
+    learn_labels: bool = False
+    strategy: str = "snes"
+    sigma_init: float = 0.5
+    openes_lr: float = 0.05
+    fixed_init: bool = False
+
+    @property
+    def num_dims(self) -> int:
+        """The genome's length: D states of OBS_SIZE, then D x NUM_ACTIONS label logits when labels are learned."""
+        return self.dataset_size * (OBS_SIZE + (NUM_ACTIONS if self.learn_labels else 0))
+
+
+# The candidate's constants: manifest key -> the name distiller.py gives it.
+CONSTANTS = {"dataset_size": "DATASET_SIZE", "learn_labels": "LEARN_LABELS", "strategy": "STRATEGY",
+             "sigma_init": "SIGMA_INIT", "openes_lr": "OPENES_LR", "fixed_init": "FIXED_INIT"}
+
+
+def es_spec(values: dict, max_dataset_size: int) -> ESSpec:
+    """The declared constants {manifest key: value} as an ESSpec; ValueError (one line, naming the constant as
+    distiller.py spells it) when one is missing, of the wrong type or out of its range."""
+    missing = [CONSTANTS[k] for k in CONSTANTS if k not in values]
+    if missing:
+        raise ValueError(f"{missing[0]} is not defined")
+    unknown = sorted(set(values) - set(CONSTANTS))
+    if unknown:
+        raise ValueError(f"unknown constant {unknown[0]!r}")
+    v = values
+
+    def number(key, low, high):
+        x = v[key]
+        if isinstance(x, bool) or not isinstance(x, int | float) or not low <= x <= high:
+            raise ValueError(f"{CONSTANTS[key]} must be a number in [{low:g}, {high:g}], not {x!r}")
+        return float(x)
+
+    for key in ("learn_labels", "fixed_init"):
+        if not isinstance(v[key], bool):
+            raise ValueError(f"{CONSTANTS[key]} must be True or False, not {v[key]!r}")
+    size = v["dataset_size"]
+    if isinstance(size, bool) or not isinstance(size, int) or not 1 <= size <= max_dataset_size:
+        raise ValueError(f"DATASET_SIZE must be an integer in [1, {max_dataset_size}] ([config.es] "
+                         f"max_dataset_size), not {size!r}")
+    if v["strategy"] not in STRATEGIES:
+        raise ValueError(f"STRATEGY must be one of {STRATEGIES}, not {v['strategy']!r}")
+    return ESSpec(dataset_size=size, learn_labels=v["learn_labels"], strategy=v["strategy"],
+                  sigma_init=number("sigma_init", *SIGMA_RANGE), openes_lr=number("openes_lr", *OPENES_LR_RANGE),
+                  fixed_init=v["fixed_init"])
+
+
+def decode(spec: ESSpec, genome):
+    """The genome [N] as (states [D, 600], labels [D, 4]): its first D x 600 entries are the states; the labels are
+    upstream's fixed targets (D // 4 one-hots per action, in action order: init_params), or with learn_labels the
+    softmax of the genome's tail."""
+    d = spec.dataset_size
+    states = genome[: d * OBS_SIZE].reshape(d, OBS_SIZE)
+    if spec.learn_labels:
+        labels = jax.nn.softmax(genome[d * OBS_SIZE:].reshape(d, NUM_ACTIONS), axis=-1)
+    else:
+        labels = jax.nn.one_hot(jnp.arange(d) * NUM_ACTIONS // d, NUM_ACTIONS)
+    return states, labels
+
+
+class ESState(NamedTuple):
+    """The harness's ES state: the mean, the per-dimension sigma, and OpenES's Adam moments and step count (zeros
+    and unused under SNES)."""
+
+    mean: Any
+    sigma: Any
+    m: Any
+    v: Any
+    count: Any
+
+
+def es_init(spec: ESSpec) -> ESState:
+    """The mean at 0 (the mean observation: upstream's init_params), sigma at sigma_init."""
+    zeros = jnp.zeros(spec.num_dims)
+    return ESState(zeros, jnp.full(spec.num_dims, spec.sigma_init, jnp.float32), zeros, zeros, jnp.zeros((), jnp.int32))
+
+
+def es_ask(spec: ESSpec, key, state: ESState, population: int):
+    """mean + sigma * eps, eps drawn here from the harness's key: N(0, 1) for SNES, antithetic (eps, -eps) halves for
+    OpenES; the same draws as evosax's SNES and Open_ES (0.1 and 0.3) from the same key."""
+    if spec.strategy == "openes":
+        half = jax.random.normal(key, (population // 2, spec.num_dims))
+        eps = jnp.concatenate([half, -half])
+    else:
+        eps = jax.random.normal(key, (population, spec.num_dims))
+    return state.mean + state.sigma * eps
+
+
+def bound_weights(spec: ESSpec, weights):
+    """The candidate's weights made safe: non-finite ones count 0 (the gate refuses a shape that gives any on its
+    made-up fitness); SNES's rescaled so that sum |w| <= 1 (its steps are linear in w: at most one sigma-scaled
+    noise vector per generation, as the rank weights evosax uses, which sum to 1); OpenES's clipped to
+    +-WEIGHT_CLIP (Adam divides the gradient by its RMS, so the scale does not move the mean; the clip keeps the
+    sums finite)."""
+    weights = jnp.where(jnp.isfinite(weights), weights, 0.0).astype(jnp.float32)
+    if spec.strategy == "openes":
+        return jnp.clip(weights, -WEIGHT_CLIP, WEIGHT_CLIP)
+    return weights / jnp.maximum(1.0, jnp.abs(weights).sum())
+
+
+def snes_update(state: ESState, population, weights) -> ESState:
+    """SNES (evosax 0.1's tell, lr 1 on the mean): mean += sigma * sum w z, sigma *= exp(lr_sigma / 2 * sum w (z^2 - 1))
+    with lr_sigma = (3 + log N) / (5 sqrt N); z as evosax computes it, from the population. w: higher is better."""
+    n = state.mean.shape[0]
+    lr_sigma = (3 + jnp.log(n)) / (5 * jnp.sqrt(n))
+    z = (population - state.mean) / state.sigma
+    mean = state.mean + state.sigma * jnp.dot(weights, z)
+    sigma = state.sigma * jnp.exp(0.5 * lr_sigma * jnp.dot(weights, z**2 - 1))
+    return state._replace(mean=mean, sigma=sigma)
+
+
+def openes_update(state: ESState, population, weights, lr: float) -> ESState:
+    """OpenES (evosax 0.1): gradient dot(w, z) / (P sigma) ascended by Adam (OPENES_ADAM, bias-corrected by the step
+    count) at rate lr; sigma constant (upstream's --sigma_decay 1)."""
+    b1, b2, eps = OPENES_ADAM
+    z = (population - state.mean) / state.sigma
+    grad = -jnp.dot(weights, z) / (population.shape[0] * state.sigma)  # descended: the negated ascent direction
+    count = state.count + 1
+    m = (1 - b1) * grad + b1 * state.m
+    v = (1 - b2) * grad**2 + b2 * state.v
+    m_hat, v_hat = m / (1 - b1**count), v / (1 - b2**count)
+    mean = state.mean - lr * m_hat / (jnp.sqrt(v_hat) + eps)
+    return state._replace(mean=mean, m=m, v=v, count=count)
+
+
+def es_tell(spec: ESSpec, state: ESState, population, weights) -> ESState:
+    """One ES update from the candidate's (bounded) weights."""
+    weights = bound_weights(spec, weights)
+    if spec.strategy == "openes":
+        return openes_update(state, population, weights, spec.openes_lr)
+    return snes_update(state, population, weights)
+
+
 # ------------------------------------------------------------------------------------------------ the ES loop
 
 
 class Distiller(NamedTuple):
-    """The editable distiller's five functions (keys as uint32[2] key data, ES state as a list of arrays):
-    init(key) -> state; ask(key, state) -> population [P, N]; decode(genome [N]) -> (states [D, obs], labels
-    [D, A]); tell(population, fitness [P], state) -> state (fitness: returns, higher is better); result(state) ->
-    the genome [N] to export. fixed_init: HaDES-F (every inner policy starts from one initialisation) rather than
-    HaDES-R (a fresh one for each)."""
+    """The candidate distiller as the harness runs it: its declared constants (ESSpec, checked) and its fitness
+    shaping shape(fitness [P] float32, generation int32[]) -> weights [P] (fitness: returns, higher is better;
+    weights: higher moves the mean toward that member), from the tracer's export in the harness, from Python in
+    tests."""
 
-    init: Any
-    ask: Any
-    decode: Any
-    tell: Any
-    result: Any
-    fixed_init: bool = False
+    shape: Any
+    spec: ESSpec = ESSpec()
 
 
-def make_distill(config: DistillConfig, distiller: Distiller, progress=None):
+def make_distill(config: DistillConfig, distiller: Distiller, progress=None, fitness_fn=None):
     """Return distill(rng) -> {"states", "labels", "fitness_mean", "fitness_max", "bc_loss"}: one ES run.
 
-    Per generation (upstream's main): ask, decode every genome, train `rollouts` BC policies per data set with keys
-    shared by the whole population (upstream's batch_rng, in_axes None) and average their fitness_return; tell.
+    Per generation (upstream's main): sample the population (es_ask), decode every genome (decode), train
+    `rollouts` BC policies per data set with keys shared by the whole population (upstream's batch_rng, in_axes
+    None) and average their fitness_return; the candidate's shape turns the fitness into weights, the harness's
+    update moves the ES (es_tell). The exported data set is the final mean, decoded. fitness_fn(key, init_key,
+    states, labels) -> (fitness, bc loss) replaces the BC-and-rollouts fitness (tests: a cheap one).
     """
-    env = make_env(config.env)
-    policy, bc = make_bc(config.bc, env.num_actions, env.obs_size)
+    spec = distiller.spec
+    if fitness_fn is None:
+        env = make_env(config.env)
+        policy, bc = make_bc(config.bc, env.num_actions, env.obs_size)
 
-    def fitness(key, init_key, states, labels):
-        params, loss = bc(init_key, states, labels)
-        return fitness_return(env, policy.apply, params, key, config.eval_envs, config.eval_steps), loss
+        def fitness_fn(key, init_key, states, labels):
+            params, loss = bc(init_key, states, labels)
+            return fitness_return(env, policy.apply, params, key, config.eval_envs, config.eval_steps), loss
 
     def distill(rng):
-        rng, init_key, fixed_key = jax.random.split(rng, 3)
-        state = distiller.init(jax.random.key_data(init_key))
+        # The second key initialised the ES when the distiller did (the mean starts at 0 and draws nothing); it
+        # is still split off so that every later key is the one the earlier runs drew.
+        rng, _, fixed_key = jax.random.split(rng, 3)
 
         def generation(carry, g):
             state, rng = carry
             rng, ask_key, eval_key = jax.random.split(rng, 3)
-            population = distiller.ask(jax.random.key_data(ask_key), state)
-            states, labels = jax.vmap(distiller.decode)(population)
+            population = es_ask(spec, ask_key, state, config.population)
+            states, labels = jax.vmap(lambda genome: decode(spec, genome))(population)
             keys = jax.random.split(eval_key, config.rollouts)
-            init_keys = jnp.broadcast_to(fixed_key, keys.shape) if distiller.fixed_init else jax.vmap(
+            init_keys = jnp.broadcast_to(fixed_key, keys.shape) if spec.fixed_init else jax.vmap(
                 lambda k: jax.random.fold_in(k, 1))(keys)
-            per_rollout = jax.vmap(jax.vmap(fitness, (0, 0, None, None)), (None, None, 0, 0))
+            per_rollout = jax.vmap(jax.vmap(fitness_fn, (0, 0, None, None)), (None, None, 0, 0))
             fit, loss = per_rollout(keys, init_keys, states, labels)  # [P, rollouts]
             fit = fit.mean(-1)
-            state = distiller.tell(population, fit, state)
+            state = es_tell(spec, state, population, distiller.shape(fit, g))
             if progress is not None:
                 jax.debug.callback(progress, g)
             return (state, rng), (fit.mean(), fit.max(), loss.mean())
 
-        (state, _), (mean, best, loss) = jax.lax.scan(generation, (state, rng), jnp.arange(config.generations))
-        states, labels = distiller.decode(distiller.result(state))
+        (state, _), (mean, best, loss) = jax.lax.scan(generation, (es_init(spec), rng),
+                                                      jnp.arange(config.generations, dtype=jnp.int32))
+        states, labels = decode(spec, state.mean)
         return {"states": states, "labels": labels, "fitness_mean": mean, "fitness_max": best, "bc_loss": loss}
 
     return distill
@@ -301,12 +467,18 @@ def load_dataset(path: str | Path, seeds: int, obs_size: int, num_actions: int, 
 
 # ------------------------------------------------------------------------------------------------ sealed exports
 
-FUNCTIONS = {"init": 1, "ask": 2, "decode": 1, "tell": 3, "result": 1}  # the distiller's functions, their arities
+
+def module_constants(module) -> dict:
+    """The candidate module's declared constants {manifest key: value} (those it defines; FIXED_INIT defaults to
+    HaDES-R)."""
+    values = {k: getattr(module, name) for k, name in CONSTANTS.items() if hasattr(module, name)}
+    values.setdefault("fixed_init", False)
+    return values
 
 
-def import_distiller(path: str | Path, population: int):
-    """Import the candidate distiller (tracer only), set its POPULATION, check its functions; fail() otherwise.
-    Returns a Distiller of the module's Python functions."""
+def import_distiller(path: str | Path, config: DistillConfig) -> Distiller:
+    """Import the candidate distiller (tracer only), check its constants and its shape function; fail() otherwise.
+    Its other functions, if it defines any (init, ask, decode, tell, result: the old contract), are ignored."""
     import importlib.util
 
     module = None
@@ -319,95 +491,76 @@ def import_distiller(path: str | Path, population: int):
         sealed.fail(f"candidate {name} has a syntax error at line {e.lineno}: {e.msg}")
     except Exception as e:  # noqa: BLE001 - any import-time error is the candidate's
         sealed.fail(f"candidate {name} failed to import: {sealed.describe(e)}")
-    fixed = getattr(module, "FIXED_INIT", False)
-    if not isinstance(fixed, bool):
-        sealed.fail(f"candidate {name}: FIXED_INIT must be True or False, not {fixed!r}")
-    module.POPULATION = population
-    fns = {f: sealed.check_function(module, f, n, name) for f, n in FUNCTIONS.items()}
-    return Distiller(**fns, fixed_init=fixed)
-
-
-def _shape_of(what: str, fn, *args):
     try:
-        return jax.eval_shape(fn, *args)
-    except Exception as e:  # noqa: BLE001 - any tracing error is the candidate's
-        sealed.fail(f"{what} raised while being traced: {sealed.describe(e)}")
+        es = es_spec(module_constants(module), config.max_dataset_size)
+    except ValueError as e:
+        sealed.fail(f"candidate {name}: {e}")
+    return Distiller(sealed.check_function(module, "shape", 2, name), es)
+
+
+def _shaping_specs(config: DistillConfig):
+    from jax_workloads import exported
+
+    return exported.spec((config.population,), jnp.float32), exported.spec((), jnp.int32)
 
 
 def export_distiller(distiller: Distiller, config: DistillConfig, out: str | Path) -> None:
-    """Export the distiller's functions as StableHLO (no derivatives: nothing differentiates them) into out, and
-    its manifest {"fixed_init": bool}. Shapes are checked here for a clear message; the harness checks again."""
+    """Export the candidate's shape as StableHLO (no derivatives: nothing differentiates it) into out, with its
+    constants as the manifest. The result's shape is checked here for a clear message; the harness checks again."""
     from jax_workloads import exported
 
-    key = exported.spec((2,), jnp.uint32)
-    state = _shape_of("init(key)", distiller.init, key)
-    population = _shape_of("ask(key, state)", distiller.ask, key, state)
-    if not (hasattr(population, "shape") and population.ndim == 2 and population.shape[0] == config.population):
-        sealed.fail(f"ask must return a population [{config.population}, N], not {_describe_specs(population)}")
-    genome = exported.spec(population.shape[1:], population.dtype)
-    fitness = exported.spec((config.population,), jnp.float32)
-    after = _shape_of("tell(population, fitness, state)", distiller.tell, population, fitness, state)
-    if jax.tree.structure(after) != jax.tree.structure(state) or _describe_specs(after) != _describe_specs(state):
-        sealed.fail(f"tell must return the state as init makes it ({_describe_specs(state)}), "
-                    f"not {_describe_specs(after)}")
-    for name, fn, args in (("init", distiller.init, (key,)), ("ask", distiller.ask, (key, state)),
-                           ("decode", distiller.decode, (genome,)), ("tell", distiller.tell, (population, fitness,
-                                                                                               state)),
-                           ("result", distiller.result, (state,))):
-        exported.export_function(fn, args, Path(out) / name, name=name, vjp=False)
-    exported.write_manifest(out, {"fixed_init": distiller.fixed_init})
+    args = _shaping_specs(config)
+    try:
+        weights = jax.eval_shape(distiller.shape, *args)
+    except Exception as e:  # noqa: BLE001 - any tracing error is the candidate's
+        sealed.fail(f"shape(fitness, generation) raised while being traced: {sealed.describe(e)}")
+    if not (hasattr(weights, "shape") and weights.shape == (config.population,)
+            and jnp.issubdtype(weights.dtype, jnp.floating)):
+        sealed.fail(f"shape must return float weights [{config.population}] (one per member), not "
+                    f"{_describe_specs(weights)}")
+    exported.export_function(distiller.shape, args, Path(out) / "shape", name="shape", vjp=False)
+    exported.write_manifest(out, dataclasses.asdict(distiller.spec))
 
 
 def _describe_specs(tree) -> str:
     return str(jax.tree.map(lambda s: f"{jnp.dtype(s.dtype).name}{list(s.shape)}", tree))
 
 
-def load_distiller(directory: str | Path) -> Distiller:
-    """The tracer's exports as a Distiller (harness): each checked to be plain computation; the manifest's
-    fixed_init checked to be a bool."""
+def load_distiller(directory: str | Path, config: DistillConfig) -> Distiller:
+    """The tracer's exports as a Distiller (harness): shape checked to be plain computation, the manifest's
+    constants checked against their ranges (es_spec). Nothing else the tracer wrote is read."""
     from jax_workloads import exported
 
     try:
-        fns = {f: exported.import_function(Path(directory) / f) for f in FUNCTIONS}
-        fixed = exported.read_manifest(directory).get("fixed_init", False)
-    except ArtifactError as e:
+        shape = exported.import_function(Path(directory) / "shape")
+        es = es_spec(exported.read_manifest(directory), config.max_dataset_size)
+    except (ArtifactError, ValueError) as e:
         sealed.fail(f"the traced distiller was refused: {e}")
-    if not isinstance(fixed, bool):
-        sealed.fail(f"the traced distiller was refused: its manifest's fixed_init is {fixed!r}, not a bool")
-    return Distiller(**fns, fixed_init=fixed)
+    return Distiller(shape, es)
 
 
 def gate(distiller: Distiller, config: DistillConfig) -> None:
-    """One generation of the distiller without the fitness (init, ask, decode of every member, tell with made-up
-    fitness, result, decode), at the real shapes, compiled cheaply once (sealed.run_once): shapes, dtypes,
-    finiteness, the data set's size and labels, before the ES loop is compiled."""
-    env_obs, env_actions = make_env(config.env).obs_size, ppo.gymnax_env(config.env).num_actions
+    """The candidate's shaping on made-up fitness (ties included) at generations 0 and 1, at the real shapes,
+    compiled cheaply once (sealed.run_once): float weights [population], all finite, before the ES loop is
+    compiled. (In the loop, non-finite weights count 0: bound_weights.)"""
+    env = make_env(config.env)
+    if (env.obs_size, env.num_actions) != (OBS_SIZE, NUM_ACTIONS):
+        sealed.fail(f"{config.env} has {env.obs_size} features and {env.num_actions} actions; the genome's layout "
+                    f"is for {OBS_SIZE} and {NUM_ACTIONS} (SpaceInvaders-MinAtar)")
+    if distiller.spec.strategy == "openes" and config.population % 2:
+        sealed.fail(f"OpenES samples antithetic pairs: [config.es] population = {config.population} must be even")
 
     def probe(key):
-        k_init, k_ask, k_fit = jax.random.split(key, 3)
-        state = distiller.init(jax.random.key_data(k_init))
-        population = distiller.ask(jax.random.key_data(k_ask), state)
-        states, labels = jax.vmap(distiller.decode)(population)
-        fitness = jax.random.uniform(k_fit, (population.shape[0],), maxval=10.0)
-        after = distiller.tell(population, fitness, state)
-        final = distiller.decode(distiller.result(after))
-        return population, states, labels, after, final
+        fitness = jnp.round(jax.random.uniform(key, (config.population,), maxval=10.0))
+        return [distiller.shape(fitness, jnp.int32(g)) for g in (0, 1)]
 
     try:
-        population, states, labels, after, (s, a) = sealed.run_once(probe, jax.random.key(0))
-    except Exception as e:  # noqa: BLE001 - the exports are the candidate's
+        weights = sealed.run_once(probe, jax.random.key(0))
+    except Exception as e:  # noqa: BLE001 - the export is the candidate's
         sealed.fail(f"the distiller failed its gate: {sealed.describe(e)}")
-    if population.shape[0] != config.population:
-        sealed.fail(f"ask returned {population.shape[0]} members, not [config.es] population = {config.population}")
-    for what, x in (("ask's population", population), ("decode's states", states), ("decode's labels", labels),
-                    ("tell's state", after), ("result's data set", (s, a))):
-        if not all(np.all(np.isfinite(np.asarray(leaf))) for leaf in jax.tree.leaves(x)
-                   if jnp.issubdtype(leaf.dtype, jnp.floating)):
-            sealed.fail(f"the distiller failed its gate: {what} holds NaN or infinite values")
-    if s.dtype != jnp.float32 or a.dtype != jnp.float32:
-        sealed.fail(f"decode must return float32 states and labels, not {s.dtype} and {a.dtype}")
-    try:
-        check_dataset(np.asarray(s)[None], np.asarray(a)[None], env_obs, env_actions, config.max_dataset_size)
-        check_dataset(np.asarray(states[:1]), np.asarray(labels[:1]), env_obs, env_actions, config.max_dataset_size)
-    except ArtifactError as e:
-        sealed.fail(f"the distiller failed its gate: decode's data set: {e}")
+    for w in weights:
+        if w.shape != (config.population,) or not jnp.issubdtype(w.dtype, jnp.floating):
+            sealed.fail(f"the distiller failed its gate: shape returned {jnp.dtype(w.dtype).name}{list(w.shape)}, "
+                        f"not float weights [{config.population}]")
+        if not np.all(np.isfinite(np.asarray(w))):
+            sealed.fail("the distiller failed its gate: shape's weights hold NaN or infinite values")

@@ -13,6 +13,8 @@ import json
 import sys
 from pathlib import Path
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from conftest import ROOT, copy_template
@@ -38,8 +40,14 @@ TINY = {  # the smallest sizes: a sandboxed run is nearly all compilation (Space
     "architectures": '[{ width = 16, activation = "tanh" }]',
 }
 CANDIDATE = "soft_labels"
+TINY_CONFIG = hades.DistillConfig(population=4, generations=2, rollouts=1, eval_envs=2, eval_steps=16,
+                                  bc=hades.BCConfig(width=8))  # TINY's ES, for the checks run in process
 BASELINE_SOURCE = (HADES / "distiller.py").read_text()
-BAD = {"fixed_init_text": BASELINE_SOURCE + '\nFIXED_INIT = "yes"\n'}
+# Refused: a constant of the wrong type (the tracer), one out of its range (the tracer), a shaping whose weights
+# are NaN (the harness's gate, on the exported function).
+BAD = {"fixed_init_text": BASELINE_SOURCE + '\nFIXED_INIT = "yes"\n',
+       "sigma_range": BASELINE_SOURCE + "\nSIGMA_INIT = -1.0\n",
+       "nan_shape": BASELINE_SOURCE + "\n\ndef shape(fitness, generation):\n    return fitness * jnp.nan\n"}
 
 ATTACKS = '''
 
@@ -75,6 +83,20 @@ _hades.make_distill = lambda config, *a, **k: _make_distill(config._replace(gene
                                                             if hasattr(config, "_replace") else config, *a, **k)
 _sealed.export_arrays = lambda path, arrays: _np.savez(path, states=_np.ones((2, 999, 600), _np.float32))
 _log("rebind", make_distill=_hades.make_distill.__name__)
+
+
+# (e) The old contract: an ES and a decoder of the candidate's own that plant a designed data set (every state
+# 42), in the module and in the shared code. The harness owns the ES and the decoding: none is traced or called
+# (a call would log it, and the exported states would be 42s).
+def _designed(fn):
+    def planted(*args):
+        _log("called", fn=fn)
+        return jnp.full((DATASET_SIZE, 600), 42.0)
+    return planted
+
+
+init, ask, decode, tell, result = (_designed(f) for f in ("init", "ask", "decode", "tell", "result"))
+_hades.es_init, _hades.decode, _hades.es_tell = (_designed(f"hades.{f}") for f in ("es_init", "decode", "es_tell"))
 
 
 # (b) Forge artifacts once the tracer is done: a non-daemon thread, then an exit handler.
@@ -159,19 +181,75 @@ def test_eval_through_bwrap_scores_the_baseline_and_a_candidate(runs):
 def test_refused_candidates_are_failed_runs_with_one_line(runs):
     _, r = runs
     assert "fixed_init_text: failed" in r.err and "FIXED_INIT must be True or False" in r.err
+    assert "sigma_range: failed" in r.err and "SIGMA_INIT must be a number in [0.001, 10], not -1.0" in r.err
+    assert "nan_shape: failed" in r.err and "shape's weights hold NaN or infinite values" in r.err
 
 
-def test_the_harness_gate_refuses_an_oversized_data_set(tmp_path, capsys):
-    """The gate (what the harness runs on the exports before compiling the ES loop) at TINY's shapes, on the
-    distiller's Python functions: a data set of 80 pairs is refused with one line."""
-    path = tmp_path / "oversized.py"
-    path.write_text(BASELINE_SOURCE.replace("DATASET_SIZE = 16  #", "DATASET_SIZE = 80  #"))
-    config = hades.DistillConfig(population=4, generations=2, rollouts=1, eval_envs=2, eval_steps=16,
-                                 bc=hades.BCConfig(width=8))
+@pytest.mark.parametrize("line,reason", [
+    ("DATASET_SIZE = 80", "DATASET_SIZE must be an integer in [1, 64] ([config.es] max_dataset_size), not 80"),
+    ("SIGMA_INIT = 0.0", "SIGMA_INIT must be a number in [0.001, 10], not 0.0"),
+    ("SIGMA_INIT = True", "SIGMA_INIT must be a number in [0.001, 10], not True"),
+    ("OPENES_LR = 5", "OPENES_LR must be a number in [0.0001, 1], not 5"),
+    ('STRATEGY = "cma"', "STRATEGY must be one of ('snes', 'openes'), not 'cma'"),
+    ("LEARN_LABELS = 1", "LEARN_LABELS must be True or False, not 1"),
+    ("del TEMPERATURE, SIGMA_INIT", "SIGMA_INIT is not defined"),
+])
+def test_constants_out_of_range_are_refused_with_one_line(line, reason, tmp_path, capsys):
+    """The tracer's check of the declared constants (in process: the same es_spec the harness applies again)."""
+    path = tmp_path / "bad.py"
+    path.write_text(BASELINE_SOURCE + "\n" + line + "\n")
     with pytest.raises(SystemExit) as exc:
-        hades.gate(hades.import_distiller(path, config.population), config)
+        hades.import_distiller(path, TINY_CONFIG)
     assert exc.value.code == 3
-    assert "80 state-action pairs; at most 64 are allowed" in capsys.readouterr().err
+    assert capsys.readouterr().err.strip().splitlines() == [f"HARNESS-FAIL: candidate bad.py: {reason}"]
+
+
+def test_the_harness_checks_the_manifest_and_gates_the_shaping_again(tmp_path, capsys):
+    """What the tracer checked, the harness checks again on the exports: a manifest edited after the tracer's
+    check, and a shaping whose weights are NaN on the gate's made-up fitness, are refused with one line."""
+    from jax_workloads import exported
+
+    path = tmp_path / "distiller.py"
+    path.write_text(BASELINE_SOURCE)
+    out = tmp_path / "exports"
+    hades.export_distiller(hades.import_distiller(path, TINY_CONFIG), TINY_CONFIG, out)
+    distiller = hades.load_distiller(out, TINY_CONFIG)
+    assert distiller.spec == hades.ESSpec()  # the baseline's constants
+    hades.gate(distiller, TINY_CONFIG)  # passes
+    manifest = json.loads((out / exported.MANIFEST).read_text())
+    (out / exported.MANIFEST).write_text(json.dumps({**manifest, "dataset_size": 999}))
+    with pytest.raises(SystemExit):
+        hades.load_distiller(out, TINY_CONFIG)
+    assert "the traced distiller was refused: DATASET_SIZE must be an integer in [1, 64]" in capsys.readouterr().err
+    for weights, reason in ((lambda f, g: f * jnp.inf, "shape's weights hold NaN or infinite values"),
+                            (lambda f, g: f[:2], "shape returned float32[2], not float weights [4]")):
+        with pytest.raises(SystemExit):
+            hades.gate(hades.Distiller(weights, hades.ESSpec()), TINY_CONFIG)
+        assert reason in capsys.readouterr().err
+
+
+def test_a_shaping_cannot_steer_the_data_set_only_weigh_the_harnesss_noise():
+    """The harness's ES loop with a cheap fitness (closeness of the states to 1), in process: the baseline's
+    shaping follows the fitness (rewarding the opposite gives another data set, farther from 1); a shaping that
+    ignores the fitness and puts a weight of 1e30 on one member gives the same data set whatever the fitness,
+    its steps bounded (sum |w| <= 1: a few sigmas from 0, not 1e29); NaN weights count 0: the mean stays at 0."""
+    spec = hades.ESSpec(dataset_size=1)
+    config = hades.DistillConfig(population=16, generations=10, rollouts=1)
+
+    def run(shape, sign):
+        def fitness(key, init_key, states, labels):
+            return -sign * jnp.mean((states - 1.0) ** 2), jnp.float32(0)
+        out = jax.jit(hades.make_distill(config, hades.Distiller(shape, spec), fitness_fn=fitness))(jax.random.key(0))
+        return np.asarray(out["states"])
+
+    baseline = load_module(HADES / "distiller.py", "hades_distiller_steer").shape
+    followed, opposed = run(baseline, 1), run(baseline, -1)
+    assert np.mean((followed - 1) ** 2) < np.mean((opposed - 1) ** 2)
+    huge = lambda f, g: jnp.zeros_like(f).at[0].set(1e30)  # noqa: E731 - ignores the fitness
+    planted = run(huge, 1)
+    np.testing.assert_array_equal(planted, run(huge, -1))
+    assert 0 < np.abs(planted).max() < 10 * spec.sigma_init * 6
+    assert not np.any(run(lambda f, g: f * jnp.nan, 1))
 
 
 def test_hostile_import_scores_exactly_as_the_baseline(runs):
@@ -187,6 +265,7 @@ def test_the_attacks_ran_in_the_tracer_only_and_reached_nothing(runs):
     out, _ = runs
     trace, work = out / "hostile" / "trace", out / "hostile" / "work"
     attacks = {a["attack"]: a for a in map(json.loads, (trace / "attacks.jsonl").read_text().splitlines())}
+    # No "called": the old contract's functions (e) were neither traced nor run, in the tracer or after it.
     assert set(attacks) == {"rebind", "thread", "atexit", "held_out", "harness"}, attacks
     for kind in ("thread", "atexit"):  # only the tracer's own folder was writable
         assert set(attacks[kind]["refused"]) >= {"../../work/artifacts/dataset.npz"}, attacks[kind]

@@ -5,7 +5,10 @@ evosax it was written for (0.1.x; RobertTLange/evosax v.0.1.5, evosax/strategies
 core/optimizer.py, strategy.py). Each piece below is transcribed from that code (trimmed to what runs) and compared
 with ours on the same inputs: the settings (argparse defaults), the fixed labels, the behaviour-cloning loss and
 optimiser, the observation normalisation, SNES's and OpenES's update (run through evosax 0.3 in distiller.py), and
-the fitness (purejaxrl's LogWrapper, gymnax's own here).
+the fitness (purejaxrl's LogWrapper, gymnax's own here). SNES's and OpenES's updates are the harness's
+(jax_workloads.hades: es_ask, es_tell), driven by the shipped distillers' fitness shaping; they are also checked
+against evosax 0.3's SNES and Open_ES as the distillers built them before the harness owned the ES (the runs of
+the README were made with those), so the measurements carry over.
 """
 
 from __future__ import annotations
@@ -37,12 +40,16 @@ UPSTREAM_ADAM_EPS = 1e-5  # make_train: optax.adam(learning_rate=linear_schedule
 NORM_DIGEST = "a9329e1a6ac2f6a9"
 
 
-def load(path: Path, name: str, population: int):
+def load(path: Path, name: str):
     spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    module.POPULATION = population
     return module
+
+
+def spec_of(module) -> hades.ESSpec:
+    """The distiller's constants as the harness checks them."""
+    return hades.es_spec(hades.module_constants(module), 64)
 
 
 def test_settings_are_the_papers():
@@ -56,7 +63,7 @@ def test_settings_are_the_papers():
         UPSTREAM["num_steps"])
     assert (bc["width"], bc["activation"], bc["lr"], bc["steps"], bc["adam_eps"], bc["layers"]) == (
         UPSTREAM["width"], UPSTREAM["activation"], UPSTREAM["lr"], UPSTREAM["epochs"], UPSTREAM_ADAM_EPS, 2)
-    d = load(HADES / "distiller.py", "hades_distiller_settings", 8)
+    d = load(HADES / "distiller.py", "hades_distiller_settings")
     assert (d.DATASET_SIZE, d.LEARN_LABELS, d.STRATEGY, d.SIGMA_INIT, d.TEMPERATURE, d.OPENES_LR, d.FIXED_INIT) == (
         UPSTREAM["dataset_size"], UPSTREAM["learn_labels"], UPSTREAM["es_strategy"].lower(), UPSTREAM["sigma_init"],
         UPSTREAM["temperature"], UPSTREAM["lrate_init"], UPSTREAM["overfit"])
@@ -65,12 +72,12 @@ def test_settings_are_the_papers():
 
 
 def test_fixed_labels_and_observation_statistics_are_upstreams():
-    d = load(HADES / "distiller.py", "hades_distiller_labels", 8)
+    spec = spec_of(load(HADES / "distiller.py", "hades_distiller_labels"))
     # init_params: samples_per_action = D // A one-hots per action, in action order.
     y = []
     for target in range(4):
         y.extend([target] * (UPSTREAM["dataset_size"] // 4))
-    _, labels = d.decode(jnp.zeros(d.N))
+    _, labels = hades.decode(spec, jnp.zeros(spec.num_dims))
     np.testing.assert_array_equal(labels, jax.nn.one_hot(jnp.array(y), 4))
     mean, var = hades.obs_norm("SpaceInvaders-MinAtar")
     assert hashlib.sha256(mean.tobytes() + var.tobytes()).hexdigest()[:16] == NORM_DIGEST
@@ -137,28 +144,32 @@ def _snes_v01(x, fitness, mean, sigma, popsize, num_dims, temperature):
 
 
 def test_snes_update_is_evosax_01s_ties_included():
-    d = load(HADES / "distiller.py", "hades_distiller_snes", 16)
-    state = d.init(jax.random.key_data(jax.random.key(0)))
+    """The harness's SNES driven by the shipped distiller's shaping (its rank weights) is evosax 0.1.5's."""
+    d = load(HADES / "distiller.py", "hades_distiller_snes")
+    spec = spec_of(d)
+    state = hades.es_init(spec)
+    assert not np.any(state.mean) and np.all(state.sigma == 0.5)  # init_params: zeros; sigma_init
     for gen in range(2):
-        population = d.ask(jax.random.key_data(jax.random.key(gen + 1)), state)
+        population = hades.es_ask(spec, jax.random.key(gen + 1), state, 16)
         fitness = jnp.round(jax.random.uniform(jax.random.key(10 + gen), (16,), maxval=4.0))  # returns tie often
-        es_state = d._state(state)
-        mean, sigma = _snes_v01(population, fitness, es_state.mean, es_state.std, 16, d.N, d.TEMPERATURE)
-        state = d.tell(population, fitness, state)
-        np.testing.assert_allclose(d._state(state).mean, mean, rtol=1e-5, atol=1e-6)
-        np.testing.assert_allclose(d._state(state).std, sigma, rtol=1e-5)
-    assert float(d._state(state).std.mean()) != pytest.approx(0.5)  # it moved
+        mean, sigma = _snes_v01(population, fitness, state.mean, state.sigma, 16, spec.num_dims, d.TEMPERATURE)
+        state = hades.es_tell(spec, state, population, d.shape(fitness, gen))
+        np.testing.assert_allclose(state.mean, mean, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(state.sigma, sigma, rtol=1e-5)
+    assert float(state.sigma.mean()) != pytest.approx(0.5)  # it moved
 
 
 def test_openes_update_is_evosax_01s():
     """evosax 0.1.5 OpenES: antithetic noise, raw fitness (maximize: negated), theta_grad = noise.T @ f / (P sigma),
-    its own Adam (beta1 0.99, beta2 0.999, eps 1e-8, bias-corrected by the generation), lr 0.05, sigma constant."""
-    d = load(HADES / "candidates" / "openes.py", "hades_distiller_openes", 16)
-    state = d.init(jax.random.key_data(jax.random.key(0)))
-    m, v = np.zeros(d.N), np.zeros(d.N)
+    its own Adam (beta1 0.99, beta2 0.999, eps 1e-8, bias-corrected by the generation), lr 0.05, sigma constant:
+    the harness's OpenES driven by the openes candidate's shaping (raw fitness)."""
+    d = load(HADES / "candidates" / "openes.py", "hades_distiller_openes")
+    spec = spec_of(d)
+    state = hades.es_init(spec)
+    m, v = np.zeros(spec.num_dims), np.zeros(spec.num_dims)
     for gen in range(3):
-        mean = d._state(state).mean
-        population = d.ask(jax.random.key_data(jax.random.key(gen + 1)), state)
+        mean = state.mean
+        population = hades.es_ask(spec, jax.random.key(gen + 1), state, 16)
         np.testing.assert_allclose(population[:8] - mean, -(population[8:] - mean), atol=1e-4)  # antithetic
         fitness = jax.random.uniform(jax.random.key(10 + gen), (16,), maxval=20.0)
         noise = (population - mean) / 0.5
@@ -167,9 +178,54 @@ def test_openes_update_is_evosax_01s():
         v = (1 - 0.999) * grads**2 + 0.999 * v
         mhat, vhat = m / (1 - 0.99 ** (gen + 1)), v / (1 - 0.999 ** (gen + 1))
         mean = mean - 0.05 * mhat / (jnp.sqrt(vhat) + 1e-8)
-        state = d.tell(population, fitness, state)
-        np.testing.assert_allclose(d._state(state).mean, mean, rtol=1e-4, atol=1e-5)
-        assert float(d._state(state).std) == 0.5
+        state = hades.es_tell(spec, state, population, d.shape(fitness, gen))
+        np.testing.assert_allclose(state.mean, mean, rtol=1e-4, atol=1e-5)
+        assert np.all(state.sigma == 0.5)
+
+
+def _old_distiller_es(strategy: str, population: int, n: int):
+    """evosax 0.3's SNES / Open_ES and their params exactly as distiller.py built them before the harness owned
+    the ES (its _strategy: SNES with evosax 0.1's temperature-20 rank weights, ties by position; Open_ES with
+    evosax 0.1's Adam, a constant sigma and raw fitness); it told them the negated returns."""
+    from evosax.algorithms import SNES, Open_ES
+
+    if strategy == "openes":
+        es = Open_ES(population, jnp.zeros(n), optimizer=optax.adam(0.05, b1=0.99, b2=0.999, eps=1e-8),
+                     std_schedule=optax.constant_schedule(0.5),
+                     fitness_shaping_fn=lambda population, fitness, state, params: fitness)
+        return es, es.default_params
+
+    def rank_weights(population, fitness, state, params):
+        return params.weights[jnp.argsort(jnp.argsort(fitness))]
+
+    es = SNES(population, jnp.zeros(n), fitness_shaping_fn=rank_weights)
+    weights = jax.nn.softmax(-20.0 * (jnp.arange(population) / (population - 1) - 0.5))
+    return es, es.default_params.replace(std_init=jnp.asarray(0.5), weights=weights)
+
+
+@pytest.mark.parametrize("candidate", ["distiller.py", "candidates/openes.py", "candidates/soft_labels.py"])
+def test_harness_es_is_the_old_distillers_evosax_03(candidate):
+    """The same keys give the same population (bit for bit from the same mean), and the same mean and sigma after
+    each generation (to float tolerance: the sums run in another order) as the evosax 0.3 strategies the
+    distillers ran before: the README's measurements, made with those, hold for the harness's ES."""
+    d = load(HADES / candidate, "hades_distiller_" + Path(candidate).stem)
+    spec, p = spec_of(d), 16
+    es, params = _old_distiller_es(spec.strategy, p, spec.num_dims)
+    old = es.init(jax.random.key(0), jnp.zeros(spec.num_dims), params)
+    state = hades.es_init(spec)
+    for gen in range(4):
+        key = jax.random.key(gen + 1)
+        population, _ = es.ask(key, old, params)
+        ours = hades.es_ask(spec, key, state, p)
+        if gen == 0:  # the same noise from the same key: bit for bit while the means are
+            np.testing.assert_array_equal(ours, population)
+        np.testing.assert_allclose(ours, population, rtol=1e-5, atol=1e-6)
+        fitness = jnp.round(jax.random.uniform(jax.random.key(10 + gen), (p,), maxval=6.0))  # ties
+        old, _ = es.tell(jax.random.key(0), population, -fitness, old, params)
+        state = hades.es_tell(spec, state, population, d.shape(fitness, jnp.int32(gen)))
+        np.testing.assert_allclose(state.mean, old.mean, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(state.sigma, jnp.broadcast_to(old.std, state.sigma.shape), rtol=1e-5)
+    assert float(jnp.abs(state.mean).max()) > 0.1  # it moved
 
 
 def test_fitness_is_the_log_wrappers_last_returned_episode():
@@ -201,3 +257,14 @@ def test_fitness_is_the_log_wrappers_last_returned_episode():
         key, state, obs, info = step(key, state, obs)
     assert bool(info["returned_episode_valid"].all())  # every environment finished an episode
     assert float(ours) == pytest.approx(float(info["returned_episode_returns"].mean()), abs=1e-5)
+
+
+def test_fitness_credits_unfinished_episodes_their_running_return():
+    """Where no episode ends within the steps (the cpu profile's 128 steps on SpaceInvaders), an environment counts
+    its running return, not upstream's 0 (templates/hades/README.md, hole 3): CartPole pays 1 a step and lasts
+    more than 5 steps, so 5 steps give 5 in every environment; an environment that did finish keeps its last
+    finished episode's return (the test above)."""
+    env = hades.ppo.gymnax_env("CartPole-v1")
+    apply = lambda params, obs: obs[:, :2] * params  # noqa: E731
+    fit = jax.jit(lambda k: hades.fitness_return(env, apply, 0.0, k, 3, 5))(jax.random.key(1))
+    assert float(fit) == 5.0

@@ -55,7 +55,8 @@ def fitness_figure(best: dict, base: dict, out_dir: Path) -> Figure:
         path = save_figure(fig, out_dir / "es_fitness.pdf")
     caption = (
         "The evolution strategy's mean fitness over its population against generations: the return of the last "
-        "episode that each training environment finished with a policy behaviour-cloned on the candidate data set "
+        "episode that each training environment finished (its running return if none) with a policy "
+        "behaviour-cloned on the candidate data set "
         f"(the harness's own report). Lines are the mean over {seeds_phrase(ns[1], ns[0])}, bands 95\\% "
         "t-intervals over seeds. The metric is measured separately by the sealed evaluator, with its own policies "
         "and episodes."

@@ -1,11 +1,13 @@
 """HaDES harness (fixed; runs inside the sandbox): run the candidate's ES, export the distilled data sets.
 
 Reads config.json from the work folder and the candidate distiller as the tracer (trace.py) exported it
-(exports/: init, ask, decode, tell and result as StableHLO, each checked to be plain computation; its manifest's
-fixed_init). This process never imports distiller.py. It gates the exports with one generation at the real shapes,
-then runs every seed's ES in one compiled call (jax_workloads.hades.make_distill: each generation asks for a
-population, decodes every genome into a data set, trains [config.es] rollouts behaviour-cloning policies
-([config.bc]) on each, plays them on SpaceInvaders-MinAtar for the fitness, and tells the ES), and exports each
+(exports/: its fitness shaping `shape` as StableHLO, checked to be plain computation; its manifest's constants,
+checked against their ranges). This process never imports distiller.py. It gates the shaping on made-up fitness
+at the real shapes, then runs every seed's ES in one compiled call (jax_workloads.hades.make_distill: each
+generation samples a population around the mean with its own noise, decodes every genome into a data set with
+its own layout, trains [config.es] rollouts behaviour-cloning policies ([config.bc]) on each, plays them on
+SpaceInvaders-MinAtar for the fitness, weighs the members with the candidate's shape, bounded, and updates the
+mean and sigma with its own SNES or OpenES), and exports each
 seed's final data set (artifacts/dataset.npz: states [S, D, 600], labels [S, D, 4]) and the ES curves
 (artifacts/curves.npz, for figures). It never scores anything: the evaluator trains policies of its own on the
 data sets and plays episodes of its own.
@@ -32,7 +34,7 @@ def main() -> None:
         dcfg = hades.distill_config(config)
     except (ValueError, TypeError, KeyError) as e:
         sealed.fail(f"template.toml [config]: {sealed.describe(e)}")
-    distiller = hades.load_distiller("exports")  # the tracer's exports: distiller.py is never imported
+    distiller = hades.load_distiller("exports", dcfg)  # the tracer's exports: distiller.py is never imported
     hades.gate(distiller, dcfg)
     clock.lap("setup")
     rngs = jax.random.split(jax.random.key(config["train_seed"]), seeds)

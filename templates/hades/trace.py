@@ -1,10 +1,11 @@
 """HaDES tracer (fixed; runs in a sandbox of its own): import the candidate distiller, export its functions.
 
-The only process that runs distiller.py's Python. It sets the distiller's POPULATION to the public [config.es]
-population of config.json, checks its five functions (init, ask, decode, tell, result) at the shapes the harness
-calls them with, and exports each as StableHLO into exports/ (jax_workloads.hades.export_distiller), with
-exports/manifest.json {"fixed_init": ...} (HaDES-F or HaDES-R). The harness trains with these exports, checks
-every one of them itself and never imports distiller.py.
+The only process that runs distiller.py's Python. It checks the distiller's constants against their ranges
+(jax_workloads.hades.es_spec: DATASET_SIZE <= [config.es] max_dataset_size, LEARN_LABELS, STRATEGY, SIGMA_INIT,
+OPENES_LR, FIXED_INIT), exports its fitness shaping shape(fitness [population], generation) -> weights as
+StableHLO into exports/ (jax_workloads.hades.export_distiller) and the constants as exports/manifest.json. Any
+other function distiller.py defines is neither traced nor exported. The harness checks the export and the
+manifest again itself and never imports distiller.py.
 """
 
 import json
@@ -21,7 +22,7 @@ def trace(path: str, config: dict, out: str | Path = EXPORTS) -> None:
         cfg = hades.distill_config(config)
     except (ValueError, TypeError, KeyError) as e:
         sealed.fail(f"template.toml [config]: {sealed.describe(e)}")
-    hades.export_distiller(hades.import_distiller(path, cfg.population), cfg, out)
+    hades.export_distiller(hades.import_distiller(path, cfg), cfg, out)
 
 
 def main() -> None:
