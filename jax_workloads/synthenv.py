@@ -373,24 +373,98 @@ class Meta:
     max_horizon: int = 500
 
 
+# The evolution strategy's settings a candidate may choose, and their ranges (search_space.py RANGES: the same).
+SIGMA_INIT_RANGE = (0.005, 0.5)
+LR_MEAN_RANGE = (0.1, 2.0)
+# The bound on fitness-shaping weights: sum |w| <= WEIGHT_BOUND, else w is rescaled onto it. 2 is the largest sum
+# of any weights that are a distribution minus the uniform one (|p_i - 1/n| <= p_i + 1/n, summed: 2), which
+# evosax's rank weights are, so the baseline's pass unchanged; it bounds how far one generation can move the mean
+# (at most LR_MEAN * std * 2 * max |z| per coordinate) whatever the candidate returns.
+WEIGHT_BOUND = 2.0
+
+
+@dataclass(frozen=True)
+class Strategy:
+    """The candidate's SNES settings (plain data in its manifest): the initial standard deviation and the mean's
+    learning rate, each a number in its declared range (ValueError with one line otherwise)."""
+
+    sigma_init: float = 0.05
+    lr_mean: float = 1.0
+
+    def __post_init__(self):
+        for name, (lo, hi) in (("sigma_init", SIGMA_INIT_RANGE), ("lr_mean", LR_MEAN_RANGE)):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int | float) or not lo <= v <= hi:
+                raise ValueError(f"{name.upper()} {v!r} is not a number in [{lo:g}, {hi:g}]")
+
+
+def strategy_from(values: dict) -> Strategy:
+    """The strategy a manifest declares (untrusted data): ValueError with one line unless every value is valid."""
+    if not isinstance(values, dict) or set(values) != {"sigma_init", "lr_mean"}:
+        raise ValueError(f"the strategy must be an object of sigma_init and lr_mean, not {values!r}"[:200])
+    return Strategy(**values)
+
+
+def init_params(family: Family, key: jax.Array) -> jax.Array:
+    """The ES's first mean [family.size]: flax's default Dense initialisation (lecun normal kernels, zero biases)
+    of the two MLPs, one key per kernel in the order obs_w1, obs_w2, rew_w1, rew_w2 (what the baseline's init
+    computed before the harness owned it: tests/test_synthenv_fidelity.py)."""
+    kernels = [name for name, shape in family.shapes.items() if len(shape) == 2]
+    lecun = jax.nn.initializers.lecun_normal()
+    params = {name: lecun(k, family.shapes[name]) for k, name in zip(jax.random.split(key, len(kernels)), kernels,
+                                                                     strict=True)}
+    return flatten(family, {name: params.get(name, jnp.zeros(shape)) for name, shape in family.shapes.items()})
+
+
+def shaped_weights(shape: Callable, fitness: jax.Array, generation: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """The candidate's fitness shaping, made unable to pick members by anything but their fitness: (weights [P],
+    finite) with weights[i] the weight of member i.
+
+    shape sees the fitness sorted best first (never z, the mean or std) and returns one weight per place; members
+    that tie take the weight of their group's first place, so neither a member's index nor its place among equals
+    counts. Non-finite weights become zeros (no step) and finite is False; finite weights are rescaled onto
+    sum |w| <= WEIGHT_BOUND when above it and passed unchanged otherwise."""
+    order = jnp.argsort(-fitness, stable=True)
+    ranked = fitness[order]
+    w_ranked = jnp.asarray(shape(ranked, generation), jnp.float32).reshape(fitness.shape)
+    first = jnp.searchsorted(-ranked, -ranked, side="left")  # the first place of each place's tie group
+    w = jnp.zeros_like(w_ranked).at[order].set(w_ranked[first])
+    finite = jnp.all(jnp.isfinite(w))
+    w = jnp.where(finite, w, 0.0)
+    total = jnp.abs(w).sum()
+    return jnp.where(total > WEIGHT_BOUND, w * (WEIGHT_BOUND / total), w), finite
+
+
+def snes_step(mean: jax.Array, std: jax.Array, z: jax.Array, w: jax.Array, lr_mean: float) -> tuple[jax.Array,
+                                                                                                       jax.Array]:
+    """One SNES step (evosax 0.3 SNES.tell, maximising) for the population mean + std * z with weights w [P]:
+    the mean moves by lr_mean * std * (w @ z), the std by exp(lr_std / 2 * w @ (z**2 - 1)), lr_std = (3 + ln d) /
+    (5 sqrt d)."""
+    d = mean.shape[0]
+    lr_std = (3 + jnp.log(d)) / (5 * jnp.sqrt(d))
+    return mean + lr_mean * std * (w @ z), std * jnp.exp(0.5 * lr_std * (w @ (z**2 - 1)))
+
+
 class MetaFns(NamedTuple):
     """The candidate's functions as the harness calls them (exported StableHLO, or bandit.py's own in tests).
 
-    init(key_data) -> flat [D]; es_init(mean) -> std; es_update(mean, std, z [P, D], fitness [P], generation) ->
-    (mean, std); sample_hparams(key_data, generation) -> [6]; horizon(generation) -> scalar."""
+    shape(fitness [P] sorted best first, generation) -> weights [P]; sample_hparams(key_data, generation) -> [7];
+    horizon(generation) -> scalar. Nothing of the candidate's sets or moves the bandit's parameters: the harness
+    initialises them (init_params), samples the population and takes the SNES step (snes_step)."""
 
-    init: Callable
-    es_init: Callable
-    es_update: Callable
+    shape: Callable
     sample_hparams: Callable
     horizon: Callable
 
 
-def make_meta_train(family: Family, algorithms: tuple[str, ...], inner: Inner, meta: Meta, fns: MetaFns) -> Callable:
-    """Return meta_train(key) -> {"params": the final bandit [D], "curves": per generation}; jit and vmap it over
-    seeds. Each generation: sample the population around the mean, train one agent per member on its bandit with
-    this generation's algorithm (algorithms in turn, as upstream's get_algos), play its greedy policy for the
-    candidate's horizon in the real environment, and let the candidate's ES step update the mean."""
+def make_meta_train(family: Family, algorithms: tuple[str, ...], inner: Inner, meta: Meta, strategy: Strategy,
+                    fns: MetaFns) -> Callable:
+    """Return meta_train(key) -> {"params": the final bandit [D], "curves": per generation, "finite": [G] whether
+    each generation's weights were finite}; jit and vmap it over seeds. The mean starts at flax's default
+    initialisation and the std at strategy.sigma_init. Each generation: sample the population around the mean,
+    train one agent per member on its bandit with this generation's algorithm (algorithms in turn, as upstream's
+    get_algos), play its greedy policy for the candidate's horizon in the real environment, weight the members
+    by the candidate's shaping of their fitness (shaped_weights) and take the SNES step (snes_step)."""
     trainers = [make_inner_train(a, family, inner) for a in algorithms]
     apply = trainers[0][1]  # every inner algorithm trains the same MLP
     pop, gen_index = meta.population, jnp.int32
@@ -403,8 +477,8 @@ def make_meta_train(family: Family, algorithms: tuple[str, ...], inner: Inner, m
 
     def meta_train(key):
         key, init_key = jax.random.split(key)
-        mean = fns.init(jax.random.key_data(init_key))
-        std = fns.es_init(mean)
+        mean = init_params(family, init_key)
+        std = jnp.full_like(mean, strategy.sigma_init)
 
         def generation(carry, g):
             mean, std, key = carry
@@ -416,12 +490,13 @@ def make_meta_train(family: Family, algorithms: tuple[str, ...], inner: Inner, m
             h = jnp.clip(jnp.round(jnp.nan_to_num(fns.horizon(g), nan=1.0)), 1, meta.max_horizon).astype(jnp.int32)
             fitness = jax.vmap(member, in_axes=(0, 0, 0, None, None))(
                 mean + std * z, jax.random.split(run_key, pop), hp, g % len(trainers), h)
-            new_mean, new_std = fns.es_update(mean, std, z, fitness, g)
+            w, finite = shaped_weights(fns.shape, fitness, g)
+            new_mean, new_std = snes_step(mean, std, z, w, strategy.lr_mean)
             curves = {"fitness_mean": fitness.mean(), "fitness_max": fitness.max(), "horizon": h.astype(jnp.float32),
                       "std_mean": std.mean()}
-            return (new_mean, new_std, key), curves
+            return (new_mean, new_std, key), (curves, finite)
 
-        (mean, _, _), curves = jax.lax.scan(generation, (mean, std, key), jnp.arange(meta.generations))
-        return {"params": mean, "curves": curves}
+        (mean, _, _), (curves, finite) = jax.lax.scan(generation, (mean, std, key), jnp.arange(meta.generations))
+        return {"params": mean, "curves": curves, "finite": finite}
 
     return meta_train

@@ -1,18 +1,21 @@
 """The synthenv template end to end: `scientist eval` through bwrap at a tiny size, a hostile candidate, the evaluator.
 
 The sandboxed runs come from conftest's `synthenv_eval` (one `scientist eval` per pytest run): the shipped bandit, a
-shipped candidate (candidates/ppo_only.py), the shipped bandit with attacks in its import (hostile), and a candidate
-the tracer must refuse (it meta-trains with the evaluator's held-out algorithm). The evaluator's own checks of the
-artifacts run here without a sandbox.
+shipped candidate (candidates/ppo_only.py), the shipped bandit with attacks in its import and a designed init and
+es_update the harness must ignore (hostile), and two candidates the tracer must refuse (one meta-trains with the
+evaluator's held-out algorithm, one sets SNES's sigma outside its range). The harness's own weighting of hostile
+fitness shapings and the evaluator's checks of the artifacts run here without a sandbox.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import json
+import re
 import sys
 from pathlib import Path
 
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from conftest import ROOT, copy_template
@@ -47,7 +50,9 @@ TINY = {  # a sandboxed run in about a minute on 2 idle cores, nearly all of it 
     "episodes": "2",
 }
 SHIPPED = (SYNTHENV / "bandit.py").read_text()
-BAD = {"held_out": SHIPPED.replace('ALGORITHMS = ("ppo", "dqn")', 'ALGORITHMS = ("ppo", "reinforce")')}
+BAD = {"held_out": SHIPPED.replace('ALGORITHMS = ("ppo", "dqn")', 'ALGORITHMS = ("ppo", "reinforce")'),
+       # a step size far outside its declared range: a few such steps could carry the mean anywhere
+       "out_of_range": SHIPPED.replace("SIGMA_INIT = 0.05 ", "SIGMA_INIT = 50.0 ")}
 
 ATTACKS = '''
 
@@ -76,8 +81,8 @@ def _log(attack, **what):
 
 # (a) The shared meta-training and export code: ten times the generations, zeroed bandit parameters.
 _make_meta_train, _export_arrays = _se.make_meta_train, _sealed.export_arrays
-_se.make_meta_train = lambda family, algorithms, inner, meta, fns: _make_meta_train(
-    family, algorithms, inner, dataclasses.replace(meta, generations=10 * meta.generations), fns)
+_se.make_meta_train = lambda family, algorithms, inner, meta, strategy, fns: _make_meta_train(
+    family, algorithms, inner, dataclasses.replace(meta, generations=10 * meta.generations), strategy, fns)
 _sealed.export_arrays = lambda path, arrays: _export_arrays(path, {k: 0 * v for k, v in arrays.items()})
 _log("rebind", make_meta_train=_se.make_meta_train.__name__)
 
@@ -114,6 +119,23 @@ if _harness is not None:
     _spec.loader.exec_module(_module)
     _module.main = lambda: None
 _log("harness", found=str(_harness))
+
+
+# (e) A designed bandit: the old contract's init and es_update, setting the mean by hand (a constant bandit whose
+# reward would pay for a chosen action) whatever the population's fitness. The harness owns both and never calls them.
+def init(key, obs_size, num_actions):
+    return {name: jnp.full(shape, 0.5) for name, shape in _se.Family("Acrobot-v1", hidden=HIDDEN).shapes.items()}
+
+
+def es_init(mean):
+    return jnp.zeros_like(mean)
+
+
+def es_update(mean, std, z, fitness, generation):
+    return jnp.full_like(mean, 0.5), jnp.zeros_like(std)
+
+
+_log("designed", defined=[f.__name__ for f in (init, es_init, es_update)])
 '''
 
 
@@ -125,6 +147,9 @@ def load_module(path: Path, name: str):
     return module
 
 
+bandit = load_module(SYNTHENV / "bandit.py", "synthenv_bandit")
+
+
 def write_tiny_synthenv(dest: Path) -> Path:
     """Copy the synthenv template to dest/synthenv at TINY settings."""
     return copy_template(dest, "synthenv", TINY)
@@ -132,7 +157,7 @@ def write_tiny_synthenv(dest: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def runs(request):
-    """The shipped bandit, a shipped candidate, the hostile one and the refused one, through bwrap (tiny)."""
+    """The shipped bandit, a shipped candidate, the hostile one and the refused ones, through bwrap (tiny)."""
     _, _, out, r = request.getfixturevalue("synthenv_eval")
     for name in ("baseline", CANDIDATE, "hostile"):
         assert f"{name}: failed" not in r.err, r.text
@@ -158,9 +183,10 @@ def test_eval_through_bwrap_scores_the_baseline_and_a_candidate(runs):
     assert "return" in r.out
 
 
-def test_refused_candidate_is_a_failed_run_with_one_line(runs):
+def test_refused_candidates_are_failed_runs_with_one_line(runs):
     _, r = runs
     assert "held_out: failed" in r.err and "REINFORCE is the evaluator's held-out algorithm" in r.err
+    assert "out_of_range: failed" in r.err and "SIGMA_INIT 50.0 is not a number in [0.005, 0.5]" in r.err
 
 
 def test_hostile_import_scores_exactly_as_the_baseline(runs):
@@ -168,15 +194,17 @@ def test_hostile_import_scores_exactly_as_the_baseline(runs):
     base, hostile = final_info(out, "baseline"), final_info(out, "hostile")
     for metric in ("return", "return_ppo", "return_reinforce"):
         assert hostile["metrics"][metric]["values"] == base["metrics"][metric]["values"], metric
-    # Meta-trained alike, generation by generation: the rebinding of the shared code reached nothing.
+    # Meta-trained alike, generation by generation: the rebinding of the shared code reached nothing, and the
+    # designed init / es_update (a constant bandit, std 0) were never called: the std curve is the harness's SNES.
     assert hostile["extra"]["meta_curves"] == base["extra"]["meta_curves"]
+    assert np.allclose(np.asarray(base["extra"]["meta_curves"]["std_mean"])[:, 0], 0.05, rtol=1e-6)
 
 
 def test_the_attacks_ran_in_the_tracer_only_and_reached_nothing(runs):
     out, _ = runs
     trace, work = out / "hostile" / "trace", out / "hostile" / "work"
     attacks = {a["attack"]: a for a in map(json.loads, (trace / "attacks.jsonl").read_text().splitlines())}
-    assert set(attacks) == {"rebind", "thread", "atexit", "held_out", "harness"}, attacks
+    assert set(attacks) == {"rebind", "thread", "atexit", "held_out", "harness", "designed"}, attacks
     for kind in ("thread", "atexit"):  # only the tracer's own folder was writable
         assert "../../work/artifacts/bandit.npz" in attacks[kind]["refused"], attacks[kind]
     assert attacks["held_out"] == {"attack": "held_out", "config_keys": ["config", "seeds"], "private_seen": False,
@@ -219,6 +247,77 @@ def test_evaluator_checks_the_family_and_the_parameters_shape(tmp_path):
         evaluate.load_bandits(tmp_path / "size", config, 2)
 
 
+def step(shape, mean, std, z, fitness):
+    """One generation's update as make_meta_train takes it: the harness's weighting of shape's weights, its SNES
+    step; (mean, std, weights, finite)."""
+    w, finite = se.shaped_weights(shape, jnp.asarray(fitness, jnp.float32), jnp.int32(0))
+    return (*se.snes_step(mean, std, z, w, 1.0), w, finite)
+
+
+def test_hostile_shapes_cannot_steer_the_mean():
+    p, d = 8, 5
+    rng = np.random.default_rng(0)
+    mean, std = jnp.asarray(rng.normal(size=d), jnp.float32), jnp.full(d, 0.05)
+    z = jnp.asarray(rng.normal(size=(p, d)), jnp.float32)
+    fitness = np.array([-500.0, -120.0, -500.0, -300.0, -500.0, -90.0, -480.0, -500.0])
+    perm = rng.permutation(p)
+
+    # Ignores the fitness and picks a member by its index (the last one, whose z a candidate replaying the harness's
+    # public key schedule could know): it gets the worst place instead, a tied one shared among the four at -500.
+    pick_last = lambda f, g: jnp.zeros_like(f).at[-1].set(1.0)  # noqa: E731
+    distinct = fitness + 0.1 * np.arange(p)  # member 0 is the worst
+    new_mean, _, w, finite = step(pick_last, mean, std, z, distinct)
+    assert bool(finite) and np.array_equal(w, np.eye(p)[0])
+    np.testing.assert_allclose(new_mean, mean + std * z[0], rtol=1e-6)
+    _, _, w, _ = step(pick_last, mean, std, z, fitness)  # the last place ties at -500 with three others: the
+    assert not np.any(w)  # group takes its first place's weight, 0
+    # The step is a function of the members' (fitness, z) alone: reordering the population changes nothing.
+    for shape in (pick_last, bandit.shape, lambda f, g: jnp.arange(f.shape[0], dtype=jnp.float32)):
+        a, b = step(shape, mean, std, z, fitness), step(shape, mean, std, z[perm], fitness[perm])
+        np.testing.assert_allclose(a[0], b[0], rtol=1e-6, atol=1e-7)
+        np.testing.assert_allclose(a[1], b[1], rtol=1e-6, atol=1e-7)
+
+    # Huge weights are rescaled onto sum |w| = 2: one step moves a coordinate by at most 2 * std * max |z|.
+    huge_mean, huge_std, w, finite = step(lambda f, g: 1e30 * bandit.shape(f, g), mean, std, z, fitness)
+    assert bool(finite) and np.isclose(float(jnp.abs(w).sum()), se.WEIGHT_BOUND, rtol=1e-5)
+    base_w, _ = se.shaped_weights(bandit.shape, jnp.asarray(fitness, jnp.float32), jnp.int32(0))
+    np.testing.assert_allclose(w, base_w * se.WEIGHT_BOUND / jnp.abs(base_w).sum(), rtol=1e-5)
+    assert np.all(np.abs(huge_mean - mean) <= se.WEIGHT_BOUND * std * np.abs(z).max(0) + 1e-6)
+    assert np.all(np.isfinite(huge_std))
+
+    # NaN or infinite weights: no step, and the generation is flagged (the harness then refuses the run).
+    for bad in (jnp.nan, jnp.inf):
+        nan_mean, nan_std, w, finite = step(lambda f, g, b=bad: f * 0 + b, mean, std, z, fitness)
+        assert not bool(finite) and not np.any(w)
+        np.testing.assert_array_equal(nan_mean, mean)
+        np.testing.assert_array_equal(nan_std, std)
+
+
+def test_harness_refuses_nan_weights_and_out_of_range_settings_with_one_line(capsys):
+    harness = load_module(SYNTHENV / "harness.py", "synthenv_harness")
+    meta = se.Meta(population=4, generations=2, fitness_episodes=2, max_horizon=50)
+    nan_shape = lambda f, g: f * jnp.nan  # noqa: E731
+    with pytest.raises(SystemExit):
+        harness.gate(se.MetaFns(nan_shape, bandit.sample_hparams, bandit.horizon), meta)
+    assert "shape returned NaN or infinite values on the probe" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        harness.gate(se.MetaFns(lambda f, g: f[:2], bandit.sample_hparams, bandit.horizon), meta)
+    assert "shape must return a float array of shape (4,)" in capsys.readouterr().err
+    harness.gate(se.MetaFns(bandit.shape, bandit.sample_hparams, bandit.horizon), meta)  # the baseline passes
+    # The manifest's SNES settings, untrusted data: the declared ranges, numbers only, nothing else.
+    assert se.strategy_from({"sigma_init": 0.05, "lr_mean": 1}) == se.Strategy(0.05, 1.0)
+    for values, reason in (({"sigma_init": 50.0, "lr_mean": 1.0}, "SIGMA_INIT 50.0 is not a number in [0.005, 0.5]"),
+                           ({"sigma_init": 0.05, "lr_mean": 0.0}, "LR_MEAN 0.0 is not a number in [0.1, 2]"),
+                           ({"sigma_init": True, "lr_mean": 1.0}, "SIGMA_INIT True"),
+                           ({"sigma_init": "0.05", "lr_mean": 1.0}, "SIGMA_INIT '0.05'"),
+                           ({"sigma_init": 0.05, "lr_mean": 1.0, "mean": [0.5]}, "must be an object of")):
+        with pytest.raises(ValueError, match=re.escape(reason)):
+            se.strategy_from(values)
+    # What the harness loads of the candidate: no function that could set or move the bandit's parameters.
+    trace = load_module(SYNTHENV / "trace.py", "synthenv_trace")
+    assert set(harness.NAMES) == set(trace.FUNCTIONS) == {"shape", "sample_hparams", "horizon"}
+
+
 def test_unknown_environment_is_a_one_line_error():
     with pytest.raises(ValueError, match="not one of"):
         se.Family("Pong-v0")
@@ -236,6 +335,9 @@ def test_search_space_provides_the_interface_the_evolve_proposer_uses():
 
 def test_shipped_files_are_rendered_known_members():
     space = load_module(SYNTHENV / "search_space.py", "synthenv_search_space")
+    # the space's step sizes are the ranges the tracer and the harness accept
+    assert (space.RANGES["sigma_init"].lo, space.RANGES["sigma_init"].hi) == se.SIGMA_INIT_RANGE
+    assert (space.RANGES["lr_mean"].lo, space.RANGES["lr_mean"].hi) == se.LR_MEAN_RANGE
     assert space.render(space.known()["baseline"])["bandit.py"] == SHIPPED
     for path in (SYNTHENV / "candidates").glob("*.py"):
         assert space.render(space.known()[path.stem])["bandit.py"] == path.read_text(), path.name

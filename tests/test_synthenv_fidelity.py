@@ -18,6 +18,7 @@ import sys
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import jax.scipy.stats
 import numpy as np
 import optax
 from conftest import ROOT
@@ -151,12 +152,19 @@ def test_context_and_reward_are_synthenv_mlp():
 
 def test_init_is_flax_default_dense_init():
     family = se.Family("Acrobot-v1")
-    params = bandit.init(jax.random.key_data(jax.random.key(0)), *family.sizes)
+    params = se.unflatten(family, se.init_params(family, jax.random.key(0)))
     assert {k: v.shape for k, v in params.items()} == family.shapes
     for name in ("obs_b1", "obs_b2", "rew_b1", "rew_b2"):
         assert not np.any(params[name]), name
     w = np.concatenate([np.ravel(params[k]) * np.sqrt(family.shapes[k][0]) for k in ("obs_w1", "obs_w2", "rew_w1")])
     assert abs(w.std() - 1.0) < 0.1  # lecun normal: variance 1 / fan_in, flax's nn.Dense default
+
+
+def harness_step(mean, std, z, fitness, generation):
+    """The harness's SNES step with the baseline's fitness shaping (make_meta_train's, one generation): (mean, std,
+    whether the weights were finite)."""
+    w, finite = se.shaped_weights(bandit.shape, fitness, generation)
+    return *se.snes_step(mean, std, z, w, bandit.LR_MEAN), finite
 
 
 def test_es_update_is_evosax_snes_maximising():
@@ -171,11 +179,81 @@ def test_es_update_is_evosax_snes_maximising():
     fitness = jnp.asarray([-500.0, -120.0, -500.0, -300.0, -500.0, -90.0, -480.0, -500.0])  # ties, as Acrobot has
     theirs, _ = strategy.tell(jax.random.key(3), population, -fitness, state, params)  # evosax minimises
     z = (population - state.mean) / state.std
-    std = bandit.es_init(mean)
+    std = jnp.full_like(mean, se.Strategy(bandit.SIGMA_INIT, bandit.LR_MEAN).sigma_init)  # make_meta_train's
     np.testing.assert_allclose(std, state.std, rtol=1e-6)
-    ours_mean, ours_std = bandit.es_update(state.mean, std, z, fitness, jnp.int32(0))
+    ours_mean, ours_std, finite = harness_step(state.mean, std, z, fitness, jnp.int32(0))
+    assert bool(finite)
     np.testing.assert_allclose(ours_mean, theirs.mean, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(ours_std, theirs.std, rtol=1e-5, atol=1e-6)
+
+
+# ---------------------------------------------------------------- the contract before the harness owned the ES
+
+# The shipped bandit.py's init and es_update until 2026-12-07, verbatim: what the README's measured results ran.
+# The harness now owns both (a candidate's could set the bandit's parameters by hand); these tests show that the
+# baseline computes what it computed then, so those results carry over without being measured again.
+
+
+def old_init(key, obs_size, num_actions, hidden=32):
+    shapes = {"obs_w1": (obs_size, hidden), "obs_w2": (hidden, obs_size),
+              "rew_w1": (obs_size + num_actions, hidden), "rew_w2": (hidden, 1)}
+    keys = jax.random.split(jax.random.wrap_key_data(key), len(shapes))
+    lecun = jax.nn.initializers.lecun_normal()
+    params = {name: lecun(k, shape) for k, (name, shape) in zip(keys, shapes.items(), strict=True)}
+    biases = {"obs_b1": hidden, "obs_b2": obs_size, "rew_b1": hidden, "rew_b2": 1}
+    return params | {name: jnp.zeros((n,)) for name, n in biases.items()}
+
+
+def old_es_update(mean, std, z, fitness, generation, lr_mean=1.0):
+    d = mean.shape[0]
+    n = fitness.shape[0]
+    w = jnp.clip(jnp.log(n / 2 + 1) - jnp.log(jnp.arange(1, n + 1)), min=0.0)
+    w = w / w.sum() - 1 / n
+    w = w[(jax.scipy.stats.rankdata(-fitness) - 1).astype(jnp.int32)]
+    lr_std = (3 + jnp.log(d)) / (5 * jnp.sqrt(d))
+    return mean + lr_mean * std * (w @ z), std * jnp.exp(0.5 * lr_std * (w @ (z**2 - 1)))
+
+
+def test_harness_init_is_the_old_shipped_init_on_the_harness_key():
+    family = se.Family("Acrobot-v1")
+    for seed in range(3):  # the harness's keys: one per seed from train_seed, then the init key split off
+        key = jax.random.split(jax.random.split(jax.random.key(0), 4)[seed])[1]
+        old = se.flatten(family, old_init(jax.random.key_data(key), *family.sizes)).astype(jnp.float32)
+        np.testing.assert_array_equal(se.init_params(family, key), old)
+
+
+def test_harness_snes_step_with_the_baseline_shape_is_the_old_es_update():
+    d = se.Family("Acrobot-v1").size
+    rng = np.random.default_rng(0)
+    for p in (4, 8, 128):
+        for g in range(3):  # a few random generations, with Acrobot's ties at -500 and at other values
+            mean, z = rng.normal(size=d).astype(np.float32), rng.normal(size=(p, d)).astype(np.float32)
+            std = (0.05 * np.exp(rng.normal(0, 0.1, size=d))).astype(np.float32)
+            fitness = rng.choice([-500.0, -500.0, -250.0, *rng.uniform(-500, -60, 4).round(1)], size=p)
+            fitness = jnp.asarray(fitness, jnp.float32)
+            old = old_es_update(mean, std, z, fitness, jnp.int32(g))
+            *new, finite = jax.jit(harness_step)(mean, std, z, fitness, jnp.int32(g))
+            assert bool(finite)
+            for o, n in zip(old, new, strict=True):
+                np.testing.assert_allclose(n, o, rtol=1e-6, atol=1e-7)
+
+
+def test_baseline_weights_pass_the_harness_bound_unchanged():
+    # sum |w| < 2 for any weights that are a distribution minus the uniform one (WEIGHT_BOUND's argument)
+    rng = np.random.default_rng(1)
+    for p in (2, 4, 8, 128):
+        for _ in range(5):
+            fitness = jnp.asarray(rng.choice([-500.0, -90.0, -120.5, *rng.uniform(-500, 0, 3)], size=p), jnp.float32)
+            raw = bandit.shape(jnp.sort(fitness)[::-1], jnp.int32(0))
+            assert float(jnp.abs(raw).sum()) < se.WEIGHT_BOUND
+            w, _ = se.shaped_weights(bandit.shape, fitness, jnp.int32(0))
+            np.testing.assert_array_equal(w, old_weights(fitness))
+
+
+def old_weights(fitness):
+    n = fitness.shape[0]
+    w = jnp.clip(jnp.log(n / 2 + 1) - jnp.log(jnp.arange(1, n + 1)), min=0.0)
+    return (w / w.sum() - 1 / n)[(jax.scipy.stats.rankdata(-fitness) - 1).astype(jnp.int32)]
 
 
 def test_horizon_is_upstreams_linear_schedule():

@@ -1,27 +1,31 @@
 """The editable module of the synthenv template: a synthetic contextual bandit and how it is meta-trained.
 
 The harness meta-trains a bandit whose contexts imitate the real environment's observations (Acrobot-v1) so that
-agents trained on the bandit alone act well in the real environment: an evolution strategy perturbs the bandit's
-parameters, trains one agent per perturbation on the bandit (PPO or DQN at hyperparameters sample_hparams
-draws), plays its greedy policy in the real environment for horizon(generation) steps, and hands the returns to
-es_update. The evaluator then trains fresh agents on the final bandit with PPO and a held-out algorithm (REINFORCE) at
-its own private hyperparameter draws and scores their greedy return on the real environment.
+agents trained on the bandit alone act well in the real environment: SNES perturbs the bandit's parameters, trains
+one agent per perturbation on the bandit (PPO or DQN at hyperparameters sample_hparams draws), plays its greedy
+policy in the real environment for horizon(generation) steps, and steps its mean and std with the weights shape
+makes of those returns. The evaluator then trains fresh agents on the final bandit with PPO and a held-out
+algorithm (REINFORCE) at its own private hyperparameter draws and scores their greedy return on the real
+environment.
 
 The bandit is a fixed family (jax_workloads.synthenv: the context is an MLP of a latent draw, the reward an MLP of
-context and one-hot action, upstream's SynthEnvMLP); LATENT, HIDDEN and ACTIVATION choose its member. Required:
+context and one-hot action, upstream's SynthEnvMLP); LATENT, HIDDEN and ACTIVATION choose its member. The harness
+owns the bandit's parameters: it initialises them (flax's default), samples the population (mean + std * z, its
+own draws) and takes every SNES step (mean += LR_MEAN * std * (w @ z), std *= exp(lr_std / 2 * w @ (z**2 - 1)),
+std starting at SIGMA_INIT). SIGMA_INIT must lie in [0.005, 0.5] and LR_MEAN in [0.1, 2]. Required:
 
-- init(key, obs_size, num_actions) -> {name: array} of synthenv.Family's shapes: the bandit's first parameters.
-- es_init(mean [D]) -> std [D]; es_update(mean, std, z [P, D], fitness [P], generation) -> (mean, std): the
-  population was mean + std * z (z the harness's standard normal draws), fitness its members' real returns.
+- shape(fitness [P], generation) -> weights [P]: the fitness shaping. fitness is the population's real returns
+  sorted best first, weights[i] the weight of the i-th best member (members that tie get the weight of their
+  group's first place). The harness refuses non-finite weights and rescales any whose sum of |w| exceeds 2.
 - sample_hparams(key, generation) -> [7] hyperparameters of one inner agent (lr, gamma, gae_lambda, clip_eps,
   ent_coef, vf_coef for PPO; lr and eps_end for DQN); the harness clips them into synthenv.BOUNDS.
 - horizon(generation) -> the real-environment steps a fitness episode may last (clipped to [1, max_horizon]).
 Keys are raw uint32[2] key data (jax.random.wrap_key_data); generation is an int32 scalar.
 
 As shipped this is the paper's setting (keraJLi/synthetic-gymnax @43e6479, examples/acrobot.yaml): a normal
-latent, one hidden layer of 32 relu units, flax's default initialisation, SNES (evosax) with sigma 0.05 and
-rank weights, hyperparameters drawn uniformly from upstream's lists, PPO and DQN alternating by generation
-(upstream alternates PPO, SAC and DQN), and Acrobot's constant horizon of 500.
+latent, one hidden layer of 32 relu units, SNES (evosax) with sigma 0.05 and its log-rank weights,
+hyperparameters drawn uniformly from upstream's lists, PPO and DQN alternating by generation (upstream
+alternates PPO, SAC and DQN), and Acrobot's constant horizon of 500.
 """
 
 import jax
@@ -32,8 +36,8 @@ LATENT = "normal"  # the latent distribution: "normal", "uniform", "categorical"
 HIDDEN = 32  # hidden units of the context MLP and of the reward MLP
 ACTIVATION = "relu"  # their hidden activation: "relu" or "tanh"
 ALGORITHMS = ("ppo", "dqn")  # inner algorithms, one per generation in turn ("ppo", "dqn")
-SIGMA_INIT = 0.05  # SNES's initial standard deviation
-LR_MEAN = 1.0  # SNES's learning rate of the mean (evosax: sgd at 1.0)
+SIGMA_INIT = 0.05  # SNES's initial standard deviation, in [0.005, 0.5]
+LR_MEAN = 1.0  # SNES's learning rate of the mean, in [0.1, 2] (evosax: sgd at 1.0)
 SAMPLE_HPARAMS = True  # draw each inner agent's hyperparameters from upstream's lists; else FIXED_HPARAMS
 HPARAM_GRID = (
     (0.01, 0.005, 0.001, 0.0005, 0.0001),  # lr
@@ -52,22 +56,7 @@ HORIZON_BEGIN = 0
 HORIZON_STEPS = 1
 
 
-def init(key, obs_size, num_actions):
-    """Flax's default Dense initialisation (lecun normal kernels, zero biases) of the two MLPs."""
-    shapes = {"obs_w1": (obs_size, HIDDEN), "obs_w2": (HIDDEN, obs_size),
-              "rew_w1": (obs_size + num_actions, HIDDEN), "rew_w2": (HIDDEN, 1)}
-    keys = jax.random.split(jax.random.wrap_key_data(key), len(shapes))
-    lecun = jax.nn.initializers.lecun_normal()
-    params = {name: lecun(k, shape) for k, (name, shape) in zip(keys, shapes.items(), strict=True)}
-    biases = {"obs_b1": HIDDEN, "obs_b2": obs_size, "rew_b1": HIDDEN, "rew_b2": 1}
-    return params | {name: jnp.zeros((n,)) for name, n in biases.items()}
-
-
-def es_init(mean):
-    return SIGMA_INIT * jnp.ones_like(mean)
-
-
-def _rank_weights(fitness):
+def shape(fitness, generation):
     """SNES's utilities (evosax 0.3 get_weights): log-rank weights summing to 0, the best member first."""
     n = fitness.shape[0]
     w = jnp.clip(jnp.log(n / 2 + 1) - jnp.log(jnp.arange(1, n + 1)), min=0.0)
@@ -75,16 +64,6 @@ def _rank_weights(fitness):
     # evosax ranks what it minimises (here -fitness) with average ranks for ties, truncated to an index
     ranks = (jax.scipy.stats.rankdata(-fitness) - 1).astype(jnp.int32)
     return w[ranks]
-
-
-def es_update(mean, std, z, fitness, generation):
-    """One SNES step (evosax 0.3 SNES.tell, maximising)."""
-    d = mean.shape[0]
-    w = _rank_weights(fitness)
-    lr_std = (3 + jnp.log(d)) / (5 * jnp.sqrt(d))
-    mean = mean + LR_MEAN * std * (w @ z)
-    std = std * jnp.exp(0.5 * lr_std * (w @ (z**2 - 1)))
-    return mean, std
 
 
 def sample_hparams(key, generation):

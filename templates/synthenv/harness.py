@@ -1,13 +1,14 @@
 """Synthenv harness (fixed; runs inside the sandbox): meta-train the candidate's bandit, export its parameters.
 
-Reads config.json and the candidate's functions as the tracer (trace.py) exported them (exports/: init, es_init,
-es_update, sample_hparams, horizon, each StableHLO checked to be plain computation, and manifest.json, whose
-family and algorithms are checked here as untrusted data). This process never imports bandit.py. It gates the
-exports on small inputs, then meta-trains every seed in one compiled call (jax_workloads.synthenv.make_meta_train:
-an evolution strategy over the bandit's parameters, fitness the real environment's return of agents trained on
-it) and exports each seed's final bandit as plain arrays (artifacts/bandit.npz) with its family
-(artifacts/family.json) and the meta-training curves (artifacts/curves.npz, for figures only). It never scores
-the result: the evaluator trains its own agents on the bandit and plays them on the real environment.
+Reads config.json and the candidate's functions as the tracer (trace.py) exported them (exports/: shape,
+sample_hparams, horizon, each StableHLO checked to be plain computation, and manifest.json, whose family,
+algorithms and SNES settings are checked here as untrusted data). This process never imports bandit.py. It gates
+the exports on small inputs, then meta-trains every seed in one compiled call (jax_workloads.synthenv.make_meta_train:
+SNES over the bandit's parameters, fitness the real environment's return of agents trained on it; this process
+initialises the parameters, samples the population and takes every SNES step, the candidate only shapes the
+fitness into bounded weights) and exports each seed's final bandit as plain arrays (artifacts/bandit.npz) with
+its family (artifacts/family.json) and the meta-training curves (artifacts/curves.npz, for figures only). It
+never scores the result: the evaluator trains its own agents on the bandit and plays them on the real environment.
 """
 
 import time
@@ -24,7 +25,7 @@ import numpy as np  # noqa: E402
 from jax_workloads import exported, sealed  # noqa: E402
 from jax_workloads import synthenv as se  # noqa: E402
 
-NAMES = ("init", "es_init", "es_update", "sample_hparams", "horizon")
+NAMES = ("shape", "sample_hparams", "horizon")
 
 
 def settings(config: dict) -> tuple[se.Inner, se.Meta]:
@@ -34,11 +35,13 @@ def settings(config: dict) -> tuple[se.Inner, se.Meta]:
         sealed.fail(f"template.toml [config]: {sealed.describe(e)}")
 
 
-def load(config: dict) -> tuple[se.Family, tuple[str, ...], se.MetaFns]:
-    """The tracer's exports and manifest, checked: the family, the inner algorithms and the five functions."""
+def load(config: dict) -> tuple[se.Family, tuple[str, ...], se.Strategy, se.MetaFns]:
+    """The tracer's exports and manifest, checked: the family, the inner algorithms, SNES's settings and the three
+    functions."""
     try:
         manifest = exported.read_manifest("exports")
         family = se.family_from(manifest.get("family"), config["env"])
+        strategy = se.strategy_from(manifest.get("strategy"))
         fns = se.MetaFns(*(exported.import_function(f"exports/{name}") for name in NAMES))
     except (sealed.ArtifactError, ValueError) as e:
         sealed.fail(f"the traced bandit was refused: {e}")
@@ -46,27 +49,24 @@ def load(config: dict) -> tuple[se.Family, tuple[str, ...], se.MetaFns]:
     if not (isinstance(algorithms, list) and algorithms and all(a in se.TRAIN_ALGORITHMS for a in algorithms)):
         sealed.fail(f"the traced bandit was refused: algorithms {algorithms!r} are not a list of "
                     f"{list(se.TRAIN_ALGORITHMS)}")
-    return family, tuple(algorithms), fns
+    return family, tuple(algorithms), strategy, fns
 
 
-def gate(family: se.Family, fns: se.MetaFns, meta: se.Meta) -> None:
-    """Every function once on small inputs, compiled cheaply (sealed.run_once): shapes and finiteness."""
-    d, p = family.size, meta.population
+def gate(fns: se.MetaFns, meta: se.Meta) -> None:
+    """Every function once on small inputs, compiled cheaply (sealed.run_once): shapes and finiteness. shape gets
+    fitness as meta-training gives it (sorted best first, ties at -500 as unsolved episodes make them)."""
+    p = meta.population
+    fitness = jnp.where(jnp.arange(p) < p // 2, -100.0 - 350.0 * jnp.arange(p) / p, -500.0)
 
     def probe(key):
-        mean = fns.init(jax.random.key_data(key))
-        std = fns.es_init(mean)
-        z = jax.random.normal(key, (p, d))
         g = jnp.int32(0)
-        new = fns.es_update(mean, std, z, -jnp.arange(p, dtype=jnp.float32), g)
-        return mean, std, new, fns.sample_hparams(jax.random.key_data(key), g), fns.horizon(g)
+        return fns.shape(fitness, g), fns.sample_hparams(jax.random.key_data(key), g), fns.horizon(g)
 
     try:
-        mean, std, (new_mean, new_std), hp, h = sealed.run_once(probe, jax.random.key(0))
+        w, hp, h = sealed.run_once(probe, jax.random.key(0))
     except Exception as e:  # noqa: BLE001
         sealed.fail(f"the bandit's functions failed on a probe: {sealed.describe(e)}")
-    want = {"init": (mean, (d,)), "es_init": (std, (d,)), "es_update mean": (new_mean, (d,)),
-            "es_update std": (new_std, (d,)), "sample_hparams": (hp, (len(se.HPARAMS),)), "horizon": (h, ())}
+    want = {"shape": (w, (p,)), "sample_hparams": (hp, (len(se.HPARAMS),)), "horizon": (h, ())}
     for name, (x, shape) in want.items():
         if jnp.shape(x) != shape or not jnp.issubdtype(jnp.asarray(x).dtype, jnp.floating):
             sealed.fail(f"{name} must return a float array of shape {shape}, not {jnp.asarray(x).dtype}"
@@ -80,18 +80,22 @@ def main() -> None:
     cfg = json.loads(Path("config.json").read_text())
     config, seeds = cfg["config"], cfg["seeds"]
     inner, meta = settings(config)
-    family, algorithms, fns = load(config)
-    gate(family, fns, meta)
+    family, algorithms, strategy, fns = load(config)
+    gate(fns, meta)
     clock.lap("gate")
     rngs = jax.random.split(jax.random.key(config["train_seed"]), seeds)
     try:
-        train = jax.jit(jax.vmap(se.make_meta_train(family, algorithms, inner, meta, fns)))
+        train = jax.jit(jax.vmap(se.make_meta_train(family, algorithms, inner, meta, strategy, fns)))
         compiled = train.lower(rngs).compile()
         clock.lap("compile")
         out = jax.block_until_ready(compiled(rngs))
         clock.lap("train")
     except Exception as e:  # noqa: BLE001
         sealed.fail(f"meta-training failed: {sealed.describe(e)}")
+    finite = np.asarray(out["finite"])  # [seeds, generations]
+    if not finite.all():  # the weights of that generation were zeroed; a candidate's shaping must be finite
+        seed, gen = (int(i[0]) for i in np.nonzero(~finite))
+        sealed.fail(f"shape returned NaN or infinite weights in generation {gen} of seed {seed}")
     params = np.asarray(out["params"], np.float32)
     bad = ~np.isfinite(params).all(-1)
     if bad.any():

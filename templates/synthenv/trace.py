@@ -1,25 +1,27 @@
 """Synthenv tracer (fixed; runs in a sandbox of its own): import the candidate bandit.py, export its functions.
 
-The only process that runs bandit.py's Python. It checks the bandit's family (LATENT, HIDDEN, ACTIVATION) and the
-inner algorithms (ALGORITHMS) and writes them to exports/manifest.json; it checks that init returns exactly the
-family's parameter shapes, and exports as StableHLO (jax_workloads.exported, no derivatives: nothing
-differentiates them) the five functions the harness calls: init (flattened), es_init, es_update, sample_hparams
-and horizon, at the shapes of [config] (the population size). The harness checks every export itself and never
-imports bandit.py; the evaluator never sees any of them: it plays the final parameters with its own code.
+The only process that runs bandit.py's Python. It checks the bandit's family (LATENT, HIDDEN, ACTIVATION), the
+inner algorithms (ALGORITHMS) and SNES's settings (SIGMA_INIT, LR_MEAN, each in its declared range) and writes
+them to exports/manifest.json, and exports as StableHLO (jax_workloads.exported, no derivatives: nothing
+differentiates them) the three functions the harness calls: shape (the fitness shaping, at the population size
+of [config]), sample_hparams and horizon. Nothing it exports can set the bandit's parameters: the harness owns
+their initialisation and the SNES step, and never calls an init or es_update the candidate may still define.
+The harness checks every export and the manifest itself and never imports bandit.py; the evaluator never sees
+any of them: it plays the final parameters with its own code.
 """
 
+import dataclasses
 import importlib.util
 import json
 from pathlib import Path
 
-import jax
 import jax.numpy as jnp
 
 from jax_workloads import exported, sealed
 from jax_workloads import synthenv as se
 
 EXPORTS = "exports"
-FUNCTIONS = {"init": 3, "es_init": 1, "es_update": 5, "sample_hparams": 2, "horizon": 1}
+FUNCTIONS = {"shape": 2, "sample_hparams": 2, "horizon": 1}
 
 
 def _module(path: str):
@@ -47,26 +49,18 @@ def trace(path: str, config: dict, out: str | Path = EXPORTS) -> None:
     if not algorithms or not set(algorithms) <= set(se.TRAIN_ALGORITHMS):
         sealed.fail(f"candidate bandit.py: ALGORITHMS must be a non-empty list of {list(se.TRAIN_ALGORITHMS)}, not "
                     f"{algorithms!r} (REINFORCE is the evaluator's held-out algorithm)")
-    obs_size, actions = family.sizes
-    key, gen, d = exported.spec((2,), jnp.uint32), exported.spec((), jnp.int32), family.size
     try:
-        got = jax.eval_shape(lambda k: fns["init"](k, obs_size, actions), key)
-        got = {k: tuple(v.shape) for k, v in dict(got).items()}
-    except Exception as e:  # noqa: BLE001
-        sealed.fail(f"init(key, obs_size, num_actions) raised: {sealed.describe(e)}")
-    if got != family.shapes:
-        sealed.fail(f"init must return the family's parameters {family.shapes}, not {got}")
-    vec, pop = exported.spec((d,)), int(config["meta"]["population"])
-    exported.export_function(lambda k: se.flatten(family, fns["init"](k, obs_size, actions)).astype(jnp.float32),
-                             (key,), Path(out) / "init", name="init", vjp=False)
-    exported.export_function(fns["es_init"], (vec,), Path(out) / "es_init", name="es_init", vjp=False)
-    exported.export_function(fns["es_update"], (vec, vec, exported.spec((pop, d)), exported.spec((pop,)), gen),
-                             Path(out) / "es_update", name="es_update", vjp=False)
-    exported.export_function(fns["sample_hparams"], (key, gen), Path(out) / "sample_hparams", name="sample_hparams",
+        strategy = se.Strategy(getattr(module, "SIGMA_INIT", None), getattr(module, "LR_MEAN", None))
+    except ValueError as e:
+        sealed.fail(f"candidate bandit.py: {e}")
+    gen, pop = exported.spec((), jnp.int32), int(config["meta"]["population"])
+    exported.export_function(fns["shape"], (exported.spec((pop,)), gen), Path(out) / "shape", name="shape",
                              vjp=False)
+    exported.export_function(fns["sample_hparams"], (exported.spec((2,), jnp.uint32), gen),
+                             Path(out) / "sample_hparams", name="sample_hparams", vjp=False)
     exported.export_function(fns["horizon"], (gen,), Path(out) / "horizon", name="horizon", vjp=False)
     exported.write_manifest(out, {"family": {k: v for k, v in family.to_dict().items() if k != "env_name"},
-                                  "algorithms": algorithms})
+                                  "algorithms": algorithms, "strategy": dataclasses.asdict(strategy)})
 
 
 def main() -> None:
