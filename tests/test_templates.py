@@ -106,7 +106,9 @@ SETTINGS = {"seeds", "limits", "config", "private"}
 
 
 def settings_digest(spec) -> str:
-    blob = json.dumps(spec.model_dump(mode="json", include=SETTINGS), sort_keys=True)
+    # The tracer's time limit (added 2026-12-07) changes no result of a run that traced: not part of the fingerprint.
+    blob = json.dumps(spec.model_dump(mode="json", include=SETTINGS, exclude={"limits": {"trace_time_s"}}),
+                      sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
