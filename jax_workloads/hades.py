@@ -5,15 +5,16 @@ data set's fitness is the return of a policy trained on it by behaviour cloning.
 FLAIROx/behaviour-distillation @a600a5a (Apache-2.0), policy_distillation/distill_minatar.py
 (tests/test_hades_fidelity.py transcribes it). Used by both sides of sealed evaluation:
 
-- Training (harness, and in process for tests): `make_distill(config, distiller)` returns `distill(rng)`, one
-  ES run: each generation samples a population of genomes around the ES mean (`es_ask`), decodes each into a
-  data set (`decode`), trains `rollouts` fresh MLPs on it by behaviour cloning (`make_bc`) and plays each for
-  `eval_steps` steps in `eval_envs` environments (`fitness_return`: upstream's fitness, the return of the last
-  episode each environment finished), turns the fitness into weights with the candidate's `shape` and updates
-  the ES (`es_tell`: SNES or OpenES, written here). The candidate (`Distiller`) is that one shaping function and
-  its declared constants (`ESSpec`, checked by `es_spec`): from its export in the harness, from Python in tests;
-  everything that could set the artifact (the genome's layout, the mean's start, the noise, the updates) is
-  here. Seeds are a jax.vmap away.
+- Training (harness, and in process for tests): `make_distill(config, distiller)` returns `distill(rng)`, one ES run
+  in one program; `run_distill` runs the same steps (`make_generation`) for all seeds as three programs a
+  generation, the costly one free of the candidate's functions (compiled once, then cached). Each generation samples
+  a population of genomes around the ES mean (`es_ask`), decodes each into a data set (`decode`), trains `rollouts`
+  fresh MLPs on it by behaviour cloning (`make_bc`) and plays each for `eval_steps` steps in `eval_envs`
+  environments (`fitness_return`: upstream's fitness, the return of the last episode each environment finished),
+  turns the fitness into weights with the candidate's `shape` and updates the ES (`es_tell`: SNES or OpenES, written
+  here). The candidate (`Distiller`) is that one shaping function and its declared constants (`ESSpec`, checked by
+  `es_spec`): from its export in the harness, from Python in tests; everything that could set the artifact (the
+  genome's layout, the mean's start, the noise, the updates) is here. Seeds are a jax.vmap away.
 - Scoring (evaluator, trusted): `episode_returns` plays one whole episode per environment with a policy the
   evaluator trained itself (`make_bc`) on an exported data set (`load_dataset`: checked shapes and bounds).
 
@@ -381,15 +382,28 @@ class Distiller(NamedTuple):
     spec: ESSpec = ESSpec()
 
 
-def make_distill(config: DistillConfig, distiller: Distiller, progress=None, fitness_fn=None):
-    """Return distill(rng) -> {"states", "labels", "fitness_mean", "fitness_max", "bc_loss"}: one ES run.
+class Generation(NamedTuple):
+    """One ES generation in three steps, each jittable and vmappable over seeds (make_generation).
 
-    Per generation (upstream's main): sample the population (es_ask), decode every genome (decode), train
-    `rollouts` BC policies per data set with keys shared by the whole population (upstream's batch_rng, in_axes
-    None) and average their fitness_return; the candidate's shape turns the fitness into weights, the harness's
-    update moves the ES (es_tell). The exported data set is the final mean, decoded. fitness_fn(key, init_key,
-    states, labels) -> (fitness, bc loss) replaces the BC-and-rollouts fitness (tests: a cheap one).
+    The costly middle step, `fitness` (behaviour cloning and rollouts of the whole population), takes the decoded
+    data sets as plain arrays and runs no function of the candidate's: the harness compiles it as a program of its
+    own, which the compilation cache then serves to every candidate of the same data set size (the runner starts a
+    candidate's cache from the shipped candidate's). `ask` and `tell` hold what the candidate decides.
     """
+
+    start: Any    # (rng) -> (ES state, rng, fixed_key)
+    ask: Any      # (state, rng, fixed_key) -> (population [P, N], (keys, init_keys, states, labels), rng)
+    fitness: Any  # (keys, init_keys, states [P, D, obs], labels [P, D, A]) -> (fitness [P], bc loss [])
+    tell: Any     # (state, population, fitness [P], generation) -> state
+    finish: Any   # (state) -> {"states", "labels"}: the final mean, decoded
+
+
+def make_generation(config: DistillConfig, distiller: Distiller, fitness_fn=None) -> Generation:
+    """The steps of one generation (upstream's main): sample the population (es_ask) and decode every genome
+    (decode); train `rollouts` BC policies per data set with keys shared by the whole population (upstream's
+    batch_rng, in_axes None) and average their fitness_return; turn the fitness into weights with the candidate's
+    shape and move the ES (es_tell). fitness_fn(key, init_key, states, labels) -> (fitness, bc loss) replaces the
+    BC-and-rollouts fitness (tests: a cheap one)."""
     spec = distiller.spec
     if fitness_fn is None:
         env = make_env(config.env)
@@ -399,33 +413,92 @@ def make_distill(config: DistillConfig, distiller: Distiller, progress=None, fit
             params, loss = bc(init_key, states, labels)
             return fitness_return(env, policy.apply, params, key, config.eval_envs, config.eval_steps), loss
 
-    def distill(rng):
+    def start(rng):
         # The second key initialised the ES when the distiller did (the mean starts at 0 and draws nothing); it
         # is still split off so that every later key is the one the earlier runs drew.
         rng, _, fixed_key = jax.random.split(rng, 3)
+        return es_init(spec), rng, fixed_key
+
+    def ask(state, rng, fixed_key):
+        rng, ask_key, eval_key = jax.random.split(rng, 3)
+        population = es_ask(spec, ask_key, state, config.population)
+        states, labels = jax.vmap(lambda genome: decode(spec, genome))(population)
+        keys = jax.random.split(eval_key, config.rollouts)
+        init_keys = jnp.broadcast_to(fixed_key, keys.shape) if spec.fixed_init else jax.vmap(
+            lambda k: jax.random.fold_in(k, 1))(keys)
+        return population, (keys, init_keys, states, labels), rng
+
+    def fitness(keys, init_keys, states, labels):
+        per_rollout = jax.vmap(jax.vmap(fitness_fn, (0, 0, None, None)), (None, None, 0, 0))
+        fit, loss = per_rollout(keys, init_keys, states, labels)  # [P, rollouts]
+        return fit.mean(-1), loss.mean()
+
+    def tell(state, population, fit, g):
+        return es_tell(spec, state, population, distiller.shape(fit, g))
+
+    def finish(state):
+        states, labels = decode(spec, state.mean)
+        return {"states": states, "labels": labels}
+
+    return Generation(start, ask, fitness, tell, finish)
+
+
+def make_distill(config: DistillConfig, distiller: Distiller, progress=None, fitness_fn=None):
+    """Return distill(rng) -> {"states", "labels", "fitness_mean", "fitness_max", "bc_loss"}: one ES run in one
+    program (the generations a lax.scan of make_generation's steps), for tests and in-process use. The harness
+    runs the same steps as separate programs (run_distill). The exported data set is the final mean, decoded."""
+    gen = make_generation(config, distiller, fitness_fn)
+
+    def distill(rng):
+        state, rng, fixed_key = gen.start(rng)
 
         def generation(carry, g):
             state, rng = carry
-            rng, ask_key, eval_key = jax.random.split(rng, 3)
-            population = es_ask(spec, ask_key, state, config.population)
-            states, labels = jax.vmap(lambda genome: decode(spec, genome))(population)
-            keys = jax.random.split(eval_key, config.rollouts)
-            init_keys = jnp.broadcast_to(fixed_key, keys.shape) if spec.fixed_init else jax.vmap(
-                lambda k: jax.random.fold_in(k, 1))(keys)
-            per_rollout = jax.vmap(jax.vmap(fitness_fn, (0, 0, None, None)), (None, None, 0, 0))
-            fit, loss = per_rollout(keys, init_keys, states, labels)  # [P, rollouts]
-            fit = fit.mean(-1)
-            state = es_tell(spec, state, population, distiller.shape(fit, g))
+            population, data, rng = gen.ask(state, rng, fixed_key)
+            fit, loss = gen.fitness(*data)
+            state = gen.tell(state, population, fit, g)
             if progress is not None:
                 jax.debug.callback(progress, g)
-            return (state, rng), (fit.mean(), fit.max(), loss.mean())
+            return (state, rng), (fit.mean(), fit.max(), loss)
 
-        (state, _), (mean, best, loss) = jax.lax.scan(generation, (es_init(spec), rng),
+        (state, _), (mean, best, loss) = jax.lax.scan(generation, (state, rng),
                                                       jnp.arange(config.generations, dtype=jnp.int32))
-        states, labels = decode(spec, state.mean)
-        return {"states": states, "labels": labels, "fitness_mean": mean, "fitness_max": best, "bc_loss": loss}
+        return gen.finish(state) | {"fitness_mean": mean, "fitness_max": best, "bc_loss": loss}
 
     return distill
+
+
+def run_distill(config: DistillConfig, distiller: Distiller, rngs, progress=None, compiled=None,
+                fitness_fn=None) -> dict:
+    """Every seed's ES run (rngs [S]), as make_distill computes it, with each generation's steps as three compiled
+    programs over all seeds at once; the generations are a Python loop. The fitness program runs nothing of the
+    candidate's, so a compilation cache that holds it (the shipped candidate's, for one) spares its compilation.
+    progress(g) after each generation; compiled() once every program is compiled (a phase mark); fitness_fn as in
+    make_generation."""
+    gen = make_generation(config, distiller, fitness_fn)
+    start, ask, fitness, finish = (jax.jit(jax.vmap(f)) for f in (gen.start, gen.ask, gen.fitness, gen.finish))
+    tell = jax.jit(jax.vmap(gen.tell, (0, 0, 0, None)))
+    g0 = jnp.int32(0)
+    # Compiled ahead, at abstract shapes, so that the compile phase is timed apart from training.
+    state, rng, fixed = jax.eval_shape(start, rngs)
+    population, data, _ = jax.eval_shape(ask, state, rng, fixed)
+    fit, _ = jax.eval_shape(fitness, *data)
+    programs = [f.lower(*args).compile() for f, args in ((start, (rngs,)), (ask, (state, rng, fixed)),
+                (fitness, data), (tell, (state, population, fit, g0)), (finish, (state,)))]
+    start, ask, fitness, tell, finish = programs
+    if compiled is not None:
+        compiled()
+    state, rng, fixed = start(rngs)
+    curves = []
+    for g in range(config.generations):
+        population, data, rng = ask(state, rng, fixed)
+        fit, loss = fitness(*data)
+        state = tell(state, population, fit, jnp.int32(g))
+        curves.append((fit.mean(-1), fit.max(-1), loss))
+        if progress is not None:
+            progress(g)
+    mean, best, loss = (jnp.stack(c, axis=1) for c in zip(*curves, strict=True))  # [S, G]
+    return jax.block_until_ready(finish(state) | {"fitness_mean": mean, "fitness_max": best, "bc_loss": loss})
 
 
 # ------------------------------------------------------------------------------------------------ the artifact

@@ -457,46 +457,118 @@ class MetaFns(NamedTuple):
     horizon: Callable
 
 
-def make_meta_train(family: Family, algorithms: tuple[str, ...], inner: Inner, meta: Meta, strategy: Strategy,
-                    fns: MetaFns) -> Callable:
-    """Return meta_train(key) -> {"params": the final bandit [D], "curves": per generation, "finite": [G] whether
-    each generation's weights were finite}; jit and vmap it over seeds. The mean starts at flax's default
-    initialisation and the std at strategy.sigma_init. Each generation: sample the population around the mean,
-    train one agent per member on its bandit with this generation's algorithm (algorithms in turn, as upstream's
-    get_algos), play its greedy policy for the candidate's horizon in the real environment, weight the members
-    by the candidate's shaping of their fitness (shaped_weights) and take the SNES step (snes_step)."""
-    trainers = [make_inner_train(a, family, inner) for a in algorithms]
-    apply = trainers[0][1]  # every inner algorithm trains the same MLP
-    pop, gen_index = meta.population, jnp.int32
+class MetaSteps(NamedTuple):
+    """One generation of meta-training in steps, each jittable and vmappable over seeds (make_meta_steps).
 
-    def member(flat, key, hp, algo, h):
-        train_key, eval_key = jax.random.split(key)
-        agent = jax.lax.switch(algo, [t for t, _ in trainers], flat, train_key, hp) if len(trainers) > 1 else \
-            trainers[0][0](flat, train_key, hp)
-        return greedy_return(family.env_name, apply, agent, eval_key, meta.fitness_episodes, meta.max_horizon, h)
+    The costly step, `fitness[a]` (training one agent per member with algorithm a and playing it on the real
+    environment), takes the population's parameters, keys, hyperparameters and horizon as plain arrays and runs no
+    function of the candidate's: the harness compiles it as a program of its own, which the compilation cache then
+    serves to every candidate of the same family (the runner starts a candidate's cache from the shipped
+    candidate's). `ask` and `tell` hold what the candidate decides (hyperparameters, horizon, fitness shaping).
+    """
 
-    def meta_train(key):
+    start: Callable              # (key) -> (mean [D], std [D], key)
+    ask: Callable                # (mean, std, key, g) -> (z [P, D], (members [P, D], keys [P], hp [P, 7], h), key)
+    fitness: tuple[Callable, ...]  # per algorithm: (members, keys, hp, h) -> fitness [P]
+    tell: Callable               # (mean, std, z, fitness, g) -> (mean, std, finite, curves)
+
+
+def make_meta_steps(family: Family, algorithms: tuple[str, ...], inner: Inner, meta: Meta, strategy: Strategy,
+                    fns: MetaFns, fitness: tuple[Callable, ...] | None = None) -> MetaSteps:
+    """The steps of one generation: sample the population around the mean, draw each member's hyperparameters
+    (the candidate's sample_hparams, clipped) and the horizon (the candidate's, clipped); train one agent per
+    member on its bandit with this generation's algorithm and play its greedy policy for the horizon in the real
+    environment; weight the members by the candidate's shaping of their fitness (shaped_weights) and take the
+    SNES step (snes_step). The mean starts at flax's default initialisation, the std at strategy.sigma_init.
+    fitness, one (members, keys, hp, h) -> [P] per algorithm, replaces training and play (tests: cheap ones)."""
+    pop = meta.population
+
+    def start(key):
         key, init_key = jax.random.split(key)
         mean = init_params(family, init_key)
-        std = jnp.full_like(mean, strategy.sigma_init)
+        return mean, jnp.full_like(mean, strategy.sigma_init), key
 
+    def ask(mean, std, key, g):
+        key, z_key, hp_key, run_key = jax.random.split(key, 4)
+        z = jax.random.normal(z_key, (pop, family.size))
+        hp = jax.vmap(lambda k: clip_hparams(fns.sample_hparams(jax.random.key_data(k), g)))(
+            jax.random.split(hp_key, pop))
+        h = jnp.clip(jnp.round(jnp.nan_to_num(fns.horizon(g), nan=1.0)), 1, meta.max_horizon).astype(jnp.int32)
+        return z, (mean + std * z, jax.random.split(run_key, pop), hp, h), key
+
+    def fitness_of(train, apply):
+        def member(flat, key, hp, h):
+            train_key, eval_key = jax.random.split(key)
+            agent = train(flat, train_key, hp)
+            return greedy_return(family.env_name, apply, agent, eval_key, meta.fitness_episodes, meta.max_horizon, h)
+
+        return jax.vmap(member, in_axes=(0, 0, 0, None))
+
+    def tell(mean, std, z, fitness, g):
+        w, finite = shaped_weights(fns.shape, fitness, g)
+        new_mean, new_std = snes_step(mean, std, z, w, strategy.lr_mean)
+        curves = {"fitness_mean": fitness.mean(), "fitness_max": fitness.max(), "std_mean": std.mean()}
+        return new_mean, new_std, finite, curves
+
+    if fitness is None:
+        fitness = tuple(fitness_of(*make_inner_train(a, family, inner)) for a in algorithms)
+    return MetaSteps(start, ask, fitness, tell)
+
+
+def make_meta_train(family: Family, algorithms: tuple[str, ...], inner: Inner, meta: Meta, strategy: Strategy,
+                    fns: MetaFns, fitness: tuple[Callable, ...] | None = None) -> Callable:
+    """Return meta_train(key) -> {"params": the final bandit [D], "curves": per generation, "finite": [G] whether
+    each generation's weights were finite}: make_meta_steps' generations as one program (a lax.scan; algorithms
+    in turn, as upstream's get_algos), for tests and in-process use; jit and vmap it over seeds. The harness runs
+    the same steps as separate programs (run_meta_train); fitness as in make_meta_steps."""
+    steps = make_meta_steps(family, algorithms, inner, meta, strategy, fns, fitness)
+
+    def meta_train(key):
         def generation(carry, g):
             mean, std, key = carry
-            key, z_key, hp_key, run_key = jax.random.split(key, 4)
-            z = jax.random.normal(z_key, (pop, family.size))
-            g = g.astype(gen_index)
-            hp = jax.vmap(lambda k: clip_hparams(fns.sample_hparams(jax.random.key_data(k), g)))(
-                jax.random.split(hp_key, pop))
-            h = jnp.clip(jnp.round(jnp.nan_to_num(fns.horizon(g), nan=1.0)), 1, meta.max_horizon).astype(jnp.int32)
-            fitness = jax.vmap(member, in_axes=(0, 0, 0, None, None))(
-                mean + std * z, jax.random.split(run_key, pop), hp, g % len(trainers), h)
-            w, finite = shaped_weights(fns.shape, fitness, g)
-            new_mean, new_std = snes_step(mean, std, z, w, strategy.lr_mean)
-            curves = {"fitness_mean": fitness.mean(), "fitness_max": fitness.max(), "horizon": h.astype(jnp.float32),
-                      "std_mean": std.mean()}
-            return (new_mean, new_std, key), (curves, finite)
+            g = g.astype(jnp.int32)
+            z, members, key = steps.ask(mean, std, key, g)
+            fitness = jax.lax.switch(g % len(steps.fitness), steps.fitness, *members)
+            mean, std, finite, curves = steps.tell(mean, std, z, fitness, g)
+            return (mean, std, key), (curves | {"horizon": members[3].astype(jnp.float32)}, finite)
 
-        (mean, _, _), (curves, finite) = jax.lax.scan(generation, (mean, std, key), jnp.arange(meta.generations))
+        (mean, _, _), (curves, finite) = jax.lax.scan(generation, steps.start(key), jnp.arange(meta.generations))
         return {"params": mean, "curves": curves, "finite": finite}
 
     return meta_train
+
+
+def run_meta_train(family: Family, algorithms: tuple[str, ...], inner: Inner, meta: Meta, strategy: Strategy,
+                   fns: MetaFns, keys: jax.Array, progress: Callable | None = None,
+                   compiled: Callable | None = None, fitness: tuple[Callable, ...] | None = None) -> dict:
+    """Every seed's meta-training (keys [S]), as make_meta_train computes it, with each generation's steps as
+    compiled programs over all seeds at once; the generations are a Python loop. The fitness programs (one per
+    inner algorithm) run nothing of the candidate's, so a compilation cache that holds them (the shipped
+    candidate's, for one) spares their compilation, most of a run's. progress(g) after each generation;
+    compiled() once every program is compiled (a phase mark); fitness as in make_meta_steps."""
+    steps = make_meta_steps(family, algorithms, inner, meta, strategy, fns, fitness)
+    start, ask, tell = (jax.jit(jax.vmap(f, axes)) for f, axes in
+                        ((steps.start, 0), (steps.ask, (0, 0, 0, None)), (steps.tell, (0, 0, 0, 0, None))))
+    fitness = [jax.jit(jax.vmap(f)) for f in steps.fitness]
+    g0 = jnp.int32(0)
+    # Compiled ahead, at abstract shapes, so that the compile phase is timed apart from meta-training.
+    mean, std, key = jax.eval_shape(start, keys)
+    z, members, _ = jax.eval_shape(ask, mean, std, key, g0)
+    fit = jax.eval_shape(fitness[0], *members)
+    start, ask, tell = (f.lower(*args).compile() for f, args in
+                        ((start, (keys,)), (ask, (mean, std, key, g0)), (tell, (mean, std, z, fit, g0))))
+    fitness = [f.lower(*members).compile() for f in fitness]
+    if compiled is not None:
+        compiled()
+    mean, std, key = start(keys)
+    curves, finite = [], []
+    for g in range(meta.generations):
+        z, members, key = ask(mean, std, key, jnp.int32(g))
+        fit = fitness[g % len(fitness)](*members)
+        mean, std, ok, c = tell(mean, std, z, fit, jnp.int32(g))
+        curves.append(c | {"horizon": members[3].astype(jnp.float32)})
+        finite.append(ok)
+        if progress is not None:
+            progress(g)
+    stacked = {k: jnp.stack([c[k] for c in curves], axis=1) for k in curves[0]}  # [S, G]
+    return jax.block_until_ready({"params": mean, "curves": stacked, "finite": jnp.stack(finite, axis=1)})

@@ -198,13 +198,15 @@ def compute(job: Job, run_dir: Path, cancel: threading.Event | None = None) -> C
     outcome = backends.run(
         job.sandbox,
         backends.Job(script=spec.entrypoint, work=work, libs_parent=PROJECT_ROOT, cpus=job.cpus,
-                     jax_cache=sandbox_cache(job.home, job.template.name, work / EXPORTS)),
+                     jax_cache=(cache := _candidate_cache(job, work / EXPORTS))),
         spec.limits, run_dir / "train.log", cancel)
     timings.update(_harness_timings(work, outcome))
     if outcome.exceeded == "disk":
         shutil.rmtree(work, ignore_errors=True)  # give the space back; the log says what happened
     if not outcome.ok:
         return failed(_reason(outcome, job.template), outcome.log_tail)
+    if job.sources == job.template.editable_sources():
+        _mark_shipped_cache(job, cache)
     t_eval = time.time()
     ev = _run_evaluator(job, work, run_dir, cancel)
     timings["evaluate"] = time.time() - t_eval
@@ -336,6 +338,44 @@ def sandbox_cache(home: Path, template: str, exports: Path) -> Path:
     for path in sorted(exports.iterdir()):
         h.update(f"{path.name}:{hashlib.sha256(path.read_bytes()).hexdigest()};".encode())
     return home / "cache" / "jax-sandbox" / f"{template}-{h.hexdigest()[:16]}"
+
+
+def _shipped_pointer(job: Job, caches: Path) -> Path:
+    return caches / f"{job.template.name}-{job.template.content_hash()[:16]}.shipped"
+
+
+def _mark_shipped_cache(job: Job, cache: Path) -> None:
+    """Name `cache`, that of a finished run of the template's own (shipped) candidate, as the one new candidates'
+    caches start from (_candidate_cache). Written after the run, so it names a cache whose entries are whole."""
+    pointer = _shipped_pointer(job, cache.parent)
+    tmp = pointer.with_name(f"{pointer.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    tmp.write_text(cache.name)
+    tmp.replace(pointer)
+
+
+def _candidate_cache(job: Job, exports: Path) -> Path:
+    """The compilation cache of the candidate's training sandbox (sandbox_cache), made on first use as a copy of
+    the shipped candidate's when one ran (_mark_shipped_cache).
+
+    A harness's programs that do not depend on the candidate's exports (an environment's rollouts, an inner
+    training loop fed the candidate's outputs as data) are then compiled once per template version, not once per
+    candidate. A copy, never a link: what the shipped run compiled ran only the template's own code, and a
+    candidate's sandbox may write its cache, never the shipped one's.
+    """
+    cache = sandbox_cache(job.home, job.template.name, exports)
+    pointer = _shipped_pointer(job, cache.parent)
+    if cache.exists() or not pointer.is_file():
+        return cache
+    source = cache.parent / pointer.read_text().strip()
+    if source == cache or source.parent != cache.parent or not source.is_dir():
+        return cache
+    tmp = cache.with_name(f"{cache.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    try:
+        shutil.copytree(source, tmp, symlinks=True)
+        tmp.rename(cache)
+    except OSError:  # another run of the same exports made it first, or the source is being pruned: start empty
+        shutil.rmtree(tmp, ignore_errors=True)
+    return cache
 
 
 RUN_ENTRIES = ("trace", "work", "candidate", "trace.log", "train.log", "eval.log", "final_info.json")

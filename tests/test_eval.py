@@ -8,6 +8,8 @@ import pytest
 from conftest import DPO_SOURCE, scientist
 
 from base.store import Store
+from base.template import load_template
+from scientist.runner import sandbox_cache
 
 
 def run_eval(templates, home, *args):
@@ -183,6 +185,27 @@ def test_same_candidate_is_not_recomputed(baseline, tiny_templates, home, candid
     assert r.code == 0 and f"cached from run {baseline.id}" in r.out
     forced = run_eval(tiny_templates, home, "--candidate", str(dpo), "--force", "--seeds", "2")
     assert forced.code == 0 and "cached" not in forced.out
+
+
+def test_a_new_candidates_compilation_cache_starts_as_a_copy_of_the_shipped_ones(baseline, tiny_templates, home,
+                                                                                candidate, tmp_path):
+    """Programs of the harness that the candidate does not change are compiled once per template version: a new
+    candidate's cache is a copy of the shipped candidate's (a copy: the shipped cache stays as it was)."""
+    caches = home / "cache" / "jax-sandbox"
+    pointer = caches / f"discopop-{load_template('discopop', tiny_templates).content_hash()[:16]}.shipped"
+    shipped = caches / pointer.read_text()
+
+    def entries(folder):
+        return {p.name: p.read_bytes() for p in folder.iterdir() if not p.name.endswith(("-atime", ".lockfile"))}
+
+    before = entries(shipped)
+    assert before  # the baseline's run compiled something
+    scaled = candidate("scaled_beta", DPO_SOURCE.replace("beta * rho", "1.0123 * beta * rho"))
+    r = run_eval(tiny_templates, home, "--candidate", str(scaled), "--out", str(tmp_path / "run"))
+    assert r.code == 0, r.text
+    own = sandbox_cache(home, "discopop", tmp_path / "run" / "work" / "exports")
+    assert own != shipped and set(before) <= set(entries(own))
+    assert entries(shipped) == before
 
 
 def test_missing_candidate_file_and_bad_seeds(tiny_templates, home, tmp_path):

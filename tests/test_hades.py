@@ -252,6 +252,27 @@ def test_a_shaping_cannot_steer_the_data_set_only_weigh_the_harnesss_noise():
     assert not np.any(run(lambda f, g: f * jnp.nan, 1))
 
 
+def test_the_harnesss_generation_programs_compute_the_one_program_es():
+    """run_distill (the harness: each generation's steps as programs of their own, the fitness one free of the
+    candidate's functions) gives every seed what make_distill (one program) gives it."""
+    spec = hades.ESSpec(dataset_size=2)
+    config = hades.DistillConfig(population=8, generations=4, rollouts=2)
+    shape = load_module(HADES / "distiller.py", "hades_distiller_programs").shape
+
+    def fitness(key, init_key, states, labels):
+        noise = jax.random.normal(jax.random.fold_in(key, 3)) + jax.random.normal(init_key)
+        return -jnp.mean((states - 0.5) ** 2) + 0.01 * noise, jnp.mean(labels * states[:, :4])
+
+    rngs = jax.random.split(jax.random.key(7), 3)
+    one = jax.jit(jax.vmap(hades.make_distill(config, hades.Distiller(shape, spec), fitness_fn=fitness)))(rngs)
+    seen = []
+    loop = hades.run_distill(config, hades.Distiller(shape, spec), rngs, progress=seen.append, fitness_fn=fitness)
+    assert seen == list(range(config.generations)) and set(loop) == set(one)
+    for k in one:
+        np.testing.assert_allclose(loop[k], one[k], rtol=1e-5, atol=1e-6, err_msg=k)
+    assert np.abs(np.asarray(loop["states"])).max() > 0  # the ES moved
+
+
 def test_hostile_import_scores_exactly_as_the_baseline(runs):
     out, _ = runs
     base, hostile = final_info(out, "baseline"), final_info(out, "hostile")

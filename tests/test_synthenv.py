@@ -15,6 +15,7 @@ import re
 import sys
 from pathlib import Path
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -252,6 +253,35 @@ def step(shape, mean, std, z, fitness):
     step; (mean, std, weights, finite)."""
     w, finite = se.shaped_weights(shape, jnp.asarray(fitness, jnp.float32), jnp.int32(0))
     return (*se.snes_step(mean, std, z, w, 1.0), w, finite)
+
+
+def test_the_harnesss_generation_programs_compute_the_one_program_meta_training():
+    """run_meta_train (the harness: each generation's steps as programs of their own, the fitness ones free of the
+    candidate's functions) gives every seed what make_meta_train (one program) gives it, algorithms in turn.
+    Cheap fitness functions stand in for inner training (the same code on both paths)."""
+    family = se.Family("Acrobot-v1", latent="normal", hidden=4, activation="relu")
+    meta = se.Meta(population=6, generations=5, fitness_episodes=1, max_horizon=50)
+    fns = se.MetaFns(bandit.shape, bandit.sample_hparams, bandit.horizon)
+    strategy = se.Strategy(bandit.SIGMA_INIT, bandit.LR_MEAN)
+
+    def cheap(offset):
+        def fitness(members, keys, hp, h):
+            noise = jax.vmap(lambda k: jax.random.normal(k))(keys)
+            return -jnp.sum((members - 0.1) ** 2, -1) + hp[:, 0] + offset * h + 0.01 * noise
+        return fitness
+
+    args = (family, ("ppo", "dqn"), None, meta, strategy, fns)
+    keys = jax.random.split(jax.random.key(3), 2)
+    one = jax.jit(jax.vmap(se.make_meta_train(*args, fitness=(cheap(0.0), cheap(1.0)))))(keys)
+    seen = []
+    loop = se.run_meta_train(*args, keys, progress=seen.append, fitness=(cheap(0.0), cheap(1.0)))
+    assert seen == list(range(meta.generations)) and set(loop["curves"]) == set(one["curves"])
+    np.testing.assert_allclose(loop["params"], one["params"], rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(loop["finite"], one["finite"])
+    for k in one["curves"]:
+        np.testing.assert_allclose(loop["curves"][k], one["curves"][k], rtol=1e-5, atol=1e-5, err_msg=k)
+    fit = np.asarray(loop["curves"]["fitness_mean"])  # the second algorithm's generations carry its offset
+    assert np.all(fit[:, 1::2] > fit[:, 0::2][:, :2] + 40)  # h = max_horizon, 50
 
 
 def test_hostile_shapes_cannot_steer_the_mean():

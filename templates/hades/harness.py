@@ -3,8 +3,10 @@
 Reads config.json from the work folder and the candidate distiller as the tracer (trace.py) exported it
 (exports/: its fitness shaping `shape` as StableHLO, checked to be plain computation; its manifest's constants,
 checked against their ranges). This process never imports distiller.py. It gates the shaping on made-up fitness
-at the real shapes, then runs every seed's ES in one compiled call (jax_workloads.hades.make_distill: each
-generation samples a population around the mean with its own noise, decodes every genome into a data set with
+at the real shapes, then runs every seed's ES, all seeds at once (jax_workloads.hades.run_distill: each
+generation three compiled programs, the costly one, behaviour cloning and rollouts, free of the candidate's
+functions so that the compilation cache serves it to every candidate of the same data set size; each generation
+samples a population around the mean with its own noise, decodes every genome into a data set with
 its own layout, trains [config.es] rollouts behaviour-cloning policies ([config.bc]) on each, plays them on
 SpaceInvaders-MinAtar for the fitness, weighs the members with the candidate's shape, bounded, and updates the
 mean and sigma with its own SNES or OpenES), and exports each
@@ -38,10 +40,8 @@ def main() -> None:
     hades.gate(distiller, dcfg)
     clock.lap("setup")
     rngs = jax.random.split(jax.random.key(config["train_seed"]), seeds)
-    distill = jax.jit(jax.vmap(hades.make_distill(dcfg, distiller, sealed.Progress(dcfg.generations).update)))
-    compiled = distill.lower(rngs).compile()
-    clock.lap("compile")
-    out = jax.block_until_ready(compiled(rngs))
+    out = hades.run_distill(dcfg, distiller, rngs, sealed.Progress(dcfg.generations).update,
+                            compiled=lambda: clock.lap("compile"))
     clock.lap("train")
     sealed.export_arrays(Path("artifacts") / hades.DATASET_FILE, {
         "states": np.asarray(out["states"], np.float32), "labels": np.asarray(out["labels"], np.float32)})

@@ -3,7 +3,9 @@
 Reads config.json and the candidate's functions as the tracer (trace.py) exported them (exports/: shape,
 sample_hparams, horizon, each StableHLO checked to be plain computation, and manifest.json, whose family,
 algorithms and SNES settings are checked here as untrusted data). This process never imports bandit.py. It gates
-the exports on small inputs, then meta-trains every seed in one compiled call (jax_workloads.synthenv.make_meta_train:
+the exports on small inputs, then meta-trains every seed at once (jax_workloads.synthenv.run_meta_train, each
+generation's steps as compiled programs, the costly ones, inner training and play, free of the candidate's
+functions so that the compilation cache serves them to every candidate of the same family:
 SNES over the bandit's parameters, fitness the real environment's return of agents trained on it; this process
 initialises the parameters, samples the population and takes every SNES step, the candidate only shapes the
 fitness into bounded weights) and exports each seed's final bandit as plain arrays (artifacts/bandit.npz) with
@@ -85,10 +87,8 @@ def main() -> None:
     clock.lap("gate")
     rngs = jax.random.split(jax.random.key(config["train_seed"]), seeds)
     try:
-        train = jax.jit(jax.vmap(se.make_meta_train(family, algorithms, inner, meta, strategy, fns)))
-        compiled = train.lower(rngs).compile()
-        clock.lap("compile")
-        out = jax.block_until_ready(compiled(rngs))
+        out = se.run_meta_train(family, algorithms, inner, meta, strategy, fns, rngs,
+                                sealed.Progress(meta.generations).update, compiled=lambda: clock.lap("compile"))
         clock.lap("train")
     except Exception as e:  # noqa: BLE001
         sealed.fail(f"meta-training failed: {sealed.describe(e)}")
