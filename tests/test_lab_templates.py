@@ -5,7 +5,8 @@ its paper written by the template writer from the template's own LaTeX and figur
 seeds when it beat the baseline in the search, the digest written. The template and its sizes are those of the
 template's `once_per_run` eval fixture (conftest; its test module's `TINY`), and the night's home starts as a copy
 of that fixture's home, so the baseline the fixture computed is reused (its files copied from its run folder) and
-each night trains only its own candidate and confirmation runs.
+each night trains only its own candidate and confirmation runs. Then `scientist run --proposer evolve` in the same
+home: one idea and its run (the baseline reused), its files and paper written where asked.
 """
 
 from __future__ import annotations
@@ -69,6 +70,31 @@ def test_a_night_runs_evolve_writes_the_templates_paper_and_confirms(name, reque
     assert r.code == 0 and "Traceback" not in r.text, r.text
     assert shipped_runs(home, root) == baselines  # the fixture's run was the baseline, not computed again
     check_night(name, root, home, tmp_path / "figures")
+    check_run(name, root, home, tmp_path / "run")
+
+
+def check_run(name: str, root: Path, home: Path, out: Path) -> None:
+    """`scientist run --proposer evolve` in the night's home: one idea (the proposer skips the genome the night ran
+    and proposes another), its one run trained sealed beside the home's baseline (reused, not trained again), its
+    files and paper written into the folder asked for."""
+    store = Store(home / "store.sqlite")
+    before = {r.id for r in store.runs()}
+    r = scientist("run", "--template", name, "--templates-dir", str(root.parent), "--home", str(home),
+                  "--proposer", "evolve", "--ideas", "1", "--runs", "1", "--writer", "template", "--no-review",
+                  "--sandbox", "bwrap", "--out", str(out), timeout=900)
+    assert r.code == 0 and "Traceback" not in r.text, r.text
+    # At most the idea's run is new (none if the proposer met a genome the home has run): the baseline came from
+    # the store.
+    new = [r for r in store.runs() if r.id not in before]
+    shipped = source_hash(load_template(str(root)).editable_sources())
+    assert len(new) <= 1 and all(r.status == "ok" and r.candidate_hash != shipped for r in new), new
+    (idea,) = json.loads((out / "summary.json").read_text())["ideas"]
+    assert idea["status"] == "done"
+    assert (out / idea["folder"] / "run_1" / "final_info.json").is_file()  # the files, not only the record
+    assert idea["paper"]["status"] == "ok" and idea["paper"]["struck_sentences"] == 0, idea["paper"]
+    assert Path(idea["paper"]["pdf"]).is_file() and Path(idea["paper"]["pdf"]).is_relative_to(out)
+    tex = Path(idea["paper"]["tex"]).read_text()
+    assert prose((root / "latex" / "setup.tex").read_text()) in tex
 
 
 def check_night(name: str, root: Path, home: Path, scratch: Path) -> None:
