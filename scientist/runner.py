@@ -628,12 +628,13 @@ def _harness_timings(work: Path, outcome: Outcome) -> dict[str, float]:
 def _reason(outcome: Outcome, template: Template, stage: str = "run") -> str:
     """One line saying why a stage of a run failed: "tracer", "run" (the harness) or "evaluator"."""
     limits = template.spec.limits
-    where = {"tracer": "the tracer (importing and exporting the candidate)", "evaluator": "the evaluator"}.get(
-        stage, "the run")
+    where = "the evaluator" if stage == "evaluator" else "the run"  # the tracer is the run's first stage
     if outcome.timed_out:
-        limit = {"tracer": limits.for_tracer().time_s, "evaluator": limits.eval_time_s}.get(stage, limits.time_s)
-        key = {"tracer": "trace_time_s", "evaluator": "eval_time_s"}.get(stage, "time_s")
-        return f"timed out: {where} exceeded its time limit of {limit:g} s ([limits] {key})"
+        if stage == "tracer":  # a limit of its own (Limits.for_tracer): name it
+            return (f"timed out: the run's tracer (importing and exporting the candidate) exceeded its time limit "
+                    f"of {limits.for_tracer().time_s:g} s ([limits] trace_time_s)")
+        limit = limits.eval_time_s if stage == "evaluator" else limits.time_s
+        return f"timed out: {where} exceeded its time limit of {limit:g} s"
     if outcome.out_of_memory:
         return f"out of memory: {where} exceeded the memory limit of {limits.memory_mb} MB"
     if outcome.exceeded == "processes":

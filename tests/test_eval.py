@@ -135,8 +135,8 @@ subprocess.Popen(["sleep", "{marker}"], start_new_session=True)  # tries to esca
 time.sleep(10**6)
 ''')
     r = run_eval(templates, tmp_path / "h", "--candidate", str(sleeper), *sandbox_args)
-    assert r.code == 1 and "timed out: the tracer (importing and exporting the candidate) exceeded its time limit " \
-        "of 6 s ([limits] trace_time_s)" in r.err
+    assert r.code == 1 and "timed out: the run's tracer (importing and exporting the candidate) exceeded its time " \
+        "limit of 6 s ([limits] trace_time_s)" in r.err
     assert _leftovers(marker) == []
 
 
