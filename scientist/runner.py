@@ -369,13 +369,10 @@ def _candidate_cache(job: Job, exports: Path) -> Path:
     source = cache.parent / pointer.read_text().strip()
     if source == cache or source.parent != cache.parent or not source.is_dir():
         return cache
-    tmp = cache.with_name(f"{cache.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     try:
-        shutil.copytree(source, tmp, symlinks=True)
-        tmp.rename(cache)
-    except OSError:  # another run of the same exports made it first, or the source is being pruned: start empty
-        shutil.rmtree(tmp, ignore_errors=True)
-    return cache
+        return _publish_once(cache, lambda tmp: shutil.copytree(source, tmp, symlinks=True, dirs_exist_ok=True))
+    except OSError:  # the source is being pruned: start empty
+        return cache
 
 
 RUN_ENTRIES = ("trace", "work", "candidate", "trace.log", "train.log", "eval.log", "final_info.json")
