@@ -75,6 +75,17 @@ class Resources(BaseModel):
         return n
 
 
+class Compile(BaseModel):
+    """How XLA compiles a run's programs ([compile]), in the sandbox and in the sealed evaluator alike."""
+
+    model_config = ConfigDict(extra="forbid")
+    # false: without XLA's optimisations (JAX's jax_disable_most_optimizations): compiles about 2x faster and runs
+    # slower, for settings whose programs run for less time than they take to compile (a smoke profile, the tests'
+    # tiny copies). Floating-point results differ (other fusion and operation order), so it is part of the settings'
+    # hash.
+    optimize: bool = True
+
+
 class Profile(BaseModel):
     """An overlay of a template's settings for one kind of machine ([profiles.<name>], e.g. cpu or gpu).
 
@@ -87,6 +98,7 @@ class Profile(BaseModel):
     seeds: int | None = None
     limits: dict[str, Any] = {}
     resources: dict[str, Any] = {}
+    compile: dict[str, Any] = {}
     config: dict[str, Any] = {}
     private: dict[str, Any] = {}
 
@@ -119,6 +131,7 @@ class TemplateSpec(BaseModel):
     # Settings only the trusted evaluator sees; never written into the sandbox.
     private: dict[str, Any] = {}
     resources: Resources = Field(Resources(), validate_default=True)  # validated: fills in memory_mb
+    compile: Compile = Compile()
     profiles: dict[str, Profile] = {}
     # A cheap screening stage ([screen]: fewer seeds, a shorter run), laid over the settings as they are (after
     # the profile) by Template.screened(); the evaluation cascade (--cascade) runs it before a full evaluation.
@@ -229,7 +242,8 @@ class Template:
         if overlay.seeds is not None:
             merged["seeds"] = overlay.seeds
         try:
-            for table, strict in (("limits", False), ("resources", False), ("config", True), ("private", True)):
+            for table, strict in (("limits", False), ("resources", False), ("compile", False), ("config", True),
+                                  ("private", True)):
                 merged[table] = _merge(merged.get(table, {}), getattr(overlay, table), table, strict)
         except _OverlayError as e:
             raise TemplateError(f"{toml_path}: field '{field}.{e.field}': {e.problem}") from None
@@ -289,6 +303,8 @@ class Template:
         if self.device == "gpu" or self.spec.resources.gpus > 0:
             # A GPU computes other floating-point results than a CPU from the same settings: never the same runs.
             settings["device"] = "gpu"
+        if not self.spec.compile.optimize:  # other floating-point results; the default leaves every hash as it was
+            settings["compile"] = {"optimize": False}
         if self.spec.screened:
             settings["screen"] = True
         h = hashlib.sha256(f"scoring-{SCORING_VERSION}".encode())

@@ -43,6 +43,7 @@ class Job:
     packages: tuple[str, ...] = ("jax_workloads",)
     jax_cache: Path | None = None
     cpus: tuple[int, ...] | None = None   # the cores it may use (a worker slot's share); None: all
+    xla_optimize: bool = True             # False: compile without XLA's optimisations ([compile] optimize)
 
 
 @dataclass(frozen=True)
@@ -106,7 +107,7 @@ def resolve(name: str, *, image: str | None = None, docker_host: str | None = No
 
 
 def _base_env(pythonpath: str, home: str, cache: str | None, gpus: str | None = None,
-              path: str = "/usr/local/bin:/usr/bin:/bin") -> dict[str, str]:
+              path: str = "/usr/local/bin:/usr/bin:/bin", xla_optimize: bool = True) -> dict[str, str]:
     env = {
         "PATH": path,
         "HOME": home,
@@ -122,7 +123,13 @@ def _base_env(pythonpath: str, home: str, cache: str | None, gpus: str | None = 
     if cache is not None:
         env["JAX_COMPILATION_CACHE_DIR"] = cache
         env["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0.5"
+    env.update(xla_env(xla_optimize))
     return env
+
+
+def xla_env(optimize: bool) -> dict[str, str]:
+    """The environment that makes JAX compile without XLA's optimisations when optimize is False ([compile])."""
+    return {} if optimize else {"JAX_DISABLE_MOST_OPTIMIZATIONS": "1"}
 
 
 def _python() -> str:
@@ -157,7 +164,7 @@ def _bwrap_argv(job: Job, gpus: str | None, tmp_mb: int) -> list[str]:
         args += ["--bind", str(job.jax_cache), CACHE]
         cache = CACHE
     args += ["--remount-ro", "/", "--chdir", WORK, "--clearenv"]
-    env = _base_env(LIBS, "/tmp", cache, gpus)
+    env = _base_env(LIBS, "/tmp", cache, gpus, xla_optimize=job.xla_optimize)
     for key, value in env.items():
         args += ["--setenv", key, value]
     args += [_python(), "-s", f"{WORK}/{job.script}"]
@@ -178,7 +185,7 @@ def run(sandbox: Sandbox, job: Job, limits: Limits, log_path: Path, cancel: thre
         if job.jax_cache is not None:
             mounts[CACHE] = (job.jax_cache, True)
         env = _base_env(LIBS, "/tmp", CACHE if job.jax_cache else None, sandbox.gpus,
-                        path="/opt/venv/bin:/usr/local/bin:/usr/bin:/bin")
+                        path="/opt/venv/bin:/usr/local/bin:/usr/bin:/bin", xla_optimize=job.xla_optimize)
         return container.run(["python", "-s", f"{WORK}/{job.script}"], image=sandbox.image,
                              host=sandbox.docker_host, gpus=sandbox.gpus, env=env, mounts=mounts, workdir=WORK,
                              watch_dir=job.work, limits=limits, log_path=log_path, cpus=job.cpus, cancel=cancel)
@@ -188,7 +195,7 @@ def run(sandbox: Sandbox, job: Job, limits: Limits, log_path: Path, cancel: thre
         home = job.work / ".home"
         home.mkdir(exist_ok=True)
         env = _base_env(str(job.libs_parent), str(home), str(job.jax_cache) if job.jax_cache else None,
-                        sandbox.gpus)
+                        sandbox.gpus, xla_optimize=job.xla_optimize)
         argv = [_python(), "-s", str(job.work / job.script)]
     else:
         raise SandboxUnavailable(f"unknown sandbox backend {sandbox.backend!r}")

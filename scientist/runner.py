@@ -198,6 +198,7 @@ def compute(job: Job, run_dir: Path, cancel: threading.Event | None = None) -> C
     outcome = backends.run(
         job.sandbox,
         backends.Job(script=spec.entrypoint, work=work, libs_parent=PROJECT_ROOT, cpus=job.cpus,
+                     xla_optimize=spec.compile.optimize,
                      jax_cache=(cache := _candidate_cache(job, work / EXPORTS))),
         spec.limits, run_dir / "train.log", cancel)
     timings.update(_harness_timings(work, outcome))
@@ -481,7 +482,8 @@ def _trace(job: Job, run_dir: Path, work: Path, cancel: threading.Event | None) 
     (trace / EXPORTS).mkdir(parents=True)
     _lay_out(job, trace, [*spec.harness, spec.tracer], with_candidate=True)
     outcome = backends.run(
-        job.sandbox, backends.Job(script=spec.tracer, work=trace, libs_parent=PROJECT_ROOT, cpus=job.cpus),
+        job.sandbox, backends.Job(script=spec.tracer, work=trace, libs_parent=PROJECT_ROOT, cpus=job.cpus,
+                                  xla_optimize=spec.compile.optimize),
         spec.limits.for_tracer(), run_dir / "trace.log", cancel)
     if outcome.ok:
         try:
@@ -603,7 +605,7 @@ def _evaluator_process(job: Job, args: list[str], log: Path, cancel: threading.E
             "--seeds", str(job.seeds), "--jax-cache", str(job.home / "cache" / "jax-eval"), "--private", "stdin",
             "--config", "stdin"]
     env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": str(job.home), "JAX_PLATFORMS": "cpu",
-           "PYTHONHASHSEED": "0", "LANG": "C.UTF-8"}
+           "PYTHONHASHSEED": "0", "LANG": "C.UTF-8", **backends.xla_env(job.template.spec.compile.optimize)}
     settings = {"private": _private(job), "config": job.template.spec.config}
     return supervise(argv, env=env, cwd=job.home, limits=job.template.spec.limits.for_evaluator(), log_path=log,
                      cpus=job.cpus, cancel=cancel, stdin=json.dumps(settings).encode())

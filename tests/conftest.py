@@ -42,16 +42,28 @@ TINY = {
 }
 
 
-def copy_template(dest: Path, name: str, settings: dict[str, str]) -> Path:
-    """Copy templates/<name> to dest/<name>, setting each `key = value` line of its toml (each must exist once)."""
+def copy_template(dest: Path, name: str, settings: dict[str, str], optimize: bool = False) -> Path:
+    """Copy templates/<name> to dest/<name>, setting each `key = value` line of its toml (each must exist once).
+
+    The copy compiles without XLA's optimisations unless optimize ([compile] optimize = false, as a smoke profile
+    would): its programs run for far less time than they take to compile, and compiling is most of a tiny run.
+    """
     root = dest / name
     shutil.copytree(ROOT / "templates" / name, root, ignore=shutil.ignore_patterns("__pycache__"))
     toml = (root / "template.toml").read_text()
     for key, value in settings.items():
         toml, n = re.subn(rf"(?m)^{key} = .*$", f"{key} = {value}", toml)
         assert n == 1, key
-    (root / "template.toml").write_text(toml)
+    (root / "template.toml").write_text(toml if optimize else unoptimized(toml))
     return root
+
+
+def unoptimized(toml: str) -> str:
+    """A template.toml's text with `[compile] optimize = false`, as the first table (the others keep their order)."""
+    assert "[compile]" not in toml
+    first = re.search(r"(?m)^\[", toml)
+    assert first, "a template.toml has tables"
+    return toml[:first.start()] + "[compile]\noptimize = false\n\n" + toml[first.start():]
 
 
 def write_tiny_template(dest: Path, **overrides: str) -> Path:
@@ -90,11 +102,34 @@ COSTLIEST_FIRST = ("test_kinetix", "test_eval", "test_campaign", "test_open", "t
 RUN_LAST = ("test_real_model",)
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Order the modules costliest first (COSTLIEST_FIRST), RUN_LAST last, each module's tests in their own order."""
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Order the modules costliest first (COSTLIEST_FIRST), RUN_LAST last, each module's tests in their own order;
+    start making the Docker engine in the background when a Docker test is among them."""
     rank = {name: i for i, name in enumerate(COSTLIEST_FIRST)}
     rank |= {name: len(rank) + 1 for name in RUN_LAST}
     items.sort(key=lambda item: rank.get(item.module.__name__ if item.module else "", len(COSTLIEST_FIRST)))
+    if any(_needs_docker(item) for item in items):
+        _prepare_docker_in_background(config)
+
+
+def _needs_docker(item: pytest.Item) -> bool:
+    params = getattr(item, "callspec", None)
+    return "docker_host" in getattr(item, "fixturenames", ()) or (params is not None
+                                                                  and "docker" in params.params.values())
+
+
+def _prepare_docker_in_background(config: pytest.Config) -> None:
+    """docker_engine.prepare() in a process of its own, once per pytest run (every xdist worker collects)."""
+    if os.environ.get("SCIENTIST_TEST_DOCKER_HOST"):
+        return  # an engine of the user's own: nothing to make
+    root = session_root(config._tmp_path_factory)
+    try:
+        os.close(os.open(root / "docker-prepare.started", os.O_CREAT | os.O_EXCL))
+    except FileExistsError:
+        return
+    with open(root / "docker-prepare.log", "wb") as log:
+        subprocess.Popen([sys.executable, str(ROOT / "tests" / "docker_engine.py")], cwd=ROOT, stdout=log,
+                         stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
 
 
 @dataclass
@@ -206,7 +241,7 @@ def docker_host():
     from filelock import FileLock
 
     shared = "PYTEST_XDIST_WORKER" in os.environ
-    with FileLock("/tmp/scientist-test-docker.start.lock"):
+    with FileLock(docker_engine.START_LOCK):  # held by the background preparation until it is done
         try:
             host, proc = docker_engine.start_engine()
         except docker_engine.EngineUnavailable as e:

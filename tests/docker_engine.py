@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 SOCKET = "/tmp/scientist-test-docker.sock"
+START_LOCK = "/tmp/scientist-test-docker.start.lock"  # held while the engine starts and the images are made
 DATA_ROOT = Path("/var/lib/scientist-test-docker")
 BASE_IMAGE = "scientist-test-base:bookworm"
 TEST_IMAGE = "scientist-sandbox:test"
@@ -120,3 +121,25 @@ def remaining_containers(host: str) -> list[str]:
 
     client = docker.DockerClient(base_url=host)
     return [c.name for c in client.containers.list(all=True, filters={"label": OWNER_LABEL})]
+
+
+def prepare() -> None:
+    """Start the engine and make both images, under START_LOCK: what the docker_host fixture does first.
+
+    tests/conftest.py runs this in the background as soon as a pytest run has collected a Docker test, so the
+    engine's start and the images' build (mostly waiting on the package mirror and the disk) overlap the tests
+    that come before; the fixture then takes the same lock and finds everything made.
+    """
+    from filelock import FileLock
+
+    with FileLock(START_LOCK):
+        host, _ = start_engine()
+        ensure_base_image(host)
+        build_test_image(host)
+
+
+if __name__ == "__main__":
+    try:
+        prepare()
+    except EngineUnavailable as e:  # the fixture meets the same problem again and reports it
+        sys.exit(f"docker_engine: {e}")

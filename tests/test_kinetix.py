@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import ROOT, scientist
+from conftest import ROOT, scientist, unoptimized
 
 from base.template import load_template
 from jax_workloads import kinetix_tasks as kt
@@ -70,7 +70,7 @@ def write_tiny_kinetix(dest: Path, **overrides: str) -> Path:
         # The first match is the base settings' (the cpu profile's); the profiles at the end use dotted keys.
         toml, n = re.subn(rf"(?m)^{key} = .*$", f"{key} = {value}", toml, count=1)
         assert n == 1, key
-    (root / "template.toml").write_text(toml)
+    (root / "template.toml").write_text(unoptimized(toml))  # as conftest.copy_template
     return root
 
 

@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from conftest import ROOT, scientist
+from conftest import ROOT, scientist, unoptimized
 
 from base.store import Store
 from base.template import load_template
@@ -369,7 +369,7 @@ def write_tiny_open(dest: Path) -> Path:
     fingerprint = evaluator.reference_fingerprint(spec["config"])
     text = re.sub(r'(?m)^fingerprint = .*$', f'fingerprint = "{fingerprint}"', text)
     text = re.sub(r"(?m)^return = .*$", f"return = {TINY_REFERENCE}", text)
-    path.write_text(text)
+    path.write_text(unoptimized(text))  # as conftest.copy_template
     return root
 
 

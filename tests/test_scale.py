@@ -112,13 +112,18 @@ def test_a_worker_slots_cores_bind_everything_its_run_starts(backend, tmp_path, 
     # The run and a child of its own (a process that detaches or a subprocess inherits the set).
     (work / "probe.py").write_text("import os, subprocess, sys\nprint('run', sorted(os.sched_getaffinity(0)))\n"
                                    "subprocess.run([sys.executable, '-c', 'import os; "
-                                   "print(\"child\", sorted(os.sched_getaffinity(0)))'])\n")
+                                   "print(\"child\", sorted(os.sched_getaffinity(0)))'])\n"
+                                   "import jax\n"
+                                   "print('optimize', not jax.config.read('jax_disable_most_optimizations'))\n")
     last = max(os.sched_getaffinity(0))
     outcome = backends.run(sandbox, backends.Job(script="probe.py", work=work, libs_parent=PROJECT_ROOT,
-                                                 cpus=(last,)), Limits(time_s=120), tmp_path / "log")
+                                                 cpus=(last,), xla_optimize=False), Limits(time_s=120),
+                           tmp_path / "log")
     assert outcome.ok, outcome.log_tail
     log = (tmp_path / "log").read_text()
     assert f"run [{last}]" in log and f"child [{last}]" in log, log
+    # And the sandbox's JAX compiles as the template's [compile] says (the default, optimised, elsewhere).
+    assert "optimize False" in log, log
 
 
 def _alive(p: psutil.Process) -> bool:

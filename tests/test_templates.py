@@ -161,10 +161,21 @@ def test_profile_overlays_seeds_limits_config_private_and_resources(tmp_path):
     assert big.content_hash() != base.content_hash()
     root = add_profile(tmp_path / "b", "same = {}\n"
                                        "same_on_gpu.resources = { gpus = 1 }\n"
-                                       "more_cpus.resources = { cpus = 8 }")
+                                       "more_cpus.resources = { cpus = 8 }\n"
+                                       "smoke.compile = { optimize = false }\n"
+                                       "optimized.compile = { optimize = true }")
     t = load_template(str(root))
     assert t.with_profile("same").content_hash() == t.with_profile("more_cpus").content_hash() == t.content_hash()
     assert t.with_profile("same_on_gpu").content_hash() != t.content_hash()
+    # Compiling without XLA's optimisations (as this tiny copy does, conftest.copy_template) computes other
+    # floating-point results: never the optimised runs. The default, written or not, leaves the hash as it was
+    # before [compile] existed.
+    optimized = t.with_profile("optimized")
+    assert not t.spec.compile.optimize and optimized.spec.compile.optimize
+    assert t.with_profile("smoke").content_hash() == t.content_hash() != optimized.content_hash()
+    toml = root / "template.toml"
+    toml.write_text(toml.read_text().replace("[compile]\noptimize = false\n", ""))
+    assert load_template(str(root)).content_hash() == optimized.content_hash()
 
 
 @pytest.mark.parametrize("lines,message", [
@@ -186,6 +197,9 @@ def test_profile_overlays_seeds_limits_config_private_and_resources(tmp_path):
     ("big.resources = { memory_mb = 100 }",
      "field 'profiles.big.resources': memory_mb (100) is below limits.memory_mb (1500)"),
     ("big.resources = { tpus = 1 }", "field 'profiles.big.resources.tpus': Extra inputs are not permitted"),
+    ("big.compile = { optimise = false }", "field 'profiles.big.compile.optimise': Extra inputs are not permitted"),
+    ('big.compile = { optimize = "maybe" }',
+     "field 'profiles.big.compile.optimize': Input should be a valid boolean"),
 ])
 def test_bad_profile_is_refused_in_one_line_when_the_template_loads(tmp_path, lines, message):
     root = add_profile(tmp_path, lines)
