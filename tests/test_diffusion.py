@@ -35,8 +35,9 @@ TINY = {
 
 
 def write_tiny_diffusion(dest: Path, **overrides: str) -> Path:
-    """Copy the diffusion template to dest/diffusion with TINY settings (and overrides) in its toml."""
-    return copy_template(dest, "diffusion", {**TINY, **overrides})
+    """Copy the diffusion template to dest/diffusion with TINY settings (and overrides) in its toml, compiled with
+    XLA's optimisations: its 800 steps run longer than they compile (39.9 s against 28.1 s for the eval test)."""
+    return copy_template(dest, "diffusion", {**TINY, **overrides}, optimize=True)
 
 
 def load_module(path: Path, name: str):
