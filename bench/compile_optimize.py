@@ -36,12 +36,13 @@ UNOPTIMIZED = "[compile]\noptimize = false\n"
 
 def tiny_copy(name: str, dest: Path, optimize: bool) -> Path:
     """The tests' tiny copy of the template under dest, with or without XLA's optimisations."""
+    from conftest import unoptimized
+
     module, writer = WRITERS[name]
     root = getattr(__import__(module), writer)(dest)
     toml = root / "template.toml"
-    text = toml.read_text().replace(UNOPTIMIZED, "")
-    first = text.index("\n[") + 1  # [compile] goes first among the tables, as the tests put it
-    toml.write_text(text if optimize else text[:first] + UNOPTIMIZED + "\n" + text[first:])
+    text = toml.read_text().replace(UNOPTIMIZED + "\n", "")  # as the tests' writers put it (conftest.unoptimized)
+    toml.write_text(text if optimize else unoptimized(text))
     return root
 
 
