@@ -148,9 +148,17 @@ def _evaluate_all(requests: list[runner.EvalRequest], executor: runner.Executor 
     if tests:
         console.print(tests)
     if baseline is None and requests[0].kind != "baseline":
-        console.print(f"no baseline cached for {seeds} seeds: run `scientist baseline --template {template.name}`"
-                      " to compare against it")
+        _no_baseline(template, seeds)
     return 0 if all(r.ok for _, r in results) else 1
+
+
+def _no_baseline(template: Template, seeds: int) -> None:
+    """Say that no baseline is cached for these settings, and the command that computes it (the profile and seeds
+    named when they are not the defaults)."""
+    flags = f" --profile {template.spec.profile}" if template.spec.profile not in (None, "cpu") else ""
+    flags += f" --seeds {seeds}" if seeds != template.spec.seeds else ""
+    console.print(f"no baseline cached for {seeds} seeds: run `scientist baseline --template {template.name}{flags}`"
+                  " to compare against it")
 
 
 def _cascade_all(requests: list[runner.EvalRequest], executor: runner.Executor | None,
@@ -191,8 +199,7 @@ def _cascade_all(requests: list[runner.EvalRequest], executor: runner.Executor |
     if tests:
         console.print(tests)
     if baseline is None:
-        console.print(f"no baseline cached for {seeds} seeds: run `scientist baseline --template {template.name}`"
-                      " to compare against it")
+        _no_baseline(template, seeds)
     console.print(f"screens: {len(done)}, promoted: {len(results)}, screened out: {len(out)}")
     failed = any(c.decision is None for c in done) or not all(r.ok for _, r in results)
     return 1 if failed else 0

@@ -254,6 +254,13 @@ def test_profile_flag_runs_the_profiles_settings_and_an_unknown_one_is_one_line(
     assert r.code == 0, r.text
     (info,) = [json.loads(p.read_text()) for p in (home / "runs").rglob("final_info.json")]
     assert info["metrics"]["reward_gain_at_kl"]["n"] == 3  # the profile's seeds, not the template's 2
+    # Without a baseline for its settings, eval names the command that makes one: the profile and seeds it used.
+    ipo = tmp_path / "ipo.py"
+    ipo.write_text("def loss(pc, pr, rc, rr, beta):\n    return ((pc - pr) - (rc - rr) - 1 / (2 * beta)) ** 2\n")
+    fewer = scientist("eval", "--template", str(root), "--home", str(home), "--sandbox", "process", "--profile",
+                      "three", "--seeds", "2", "--candidate", str(ipo))
+    assert fewer.code == 0, fewer.text
+    assert "run `scientist baseline --template discopop --profile three --seeds 2`" in fewer.out, fewer.out
     bad = scientist("eval", "--template", str(root), "--home", str(home), "--sandbox", "process", "--profile", "tpu")
     assert bad.code == 2 and "unknown profile 'tpu' (known: cpu, gpu, three)" in bad.err
     assert "Traceback" not in bad.text and len(bad.err.strip().splitlines()) == 1
